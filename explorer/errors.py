@@ -1,0 +1,9 @@
+"""The one exception type that user-facing entry points raise for bad input."""
+
+
+class ExplorerError(ValueError):
+    """A problem with the user's input or environment, stated in one sentence with its fix."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit stopped before its gradient norm reached the requested tolerance."""

@@ -1,0 +1,283 @@
+"""L2-regularised logistic regression with a bias: binary (sigmoid) and multiclass (softmax).
+
+Parameters are a matrix ``theta`` of shape (d + 1, C): rows 0..d-1 hold the feature weights W,
+the last row the bias; C = 1 for two classes (sigmoid of one logit) and C = K for K >= 3 classes
+(softmax). Flattened parameter vectors use theta's row-major order, P = (d + 1) * C entries.
+
+One objective everywhere. For a seed training set of ``n_seed`` samples and strength ``lam``:
+
+    J(theta; D) = (1 / n_seed) * sum_{(x, y) in D} CE(x, y; theta) + (lam / 2) * ||W||^2
+
+with the bias unpenalised. On the seed set (D = D_tr) this is the mean cross-entropy plus
+(lam / 2)||W||^2. When a candidate D_a is added, the penalty keeps its total weight, exactly as in
+the paper's eq. 1 (a sum of losses plus a fixed lambda' ||theta||^2, lambda' = lam * n_seed / 2), so
+first-order influence predictions and retraining agree. All tensors are float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse.linalg
+import torch
+
+from explorer.errors import ConvergenceWarning, ExplorerError
+
+DTYPE = torch.float64
+# Dense Hessians up to this many parameters; above it, conjugate gradient on Hessian-vector products.
+DENSE_HESSIAN_MAX = 3000
+
+
+def as_features(X) -> torch.Tensor:
+    """Return X as a float64 tensor of shape (n, d)."""
+    return torch.as_tensor(np.asarray(X, dtype=np.float64) if not torch.is_tensor(X) else X,
+                           dtype=DTYPE)
+
+
+def as_labels(y) -> torch.Tensor:
+    """Return y as an int64 tensor of shape (n,)."""
+    return torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y, dtype=torch.int64)
+
+
+def n_outputs(n_classes: int) -> int:
+    """Number of logits C: 1 for two classes (sigmoid), K for K >= 3 (softmax)."""
+    if n_classes < 2:
+        raise ExplorerError(f"a classifier needs at least 2 classes, got {n_classes}.")
+    return 1 if n_classes == 2 else n_classes
+
+
+def augment(X: torch.Tensor) -> torch.Tensor:
+    """Append a column of ones for the bias: (n, d) -> (n, d + 1)."""
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
+
+
+def logits(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Logits of shape (n, C)."""
+    return X @ theta[:-1] + theta[-1]
+
+
+def probabilities(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of shape (n, K) (K = 2 for a sigmoid model)."""
+    z = logits(theta, X)
+    if z.shape[1] == 1:
+        p1 = torch.sigmoid(z)
+        return torch.cat([1 - p1, p1], dim=1)
+    return torch.softmax(z, dim=1)
+
+
+def per_sample_loss(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each sample, shape (n,), in nats."""
+    z = logits(theta, X)
+    if z.shape[1] == 1:
+        z = z[:, 0]
+        return torch.nn.functional.softplus(z) - y.to(z.dtype) * z
+    return torch.logsumexp(z, dim=1) - z.gather(1, y[:, None])[:, 0]
+
+
+def mean_loss(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy over (X, y), in nats (no penalty)."""
+    return float(per_sample_loss(theta, X, y).mean())
+
+
+def accuracy(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of samples whose most probable class is the label."""
+    return float((probabilities(theta, X).argmax(dim=1) == y).to(DTYPE).mean())
+
+
+def residuals(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d CE / d logits for each sample, shape (n, C): sigmoid(z) - y, or softmax(z) - onehot(y)."""
+    z = logits(theta, X)
+    if z.shape[1] == 1:
+        return torch.sigmoid(z) - y.to(z.dtype)[:, None]
+    return torch.softmax(z, dim=1) - torch.nn.functional.one_hot(y, z.shape[1]).to(z.dtype)
+
+
+def per_sample_grads(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of each sample's cross-entropy (no penalty), shape (n, P)."""
+    r = residuals(theta, X, y)
+    return (augment(X)[:, :, None] * r[:, None, :]).reshape(X.shape[0], -1)
+
+
+def grad_sum(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum over samples of the cross-entropy gradient (no penalty), shape (d + 1, C)."""
+    return augment(X).T @ residuals(theta, X, y)
+
+
+def penalty_mask(theta: torch.Tensor) -> torch.Tensor:
+    """1 on weight rows, 0 on the (unpenalised) bias row; shape of theta."""
+    mask = torch.ones_like(theta)
+    mask[-1] = 0
+    return mask
+
+
+def objective(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
+              n_seed: int) -> float:
+    """J(theta; D) of the module docstring."""
+    return float(per_sample_loss(theta, X, y).sum() / n_seed
+                 + 0.5 * lam * (theta[:-1] ** 2).sum())
+
+
+def objective_grad(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
+                   n_seed: int) -> torch.Tensor:
+    """Gradient of J, shape (d + 1, C)."""
+    return grad_sum(theta, X, y) / n_seed + lam * penalty_mask(theta) * theta
+
+
+def _curvature(theta: torch.Tensor, X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Per-sample Hessian of CE w.r.t. logits applied to directions Z (n, C)."""
+    z = logits(theta, X)
+    if z.shape[1] == 1:
+        s = torch.sigmoid(z)
+        return s * (1 - s) * Z
+    p = torch.softmax(z, dim=1)
+    return p * Z - p * (p * Z).sum(dim=1, keepdim=True)
+
+
+def hessian_vector_product(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
+                           V: torch.Tensor) -> torch.Tensor:
+    """Hessian of J (over the samples X) times V; V and the result have theta's shape."""
+    A = augment(X)
+    return A.T @ _curvature(theta, X, A @ V) / n_seed + lam * penalty_mask(theta) * V
+
+
+def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int) -> torch.Tensor:
+    """Dense Hessian of J over the samples X, shape (P, P), in flattened theta order."""
+    A = augment(X)
+    n, d1 = A.shape
+    C = theta.shape[1]
+    z = logits(theta, X)
+    if C == 1:
+        s = torch.sigmoid(z)[:, 0]
+        H = (A * (s * (1 - s))[:, None]).T @ A
+    else:
+        p = torch.softmax(z, dim=1)
+        H = torch.zeros(d1, C, d1, C, dtype=DTYPE)
+        for k in range(C):
+            H[:, k, :, k] = (A * p[:, k:k + 1]).T @ A
+        B = (A[:, :, None] * p[:, None, :]).reshape(n, d1 * C)
+        H = H.reshape(d1 * C, d1 * C) - B.T @ B
+    H = H / n_seed
+    H += torch.diag(lam * penalty_mask(theta).reshape(-1))
+    return H
+
+
+def _null_direction(theta: torch.Tensor) -> torch.Tensor | None:
+    """Unit vector along which a softmax model is unchanged: shifting every bias equally.
+
+    The unpenalised softmax bias makes J flat along it, so the Hessian is singular there; every
+    loss gradient is orthogonal to it, so solving in its complement loses nothing.
+    """
+    C = theta.shape[1]
+    if C == 1:
+        return None
+    u = torch.zeros_like(theta)
+    u[-1] = 1.0 / np.sqrt(C)
+    return u.reshape(-1)
+
+
+def solve_hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
+                  rhs: torch.Tensor, method: str = "auto", rtol: float = 1e-10) -> torch.Tensor:
+    """Return H^-1 rhs for the Hessian H of J over the samples X; rhs and result shaped like theta.
+
+    ``method`` is "dense" (Cholesky of the full Hessian), "cg" (conjugate gradient on
+    Hessian-vector products) or "auto" (dense up to DENSE_HESSIAN_MAX parameters).
+    """
+    if method not in ("auto", "dense", "cg"):
+        raise ExplorerError(f"unknown Hessian solver {method!r}; use 'auto', 'dense' or 'cg'.")
+    P = theta.numel()
+    u = _null_direction(theta)
+    b = rhs.reshape(-1).to(DTYPE)
+    if u is not None:
+        b = b - u * (u @ b)
+    if method == "dense" or (method == "auto" and P <= DENSE_HESSIAN_MAX):
+        H = hessian(theta, X, lam, n_seed)
+        if u is not None:
+            H = H + torch.outer(u, u)
+        L, info = torch.linalg.cholesky_ex(H)
+        if int(info) == 0:
+            x = torch.cholesky_solve(b[:, None], L)[:, 0]
+        else:
+            x = torch.linalg.lstsq(H, b[:, None]).solution[:, 0]
+        return x.reshape(theta.shape)
+
+    def matvec(vec: np.ndarray) -> np.ndarray:
+        V = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64)).reshape(theta.shape)
+        out = hessian_vector_product(theta, X, lam, n_seed, V).reshape(-1)
+        if u is not None:
+            out = out + u * (u @ V.reshape(-1))
+        return out.numpy()
+
+    op = scipy.sparse.linalg.LinearOperator((P, P), matvec=matvec, dtype=np.float64)
+    x, info = scipy.sparse.linalg.cg(op, b.numpy(), rtol=rtol, atol=0.0, maxiter=10 * P)
+    if info != 0:
+        warnings.warn(f"conjugate gradient stopped after {info} iterations without reaching "
+                      f"relative residual {rtol:g}.", ConvergenceWarning, stacklevel=2)
+    return torch.from_numpy(x).reshape(theta.shape)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted parameter matrix and how well the fit converged."""
+
+    theta: torch.Tensor  # (d + 1, C)
+    grad_norm: float  # ||grad J|| at theta
+    converged: bool
+    n_iter: int
+
+
+def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
+        theta0: torch.Tensor | None = None, tol: float = 1e-8,
+        max_iter: int = 1000) -> FitResult:
+    """Minimise J(theta; (X, y)) to gradient norm ``tol``; warm-start from ``theta0`` if given.
+
+    ``n_seed`` defaults to len(X) (fitting the seed model itself). L-BFGS gets close cheaply; a
+    trust-region Newton-CG with exact Hessian-vector products finishes to ``tol``.
+    """
+    X, y = as_features(X), as_labels(y)
+    if lam <= 0 or not np.isfinite(lam):
+        raise ExplorerError(f"the L2 strength must be a positive number, got {lam}.")
+    n_seed = X.shape[0] if n_seed is None else n_seed
+    C = n_outputs(n_classes)
+    shape = (X.shape[1] + 1, C)
+    if theta0 is None:
+        theta0 = torch.zeros(shape, dtype=DTYPE)
+    elif tuple(theta0.shape) != shape:
+        raise ExplorerError(f"warm start has shape {tuple(theta0.shape)}, expected {shape}.")
+
+    def unflat(flat: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float64)).reshape(shape)
+
+    def fun(flat):
+        theta = unflat(flat)
+        return (objective(theta, X, y, lam, n_seed),
+                objective_grad(theta, X, y, lam, n_seed).reshape(-1).numpy())
+
+    def hessp(flat, vec):
+        return hessian_vector_product(unflat(flat), X, lam, n_seed,
+                                      unflat(vec)).reshape(-1).numpy()
+
+    x0 = theta0.reshape(-1).numpy().copy()
+    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                  options={"maxiter": max_iter, "gtol": tol * 1e-2,
+                                           "ftol": 1e-16, "maxcor": 30})
+    n_iter = int(res.nit)
+    x = res.x
+    if np.linalg.norm(res.jac) > tol:
+        res = scipy.optimize.minimize(fun, x, jac=True, hessp=hessp, method="trust-ncg",
+                                      options={"gtol": tol, "maxiter": max_iter})
+        n_iter += int(res.nit)
+        x = res.x
+    theta = unflat(x).clone()
+    if C > 1:
+        # softmax is unchanged by a common bias shift: return the zero-mean-bias representative
+        theta[-1] -= theta[-1].mean()
+    gnorm = float(objective_grad(theta, X, y, lam, n_seed).norm())
+    converged = gnorm <= tol
+    if not converged:
+        warnings.warn(f"logistic fit stopped at gradient norm {gnorm:.2e} after {n_iter} "
+                      f"iterations (tolerance {tol:g}); raise max_iter or lam.",
+                      ConvergenceWarning, stacklevel=2)
+    return FitResult(theta=theta, grad_norm=gnorm, converged=converged, n_iter=n_iter)
