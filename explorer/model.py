@@ -101,9 +101,11 @@ def per_sample_grads(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> t
     return (augment(X)[:, :, None] * r[:, None, :]).reshape(X.shape[0], -1)
 
 
-def grad_sum(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum over samples of the cross-entropy gradient (no penalty), shape (d + 1, C)."""
-    return augment(X).T @ residuals(theta, X, y)
+def grad_sum(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(Weighted) sum over samples of the cross-entropy gradient (no penalty), shape (d + 1, C)."""
+    r = residuals(theta, X, y)
+    return augment(X).T @ (r if weight is None else weight[:, None] * r)
 
 
 def penalty_mask(theta: torch.Tensor) -> torch.Tensor:
@@ -114,16 +116,18 @@ def penalty_mask(theta: torch.Tensor) -> torch.Tensor:
 
 
 def objective(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
-              n_seed: int) -> float:
-    """J(theta; D) of the module docstring."""
-    return float(per_sample_loss(theta, X, y).sum() / n_seed
-                 + 0.5 * lam * (theta[:-1] ** 2).sum())
+              n_seed: int, weight: torch.Tensor | None = None) -> float:
+    """J(theta; D) of the module docstring; ``weight`` (n,) scales each sample's loss."""
+    loss = per_sample_loss(theta, X, y)
+    if weight is not None:
+        loss = weight * loss
+    return float(loss.sum() / n_seed + 0.5 * lam * (theta[:-1] ** 2).sum())
 
 
 def objective_grad(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
-                   n_seed: int) -> torch.Tensor:
+                   n_seed: int, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Gradient of J, shape (d + 1, C)."""
-    return grad_sum(theta, X, y) / n_seed + lam * penalty_mask(theta) * theta
+    return grad_sum(theta, X, y, weight) / n_seed + lam * penalty_mask(theta) * theta
 
 
 def _curvature(theta: torch.Tensor, X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
@@ -137,10 +141,13 @@ def _curvature(theta: torch.Tensor, X: torch.Tensor, Z: torch.Tensor) -> torch.T
 
 
 def hessian_vector_product(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
-                           V: torch.Tensor) -> torch.Tensor:
+                           V: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Hessian of J (over the samples X) times V; V and the result have theta's shape."""
     A = augment(X)
-    return A.T @ _curvature(theta, X, A @ V) / n_seed + lam * penalty_mask(theta) * V
+    curv = _curvature(theta, X, A @ V)
+    if weight is not None:
+        curv = weight[:, None] * curv
+    return A.T @ curv / n_seed + lam * penalty_mask(theta) * V
 
 
 def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int) -> torch.Tensor:
@@ -230,11 +237,12 @@ class FitResult:
 
 def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
         theta0: torch.Tensor | None = None, tol: float = 1e-8,
-        max_iter: int = 1000) -> FitResult:
+        max_iter: int = 1000, weight: torch.Tensor | None = None) -> FitResult:
     """Minimise J(theta; (X, y)) to gradient norm ``tol``; warm-start from ``theta0`` if given.
 
-    ``n_seed`` defaults to len(X) (fitting the seed model itself). L-BFGS gets close cheaply; a
-    trust-region Newton-CG with exact Hessian-vector products finishes to ``tol``.
+    ``n_seed`` defaults to len(X) (fitting the seed model itself); ``weight`` (n,) scales each
+    sample's loss. L-BFGS gets close cheaply; a trust-region Newton-CG with exact Hessian-vector
+    products finishes to ``tol``.
     """
     X, y = as_features(X), as_labels(y)
     if lam <= 0 or not np.isfinite(lam):
@@ -252,12 +260,12 @@ def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
 
     def fun(flat):
         theta = unflat(flat)
-        return (objective(theta, X, y, lam, n_seed),
-                objective_grad(theta, X, y, lam, n_seed).reshape(-1).numpy())
+        return (objective(theta, X, y, lam, n_seed, weight),
+                objective_grad(theta, X, y, lam, n_seed, weight).reshape(-1).numpy())
 
     def hessp(flat, vec):
-        return hessian_vector_product(unflat(flat), X, lam, n_seed,
-                                      unflat(vec)).reshape(-1).numpy()
+        return hessian_vector_product(unflat(flat), X, lam, n_seed, unflat(vec),
+                                      weight).reshape(-1).numpy()
 
     x0 = theta0.reshape(-1).numpy().copy()
     res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
@@ -267,14 +275,14 @@ def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
     x = res.x
     if np.linalg.norm(res.jac) > tol:
         res = scipy.optimize.minimize(fun, x, jac=True, hessp=hessp, method="trust-ncg",
-                                      options={"gtol": tol, "maxiter": max_iter})
+                                      options={"gtol": 0.1 * tol, "maxiter": max_iter})
         n_iter += int(res.nit)
         x = res.x
     theta = unflat(x).clone()
     if C > 1:
         # softmax is unchanged by a common bias shift: return the zero-mean-bias representative
         theta[-1] -= theta[-1].mean()
-    gnorm = float(objective_grad(theta, X, y, lam, n_seed).norm())
+    gnorm = float(objective_grad(theta, X, y, lam, n_seed, weight).norm())
     converged = gnorm <= tol
     if not converged:
         warnings.warn(f"logistic fit stopped at gradient norm {gnorm:.2e} after {n_iter} "

@@ -1,0 +1,52 @@
+"""What every appraiser shares: fit once to the model owner's seed model, then value candidates.
+
+Orientation everywhere: a higher value means a more valuable candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from explorer.errors import ExplorerError
+from explorer.seed import SeedModel
+
+
+class Appraiser(ABC):
+    """Scikit-learn-shaped: ``fit(seed)`` does the model owner's one-off work, ``value(X, y)``
+    appraises one candidate (standardised features (m, d), labels (m,))."""
+
+    name: ClassVar[str]
+    backend: ClassVar[str] = "plaintext"
+
+    def fit(self, seed: SeedModel) -> Appraiser:
+        start = time.perf_counter()
+        self.seed_ = seed
+        self._setup(seed)
+        self.setup_seconds_ = time.perf_counter() - start
+        return self
+
+    def _setup(self, seed: SeedModel) -> None:  # noqa: B027 - most appraisers need no set-up
+        pass
+
+    def value(self, X, y) -> float:
+        """The appraised value of one candidate dataset; higher is more valuable."""
+        if not hasattr(self, "seed_"):
+            raise ExplorerError(f"the {self.name} appraiser is not fitted; call fit(seed_model) "
+                                f"first.")
+        X, y = self.seed_.check_candidate(X, y)
+        return float(self._value(X, y))
+
+    @abstractmethod
+    def _value(self, X: torch.Tensor, y: torch.Tensor) -> float: ...
+
+    def params(self) -> dict:
+        """The appraiser's hyper-parameters, for reports."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,77 @@
+"""Experiments as tidy DataFrames: appraise a market, compare with ground truth by rank."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from explorer.appraisers import Appraiser
+from explorer.market import Candidate
+from explorer.seed import SeedModel
+from explorer.utility import ground_truth
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+UTILITY_COLUMNS = ["candidate", "kind", "level", "size", "utility", "accuracy_change",
+                   "truth_seconds"]
+RESULT_COLUMNS = [*UTILITY_COLUMNS, "appraiser", "backend", "value", "seconds",
+                  "setup_seconds"]
+
+
+def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
+                     progress: Progress | None = None) -> pd.DataFrame:
+    """Ground truth for each candidate: one row with its utility and accuracy change."""
+    rows = []
+    for i, c in enumerate(candidates):
+        start = time.perf_counter()
+        u = ground_truth(seed, c.X, c.y)
+        rows.append({"candidate": c.index, "kind": c.kind, "level": c.level, "size": c.size,
+                     "utility": u.utility, "accuracy_change": u.accuracy_change,
+                     "truth_seconds": time.perf_counter() - start})
+        if progress:
+            progress("ground truth", i + 1, len(candidates))
+    return pd.DataFrame(rows, columns=UTILITY_COLUMNS)
+
+
+def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
+                    appraisers: Sequence[Appraiser], utilities: pd.DataFrame | None = None,
+                    progress: Progress | None = None) -> pd.DataFrame:
+    """One row per candidate and appraiser: the value, its seconds, and the ground truth.
+
+    ``seconds`` is the time to appraise that candidate; ``setup_seconds`` the appraiser's one-off
+    work on the model owner's side (e.g. v = H^-1 g_te), shared by all candidates.
+    """
+    if utilities is None:
+        utilities = market_utilities(seed, candidates, progress)
+    truth = utilities.set_index("candidate")
+    rows = []
+    for appraiser in appraisers:
+        appraiser.fit(seed)
+        for i, c in enumerate(candidates):
+            start = time.perf_counter()
+            value = appraiser.value(c.X, c.y)
+            rows.append({**truth.loc[c.index].to_dict(), "candidate": c.index,
+                         "appraiser": appraiser.name, "backend": appraiser.backend,
+                         "value": value, "seconds": time.perf_counter() - start,
+                         "setup_seconds": appraiser.setup_seconds_})
+            if progress:
+                progress(appraiser.name, i + 1, len(candidates))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def spearman(values: Sequence[float], reference: Sequence[float]) -> float:
+    """Spearman's rank correlation; NaN when either side is constant."""
+    values, reference = np.asarray(values, float), np.asarray(reference, float)
+    if len(values) < 2 or np.ptp(values) == 0 or np.ptp(reference) == 0:
+        return float("nan")
+    return float(stats.spearmanr(values, reference).statistic)
+
+
+def rank_correlations(results: pd.DataFrame, against: str = "utility") -> pd.Series:
+    """Spearman rho of each appraiser's values against a ground-truth column, by appraiser."""
+    return results.groupby("appraiser", sort=False).apply(
+        lambda g: spearman(g["value"], g[against]), include_groups=False).rename("spearman")

@@ -1,0 +1,29 @@
+"""The raw-data record every loader returns, and where datasets are cached."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Features (n, d) float64 in natural units, labels (n,) int64 in 0..K-1, and their names."""
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+    def subset(self, mask: np.ndarray) -> RawData:
+        """The rows selected by a boolean mask or an index array."""
+        return RawData(self.X[mask], self.y[mask], self.feature_names, self.class_names)
+
+
+def cache_dir(name: str) -> Path:
+    """The user cache directory for a dataset: $APPRAISAL_EXPLORER_CACHE or ~/.cache/...."""
+    root = os.environ.get("APPRAISAL_EXPLORER_CACHE") or Path.home() / ".cache" / "appraisal-explorer"
+    return Path(root) / name
