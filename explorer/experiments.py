@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from explorer.appraisers import Appraiser
-from explorer.market import Candidate
-from explorer.seed import SeedModel
+from explorer.appraisers import Appraiser, make_appraiser
+from explorer.market import Candidate, make_market
+from explorer.seed import SeedModel, fit_seed_model
+from explorer.tasks import load_task
 from explorer.utility import ground_truth
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -75,3 +76,31 @@ def rank_correlations(results: pd.DataFrame, against: str = "utility") -> pd.Ser
     """Spearman rho of each appraiser's values against a ground-truth column, by appraiser."""
     return results.groupby("appraiser", sort=False).apply(
         lambda g: spearman(g["value"], g[against]), include_groups=False).rename("spearman")
+
+
+def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, size: int,
+                               max_level: float, min_level: float = 0.0, runs: int = 5,
+                               appraisers: Sequence[str] = ("influence",),
+                               task_options: dict | None = None,
+                               market_options: dict | None = None,
+                               progress: Progress | None = None) -> pd.DataFrame:
+    """Spearman rho against utility (and against level) per run and appraiser.
+
+    Run r rebuilds the task (split and, if asked, dropped columns), the seed model and the market
+    from seed r. Columns: run, appraiser, spearman, spearman_level, seed_accuracy.
+    """
+    rows = []
+    for run in range(runs):
+        task = load_task(task_name, seed=run, **(task_options or {}))
+        seed = fit_seed_model(task)
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
+                             **(market_options or {}))
+        results = appraise_market(seed, market, [make_appraiser(a) for a in appraisers])
+        by_level = rank_correlations(results, "level")
+        for name, rho in rank_correlations(results).items():
+            rows.append({"run": run, "appraiser": name, "spearman": rho,
+                         "spearman_level": by_level[name],
+                         "seed_accuracy": seed.test_accuracy})
+        if progress:
+            progress(f"{task_name} {kind}", run + 1, runs)
+    return pd.DataFrame(rows)

@@ -53,7 +53,8 @@ def levels(n_candidates: int, max_level: float, min_level: float = 0.0) -> np.nd
 def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float,
            max_level: float) -> None:
     if kind not in CORRUPTIONS:
-        raise ExplorerError(f"unknown corruption {kind!r}; choose one of {', '.join(CORRUPTIONS)}.")
+        raise ExplorerError(f"unknown corruption {kind!r}; choose one of "
+                            f"{', '.join(CORRUPTIONS)}.")
     if not isinstance(n_candidates, (int, np.integer)) or n_candidates < 1:
         raise ExplorerError(f"the number of candidates must be a positive integer, "
                             f"got {n_candidates!r}.")
@@ -72,7 +73,8 @@ def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float
 
 def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: int = 100,
                 max_level: float = 1.0, min_level: float = 0.0, seed: int = 0,
-                flip: tuple[int, int] | str | None = None, target_class: int = 0) -> list[Candidate]:
+                flip: tuple[int, int] | str | None = None,
+                target_class: int = 0) -> list[Candidate]:
     """Synthesize ``n_candidates`` candidate datasets of ``size`` samples with the given corruption.
 
     Levels are spread over [min_level, max_level] (all 0 for ``none``). Candidates are disjoint
@@ -98,24 +100,27 @@ def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: in
     pair = _flip_pair(task, flip) if kind == "label-noise" else None
     market = []
     for i, (idx, level) in enumerate(zip(slices, lv, strict=True)):
+        # per-candidate streams: a corruption's draws never shift another candidate's
+        draw = np.random.default_rng([seed, 3, i])
+        order = np.random.default_rng([seed, 4, i]).permutation(size)
         X, y = task.X_pool[idx].copy(), task.y_pool[idx].copy()
         details: dict = {}
         if kind == "label-noise":
-            y, details = _label_noise(y, float(level), pair, task.n_classes, rng)
+            y, details = _label_noise(y, float(level), pair, task.n_classes, draw)
         elif kind == "missing-features":
             k = int(round(level * task.n_features))
-            cols = np.sort(rng.choice(task.n_features, size=k, replace=False))
+            cols = np.sort(draw.choice(task.n_features, size=k, replace=False))
             X[:, cols] = 0.0  # the seed-set mean in standardised units
             details = {"missing_columns": cols.tolist()}
         elif kind == "duplicates":
             k = int(round(level * size))
             n_tr = len(task.y_train)
-            dup = rng.choice(n_tr, size=k, replace=k > n_tr)
+            dup = draw.choice(n_tr, size=k, replace=k > n_tr)
             X[:k], y[:k] = task.X_train[dup], task.y_train[dup]
             details = {"duplicates": k}
         elif kind == "feature-noise":
-            X = X + rng.normal(scale=level, size=X.shape) if level > 0 else X
-        order = rng.permutation(size)  # so that corrupted rows are not all at the front
+            X = X + draw.normal(scale=level, size=X.shape) if level > 0 else X
+        # shuffled so that corrupted rows are not all at the front (fine-tuning batches)
         market.append(Candidate(index=i, X=X[order], y=y[order], kind=kind, level=float(level),
                                 details=details))
     return market

@@ -27,14 +27,15 @@ import torch
 from explorer.errors import ConvergenceWarning, ExplorerError
 
 DTYPE = torch.float64
-# Dense Hessians up to this many parameters; above it, conjugate gradient on Hessian-vector products.
+# Dense Hessians up to this many parameters; above, conjugate gradient on Hessian-vector products.
 DENSE_HESSIAN_MAX = 3000
 
 
 def as_features(X) -> torch.Tensor:
     """Return X as a float64 tensor of shape (n, d)."""
-    return torch.as_tensor(np.asarray(X, dtype=np.float64) if not torch.is_tensor(X) else X,
-                           dtype=DTYPE)
+    if not torch.is_tensor(X):
+        X = np.asarray(X, dtype=np.float64)
+    return torch.as_tensor(X, dtype=DTYPE)
 
 
 def as_labels(y) -> torch.Tensor:
@@ -150,22 +151,24 @@ def hessian_vector_product(theta: torch.Tensor, X: torch.Tensor, lam: float, n_s
     return A.T @ curv / n_seed + lam * penalty_mask(theta) * V
 
 
-def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int) -> torch.Tensor:
+def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
+            weight: torch.Tensor | None = None) -> torch.Tensor:
     """Dense Hessian of J over the samples X, shape (P, P), in flattened theta order."""
     A = augment(X)
     n, d1 = A.shape
     C = theta.shape[1]
     z = logits(theta, X)
+    w = torch.ones(n, dtype=DTYPE) if weight is None else weight
     if C == 1:
         s = torch.sigmoid(z)[:, 0]
-        H = (A * (s * (1 - s))[:, None]).T @ A
+        H = (A * (w * s * (1 - s))[:, None]).T @ A
     else:
         p = torch.softmax(z, dim=1)
         H = torch.zeros(d1, C, d1, C, dtype=DTYPE)
         for k in range(C):
-            H[:, k, :, k] = (A * p[:, k:k + 1]).T @ A
+            H[:, k, :, k] = (A * (w * p[:, k])[:, None]).T @ A
         B = (A[:, :, None] * p[:, None, :]).reshape(n, d1 * C)
-        H = H.reshape(d1 * C, d1 * C) - B.T @ B
+        H = H.reshape(d1 * C, d1 * C) - (B * w[:, None]).T @ B
     H = H / n_seed
     H += torch.diag(lam * penalty_mask(theta).reshape(-1))
     return H
@@ -186,7 +189,8 @@ def _null_direction(theta: torch.Tensor) -> torch.Tensor | None:
 
 
 def solve_hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
-                  rhs: torch.Tensor, method: str = "auto", rtol: float = 1e-10) -> torch.Tensor:
+                  rhs: torch.Tensor, method: str = "auto", rtol: float = 1e-10,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Return H^-1 rhs for the Hessian H of J over the samples X; rhs and result shaped like theta.
 
     ``method`` is "dense" (Cholesky of the full Hessian), "cg" (conjugate gradient on
@@ -200,7 +204,7 @@ def solve_hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
     if u is not None:
         b = b - u * (u @ b)
     if method == "dense" or (method == "auto" and P <= DENSE_HESSIAN_MAX):
-        H = hessian(theta, X, lam, n_seed)
+        H = hessian(theta, X, lam, n_seed, weight)
         if u is not None:
             H = H + torch.outer(u, u)
         L, info = torch.linalg.cholesky_ex(H)
@@ -212,7 +216,7 @@ def solve_hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
 
     def matvec(vec: np.ndarray) -> np.ndarray:
         V = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64)).reshape(theta.shape)
-        out = hessian_vector_product(theta, X, lam, n_seed, V).reshape(-1)
+        out = hessian_vector_product(theta, X, lam, n_seed, V, weight).reshape(-1)
         if u is not None:
             out = out + u * (u @ V.reshape(-1))
         return out.numpy()
@@ -241,8 +245,8 @@ def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
     """Minimise J(theta; (X, y)) to gradient norm ``tol``; warm-start from ``theta0`` if given.
 
     ``n_seed`` defaults to len(X) (fitting the seed model itself); ``weight`` (n,) scales each
-    sample's loss. L-BFGS gets close cheaply; a trust-region Newton-CG with exact Hessian-vector
-    products finishes to ``tol``.
+    sample's loss. A trust-region Newton-CG with exact Hessian-vector products gets there; plain
+    Newton steps finish when J's changes fall below float64 resolution.
     """
     X, y = as_features(X), as_labels(y)
     if lam <= 0 or not np.isfinite(lam):
@@ -267,18 +271,19 @@ def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
         return hessian_vector_product(unflat(flat), X, lam, n_seed, unflat(vec),
                                       weight).reshape(-1).numpy()
 
-    x0 = theta0.reshape(-1).numpy().copy()
-    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
-                                  options={"maxiter": max_iter, "gtol": tol * 1e-2,
-                                           "ftol": 1e-16, "maxcor": 30})
-    n_iter = int(res.nit)
-    x = res.x
-    if np.linalg.norm(res.jac) > tol:
-        res = scipy.optimize.minimize(fun, x, jac=True, hessp=hessp, method="trust-ncg",
-                                      options={"gtol": 0.1 * tol, "maxiter": max_iter})
-        n_iter += int(res.nit)
-        x = res.x
+    res = scipy.optimize.minimize(fun, theta0.reshape(-1).numpy().copy(), jac=True,
+                                  hessp=hessp, method="trust-ncg",
+                                  options={"gtol": 0.1 * tol, "maxiter": max_iter})
+    n_iter, x = int(res.nit), res.x
     theta = unflat(x).clone()
+    # Near the optimum J changes below float64 resolution and the line searches stall; Newton
+    # steps need only gradients, and converge quadratically from here.
+    for _ in range(5):
+        g = objective_grad(theta, X, y, lam, n_seed, weight)
+        if float(g.norm()) <= tol or n_iter >= max_iter:
+            break
+        theta = theta - solve_hessian(theta, X, lam, n_seed, g, weight=weight)
+        n_iter += 1
     if C > 1:
         # softmax is unchanged by a common bias shift: return the zero-mean-bias representative
         theta[-1] -= theta[-1].mean()

@@ -79,24 +79,26 @@ class TaskSpec:
     classes: tuple[int, ...] | None = None  # keep only these source classes (relabelled 0..)
     flip_pair: tuple[int, int] | None = None
     needs_files: bool = False
+    shared_units: bool = False  # all features in the same unit (image pixels)
     description: str = ""
 
 
 TASKS: dict[str, TaskSpec] = {
-    "wdbc": TaskSpec(load_wdbc, test_size=0.3, seed_size=0.1, lam=1e-1, flip_pair=(0, 1),
+    "wdbc": TaskSpec(load_wdbc, test_size=0.3, seed_size=0.1, lam=0.3, flip_pair=(0, 1),
                      description="breast-cancer biopsies (scikit-learn's WDBC), 30 features, "
                                  "malignant vs benign"),
     "digits": TaskSpec(load_digits, test_size=0.3, seed_size=100, lam=1e-2, flip_pair=(1, 7),
+                       shared_units=True,
                        description="scikit-learn's 8x8 digits, 64 features, 10 classes"),
     # 600 seed digits: the paper's D_tr, 1% of MNIST's 60,000 training images
     "mnist": TaskSpec(load_mnist, test_size=0.2, seed_size=600, lam=1.0, flip_pair=(1, 7),
-                      needs_files=True,
+                      needs_files=True, shared_units=True,
                       description="MNIST digits (IDX files), 784 features, 10 classes; "
                                   "600 seed digits (the paper's 1% of 60,000)"),
     "cifar-planecar": TaskSpec(load_cifar10, test_size=1.0, seed_size=0.055, lam=1e-2,
                                seed_fractions={0: 10 / 11, 1: 1 / 11},
                                test_fractions={0: 0.5, 1: 0.5}, classes=(0, 1),
-                               flip_pair=(0, 1), needs_files=True,
+                               flip_pair=(0, 1), needs_files=True, shared_units=True,
                                description="CIFAR-10 airplane vs automobile, 3072 features; "
                                            "seed 10:1 plane:car, balanced test"),
 }
@@ -140,14 +142,18 @@ def _select_classes(raw: RawData, classes: tuple[int, ...] | None) -> RawData:
                    raw.feature_names, tuple(raw.class_names[c] for c in classes))
 
 
-def standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale (n, d) -> (d,), (d,). Tiny standard deviations are floored so that a
-    feature almost constant in the seed set (an image border pixel) cannot blow up elsewhere."""
+def standardisation(X: np.ndarray, shared_units: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale (n, d) -> (d,), (d,); a feature constant in the seed set gets scale 1.
+
+    With ``shared_units`` (pixels), scales are floored at a tenth of the median pixel scale, so a
+    pixel almost constant in the seed set (an image border) cannot blow up in other data.
+    """
     mean = X.mean(axis=0)
     std = X.std(axis=0)
     positive = std[std > 0]
-    floor = 0.1 * float(np.median(positive)) if positive.size else 1.0
-    return mean, np.maximum(std, floor)
+    if shared_units and positive.size:
+        return mean, np.maximum(std, 0.1 * float(np.median(positive)))
+    return mean, np.where(std > 0, std, 1.0)
 
 
 def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = None,
@@ -208,7 +214,7 @@ def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = 
         raise ExplorerError(f"drop_features must be between 0 and {d - 1}, got {drop_features}.")
     kept = np.sort(rng.choice(d, size=d - drop_features, replace=False)) if drop_features \
         else np.arange(d)
-    mean, scale = standardisation(seed_part.X[:, kept])
+    mean, scale = standardisation(seed_part.X[:, kept], spec.shared_units)
 
     def std(part: RawData) -> np.ndarray:
         return (part.X[:, kept] - mean) / scale

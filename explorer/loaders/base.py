@@ -25,5 +25,6 @@ class RawData:
 
 def cache_dir(name: str) -> Path:
     """The user cache directory for a dataset: $APPRAISAL_EXPLORER_CACHE or ~/.cache/...."""
-    root = os.environ.get("APPRAISAL_EXPLORER_CACHE") or Path.home() / ".cache" / "appraisal-explorer"
+    root = (os.environ.get("APPRAISAL_EXPLORER_CACHE")
+            or Path.home() / ".cache" / "appraisal-explorer")
     return Path(root) / name

@@ -1,0 +1,203 @@
+"""Command line: ``appraisal-explorer appraise|sample-candidate|tasks``.
+
+Bad input ends with one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from explorer.appraisers import make_appraiser, parse_appraiser_names
+from explorer.errors import ExplorerError
+from explorer.experiments import appraise_market, rank_correlations
+from explorer.loaders.user import read_candidate_file, write_candidate_file
+from explorer.market import CORRUPTIONS, Candidate, make_market
+from explorer.output import write_atomic
+from explorer.seed import fit_seed_model
+from explorer.tasks import TASKS, load_task
+
+PROG = "appraisal-explorer"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage problem in one line."""
+
+    def error(self, message: str):
+        raise ExplorerError(f"{message} (see {self.prog} --help).")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _flip(text: str) -> tuple[int, int] | str:
+    if text == "any":
+        return text
+    try:
+        a, b = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two classes such as 1,7 or the word any, got {text!r}") from None
+    return a, b
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help=f"seed task: {', '.join(TASKS)}")
+    p.add_argument("--data-dir", help="directory with the task's files (mnist: IDX files; "
+                   "cifar-planecar: the python batches)")
+    p.add_argument("--seed", type=_int, default=0, help="seed for every random choice")
+    p.add_argument("--lam", type=_float, help="L2 strength of the seed model (task default "
+                   "otherwise; see README)")
+    p.add_argument("--drop-features", type=_int, default=0,
+                   help="drop this many random feature columns from the whole task")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Appraise candidate datasets for a model "
+                     "without sharing them.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    a = sub.add_parser("appraise", help="appraise a synthetic market or your own candidate file")
+    _add_task_options(a)
+    a.add_argument("--corruption", default="none", help=f"one of {', '.join(CORRUPTIONS)}")
+    a.add_argument("--candidates", type=_int, default=10, help="number of candidates")
+    a.add_argument("--size", type=_int, default=100, help="samples per candidate")
+    a.add_argument("--max-level", type=_float, default=1.0, help="highest corruption level")
+    a.add_argument("--min-level", type=_float, default=0.0, help="lowest corruption level")
+    a.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
+    a.add_argument("--target-class", type=_int, default=0, help="imbalance: the class whose "
+                   "share the level sets")
+    a.add_argument("--appraisers", default="influence,gradient-norm,finetune",
+                   help="comma-separated: influence, gradient-norm, finetune")
+    a.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
+    a.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
+    a.add_argument("--batch-size", type=_int, help="fine-tuning batch size (full batch if "
+                   "omitted)")
+    a.add_argument("--candidate-file", help="appraise your own dataset instead: a CSV with "
+                   "the task's feature columns in order and a label column (or .npz with X, y)")
+    a.add_argument("--out", help="write one CSV row per candidate and appraiser here")
+
+    s = sub.add_parser("sample-candidate", help="write a candidate dataset in the file format "
+                       "--candidate-file reads (raw units)")
+    _add_task_options(s)
+    s.add_argument("--corruption", default="none", help=f"one of {', '.join(CORRUPTIONS)}")
+    s.add_argument("--level", type=_float, default=0.0, help="corruption level in [0, 1]")
+    s.add_argument("--size", type=_int, default=100, help="samples")
+    s.add_argument("--out", required=True, help="CSV file to write")
+
+    sub.add_parser("tasks", help="list the seed tasks")
+    return parser
+
+
+def _appraisers(args) -> list:
+    names = parse_appraiser_names(args.appraisers)
+    params = {"finetune": {"lr": args.lr, "steps": args.steps, "batch_size": args.batch_size}}
+    return [make_appraiser(n, **params.get(n, {})) for n in names]
+
+
+def _task(args):
+    return load_task(args.task, seed=args.seed, data_dir=args.data_dir, lam=args.lam,
+                     drop_features=args.drop_features)
+
+
+def _write_csv(frame: pd.DataFrame, path: str) -> None:
+    write_atomic(path, lambda f: frame.to_csv(f, index=False))
+
+
+def cmd_appraise(args) -> int:
+    appraisers = _appraisers(args)  # validate before the slow part
+    task = _task(args)
+    if args.candidate_file:
+        X_raw, y = read_candidate_file(args.candidate_file, task.n_features, task.class_names)
+        candidates = [Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
+                                {"file": str(args.candidate_file)})]
+    else:
+        candidates = make_market(task, args.corruption, args.candidates, args.size,
+                                 args.max_level, args.min_level, seed=args.seed, flip=args.flip,
+                                 target_class=args.target_class)
+    seed = fit_seed_model(task)
+    print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
+          f"features, {task.n_classes} classes, test accuracy {seed.test_accuracy:.3f}, "
+          f"gradient norm {seed.grad_norm:.1e}")
+    results = appraise_market(seed, candidates, appraisers, progress=_progress())
+    if args.out:
+        _write_csv(results, args.out)
+    if args.candidate_file:
+        first = results.iloc[0]
+        print(f"utility {first.utility:.6g}")
+        print(f"accuracy_change {first.accuracy_change:.6g}")
+        for row in results.itertuples():
+            print(f"value {row.appraiser} {row.value:.6g}")
+    else:
+        for name, rho in rank_correlations(results).items():
+            print(f"spearman {name} {rho:.4f}")
+    return 0
+
+
+def cmd_sample_candidate(args) -> int:
+    task = _task(args)
+    (c,) = make_market(task, args.corruption, 1, args.size, args.level, args.level,
+                       seed=args.seed)
+    write_candidate_file(args.out, task.to_raw(c.X), c.y, task.feature_names)
+    print(f"wrote {c.size} samples of task {task.name} ({c.kind}, level {c.level:g}) to "
+          f"{args.out}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    for name, spec in TASKS.items():
+        print(f"{name}: {spec.description}; default lam {spec.lam:g}")
+    return 0
+
+
+def _progress():
+    if not sys.stderr.isatty():
+        return None
+
+    def report(phase: str, done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{phase}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
+    commands = {"appraise": cmd_appraise, "sample-candidate": cmd_sample_candidate,
+                "tasks": cmd_tasks}
+    try:
+        args = build_parser().parse_args(argv)
+        return commands[args.command](args)
+    except ExplorerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

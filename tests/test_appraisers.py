@@ -1,0 +1,120 @@
+"""The plaintext appraisers against exact answers and against retraining."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import model
+from explorer.appraisers import (
+    APPRAISERS,
+    FineTune,
+    GradientNorm,
+    Influence,
+    make_appraiser,
+    parse_appraiser_names,
+)
+from explorer.errors import ExplorerError
+from explorer.market import make_market
+from explorer.utility import ground_truth, retrain
+
+
+@pytest.mark.parametrize("seed_name", ["wdbc_seed", "digits_seed"])
+def test_influence_matches_retraining_with_a_tiny_weight(request, seed_name):
+    seed = request.getfixturevalue(seed_name)
+    task = request.getfixturevalue(seed_name.replace("_seed", ""))
+    candidates = make_market(task, "label-noise", 3, 40, max_level=0.5)
+    influence = Influence().fit(seed)
+    eps = 1e-4
+    for c in candidates:
+        X, y = seed.check_candidate(c.X, c.y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            theta = retrain(seed, X, y, tol=1e-12, weight=eps).theta
+        actual = seed.test_loss - model.mean_loss(theta, seed.X_test, seed.y_test)
+        predicted = eps * influence.value(c.X, c.y)
+        assert predicted == pytest.approx(actual, rel=0.05)
+
+
+def test_influence_orders_clean_above_fully_flipped(wdbc, wdbc_seed):
+    clean, noisy = make_market(wdbc, "label-noise", 2, 60, max_level=1.0)
+    inf = Influence().fit(wdbc_seed)
+    assert inf.value(clean.X, clean.y) > 0 > inf.value(noisy.X, noisy.y)
+    assert ground_truth(wdbc_seed, clean.X, clean.y).utility > 0
+    assert ground_truth(wdbc_seed, noisy.X, noisy.y).utility < 0
+
+
+def test_influence_dense_and_cg_solvers_agree(digits, digits_seed):
+    (c,) = make_market(digits, "none", 1, 50)
+    dense = Influence(solver="dense").fit(digits_seed).value(c.X, c.y)
+    cg = Influence(solver="cg").fit(digits_seed).value(c.X, c.y)
+    assert dense == pytest.approx(cg, rel=1e-6)
+
+
+def test_gradient_norm_is_the_norm_of_the_summed_gradient(wdbc, wdbc_seed):
+    (c,) = make_market(wdbc, "none", 1, 25)
+    X, y = model.as_features(c.X), model.as_labels(c.y)
+    expected = model.per_sample_grads(wdbc_seed.theta, X, y).sum(0).norm()
+    assert GradientNorm().fit(wdbc_seed).value(c.X, c.y) == pytest.approx(float(expected),
+                                                                           rel=1e-12)
+
+
+def test_one_full_batch_step_of_finetuning(wdbc, wdbc_seed):
+    (c,) = make_market(wdbc, "none", 1, 25)
+    s = wdbc_seed
+    X = torch.cat([s.X_train, model.as_features(c.X)])
+    y = torch.cat([s.y_train, model.as_labels(c.y)])
+    t = s.theta.clone().requires_grad_(True)
+    # the fine-tuning objective: mean CE over D_tr ∪ D_a + (lam n_seed / N) / 2 ||W||^2
+    J = model.per_sample_loss(t, X, y).mean() + 0.5 * s.lam * s.n_seed / len(y) * (
+        t[:-1] ** 2).sum()
+    J.backward()
+    theta1 = s.theta - 0.5 * t.grad
+    expected = s.test_loss - model.mean_loss(theta1, s.X_test, s.y_test)
+    got = FineTune(lr=0.5, steps=1).fit(s).value(c.X, c.y)
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_minibatch_finetuning_is_seeded(wdbc, wdbc_seed):
+    (c,) = make_market(wdbc, "none", 1, 25)
+    a = FineTune(steps=10, batch_size=8, seed=1).fit(wdbc_seed).value(c.X, c.y)
+    b = FineTune(steps=10, batch_size=8, seed=1).fit(wdbc_seed).value(c.X, c.y)
+    other = FineTune(steps=10, batch_size=8, seed=2).fit(wdbc_seed).value(c.X, c.y)
+    assert a == b and a != other
+
+
+@pytest.mark.parametrize("name", list(APPRAISERS))
+def test_appraisers_validate_candidates(wdbc_seed, name):
+    appraiser = make_appraiser(name)
+    X = np.zeros((4, 30))
+    with pytest.raises(ExplorerError, match="not fitted"):
+        appraiser.value(X, [0, 1, 0, 1])
+    appraiser.fit(wdbc_seed)
+    with pytest.raises(ExplorerError, match=r"shape \(samples, 30\)"):
+        appraiser.value(np.zeros((4, 29)), [0, 1, 0, 1])
+    with pytest.raises(ExplorerError, match="NaN or infinite"):
+        appraiser.value(np.full((4, 30), np.nan), [0, 1, 0, 1])
+    with pytest.raises(ExplorerError, match="does not know"):
+        appraiser.value(X, [0, 1, 2, 1])
+    with pytest.raises(ExplorerError, match="empty"):
+        appraiser.value(np.zeros((0, 30)), [])
+    with pytest.raises(ExplorerError, match="needs 4 labels"):
+        appraiser.value(X, [0, 1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": 0}, "learning rate"), ({"lr": float("nan")}, "learning rate"),
+    ({"steps": 0}, "at least one step"), ({"batch_size": 0}, "batch size"),
+])
+def test_finetune_rejects_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ExplorerError, match=message):
+        FineTune(**kwargs)
+
+
+def test_appraiser_names():
+    assert parse_appraiser_names("influence, finetune,influence") == ["influence", "finetune"]
+    with pytest.raises(ExplorerError, match="unknown appraiser 'shapley'"):
+        parse_appraiser_names("influence,shapley")
+    with pytest.raises(ExplorerError, match="at least one"):
+        parse_appraiser_names(" , ")

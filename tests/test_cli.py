@@ -1,0 +1,144 @@
+"""The command line end to end, and every bad input ending in one sentence and exit 2."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.cli import main
+
+REQUIRED = {"candidate", "level", "utility", "accuracy_change", "appraiser", "backend", "value",
+            "seconds"}
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def spearman_lines(out):
+    return {line.split()[1]: float(line.split()[2]) for line in out.splitlines()
+            if line.startswith("spearman ")}
+
+
+def test_appraise_wdbc_end_to_end(tmp_path, capsys):
+    out_csv = tmp_path / "results.csv"
+    code, out, err = run(capsys, "appraise", "--task", "wdbc", "--corruption", "label-noise",
+                         "--candidates", "12", "--size", "30", "--max-level", "0.5",
+                         "--appraisers", "influence,gradient-norm,finetune", "--seed", "3",
+                         "--out", str(out_csv))
+    assert code == 0, err
+    frame = pd.read_csv(out_csv)
+    assert set(frame.columns) >= REQUIRED and len(frame) == 36
+    assert set(frame.backend) == {"plaintext"}
+    assert np.allclose(sorted(frame.level.unique()), np.linspace(0, 0.5, 12))
+    rho = spearman_lines(out)
+    assert set(rho) == {"influence", "gradient-norm", "finetune"}
+    assert rho["influence"] > 0.7 and rho["gradient-norm"] < 0  # the paper's Figure 5 point
+
+
+def test_same_seed_same_numbers(tmp_path, capsys):
+    args = ["appraise", "--task", "digits", "--corruption", "label-noise", "--candidates", "5",
+            "--size", "80", "--appraisers", "influence", "--seed", "7"]
+    run(capsys, *args, "--out", str(tmp_path / "a.csv"))
+    run(capsys, *args, "--out", str(tmp_path / "b.csv"))
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    cols = ["candidate", "level", "utility", "accuracy_change", "value"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_digits_imbalance(capsys):
+    code, out, err = run(capsys, "appraise", "--task", "digits", "--corruption", "imbalance",
+                         "--candidates", "6", "--size", "60", "--appraisers",
+                         "influence,gradient-norm", "--target-class", "3")
+    assert code == 0, err
+    assert set(spearman_lines(out)) == {"influence", "gradient-norm"}
+
+
+def test_own_candidate_file(tmp_path, capsys):
+    path = tmp_path / "mine.csv"
+    code, out, err = run(capsys, "sample-candidate", "--task", "wdbc", "--size", "30",
+                         "--corruption", "label-noise", "--level", "0.2", "--out", str(path))
+    assert code == 0, err
+    frame = pd.read_csv(path)
+    assert frame.shape == (30, 31) and frame.columns[-1] == "label"
+    code, out, err = run(capsys, "appraise", "--task", "wdbc", "--candidate-file", str(path),
+                         "--appraisers", "influence,gradient-norm")
+    assert code == 0, err
+    lines = dict(line.rsplit(" ", 1) for line in out.splitlines()[1:])
+    assert set(lines) == {"utility", "accuracy_change", "value influence",
+                          "value gradient-norm"}
+    assert all(np.isfinite(float(v)) for v in lines.values())
+
+
+def test_tasks_lists_every_task(capsys):
+    code, out, _ = run(capsys, "tasks")
+    assert code == 0 and all(t in out for t in ("wdbc", "digits", "mnist", "cifar-planecar"))
+
+
+def write(tmp_path, text, name="bad.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+WDBC_HEADER = ",".join(f"f{i}" for i in range(30))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "imagenet"], "unknown task 'imagenet'"),
+    (["--task", "wdbc", "--corruption", "rot"], "unknown corruption 'rot'"),
+    (["--task", "wdbc", "--appraisers", "influence,shapley"], "unknown appraiser 'shapley'"),
+    (["--task", "wdbc", "--size", "0"], "positive integer"),
+    (["--task", "wdbc", "--size", "5000"], "larger than the pool"),
+    (["--task", "wdbc", "--max-level", "1.5"], r"within \[0, 1\]"),
+    (["--task", "wdbc", "--max-level", "-0.1"], r"within \[0, 1\]"),
+    (["--task", "wdbc", "--max-level", "nan"], "finite number"),
+    (["--task", "wdbc", "--candidates", "x"], "whole number"),
+    (["--task", "mnist", "--data-dir", "/nonexistent/mnist"], "does not exist.*--data-dir"),
+    (["--task", "wdbc", "--candidate-file", "/nonexistent.csv"], "does not exist"),
+    (["--task", "wdbc", "--lr", "-1", "--appraisers", "finetune"], "learning rate"),
+    (["--task", "wdbc", "--out", "/nonexistent/dir/r.csv"], "output directory"),
+    (["--task"], "expected one argument"),
+])
+def test_bad_input_is_one_sentence(capsys, argv, message):
+    code, _, err = run(capsys, "appraise", *argv)
+    assert code == 2
+    assert err.startswith("appraisal-explorer: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("body, message", [
+    (WDBC_HEADER + ",label\n" + ",".join(["1"] * 29 + ["nan", "0"]), "NaN or infinite"),
+    (WDBC_HEADER + ",label\n" + ",".join(["1"] * 29 + ["inf", "0"]), "NaN or infinite"),
+    (WDBC_HEADER + "\n" + ",".join(["1"] * 30), "no 'label' column"),
+    ("a,b,label\n1,2,0", "2 feature columns but the task has 30"),
+    (WDBC_HEADER + ",label\n" + ",".join(["1"] * 30 + ["5"]), "label 5 .*does not know"),
+])
+def test_bad_candidate_files(tmp_path, capsys, body, message):
+    code, _, err = run(capsys, "appraise", "--task", "wdbc", "--candidate-file",
+                         write(tmp_path, body))
+    assert code == 2 and re.search(message, err), err
+    assert err.count("\n") == 1
+
+
+def test_failure_leaves_no_output_file(tmp_path, capsys):
+    out_csv = tmp_path / "r.csv"
+    code, _, _ = run(capsys, "appraise", "--task", "wdbc", "--size", "0", "--out", str(out_csv))
+    assert code == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("appraisal-explorer")
+    proc = subprocess.run([str(exe), "appraise", "--task", "nope"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("appraisal-explorer: error: unknown task 'nope'; choose one "
+                                   "of wdbc, digits, mnist, cifar-planecar.")
