@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from explorer.appraisers import make_appraiser, parse_appraiser_names
+from explorer.appraisers.private import DEFAULT_PRECISION_BITS
 from explorer.errors import ExplorerError
 from explorer.experiments import appraise_market, rank_correlations
 from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
+from explorer.mpc.session import PROVIDERS
 from explorer.output import write_atomic
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, load_task
@@ -71,6 +73,26 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    help="drop this many random feature columns from the whole task")
 
 
+def _add_private_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("private appraisal (--backend crypten)")
+    g.add_argument("--backend", default="plaintext", help="plaintext, or crypten: secure "
+                   "multi-party computation between the model owner and the data owner")
+    g.add_argument("--mode", default="parties", help="parties: one OS process per party (and "
+                   "the dealer) on this machine; simulated: one process, no real secret sharing "
+                   "(for teaching and fast checks)")
+    g.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS,
+                   help="fixed-point fractional bits (default 16; the paper's 24 makes "
+                   "CrypTen's two-party truncation fail now and then on large data, see README)")
+    g.add_argument("--provider", default="TTP", help="TTP: " + PROVIDERS["TTP"] + "; TFP: "
+                   + PROVIDERS["TFP"])
+    g.add_argument("--reveal", default="value", help="value, or bit: reveal only whether "
+                   "value > --threshold")
+    g.add_argument("--threshold", type=_float, default=0.0, help="the model owner's "
+                   "threshold in bit mode")
+    g.add_argument("--timeout", type=_float, default=600.0, help="seconds before a private "
+                   "session is stopped")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Appraise candidate datasets for a model "
                      "without sharing them.")
@@ -92,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
     a.add_argument("--batch-size", type=_int, help="fine-tuning batch size (full batch if "
                    "omitted)")
+    _add_private_options(a)
     a.add_argument("--candidate-file", help="appraise your own dataset instead: a CSV with "
                    "the task's feature columns in order and a label column (or .npz with X, y)")
     a.add_argument("--out", help="write one CSV row per candidate and appraiser here")
@@ -111,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _appraisers(args) -> list:
     names = parse_appraiser_names(args.appraisers)
     params = {"finetune": {"lr": args.lr, "steps": args.steps, "batch_size": args.batch_size}}
+    if args.backend == "crypten":
+        if args.batch_size is not None:
+            raise ExplorerError("private fine-tuning takes full-batch steps; drop --batch-size "
+                                "or use --backend plaintext.")
+        params = {"finetune": {"lr": args.lr, "steps": args.steps}}
+        options = {"mode": args.mode, "precision_bits": args.precision_bits,
+                   "provider": args.provider, "reveal": args.reveal,
+                   "threshold": args.threshold, "timeout": args.timeout}
+        return [make_appraiser(n, "crypten", **params.get(n, {}), **options) for n in names]
+    if args.backend != "plaintext":
+        raise ExplorerError(f"unknown backend {args.backend!r}; choose plaintext or crypten.")
     return [make_appraiser(n, **params.get(n, {})) for n in names]
 
 
@@ -150,6 +184,12 @@ def cmd_appraise(args) -> int:
     else:
         for name, rho in rank_correlations(results).items():
             print(f"spearman {name} {rho:.4f}")
+    if args.backend == "crypten":
+        for name, g in results.groupby("appraiser", sort=False):
+            print(f"cost {name}: plaintext {g.plaintext_seconds.sum():.2f} s, encrypted "
+                  f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent, "
+                  f"{g.rounds.sum():.0f} rounds ({args.mode}, {args.provider}, "
+                  f"{args.precision_bits} bits, reveal {args.reveal})")
     return 0
 
 

@@ -20,7 +20,7 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 UTILITY_COLUMNS = ["candidate", "kind", "level", "size", "utility", "accuracy_change",
                    "truth_seconds"]
 RESULT_COLUMNS = [*UTILITY_COLUMNS, "appraiser", "backend", "value", "seconds",
-                  "setup_seconds"]
+                  "setup_seconds", "plaintext_seconds", "private_seconds", "bytes", "rounds"]
 
 
 def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
@@ -41,10 +41,13 @@ def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
 def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
                     appraisers: Sequence[Appraiser], utilities: pd.DataFrame | None = None,
                     progress: Progress | None = None) -> pd.DataFrame:
-    """One row per candidate and appraiser: the value, its seconds, and the ground truth.
+    """One row per candidate and appraiser: the value, its cost, and the ground truth.
 
-    ``seconds`` is the time to appraise that candidate; ``setup_seconds`` the appraiser's one-off
-    work on the model owner's side (e.g. v = H^-1 g_te), shared by all candidates.
+    ``seconds`` is the wall time to appraise that candidate (for a private batch, the session's
+    wall time including process start-up, divided evenly); ``setup_seconds`` the appraiser's
+    one-off plaintext work on the model owner's side (e.g. v = H^-1 g_te); ``plaintext_seconds``
+    the candidate's share of all plaintext work, ``private_seconds`` of the encrypted
+    computation, ``bytes`` and ``rounds`` of the communication (0 in plaintext).
     """
     if utilities is None:
         utilities = market_utilities(seed, candidates, progress)
@@ -52,15 +55,15 @@ def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
     rows = []
     for appraiser in appraisers:
         appraiser.fit(seed)
-        for i, c in enumerate(candidates):
-            start = time.perf_counter()
-            value = appraiser.value(c.X, c.y)
+        if progress:
+            progress(appraiser.name, 0, len(candidates))
+        appraised = appraiser.appraise_many([(c.X, c.y) for c in candidates])
+        for c, row in zip(candidates, appraised, strict=True):
             rows.append({**truth.loc[c.index].to_dict(), "candidate": c.index,
                          "appraiser": appraiser.name, "backend": appraiser.backend,
-                         "value": value, "seconds": time.perf_counter() - start,
-                         "setup_seconds": appraiser.setup_seconds_})
-            if progress:
-                progress(appraiser.name, i + 1, len(candidates))
+                         "setup_seconds": appraiser.setup_seconds_, **row})
+        if progress:
+            progress(appraiser.name, len(candidates), len(candidates))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

@@ -6,6 +6,7 @@ from explorer.appraisers.base import Appraiser
 from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.gradient_norm import GradientNorm
 from explorer.appraisers.influence import Influence, influence_vector
+from explorer.appraisers.private import PRIVATE_APPRAISERS
 from explorer.errors import ExplorerError
 
 APPRAISERS: dict[str, type[Appraiser]] = {
@@ -27,11 +28,19 @@ def parse_appraiser_names(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def make_appraiser(name: str, **params) -> Appraiser:
-    """An unfitted appraiser by name; ``params`` go to its constructor."""
+BACKENDS = ("plaintext", "crypten")
+
+
+def make_appraiser(name: str, backend: str = "plaintext", **params) -> Appraiser:
+    """An unfitted appraiser by name and backend; ``params`` go to its constructor (for
+    ``crypten`` also mode, precision_bits, provider, reveal, threshold, timeout)."""
     (name,) = parse_appraiser_names([name])
-    return APPRAISERS[name](**params)
+    if backend == "plaintext":
+        return APPRAISERS[name](**params)
+    if backend == "crypten":
+        return PRIVATE_APPRAISERS[name](**params)
+    raise ExplorerError(f"unknown backend {backend!r}; choose plaintext or crypten.")
 
 
-__all__ = ["APPRAISERS", "Appraiser", "FineTune", "GradientNorm", "Influence",
+__all__ = ["APPRAISERS", "BACKENDS", "Appraiser", "FineTune", "GradientNorm", "Influence",
            "influence_vector", "make_appraiser", "parse_appraiser_names"]

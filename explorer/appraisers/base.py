@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -42,6 +43,19 @@ class Appraiser(ABC):
 
     @abstractmethod
     def _value(self, X: torch.Tensor, y: torch.Tensor) -> float: ...
+
+    def appraise_many(self, candidates: Sequence[tuple]) -> list[dict]:
+        """Appraise [(X, y), ...]; per candidate its value, its seconds and the cost columns
+        (plaintext_seconds includes this appraiser's share of the set-up)."""
+        rows = []
+        for X, y in candidates:
+            start = time.perf_counter()
+            value = self.value(X, y)
+            seconds = time.perf_counter() - start
+            rows.append({"value": value, "seconds": seconds,
+                         "plaintext_seconds": seconds + self.setup_seconds_ / len(candidates),
+                         "private_seconds": 0.0, "bytes": 0, "rounds": 0})
+        return rows
 
     def params(self) -> dict:
         """The appraiser's hyper-parameters, for reports."""
