@@ -1,4 +1,4 @@
-"""Command line: ``appraisal-explorer appraise|sample-candidate|tasks``.
+"""Command line: ``appraisal-explorer appraise|sample-candidate|tasks|export-encoding|party``.
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -21,6 +21,14 @@ from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
 from explorer.mpc.session import PROVIDERS
 from explorer.output import write_atomic
+from explorer.parties import (
+    encoding,
+    read_encoding,
+    run_data_owner,
+    run_dealer,
+    run_model_owner,
+    write_encoding,
+)
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, load_task
 
@@ -128,6 +136,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="CSV file to write")
 
     sub.add_parser("tasks", help="list the seed tasks")
+
+    e = sub.add_parser("export-encoding", help="model owner: write the public encoding (feature "
+                       "order and scaling, classes) a data owner needs for `party data-owner`")
+    _add_task_options(e)
+    e.add_argument("--out", required=True, help="JSON file to write")
+
+    p = sub.add_parser("party", help="run one party of a private appraisal on this machine, "
+                       "with RENDEZVOUS, WORLD_SIZE=2 and RANK set (see README)")
+    roles = p.add_subparsers(dest="role", required=True, parser_class=_Parser)
+    mo = roles.add_parser("model-owner", help="RANK=0: the model owner")
+    _add_task_options(mo)
+    mo.add_argument("--sizes", required=True, help="the agreed candidate sizes, e.g. 30,30")
+    dow = roles.add_parser("data-owner", help="RANK=1: the data owner")
+    dow.add_argument("--encoding", required=True, help="the model owner's encoding file")
+    dow.add_argument("--candidate-file", action="append", required=True,
+                     help="a candidate dataset (repeat for several)")
+    for r in (mo, dow):
+        r.add_argument("--appraiser", default="influence",
+                       help="influence, gradient-norm or finetune")
+        r.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
+        r.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
+        r.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS)
+        r.add_argument("--provider", default="TTP", help="TTP (needs the dealer) or TFP")
+        r.add_argument("--reveal", default="value", help="value or bit")
+        r.add_argument("--timeout", type=_float, default=600.0,
+                       help="seconds any step may wait for the other party")
+    mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
+    dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
+    dealer.add_argument("--timeout", type=_float, default=600.0)
     return parser
 
 
@@ -203,6 +240,52 @@ def cmd_sample_candidate(args) -> int:
     return 0
 
 
+def cmd_export_encoding(args) -> int:
+    task = _task(args)
+    seed = fit_seed_model(task)
+    write_encoding(args.out, encoding(task, seed))
+    print(f"wrote the encoding of task {task.name} ({task.n_features} features, "
+          f"{task.n_classes} classes) to {args.out}")
+    return 0
+
+
+def _print_party_report(name: str, report, reveal: str) -> None:
+    label = "bit" if reveal == "bit" else "value"
+    for i, v in enumerate(report.values.tolist()):
+        print(f"{label} {name} candidate {i} {v:.6g}")
+    print(f"cost {name}: encrypted {report.seconds:.2f} s, {report.bytes / 1e6:.2f} MB sent, "
+          f"{report.rounds} rounds")
+
+
+def cmd_party(args) -> int:
+    if args.role == "dealer":
+        run_dealer(args.timeout)
+        return 0
+    (name,) = parse_appraiser_names([args.appraiser])
+    if args.role == "model-owner":
+        try:
+            sizes = tuple(int(v) for v in args.sizes.split(","))
+        except ValueError:
+            raise ExplorerError(f"--sizes takes whole numbers separated by commas, got "
+                                f"{args.sizes!r}.") from None
+        params = {"lr": args.lr, "steps": args.steps} if name == "finetune" else {}
+        appraiser = make_appraiser(name, "crypten", precision_bits=args.precision_bits,
+                                   provider=args.provider, reveal=args.reveal,
+                                   threshold=args.threshold, timeout=args.timeout, **params)
+        appraiser.fit(fit_seed_model(_task(args)))
+        report = run_model_owner(appraiser, sizes)
+    else:
+        enc = read_encoding(args.encoding)
+        candidates = [read_candidate_file(f, len(enc["feature_names"]),
+                                          tuple(enc["class_names"]))
+                      for f in args.candidate_file]
+        report = run_data_owner(enc, name, candidates, reveal=args.reveal,
+                                precision_bits=args.precision_bits, provider=args.provider,
+                                lr=args.lr, steps=args.steps, timeout=args.timeout)
+    _print_party_report(name, report, args.reveal)
+    return 0
+
+
 def cmd_tasks(args) -> int:
     for name, spec in TASKS.items():
         print(f"{name}: {spec.description}; default lam {spec.lam:g}")
@@ -227,7 +310,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     commands = {"appraise": cmd_appraise, "sample-candidate": cmd_sample_candidate,
-                "tasks": cmd_tasks}
+                "tasks": cmd_tasks, "export-encoding": cmd_export_encoding, "party": cmd_party}
     try:
         args = build_parser().parse_args(argv)
         return commands[args.command](args)

@@ -19,7 +19,7 @@ from explorer.appraisers.base import Appraiser
 from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.influence import influence_vector
 from explorer.errors import ExplorerError
-from explorer.mpc.protocol import DataOwnerInput, ModelOwnerInput, SessionSpec
+from explorer.mpc.protocol import ModelOwnerInput, SessionSpec, pad_candidates
 from explorer.mpc.session import check_options, run_session
 from explorer.seed import SeedModel
 
@@ -45,13 +45,15 @@ class PrivateAppraiser(Appraiser):
         return {"mode": self.mode, "precision_bits": self.precision_bits,
                 "provider": self.provider, "reveal": self.reveal, "threshold": self.threshold}
 
-    def _spec(self, sizes: tuple[int, ...]) -> SessionSpec:
+    def session_spec(self, sizes: tuple[int, ...]) -> SessionSpec:
+        """The public metadata of a session appraising candidates of these sizes."""
         s = self.seed_
         return SessionSpec(appraiser=self.name, n_features=s.n_features,
                            n_outputs=s.theta.shape[1], sizes=sizes, reveal=self.reveal,
                            precision_bits=self.precision_bits)
 
-    def _model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
+    def model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
+        """What the model owner encrypts (prepared in the clear from its own data only)."""
         return ModelOwnerInput(theta=self.seed_.theta, threshold=self.threshold)
 
     def appraise_many(self, candidates: Sequence[tuple]) -> list[dict]:
@@ -63,17 +65,11 @@ class PrivateAppraiser(Appraiser):
         if not candidates:
             return []
         checked = [self.seed_.check_candidate(X, y) for X, y in candidates]
-        sizes = tuple(len(y) for _, y in checked)
-        m, d = max(sizes), self.seed_.n_features
-        X = torch.zeros(len(checked), m, d, dtype=model.DTYPE)
-        Y = torch.zeros(len(checked), m, dtype=torch.int64)
-        for b, (Xb, yb) in enumerate(checked):
-            X[b, :len(yb)], Y[b, :len(yb)] = Xb, yb
-        spec = self._spec(sizes)
+        spec = self.session_spec(tuple(len(y) for _, y in checked))
         start = time.perf_counter()
-        mo = self._model_owner_input(spec)
+        mo = self.model_owner_input(spec)
         prep = time.perf_counter() - start
-        result = run_session(spec, mo, DataOwnerInput(X, Y), self.mode, self.provider,
+        result = run_session(spec, mo, pad_candidates(checked), self.mode, self.provider,
                              self.timeout)
         B = len(checked)
         self.last_session_ = result
@@ -99,7 +95,7 @@ class PrivateInfluence(PrivateAppraiser):
     def _setup(self, seed: SeedModel) -> None:
         self.weights_ = influence_vector(seed, self.solver) / seed.n_seed
 
-    def _model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
+    def model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
         return ModelOwnerInput(theta=self.seed_.theta, weights=self.weights_,
                                threshold=self.threshold)
 
@@ -111,7 +107,7 @@ class PrivateGradientNorm(PrivateAppraiser):
 
     name = "gradient-norm"
 
-    def _model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
+    def model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
         s = self.seed_
         per_sample = model.grad_sum(s.theta, s.X_test, s.y_test).norm() / len(s.y_test)
         scale = max(float(per_sample) * float(np.median(spec.sizes)), 1e-3)
@@ -133,13 +129,13 @@ class PrivateFineTune(PrivateAppraiser):
     def params(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, **super().params()}
 
-    def _spec(self, sizes: tuple[int, ...]) -> SessionSpec:
+    def session_spec(self, sizes: tuple[int, ...]) -> SessionSpec:
         s = self.seed_
-        return dataclasses.replace(super()._spec(sizes), n_train=s.n_seed,
+        return dataclasses.replace(super().session_spec(sizes), n_train=s.n_seed,
                                    n_test=len(s.y_test), lr=self.lr, steps=self.steps,
                                    lam=s.lam)
 
-    def _model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
+    def model_owner_input(self, spec: SessionSpec) -> ModelOwnerInput:
         s = self.seed_
         return ModelOwnerInput(theta=s.theta, threshold=self.threshold, X_train=s.X_train,
                                y_train=s.y_train, X_test=s.X_test, y_test=s.y_test,

@@ -18,6 +18,7 @@ Revealed to both: the B appraisal values, or only the B bits ``value > threshold
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -84,6 +85,16 @@ class PartyReport:
     bytes: int  # sent by this party
     rounds: int  # communication rounds of this party
     shares: dict = field(default_factory=dict)  # tests only
+
+
+def pad_candidates(candidates: list[tuple[torch.Tensor, torch.Tensor]]) -> DataOwnerInput:
+    """Candidates [(X (m_b, d), y (m_b,)), ...] -> one zero-padded batch (B, max m_b, d)."""
+    m, d = max(len(y) for _, y in candidates), candidates[0][0].shape[1]
+    X = torch.zeros(len(candidates), m, d, dtype=torch.float64)
+    Y = torch.zeros(len(candidates), m, dtype=torch.int64)
+    for b, (Xb, yb) in enumerate(candidates):
+        X[b, :len(yb)], Y[b, :len(yb)] = torch.as_tensor(Xb), torch.as_tensor(yb)
+    return DataOwnerInput(X, Y)
 
 
 def ring_limit(precision_bits: int) -> float:
@@ -192,6 +203,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
         model_owner_checks(spec, mo)
 
     comm = crypten.communicator.get()
+    if world_size > 1:
+        _check_same_spec(comm, spec, rank)
     comm.reset_communication_stats()
     start = time.perf_counter()
 
@@ -230,6 +243,19 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
     stats = comm.get_communication_stats()
     return PartyReport(values=revealed.reshape(B), seconds=seconds, bytes=int(stats["bytes"]),
                        rounds=int(stats["rounds"]), shares=shares)
+
+
+def _check_same_spec(comm, spec: SessionSpec, rank: int) -> None:
+    """Both parties must run the same session: exchange the public metadata and compare."""
+    mine = dataclasses.asdict(spec)
+    owner, data = (comm.broadcast_obj(mine if rank == r else None, r)
+                   for r in (MODEL_OWNER, DATA_OWNER))
+    differ = sorted(k for k in owner if owner[k] != data.get(k))
+    if differ:
+        raise ExplorerError(
+            "the parties disagree on the session's public metadata ("
+            + ", ".join(f"{k}: model owner {owner[k]!r}, data owner {data.get(k)!r}"
+                        for k in differ) + "); start both with the same options.")
 
 
 def _private_finetune(crypten, spec: SessionSpec, A, Y, theta, mo: ModelOwnerInput | None,

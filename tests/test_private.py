@@ -1,0 +1,144 @@
+"""Private appraisal between real parties against plaintext, and its failure modes."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from explorer.appraisers import make_appraiser
+from explorer.appraisers.influence import influence_vector
+from explorer.errors import ExplorerError
+from explorer.market import make_market
+from explorer.mpc.protocol import DataOwnerInput, ModelOwnerInput, SessionSpec
+from explorer.mpc.session import run_session
+
+# Largest error of a private value, relative to the largest plaintext value of the market:
+# the sigmoid, square-root, softmax and log approximations dominate, not the fixed point.
+MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "finetune": 0.05}
+
+
+def children_of_this_process():
+    me, kids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and fields[0] != "Z":
+                kids.append(int(entry))
+    return kids
+
+
+@pytest.fixture(scope="module")
+def market(wdbc):
+    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)
+
+
+def pairs(market):
+    return [(c.X, c.y) for c in market]
+
+
+@pytest.mark.parametrize("name", ["influence", "gradient-norm", "finetune"])
+def test_private_matches_plaintext_between_real_parties(wdbc_seed, market, name):
+    params = {"finetune": {"lr": 0.1, "steps": 4}}.get(name, {})
+    plain = make_appraiser(name, **params).fit(wdbc_seed)
+    expected = np.array([plain.value(X, y) for X, y in pairs(market)])
+    private = make_appraiser(name, "crypten", mode="parties", **params).fit(wdbc_seed)
+    rows = private.appraise_many(pairs(market))
+    got = np.array([r["value"] for r in rows])
+    assert stats.spearmanr(got, expected).statistic >= 0.99
+    assert np.abs(got - expected).max() <= MAX_RELATIVE_ERROR[name] * np.abs(expected).max()
+    session = private.last_session_
+    assert session.bytes > 0 and session.rounds > 0 and session.private_seconds > 0
+    assert all(r["bytes"] > 0 and r["private_seconds"] > 0 for r in rows)
+    assert children_of_this_process() == []
+
+
+def test_single_bit_makes_the_plaintext_decisions(wdbc_seed, market):
+    plain = make_appraiser("influence").fit(wdbc_seed)
+    expected = np.array([plain.value(X, y) for X, y in pairs(market)])
+    threshold = float(np.median(expected))
+    bits = make_appraiser("influence", "crypten", reveal="bit",
+                          threshold=threshold).fit(wdbc_seed).appraise_many(pairs(market))
+    got = np.array([r["value"] for r in bits])
+    assert set(np.unique(got)) <= {0.0, 1.0}
+    clear = np.abs(expected - threshold) > 0.02 * np.ptp(expected)
+    assert clear.sum() >= 8
+    assert np.array_equal(got[clear], (expected[clear] > threshold).astype(float))
+
+
+def test_simulated_mode_matches_plaintext(digits_seed, digits):
+    candidates = pairs(make_market(digits, "label-noise", 4, 60, max_level=0.8))
+    plain = make_appraiser("influence").fit(digits_seed)
+    expected = np.array([plain.value(X, y) for X, y in candidates])
+    private = make_appraiser("influence", "crypten", mode="simulated", provider="TFP")
+    got = np.array([r["value"] for r in private.fit(digits_seed).appraise_many(candidates)])
+    assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()
+
+
+def session_inputs(seed, market, **spec_options):
+    X = torch.tensor(np.stack([c.X for c in market]))
+    y = torch.tensor(np.stack([c.y for c in market]))
+    spec = SessionSpec("influence", seed.n_features, seed.theta.shape[1],
+                       tuple(c.size for c in market), **spec_options)
+    weights = influence_vector(seed) / seed.n_seed
+    return spec, ModelOwnerInput(seed.theta, weights=weights), DataOwnerInput(X, y)
+
+
+def test_data_owner_shares_reveal_nothing_of_the_model(digits_seed, digits):
+    market = make_market(digits, "none", 2, 40)
+    spec, mo, do = session_inputs(digits_seed, market, return_shares=True)
+    result = run_session(spec, mo, do, mode="parties", provider="TTP")
+    owner, data = result.reports
+    scale = 2 ** spec.precision_bits
+    for key, secret in (("theta", mo.theta), ("weights", mo.weights)):
+        encoded = (secret * scale).long()  # CrypTen encodes by truncation
+        theirs = data.shares[key]
+        # the two shares add up to the secret in the 64-bit ring ...
+        assert torch.equal(owner.shares[key] + theirs, encoded)
+        # ... yet the data owner's share is neither the secret nor correlated with it
+        assert not torch.equal(theirs, encoded)
+        rho = np.corrcoef(theirs.double().flatten().numpy(), secret.flatten().numpy())[0, 1]
+        assert abs(rho) < 0.2
+        assert theirs.abs().double().median() > 2.0 ** 40  # uniform over the ring
+
+
+def test_a_failing_party_fails_the_run_with_its_message(wdbc_seed, market):
+    spec, mo, do = session_inputs(wdbc_seed, market)
+    broken = DataOwnerInput(do.X.clone(), do.y)
+    broken.X[0, 0, 0] = float("nan")  # only the data owner's process sees this
+    with pytest.raises(ExplorerError, match="NaN or infinite"):
+        run_session(spec, mo, broken, mode="parties", provider="TTP", timeout=60)
+    assert children_of_this_process() == []
+
+
+def test_a_run_over_its_timeout_is_stopped_and_cleaned_up(wdbc_seed, market):
+    spec, mo, do = session_inputs(wdbc_seed, market)
+    with pytest.raises(ExplorerError, match=r"did not finish within 0\.5 s"):
+        run_session(spec, mo, do, mode="parties", provider="TTP", timeout=0.5)
+    assert children_of_this_process() == []
+
+
+@pytest.mark.parametrize("bits", [16, 24])
+def test_overflow_prone_inputs_are_refused_before_encryption(wdbc_seed, market, bits):
+    spec, mo, do = session_inputs(wdbc_seed, market, precision_bits=bits)
+    huge = DataOwnerInput(do.X * 1e7, do.y)
+    with pytest.raises(ExplorerError, match=f"{bits}-bit fixed point"):
+        run_session(spec, mo, huge, mode="simulated", provider="TFP")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "cloud"}, "unknown MPC mode"),
+    ({"provider": "HE"}, "unknown provider"),
+    ({"reveal": "all"}, "unknown reveal mode"),
+    ({"precision_bits": 40}, "precision bits"),
+    ({"mode": "simulated", "provider": "TTP"}, "no dealer"),
+    ({"threshold": float("nan")}, "threshold"),
+])
+def test_bad_private_options(options, message):
+    with pytest.raises(ExplorerError, match=message):
+        make_appraiser("influence", "crypten", **options)
