@@ -44,33 +44,15 @@ Design of :func:`run_parties`
 * ``finally`` always: SIGKILL every process group still alive, reap every
   child, close every fd, destroy the store (closing its port).
 
-RECIPE: the same party code on separate machines
-------------------------------------------------
-Choose an address of the rank-0 machine reachable by all parties, e.g.
-10.0.0.1, and a port, e.g. 29500. On every machine, same code and same config::
-
-    # machine A (model owner)
-    RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK=0 DISTRIBUTED_BACKEND=gloo \
-    GLOO_SOCKET_IFNAME=eth0 \
-      python launcher.py party --fn mypkg.parties:appraise --precision-bits 24
-    # machine B (data owner)
-    RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK=1 DISTRIBUTED_BACKEND=gloo \
-    GLOO_SOCKET_IFNAME=eth0 \
-      python launcher.py party --fn mypkg.parties:appraise --precision-bits 24
-    # with --provider TTP on *all* processes, plus machine C (dealer): RANK=WORLD_SIZE
-    RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK=2 DISTRIBUTED_BACKEND=gloo \
-    GLOO_SOCKET_IFNAME=eth0 python launcher.py dealer --provider TTP
-
-WORLD_SIZE counts parties only (the dealer is the extra rank WORLD_SIZE).
-Rank 0 hosts the store on RENDEZVOUS's host:port, bound to that address only
-(``MPC_HOST_STORE=0`` restores torch's default of rank 0 listening on all
-interfaces). Each party loads its own payload (``--payload file.pkl`` or inside
-``fn``); the result is printed as ``repr`` on stdout, or pickled to ``--out``.
-GLOO_SOCKET_IFNAME must name the interface carrying that address (gloo opens
-one listening socket per peer connection on it). Gloo traffic is NOT encrypted:
-use a VPN/WireGuard/SSH tunnel between machines. There is no supervising
-parent in this mode: pass ``--collective-timeout SECONDS`` so a hung peer
-fails the others instead of blocking them for torch's default 30 minutes.
+Separate machines
+-----------------
+The same party code runs one process per machine with CrypTen's environment variables:
+RENDEZVOUS=tcp://<model owner's address>:<port>, WORLD_SIZE=2 (parties only), RANK=0 (model
+owner), 1 (data owner) or 2 (the TTP dealer). Rank 0 hosts the rendezvous store bound to that
+address only. ``appraisal-explorer party model-owner|data-owner|dealer`` wraps
+:func:`run_party_from_env` and :func:`run_dealer_from_env`; the README shows a full run. Gloo
+traffic is not encrypted: put a VPN or SSH tunnel between machines, and pass a collective
+timeout so that a hung peer fails the others instead of blocking them for 30 minutes.
 """
 
 from __future__ import annotations
@@ -842,7 +824,7 @@ def _env_store_for_rank0(rank: int) -> Iterator[None]:
 def _env_rank_and_size() -> tuple[int, int]:
     for key in ("RENDEZVOUS", "WORLD_SIZE", "RANK"):
         if key not in os.environ:
-            raise RuntimeError(f"environment variable {key} must be set (see launcher.RECIPE)")
+            raise RuntimeError(f"environment variable {key} must be set (see the README)")
     os.environ.setdefault("DISTRIBUTED_BACKEND", "gloo")
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
