@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from explorer.appraisers import Appraiser, make_appraiser
+from explorer.appraisers import Appraiser, FineTune, make_appraiser
+from explorer.errors import ExplorerError
 from explorer.market import Candidate, make_market
 from explorer.seed import SeedModel, fit_seed_model
 from explorer.tasks import load_task
-from explorer.utility import ground_truth
+from explorer.utility import absorb, ground_truth
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -86,11 +87,12 @@ def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, siz
                                appraisers: Sequence[str] = ("influence",),
                                task_options: dict | None = None,
                                market_options: dict | None = None,
+                               backend: str = "plaintext", backend_options: dict | None = None,
                                progress: Progress | None = None) -> pd.DataFrame:
     """Spearman rho against utility (and against level) per run and appraiser.
 
     Run r rebuilds the task (split and, if asked, dropped columns), the seed model and the market
-    from seed r. Columns: run, appraiser, spearman, spearman_level, seed_accuracy.
+    from seed r. Columns: run, appraiser, backend, spearman, spearman_level, seed_accuracy.
     """
     rows = []
     for run in range(runs):
@@ -98,12 +100,174 @@ def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, siz
         seed = fit_seed_model(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
                              **(market_options or {}))
-        results = appraise_market(seed, market, [make_appraiser(a) for a in appraisers])
+        results = appraise_market(seed, market, _appraisers(appraisers, backend,
+                                                             backend_options))
         by_level = rank_correlations(results, "level")
         for name, rho in rank_correlations(results).items():
-            rows.append({"run": run, "appraiser": name, "spearman": rho,
+            rows.append({"run": run, "appraiser": name, "backend": backend, "spearman": rho,
                          "spearman_level": by_level[name],
                          "seed_accuracy": seed.test_accuracy})
         if progress:
             progress(f"{task_name} {kind}", run + 1, runs)
     return pd.DataFrame(rows)
+
+
+def _appraisers(names: Sequence[str], backend: str, options: dict | None) -> list[Appraiser]:
+    return [make_appraiser(n, backend, **(options or {})) for n in names]
+
+
+def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: int,
+                     max_level: float, min_level: float = 0.0, repeats: int = 5,
+                     appraisers: Sequence[str] = ("influence",), backend: str = "plaintext",
+                     backend_options: dict | None = None, market_options: dict | None = None,
+                     progress: Progress | None = None) -> pd.DataFrame:
+    """The paper's Figure 6 protocol: one seed model, ``repeats`` freshly sampled markets.
+
+    Rows as ``appraise_market`` plus a ``run`` column (the market's repeat).
+    """
+    frames = []
+    for run in range(repeats):
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
+                             **(market_options or {}))
+        frame = appraise_market(seed, market, _appraisers(appraisers, backend,
+                                                          backend_options))
+        frames.append(frame.assign(run=run))
+        if progress:
+            progress("markets", run + 1, repeats)
+    return pd.concat(frames, ignore_index=True)
+
+
+ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "loss_change",
+                       "normalised_change"]
+
+
+def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
+                       max_level: float, rounds: int, runs: int = 5, min_level: float = 0.0,
+                       task_options: dict | None = None, backend: str = "plaintext",
+                       backend_options: dict | None = None,
+                       progress: Progress | None = None) -> pd.DataFrame:
+    """Greedy acquisition by influence versus random acquisition (the paper's Figure 8).
+
+    Each round the model owner appraises the remaining candidates with its current model,
+    acquires one (the highest influence, or a random one) and refits on everything acquired so
+    far. ``loss_change`` is the test loss minus the seed model's (negative = better);
+    ``normalised_change`` divides it by the largest test-loss reduction the random strategy
+    reached in that run, so that random's best is -1.
+    """
+    if rounds < 1 or rounds > n_candidates:
+        raise ExplorerError(f"rounds must be between 1 and the number of candidates "
+                            f"({n_candidates}), got {rounds}.")
+    rows = []
+    for run in range(runs):
+        task = load_task(task_name, seed=run, **(task_options or {}))
+        start = fit_seed_model(task)
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run)
+        rng = np.random.default_rng([run, 5])
+        for strategy in ("influence", "random"):
+            current, remaining = start, list(market)
+            rows.append({"run": run, "strategy": strategy, "round": 0, "candidate": -1,
+                         "test_loss": start.test_loss})
+            for r in range(1, rounds + 1):
+                if strategy == "influence":
+                    appraiser = make_appraiser("influence", backend, **(backend_options or {}))
+                    appraiser.fit(current)
+                    values = [a["value"] for a in
+                              appraiser.appraise_many([(c.X, c.y) for c in remaining])]
+                    pick = int(np.argmax(values))
+                else:
+                    pick = int(rng.integers(len(remaining)))
+                chosen = remaining.pop(pick)
+                current = absorb(current, chosen.X, chosen.y)
+                rows.append({"run": run, "strategy": strategy, "round": r,
+                             "candidate": chosen.index, "test_loss": current.test_loss})
+        if progress:
+            progress("acquisition", run + 1, runs)
+    frame = pd.DataFrame(rows)
+    base = frame.groupby("run").test_loss.transform("first")
+    frame["loss_change"] = frame.test_loss - base
+    best_random = (-frame[frame.strategy == "random"].groupby("run").loss_change.min())
+    scale = frame.run.map(best_random.where(best_random > 0, frame.loss_change.abs().max()))
+    frame["normalised_change"] = frame.loss_change / scale
+    return frame[ACQUISITION_COLUMNS]
+
+
+BREAKDOWN_COLUMNS = ["appraiser", "backend", "candidates", "plaintext_seconds",
+                     "private_seconds", "seconds", "bytes", "rounds"]
+
+
+def runtime_breakdown(seed: SeedModel, candidates: Sequence[Candidate],
+                      appraisers: Sequence[Appraiser]) -> pd.DataFrame:
+    """Cost of appraising a market, per appraiser: plaintext seconds (set-up included),
+    encrypted seconds, whole wall seconds, bytes and rounds, summed over candidates."""
+    rows = []
+    for appraiser in appraisers:
+        appraiser.fit(seed)
+        appraised = pd.DataFrame(appraiser.appraise_many([(c.X, c.y) for c in candidates]))
+        rows.append({"appraiser": appraiser.name, "backend": appraiser.backend,
+                     "candidates": len(candidates),
+                     **appraised[["plaintext_seconds", "private_seconds", "seconds", "bytes",
+                                  "rounds"]].sum().to_dict()})
+    return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)
+
+
+def finetune_grid(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
+                  batch_sizes: Sequence[int | None], epochs: Sequence[int],
+                  lr: float = 0.1) -> pd.DataFrame:
+    """The paper's Figure 3: fine-tuning's rank correlation and runtime over batch size x
+    epochs (``None`` = full batch). Columns: batch_size, epochs, steps, spearman, seconds."""
+    n_union = seed.n_seed + max(c.size for c in candidates)
+    rows = []
+    for batch in batch_sizes:
+        per_epoch = 1 if batch is None else -(-n_union // batch)
+        for ep in epochs:
+            ft = FineTune(lr=lr, steps=ep * per_epoch, batch_size=batch)
+            frame = appraise_market(seed, candidates, [ft], utilities)
+            rows.append({"batch_size": batch, "epochs": ep, "steps": ep * per_epoch,
+                         "spearman": spearman(frame.value, frame.utility),
+                         "seconds": frame.seconds.sum()})
+    return pd.DataFrame(rows)
+
+
+def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
+                     lrs: Sequence[float] = (0.001, 0.1, 10.0),
+                     budgets: Sequence[int] = (1, 4, 16)) -> pd.DataFrame:
+    """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's runtime per
+    candidate, at several learning rates. Columns: lr, budget, steps, spearman,
+    spearman_level, influence_spearman, influence_spearman_level."""
+    inf = appraise_market(seed, candidates, [make_appraiser("influence")], utilities)
+    per_candidate = (inf.seconds.sum() + inf.setup_seconds.iloc[0]) / len(candidates)
+    one_step = appraise_market(seed, candidates, [FineTune(steps=1)], utilities)
+    step_seconds = one_step.seconds.mean()
+    rows = []
+    for budget in budgets:
+        steps = max(1, int(round(budget * per_candidate / step_seconds)))
+        for lr in lrs:
+            frame = appraise_market(seed, candidates, [FineTune(lr=lr, steps=steps)], utilities)
+            rows.append({"lr": lr, "budget": budget, "steps": steps,
+                         "spearman": spearman(frame.value, frame.utility),
+                         "spearman_level": spearman(frame.value, -frame.level),
+                         "influence_spearman": spearman(inf.value, inf.utility),
+                         "influence_spearman_level": spearman(inf.value, -inf.level)})
+    return pd.DataFrame(rows)
+
+
+PRICE_KINDS = (("none", 0.0), ("label-noise", 1.0), ("duplicates", 1.0), ("feature-noise", 1.0))
+
+
+def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 30,
+                  kinds: Sequence[tuple[str, float]] = PRICE_KINDS,
+                  market_seed: int = 0) -> pd.DataFrame:
+    """A market mixing clean, harmful (labels flipped), duplicate and noisy candidates, priced
+    by ``rule`` (a pricing.PricingRule) from their influence values.
+
+    Columns: candidate, kind, level, value, utility, accuracy_change, price, accepted.
+    """
+    market: list[Candidate] = []
+    for i, (kind, level) in enumerate(kinds):
+        for c in make_market(task, kind, n_per_kind, size, level, level, seed=market_seed + i):
+            market.append(Candidate(len(market), c.X, c.y, c.kind, c.level, c.details))
+    results = appraise_market(seed, market, [make_appraiser("influence")])
+    prices = rule.prices(results.value)
+    return results.assign(price=prices, accepted=results.value > rule.threshold)[
+        ["candidate", "kind", "level", "value", "utility", "accuracy_change", "price",
+         "accepted"]]

@@ -19,7 +19,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) ->
                             f"first.")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        # mkstemp makes the file private; results are meant to be shared like any new file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             write(f)
         os.replace(tmp, path)
     finally:

@@ -46,3 +46,19 @@ def ground_truth(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> Utility:
     acc = model.accuracy(res.theta, seed.X_test, seed.y_test)
     return Utility(utility=seed.test_loss - loss, accuracy_change=acc - seed.test_accuracy,
                    test_loss=loss, grad_norm=res.grad_norm)
+
+
+def absorb(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> SeedModel:
+    """The model owner's seed model after acquiring D_a: theta_star on D_tr ∪ D_a.
+
+    The returned model's training set is the union and its L2 strength is rescaled to
+    lam * n_seed / n_union, so its objective (mean CE + lam'/2 ||W||^2) is J / n_union
+    scaled: the same optimum, Hessian and influence as the objective of explorer.model.
+    """
+    X_a, y_a = seed.check_candidate(X_a, y_a)
+    res = retrain(seed, X_a, y_a, tol=tol)
+    X = torch.cat([seed.X_train, X_a])
+    y = torch.cat([seed.y_train, y_a])
+    return SeedModel(theta=res.theta, lam=seed.lam * seed.n_seed / len(y),
+                     n_classes=seed.n_classes, X_train=X, y_train=y, X_test=seed.X_test,
+                     y_test=seed.y_test, grad_norm=res.grad_norm, converged=res.converged)

@@ -141,4 +141,4 @@ def test_console_script_runs():
                           text=True, timeout=120, env={**os.environ})
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("appraisal-explorer: error: unknown task 'nope'; choose one "
-                                   "of wdbc, digits, mnist, cifar-planecar.")
+                                   "of wdbc, digits, mnist, mnist-3v5, cifar-planecar.")

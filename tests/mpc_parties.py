@@ -1,0 +1,152 @@
+"""Party functions for tests/test_launcher.py.
+
+They live in their own module (not in the test file) so that a spawned party,
+a fresh interpreter that receives the parent's ``sys.path`` (which contains
+``tests/``: the tests have no ``__init__.py``), can import them by reference as
+``mpc_parties.<name>``. Nothing here may depend on pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explorer.mpc.crypten_compat import load_crypten
+
+# --------------------------------------------------------------------------- /proc helpers
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process ``pid`` has open (empty if it is gone)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _decode_addr(hex_addr: str, v6: bool) -> str:
+    host, port = hex_addr.split(":")
+    raw = bytes.fromhex(host)
+    if v6:  # four little-endian 32-bit words
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{int(port, 16)}"
+    return f"{socket.inet_ntop(socket.AF_INET, raw[::-1])}:{int(port, 16)}"
+
+
+def listening_addresses(pid: int) -> list[str]:
+    """``host:port`` of every TCP socket in LISTEN state owned by process ``pid``."""
+    inodes = socket_inodes(pid)
+    found = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        with contextlib.suppress(FileNotFoundError), open(table) as fh:
+            next(fh)
+            for line in fh:
+                parts = line.split()
+                if parts[3] == "0A" and parts[9] in inodes:  # 0A = TCP_LISTEN
+                    found.append(_decode_addr(parts[1], v6))
+    return found
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """pid -> state letter of every process whose parent is ``pid`` (zombies included)."""
+    out: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
+        if int(fields[1]) == pid:
+            out[int(entry)] = fields[0]
+    return out
+
+
+# --------------------------------------------------------------------------- party functions
+
+
+def dot_party(rank: int, world_size: int, payload: torch.Tensor) -> dict[str, Any]:
+    """Party 0 holds ``a``, party 1 holds ``b`` (same length); reveal a.b and sum(a + b).
+
+    Also reports what the launcher should have set up: communication stats, and
+    the listening sockets of this process and (rank 0 only, while the TTP dealer
+    is still serving) of every sibling process, i.e. every other child of the
+    launching process.
+    """
+    crypten = load_crypten()
+    comm = crypten.communicator.get()
+    mine = payload.double()
+    zeros = torch.zeros_like(mine)
+    a = crypten.cryptensor(mine if rank == 0 else zeros, src=0)
+    b = crypten.cryptensor(mine if rank == 1 else zeros, src=1)
+    dot = (a * b).sum().get_plain_text().item()
+    total = (a + b).sum().get_plain_text().item()
+    siblings: dict[int, list[str]] = {}
+    if rank == 0:
+        for pid in children_of(os.getppid()):
+            if pid != os.getpid():
+                siblings[pid] = listening_addresses(pid)
+    return {
+        "dot": dot,
+        "sum": total,
+        "comm": dict(comm.get_communication_stats()),
+        "pid": os.getpid(),
+        "listen": listening_addresses(os.getpid()),
+        "siblings_listen": siblings,
+    }
+
+
+def boom_party(rank: int, world_size: int, payload: Any) -> None:
+    crypten = load_crypten()
+    x = crypten.cryptensor(torch.ones(3), src=0)
+    if rank == 1:
+        raise ValueError("boom")
+    x.get_plain_text()  # rank 0 blocks here waiting for rank 1
+
+
+def hang_party(rank: int, world_size: int, payload: Any) -> None:
+    """Rank 1 starts a grandchild ``sleep <marker>``, records its pid, then hangs."""
+    crypten = load_crypten()
+    if rank == 1:
+        marker, pid_file = payload
+        grandchild = subprocess.Popen(["sleep", marker])
+        Path(pid_file).write_text(str(grandchild.pid))
+        time.sleep(1000)
+    crypten.cryptensor(torch.ones(3), src=0).get_plain_text()  # rank 0 blocks here
+
+
+def exit_party(rank: int, world_size: int, payload: Any) -> None:
+    crypten = load_crypten()
+    crypten.cryptensor(torch.ones(3), src=0)
+    if rank == 1:
+        os._exit(3)
+    crypten.cryptensor(torch.ones(3), src=0).get_plain_text()  # rank 0 blocks here
+
+
+def simulated_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
+    """For run_simulated: what the in-process run looked like from the inside."""
+    crypten = load_crypten()
+    a = crypten.cryptensor(payload[0].double())
+    b = crypten.cryptensor(payload[1].double())
+    return {
+        "pid": os.getpid(),
+        "rank": rank,
+        "world_size": world_size,
+        "comm_world_size": crypten.communicator.get().get_world_size(),
+        "initialized": crypten.is_initialized(),
+        "env_world_size": os.environ.get("WORLD_SIZE"),
+        "precision_bits": crypten.cfg.encoder.precision_bits,
+        "dot": (a * b).sum().get_plain_text().item(),
+    }
