@@ -60,7 +60,8 @@ class SessionSpec:
 @dataclass(frozen=True)
 class ModelOwnerInput:
     theta: torch.Tensor  # (d + 1, C)
-    weights: torch.Tensor | None = None  # influence: v / n_seed, (d + 1, C)
+    weights: torch.Tensor | None = None  # influence: v / n_seed * weight_scale, (d + 1, C)
+    weight_scale: float = 1.0  # a power of two, kept secret; undone inside MPC
     norm_scale: float = 1.0  # gradient norm: ||G|| is computed as scale * ||G / scale||
     threshold: float = 0.0  # bit mode
     X_train: torch.Tensor | None = None  # fine-tuning, (n_train, d)
@@ -155,7 +156,7 @@ def model_owner_checks(spec: SessionSpec, mo: ModelOwnerInput) -> None:
                       spec.precision_bits, "as a column norm, which bounds the logits")
     if mo.weights is not None:
         check_fixed_point("influence weights v / n_seed", mo.weights, 1.0, spec.precision_bits,
-                          "times gradient entries up to the ring's limit")
+                          "after scaling, times gradient entries up to the ring's limit")
     for name, X in (("training features", mo.X_train), ("test features", mo.X_test)):
         if X is not None:
             check_fixed_point(f"model owner's {name}", X.abs().sum(dim=0) + len(X), limit,
@@ -215,8 +216,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
 
     if spec.appraiser == "influence":
         weights = _encrypt(crypten, mo.weights if mo else None, (d1, C), MODEL_OWNER, rank)
+        unscale = _encrypt(crypten, torch.tensor([1.0 / mo.weight_scale]) if mo else None,
+                           (1,), MODEL_OWNER, rank)
         G = _gradient_sums(A, Y, theta, C)
-        value = G.reshape(B, d1 * C).matmul(weights.reshape(d1 * C))
+        value = G.reshape(B, d1 * C).matmul(weights.reshape(d1 * C)) * unscale
         if spec.return_shares:
             shares = {"theta": theta.share.clone(), "weights": weights.share.clone()}
     elif spec.appraiser == "gradient-norm":
