@@ -31,6 +31,8 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/table2_wdbc.py
 	$(BIN)/python benchmarks/table1_mnist.py
+	$(BIN)/python benchmarks/private_costs.py
+	$(BIN)/python benchmarks/reproduce_paper.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-results.csv

@@ -467,6 +467,26 @@ def price_bars(prices: pd.DataFrame) -> go.Figure:
                    legend=BOTTOM_LEGEND, margin={"t": 80, "b": 110})
 
 
+def paper_comparison_bars(frame: pd.DataFrame, title: str = "Ours beside the paper") -> go.Figure:
+    """Our mean (with a ±1 sd error bar) beside the paper's figure, one pair of bars per setting.
+
+    Columns: setting, mean, sd, paper_mean, and optionally paper_sd.
+    """
+    _require(frame, ["setting", "mean", "sd", "paper_mean"], "paper_comparison_bars")
+    fig = go.Figure()
+    fig.add_bar(x=frame.setting, y=frame["mean"], name="ours",
+                marker_color=APPRAISER_COLOURS["influence"],
+                error_y={"type": "data", "array": frame["sd"], "visible": True})
+    paper_sd = frame.get("paper_sd")
+    fig.add_bar(x=frame.setting, y=frame.paper_mean, name="paper",
+                marker_color="#BBBBBB",
+                error_y=None if paper_sd is None else {"type": "data", "array": paper_sd,
+                                                       "visible": True})
+    fig.update_yaxes(title_text="Spearman ρ with utility")
+    fig.update_xaxes(title_text="setting")
+    return _layout(fig, title, barmode="group")
+
+
 def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a standalone HTML page with plotly.js inlined (no CDN), atomically."""
     if not isinstance(fig, go.Figure):

@@ -1,0 +1,44 @@
+"""Every artefact reproduces at --quick size: CSV and standalone HTML, headlines beside the
+paper's figures. The MNIST artefacts read ../shared/data/mnist."""
+
+import pandas as pd
+import pytest
+
+from explorer.cli import main
+from explorer.reproduce import ARTEFACTS
+from explorer.tasks import load_task
+
+
+def mnist_available():
+    try:
+        load_task("mnist", allow_download=False)
+    except Exception:
+        return False
+    return True
+
+
+NEEDS_MNIST = {"table1", "fig3", "fig4", "fig5", "fig6"}
+
+
+@pytest.mark.parametrize("artefact", list(ARTEFACTS))
+def test_reproduce_quick_writes_csv_and_html(tmp_path, capsys, artefact):
+    if artefact in NEEDS_MNIST and not mnist_available():
+        pytest.skip("MNIST files are not on this machine")
+    code = main(["reproduce", artefact, "--quick", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    frame = pd.read_csv(tmp_path / f"{artefact}.csv")
+    assert len(frame) > 0
+    htmls = sorted(tmp_path.glob("*.html"))
+    assert htmls and all(p.stat().st_size > 100_000 for p in htmls)  # plotly.js inlined
+    assert all('<script src=' not in p.read_text() for p in htmls)  # nothing from a CDN
+    headlines = [line for line in out.splitlines() if line.startswith(artefact)]
+    assert headlines and all("paper" in line or "blog" in line for line in headlines)
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_reproduce_rejects_unknown_artefacts_and_directories(tmp_path, capsys):
+    assert main(["reproduce", "fig99", "--out", str(tmp_path)]) == 2
+    assert "unknown artefact 'fig99'" in capsys.readouterr().err
+    assert main(["reproduce", "fig8", "--out", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
