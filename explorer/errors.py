@@ -7,3 +7,7 @@ class ExplorerError(ValueError):
 
 class ConvergenceWarning(UserWarning):
     """A fit stopped before its gradient norm reached the requested tolerance."""
+
+
+class Cancelled(Exception):
+    """A job stopped because its user cancelled it."""

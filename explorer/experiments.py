@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -10,13 +11,12 @@ import pandas as pd
 from scipy import stats
 
 from explorer.appraisers import Appraiser, FineTune, make_appraiser
-from explorer.errors import ExplorerError
+from explorer.appraisers.base import Progress
+from explorer.errors import Cancelled, ExplorerError
 from explorer.market import Candidate, make_market
 from explorer.seed import SeedModel, fit_seed_model
 from explorer.tasks import load_task
 from explorer.utility import absorb, ground_truth
-
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 UTILITY_COLUMNS = ["candidate", "kind", "level", "size", "utility", "accuracy_change",
                    "truth_seconds"]
@@ -25,10 +25,13 @@ RESULT_COLUMNS = [*UTILITY_COLUMNS, "appraiser", "backend", "value", "seconds",
 
 
 def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
-                     progress: Progress | None = None) -> pd.DataFrame:
+                     progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> pd.DataFrame:
     """Ground truth for each candidate: one row with its utility and accuracy change."""
     rows = []
     for i, c in enumerate(candidates):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the ground truth was cancelled.")
         start = time.perf_counter()
         u = ground_truth(seed, c.X, c.y)
         rows.append({"candidate": c.index, "kind": c.kind, "level": c.level, "size": c.size,
@@ -41,7 +44,9 @@ def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
 
 def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
                     appraisers: Sequence[Appraiser], utilities: pd.DataFrame | None = None,
-                    progress: Progress | None = None) -> pd.DataFrame:
+                    progress: Progress | None = None,
+                    cancel: threading.Event | None = None,
+                    on_appraiser: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """One row per candidate and appraiser: the value, its cost, and the ground truth.
 
     ``seconds`` is the wall time to appraise that candidate (for a private batch, the session's
@@ -49,22 +54,24 @@ def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
     one-off plaintext work on the model owner's side (e.g. v = H^-1 g_te); ``plaintext_seconds``
     the candidate's share of all plaintext work, ``private_seconds`` of the encrypted
     computation, ``bytes`` and ``rounds`` of the communication (0 in plaintext).
+    ``on_appraiser`` receives the rows so far each time an appraiser finishes (live figures);
+    setting ``cancel`` stops the job with Cancelled.
     """
     if utilities is None:
-        utilities = market_utilities(seed, candidates, progress)
+        utilities = market_utilities(seed, candidates, progress, cancel)
     truth = utilities.set_index("candidate")
     rows = []
     for appraiser in appraisers:
         appraiser.fit(seed)
         if progress:
             progress(appraiser.name, 0, len(candidates))
-        appraised = appraiser.appraise_many([(c.X, c.y) for c in candidates])
+        appraised = appraiser.appraise_many([(c.X, c.y) for c in candidates], progress, cancel)
         for c, row in zip(candidates, appraised, strict=True):
             rows.append({**truth.loc[c.index].to_dict(), "candidate": c.index,
                          "appraiser": appraiser.name, "backend": appraiser.backend,
                          "setup_seconds": appraiser.setup_seconds_, **row})
-        if progress:
-            progress(appraiser.name, len(candidates), len(candidates))
+        if on_appraiser:
+            on_appraiser(pd.DataFrame(rows, columns=RESULT_COLUMNS))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -141,6 +148,47 @@ ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "lo
                        "normalised_change"]
 
 
+def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strategy: str,
+             rng: np.random.Generator, backend: str, backend_options: dict | None,
+             cancel: threading.Event | None) -> list[dict]:
+    """One acquisition sequence: rows (round, candidate, test_loss) from round 0."""
+    current, remaining = start, list(market)
+    rows = [{"round": 0, "candidate": -1, "test_loss": start.test_loss}]
+    for r in range(1, rounds + 1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the acquisition was cancelled.")
+        if strategy == "influence":
+            appraiser = make_appraiser("influence", backend, **(backend_options or {}))
+            appraiser.fit(current)
+            values = [a["value"] for a in
+                      appraiser.appraise_many([(c.X, c.y) for c in remaining], cancel=cancel)]
+            pick = int(np.argmax(values))
+        else:
+            pick = int(rng.integers(len(remaining)))
+        chosen = remaining.pop(pick)
+        current = absorb(current, chosen.X, chosen.y)
+        rows.append({"round": r, "candidate": chosen.index, "test_loss": current.test_loss})
+    return rows
+
+
+def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add loss_change (vs round 0) and normalised_change (by random's best mean reduction
+    in the run; by the largest |change| if random never reduced the loss)."""
+    base = frame.groupby("run").test_loss.transform("first")
+    frame["loss_change"] = frame.test_loss - base
+    random = frame[frame.strategy == "random"]
+    best = -random.groupby(["run", "round"]).loss_change.mean().groupby("run").min()
+    scale = frame.run.map(best.where(best > 0, frame.loss_change.abs().max() or 1.0))
+    frame["normalised_change"] = frame.loss_change / scale
+    return frame[ACQUISITION_COLUMNS]
+
+
+def _check_rounds(rounds: int, n_candidates: int) -> None:
+    if rounds < 1 or rounds > n_candidates:
+        raise ExplorerError(f"rounds must be between 1 and the number of candidates "
+                            f"({n_candidates}), got {rounds}.")
+
+
 def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
                        max_level: float, rounds: int, runs: int = 5, min_level: float = 0.0,
                        task_options: dict | None = None, backend: str = "plaintext",
@@ -154,9 +202,7 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
     ``normalised_change`` divides it by the largest test-loss reduction the random strategy
     reached in that run, so that random's best is -1.
     """
-    if rounds < 1 or rounds > n_candidates:
-        raise ExplorerError(f"rounds must be between 1 and the number of candidates "
-                            f"({n_candidates}), got {rounds}.")
+    _check_rounds(rounds, n_candidates)
     rows = []
     for run in range(runs):
         task = load_task(task_name, seed=run, **(task_options or {}))
@@ -164,31 +210,35 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run)
         rng = np.random.default_rng([run, 5])
         for strategy in ("influence", "random"):
-            current, remaining = start, list(market)
-            rows.append({"run": run, "strategy": strategy, "round": 0, "candidate": -1,
-                         "test_loss": start.test_loss})
-            for r in range(1, rounds + 1):
-                if strategy == "influence":
-                    appraiser = make_appraiser("influence", backend, **(backend_options or {}))
-                    appraiser.fit(current)
-                    values = [a["value"] for a in
-                              appraiser.appraise_many([(c.X, c.y) for c in remaining])]
-                    pick = int(np.argmax(values))
-                else:
-                    pick = int(rng.integers(len(remaining)))
-                chosen = remaining.pop(pick)
-                current = absorb(current, chosen.X, chosen.y)
-                rows.append({"run": run, "strategy": strategy, "round": r,
-                             "candidate": chosen.index, "test_loss": current.test_loss})
+            rows += [{"run": run, "strategy": strategy, **row} for row in
+                     _acquire(start, market, rounds, strategy, rng, backend, backend_options,
+                              None)]
         if progress:
             progress("acquisition", run + 1, runs)
-    frame = pd.DataFrame(rows)
-    base = frame.groupby("run").test_loss.transform("first")
-    frame["loss_change"] = frame.test_loss - base
-    best_random = (-frame[frame.strategy == "random"].groupby("run").loss_change.min())
-    scale = frame.run.map(best_random.where(best_random > 0, frame.loss_change.abs().max()))
-    frame["normalised_change"] = frame.loss_change / scale
-    return frame[ACQUISITION_COLUMNS]
+    return _normalised(pd.DataFrame(rows))
+
+
+def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
+                       random_orders: int = 5, backend: str = "plaintext",
+                       backend_options: dict | None = None, random_seed: int = 0,
+                       cancel: threading.Event | None = None) -> pd.DataFrame:
+    """Greedy-by-influence and random acquisition on one given market (the dashboard's view).
+
+    Greedy is one sequence; random is repeated over ``random_orders`` orders (its band). All
+    rows share run 0 for the normalisation; columns as ACQUISITION_COLUMNS plus ``order``.
+    """
+    _check_rounds(rounds, len(candidates))
+    rows = [{"strategy": "influence", "order": 0, **row} for row in
+            _acquire(seed, candidates, rounds, "influence", np.random.default_rng(0), backend,
+                     backend_options, cancel)]
+    for order in range(random_orders):
+        rng = np.random.default_rng([random_seed, 6, order])
+        rows += [{"strategy": "random", "order": order, **row} for row in
+                 _acquire(seed, candidates, rounds, "random", rng, backend, backend_options,
+                          cancel)]
+    frame = pd.DataFrame(rows).assign(run=0)
+    orders = frame.order
+    return _normalised(frame).assign(run=orders)
 
 
 BREAKDOWN_COLUMNS = ["appraiser", "backend", "candidates", "plaintext_seconds",

@@ -5,15 +5,18 @@ Orientation everywhere: a higher value means a more valuable candidate.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
 
-from explorer.errors import ExplorerError
+from explorer.errors import Cancelled, ExplorerError
 from explorer.seed import SeedModel
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 class Appraiser(ABC):
@@ -44,17 +47,26 @@ class Appraiser(ABC):
     @abstractmethod
     def _value(self, X: torch.Tensor, y: torch.Tensor) -> float: ...
 
-    def appraise_many(self, candidates: Sequence[tuple]) -> list[dict]:
+    def appraise_many(self, candidates: Sequence[tuple], progress: Progress | None = None,
+                      cancel: threading.Event | None = None) -> list[dict]:
         """Appraise [(X, y), ...]; per candidate its value, its seconds and the cost columns
-        (plaintext_seconds includes this appraiser's share of the set-up)."""
+        (plaintext_seconds includes this appraiser's share of the set-up).
+
+        ``progress(phase, done, total)`` is called as candidates are done; setting ``cancel``
+        stops the job with Cancelled.
+        """
         rows = []
-        for X, y in candidates:
+        for i, (X, y) in enumerate(candidates):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"the {self.name} appraisal was cancelled.")
             start = time.perf_counter()
             value = self.value(X, y)
             seconds = time.perf_counter() - start
             rows.append({"value": value, "seconds": seconds,
                          "plaintext_seconds": seconds + self.setup_seconds_ / len(candidates),
                          "private_seconds": 0.0, "bytes": 0, "rounds": 0})
+            if progress:
+                progress(self.name, i + 1, len(candidates))
         return rows
 
     def params(self) -> dict:

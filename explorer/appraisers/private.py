@@ -8,6 +8,7 @@ one. Only the values (or, with ``reveal="bit"``, only ``value > threshold``) are
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from explorer import model
-from explorer.appraisers.base import Appraiser
+from explorer.appraisers.base import Appraiser, Progress
 from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.influence import influence_vector
 from explorer.errors import ExplorerError
@@ -56,9 +57,11 @@ class PrivateAppraiser(Appraiser):
         """What the model owner encrypts (prepared in the clear from its own data only)."""
         return ModelOwnerInput(theta=self.seed_.theta, threshold=self.threshold)
 
-    def appraise_many(self, candidates: Sequence[tuple]) -> list[dict]:
+    def appraise_many(self, candidates: Sequence[tuple], progress: Progress | None = None,
+                      cancel: threading.Event | None = None) -> list[dict]:
         """One MPC session for all candidates [(X, y), ...]; per candidate: value and its share
-        of the session's cost (private seconds, bytes and rounds divided evenly)."""
+        of the session's cost (private seconds, bytes and rounds divided evenly). ``progress``
+        hears from the session several times a second; ``cancel`` stops it."""
         if not hasattr(self, "seed_"):
             raise ExplorerError(f"the private {self.name} appraiser is not fitted; call "
                                 f"fit(seed_model) first.")
@@ -69,8 +72,16 @@ class PrivateAppraiser(Appraiser):
         start = time.perf_counter()
         mo = self.model_owner_input(spec)
         prep = time.perf_counter() - start
+        n = len(checked)
+
+        def heartbeat(elapsed: float) -> None:
+            if progress:
+                progress(f"{self.name}: encrypted session, {elapsed:.1f} s", 0, n)
+
         result = run_session(spec, mo, pad_candidates(checked), self.mode, self.provider,
-                             self.timeout)
+                             self.timeout, cancel=cancel, on_wait=heartbeat)
+        if progress:
+            progress(self.name, n, n)
         B = len(checked)
         self.last_session_ = result
         return [{"value": float(v), "seconds": result.wall_seconds / B,

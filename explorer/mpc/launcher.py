@@ -257,6 +257,14 @@ class LaunchTimeout(MPCLaunchError, TimeoutError):
     """The run exceeded its timeout; every process was killed."""
 
 
+class LaunchCancelled(MPCLaunchError):
+    """The caller cancelled the run; every process was killed."""
+
+
+# How often a waiting launcher wakes to check for cancellation and report that it is alive.
+HEARTBEAT_SECONDS = 0.25
+
+
 # --------------------------------------------------------------------------- store hosting
 
 
@@ -571,6 +579,8 @@ def run_parties(
     exit_grace: float = 5.0,
     loopback_ifname: str = "lo",
     collective_timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> LaunchResult:
     """Run ``fn(rank, world_size, payloads.get(rank))`` in ``world_size`` processes.
 
@@ -578,6 +588,8 @@ def run_parties(
     ``payloads.get(r)`` (None when absent); the TTP dealer (started when
     ``config.provider == "TTP"``) receives nothing. Returns the results by rank.
 
+    ``cancel`` (an event) stops the run within a heartbeat when set; ``on_wait`` is
+    called with the elapsed seconds at every heartbeat while the parties compute.
     ``collective_timeout`` (seconds) bounds every gloo operation inside the
     parties (see :func:`set_collective_timeout`); the run as a whole is bounded
     by ``timeout`` regardless. ``start_method="fork"`` requires
@@ -652,7 +664,9 @@ def run_parties(
                 )
                 child.writer = threading.Thread(target=_send_boot, args=(child, blob), daemon=True)
                 child.writer.start()
-            results, timings = _collect(children, info, t0 + timeout, settle, timeout)
+            results, timings = _collect(
+                children, info, t0 + timeout, settle, timeout, cancel, on_wait
+            )
             _await_exit(children, exit_grace)
         return LaunchResult(
             [results[r] for r in range(world_size)], time.time() - t0, timings, info
@@ -662,7 +676,13 @@ def run_parties(
 
 
 def _collect(
-    children: list[_Child], info: RunInfo, deadline: float, settle: float, timeout: float
+    children: list[_Child],
+    info: RunInfo,
+    deadline: float,
+    settle: float,
+    timeout: float,
+    cancel: threading.Event | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> tuple[dict[int, Any], dict[int, PartyTimings]]:
     by_conn = {c.result_conn: c for c in children}
     pending = dict(by_conn)
@@ -675,7 +695,12 @@ def _collect(
         limit = deadline if settle_deadline is None else min(deadline, settle_deadline)
         if now >= limit:
             break
-        for conn in wait(list(pending), timeout=limit - now):
+        if cancel is not None and cancel.is_set():
+            _kill_all(children)
+            raise LaunchCancelled("MPC run cancelled; all processes were stopped", [], info)
+        if on_wait is not None:
+            on_wait(now - (deadline - timeout))
+        for conn in wait(list(pending), timeout=min(limit - now, HEARTBEAT_SECONDS)):
             child = pending.pop(conn)  # type: ignore[call-overload]
             try:
                 message = pickle.loads(conn.recv_bytes())  # type: ignore[union-attr]

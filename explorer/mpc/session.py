@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from explorer.errors import ExplorerError
+from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import LaunchTimeout, MPCLaunchError, run_parties, run_simulated
+from explorer.mpc.launcher import (
+    LaunchCancelled,
+    LaunchTimeout,
+    MPCLaunchError,
+    run_parties,
+    run_simulated,
+)
 from explorer.mpc.protocol import (
     DATA_OWNER,
     MODEL_OWNER,
@@ -65,11 +73,18 @@ def mpc_config(spec: SessionSpec, provider: str) -> MPCConfig:
 
 
 def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: DataOwnerInput,
-                mode: str = "parties", provider: str = "TTP",
-                timeout: float = 600.0) -> SessionResult:
-    """Appraise the data owner's candidates against the model owner's inputs under MPC."""
+                mode: str = "parties", provider: str = "TTP", timeout: float = 600.0,
+                cancel: threading.Event | None = None,
+                on_wait: Callable[[float], None] | None = None) -> SessionResult:
+    """Appraise the data owner's candidates against the model owner's inputs under MPC.
+
+    ``cancel`` stops a running session (raising Cancelled); ``on_wait`` receives the elapsed
+    seconds several times a second while the parties compute.
+    """
     check_options(mode, provider, spec.reveal, spec.precision_bits)
     config = mpc_config(spec, provider)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the appraisal was cancelled.")
     try:
         if mode == "simulated":
             import time
@@ -84,8 +99,12 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Dat
                                    {MODEL_OWNER: {"spec": spec, "input": model_owner},
                                     DATA_OWNER: {"spec": spec, "input": data_owner}},
                                    config=config, timeout=timeout,
-                                   collective_timeout=timeout)
+                                   collective_timeout=timeout, cancel=cancel,
+                                   on_wait=on_wait)
             reports, wall = tuple(launched.results), launched.wall_s
+    except LaunchCancelled as exc:
+        raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
+            from exc
     except LaunchTimeout as exc:
         raise ExplorerError(f"the private appraisal did not finish within {timeout:g} s and was "
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
