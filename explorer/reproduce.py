@@ -226,12 +226,16 @@ def fig8(opts: Options) -> Reproduction:
     frame = acquisition_curves("wdbc", "label-noise", n, 30, 0.5, rounds, runs=runs,
                                task_options={"drop_features": 10}, backend=opts.backend,
                                backend_options=_backend_options(opts), progress=opts.progress)
-    mean = frame.groupby(["strategy", "round"]).normalised_change.mean()
+    mean = frame.groupby(["strategy", "round"])[["normalised_change", "loss_change"]].mean()
     k = min(3, rounds)
-    lines = [f"fig8 wdbc: normalised test-loss change after {k} purchases: influence "
-             f"{mean['influence'][k]:+.2f}, random {mean['random'][k]:+.2f}; after {rounds}: "
-             f"influence {mean['influence'][rounds]:+.2f}, random {mean['random'][rounds]:+.2f} "
-             f"(paper: influence drops sooner than random)"]
+
+    def at(r: int) -> str:
+        return ", ".join(f"{s} {mean.loc[(s, r), 'loss_change']:+.4f} nats "
+                         f"({mean.loc[(s, r), 'normalised_change']:+.2f} normalised)"
+                         for s in ("influence", "random"))
+
+    lines = [f"fig8 wdbc: test-loss change after {k} purchases: {at(k)}; after {rounds}: "
+             f"{at(rounds)} (paper: influence drops sooner than random)"]
     return Reproduction("fig8", frame, {"fig8": plots.acquisition_curves(frame)}, lines)
 
 
