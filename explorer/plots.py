@@ -487,6 +487,16 @@ def paper_comparison_bars(frame: pd.DataFrame, title: str = "Ours beside the pap
     return _layout(fig, title, barmode="group")
 
 
+def placeholder(message: str) -> go.Figure:
+    """An empty figure carrying a message, shown before any result exists."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
+                       yref="paper", font={"size": 14, "color": "#777777"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "")
+
+
 def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a standalone HTML page with plotly.js inlined (no CDN), atomically."""
     if not isinstance(fig, go.Figure):

@@ -37,6 +37,8 @@ BACKENDS = (("plaintext", "plaintext"), ("CrypTen, simulated", "simulated"),
             ("CrypTen, real parties", "parties"))
 ACQUISITION_ROUNDS = 5
 STYLE = {"description_width": "150px"}
+TABLE_CSS = ("<style>.ae-table table{border-collapse:collapse;font-size:12px}"
+             ".ae-table th,.ae-table td{padding:2px 10px;text-align:right}</style>")
 WIDE = w.Layout(width="380px")
 
 
@@ -141,6 +143,9 @@ class ExplorerApp:
         for name in ("corruption", "candidates", "size", "levels", "seed"):
             c[name].observe(lambda _: self._refresh_market(), "value")
         self._describe_provider()
+        # an empty figure from the start: plotly.js is loaded before the first results arrive
+        self.outputs["rank"].outputs = (_mimebundle_output(plots.placeholder(
+            "Press Run: each candidate's appraisal rank against its utility rank")),)
 
         def box(title, *children):
             return w.VBox([w.HTML(f"<b>{title}</b>"), *children],
@@ -233,8 +238,9 @@ class ExplorerApp:
         frame = pd.DataFrame(rows)
         if len(names) > 4:
             frame = frame[["candidate", "level", "samples", "details"]]
-        self.preview.value = ("<div style='max-height:160px;overflow:auto;font-size:12px'>"
-                              + frame.to_html(index=False, border=0) + "</div>")
+        self.preview.value = (TABLE_CSS + "<div class='ae-table' style='max-height:160px;"
+                              "overflow:auto'>" + frame.to_html(index=False, border=0)
+                              + "</div>")
 
     def _describe_provider(self) -> None:
         p = self.controls["provider"].value
@@ -359,7 +365,7 @@ class ExplorerApp:
             self._set_figure("prices", plots.price_bars(priced))
         shown = results.drop(columns=["truth_seconds", "setup_seconds"]).round(5)
         self.outputs["table"].outputs = (_html_output(
-            "<div style='max-height:400px;overflow:auto;font-size:12px'>"
+            TABLE_CSS + "<div class='ae-table' style='max-height:400px;overflow:auto'>"
             + shown.to_html(index=False, border=0) + "</div>"),)
         self.downloads.value = _download_link("Download results (CSV)", "results.csv",
                                               results.to_csv(index=False), "text/csv")
