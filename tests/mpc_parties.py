@@ -58,9 +58,9 @@ def listening_addresses(pid: int) -> list[str]:
     return found
 
 
-def children_of(pid: int) -> dict[int, str]:
-    """pid -> state letter of every process whose parent is ``pid`` (zombies included)."""
-    out: dict[int, str] = {}
+def processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state letter, ppid, pgrp) of every process, read from /proc."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -68,10 +68,14 @@ def children_of(pid: int) -> dict[int, str]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
-        if int(fields[1]) == pid:
-            out[int(entry)] = fields[0]
-    return out
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        found.append((int(entry), state, int(ppid), int(pgrp)))
+    return found
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """pid -> state letter of every process whose parent is ``pid`` (zombies included)."""
+    return {child: state for child, state, ppid, _ in processes() if ppid == pid}
 
 
 # --------------------------------------------------------------------------- party functions

@@ -61,18 +61,8 @@ def _live_group_members(pgids: set[int]) -> dict[int, int]:
     PID 1 to reap it, which takes a few seconds on this VM, so ``os.killpg(pgid, 0)``
     would report such a group as alive.
     """
-    found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) in pgids and state not in ("Z", "X"):
-            found[int(entry)] = int(pgrp)
-    return found
+    return {pid: pgrp for pid, state, _, pgrp in mp.processes()
+            if pgrp in pgids and state not in ("Z", "X")}
 
 
 def _listening_ports() -> set[int]:

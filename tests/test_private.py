@@ -2,6 +2,7 @@
 
 import os
 
+import mpc_parties
 import numpy as np
 import pytest
 import torch
@@ -20,17 +21,8 @@ MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "finetune": 0.05
 
 
 def children_of_this_process():
-    me, kids = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me and fields[0] != "Z":
-                kids.append(int(entry))
-    return kids
+    """Live (non-zombie) child processes of the test process."""
+    return [pid for pid, state in mpc_parties.children_of(os.getpid()).items() if state != "Z"]
 
 
 @pytest.fixture(scope="module")
