@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint browser demo bench clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,app]"
 	# crypten 0.4.1 declares torchvision and the defunct `sklearn` package; what it
 	# really imports is in pyproject.toml's dependencies, so skip its metadata.
 	$(BIN)/pip install --quiet --no-deps crypten==0.4.1
@@ -20,13 +20,25 @@ $(STAMP): pyproject.toml Makefile
 lint: setup
 	$(BIN)/ruff check explorer tests benchmarks
 
-test: lint
+# Debian's chromium for tests/test_browser.py, which Playwright drives through executable_path
+# (never `playwright install`: it downloads a browser build). Needs root, as on CI; quiet when
+# chromium is there, and without root the browser test is skipped with the reason.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "$(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium'" \
+			"or the browser test is skipped"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
+# The dashboard (notebooks/explorer.ipynb) served by Voila at the server's root; Ctrl-C stops it.
 demo: setup
-	$(BIN)/appraisal-explorer appraise --task wdbc --corruption label-noise --candidates 20 \
-		--size 30 --max-level 0.5 --appraisers influence,gradient-norm,finetune --seed 0 \
-		--out demo-results.csv
+	@echo "Dashboard: http://localhost:8866"
+	$(BIN)/voila notebooks/explorer.ipynb --no-browser --port=8866 --Voila.ip=localhost
 
 bench: setup
 	$(BIN)/python benchmarks/table2_wdbc.py
