@@ -1,5 +1,6 @@
-"""The notebooks run headless from top to bottom without an error, each in well under a minute,
-in the venv's python3 kernel with HOME, the JUPYTER_* folders and IPYTHONDIR in a tmp folder."""
+"""The notebooks run headless from top to bottom without an error, in the venv's python3 kernel
+with HOME, the JUPYTER_* folders and IPYTHONDIR in a tmp folder. Their run times are printed
+(measured on 2 idle cores: explorer 6 s, tutorial 15 s, reproduce_paper 38 s), not asserted."""
 
 from __future__ import annotations
 
@@ -14,14 +15,12 @@ nbclient = pytest.importorskip("nbclient", reason="the app extra is not installe
 
 pytestmark = pytest.mark.slow
 
-# measured on 2 idle cores: explorer 6 s, tutorial 15 s, reproduce_paper 38 s (fig4's private
-# fine-tuning between real parties is a third of it)
-BUDGET_SECONDS = {"explorer": 30, "tutorial": 40, "reproduce_paper": 60}
-NEEDS_APP = {"explorer"}
+NOTEBOOK_NAMES = ("explorer", "tutorial", "reproduce_paper")
 
 
 def execute(name: str, home) -> tuple[object, float]:
-    """Run notebooks/<name>.ipynb in a fresh kernel; return the executed notebook and seconds."""
+    """Run notebooks/<name>.ipynb in a fresh kernel; return the executed notebook and seconds.
+    A cell that runs for 300 s is taken for hung and fails the test."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
@@ -36,7 +35,7 @@ def outputs(nb, output_type: str) -> list[dict]:
             if o.get("output_type") == output_type]
 
 
-@pytest.mark.parametrize("name", list(BUDGET_SECONDS))
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
 def test_notebook_is_stored_without_outputs(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
@@ -45,15 +44,12 @@ def test_notebook_is_stored_without_outputs(name):
     assert nb.metadata.kernelspec.name == "python3"
 
 
-@pytest.mark.parametrize("name", list(BUDGET_SECONDS))
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
 def test_notebook_executes_without_errors(name, tmp_path):
-    if name in NEEDS_APP:
-        pytest.importorskip("explorer.app", reason="explorer.app is not written yet")
     before = set(descendants(os.getpid()))
     nb, seconds = execute(name, tmp_path)  # a failing cell raises CellExecutionError
     print(f"\n{name}.ipynb executed in {seconds:.1f} s")
     assert not outputs(nb, "error")
-    assert seconds < BUDGET_SECONDS[name], f"{name}.ipynb took {seconds:.0f} s"
     assert set(descendants(os.getpid())) <= before, "the kernel or a party process survived"
     text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
     if name == "tutorial":
