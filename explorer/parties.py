@@ -19,7 +19,13 @@ import torch
 from explorer.appraisers.private import PrivateAppraiser
 from explorer.errors import ExplorerError
 from explorer.mpc.launcher import MPCLaunchError, run_dealer_from_env, run_party_from_env
-from explorer.mpc.protocol import PartyReport, SessionSpec, appraisal_party, pad_candidates
+from explorer.mpc.protocol import (
+    DEFAULT_PRECISION_BITS,
+    PartyReport,
+    SessionSpec,
+    appraisal_party,
+    pad_candidates,
+)
 from explorer.mpc.session import check_options, mpc_config
 from explorer.output import write_atomic
 from explorer.seed import SeedModel
@@ -96,7 +102,8 @@ def run_model_owner(appraiser: PrivateAppraiser, sizes: tuple[int, ...]) -> Part
 
 
 def run_data_owner(enc: dict, appraiser: str, candidates: list[tuple[np.ndarray, np.ndarray]],
-                   *, reveal: str = "value", precision_bits: int = 16, provider: str = "TTP",
+                   *, reveal: str = "value", precision_bits: int = DEFAULT_PRECISION_BITS,
+                   provider: str = "TTP",
                    lr: float = 0.1, steps: int = 16, timeout: float = 600.0) -> PartyReport:
     """Rank 1: standardise raw candidates with the model owner's encoding and enter them."""
     check_options("parties", provider, reveal, precision_bits)

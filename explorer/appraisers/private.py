@@ -20,11 +20,14 @@ from explorer.appraisers.base import Appraiser, Progress
 from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.influence import influence_vector
 from explorer.errors import ExplorerError
-from explorer.mpc.protocol import ModelOwnerInput, SessionSpec, pad_candidates
+from explorer.mpc.protocol import (
+    DEFAULT_PRECISION_BITS,
+    ModelOwnerInput,
+    SessionSpec,
+    pad_candidates,
+)
 from explorer.mpc.session import check_options, run_session
 from explorer.seed import SeedModel
-
-DEFAULT_PRECISION_BITS = 16
 
 
 class PrivateAppraiser(Appraiser):

@@ -29,6 +29,8 @@ from explorer.mpc.crypten_compat import load_crypten
 
 MODEL_OWNER = 0
 DATA_OWNER = 1
+# Fixed-point fractional bits; see the README on why not the paper's 24.
+DEFAULT_PRECISION_BITS = 16
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class SessionSpec:
     n_outputs: int  # C
     sizes: tuple[int, ...]  # |D_a| of each candidate (padded to max(sizes))
     reveal: str = "value"  # "value" | "bit"
-    precision_bits: int = 24
+    precision_bits: int = DEFAULT_PRECISION_BITS
     n_train: int = 0  # fine-tuning: |D_tr| and |D_te|
     n_test: int = 0
     lr: float = 0.1
