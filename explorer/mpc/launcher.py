@@ -210,7 +210,25 @@ class MPCLaunchError(RuntimeError):
         self.info = info
 
 
-class PartyError(MPCLaunchError):
+class _PartyFailed(MPCLaunchError):
+    """A run that failed because of one party (``primary``): its rank and label, and which
+    processes were still running when all were killed."""
+
+    def __init__(
+        self,
+        message: str,
+        primary: PartyFailure,
+        failures: Sequence[PartyFailure],
+        info: RunInfo | None,
+        killed: Sequence[str],
+    ):
+        super().__init__(message + _context(primary, failures, killed), failures, info)
+        self.killed = list(killed)
+        self.rank = primary.rank
+        self.label = primary.label
+
+
+class PartyError(_PartyFailed):
     """A party raised. ``exc_type``/``exc_message``/``remote_traceback`` describe it;
     the unpickled original exception (if picklable) is ``original`` and ``__cause__``."""
 
@@ -221,19 +239,18 @@ class PartyError(MPCLaunchError):
         info: RunInfo | None,
         killed: Sequence[str] = (),
     ):
-        message = primary.describe() + _context(primary, failures, killed)
-        message += f"\n--- remote traceback ({primary.label}) ---\n{primary.remote_traceback}"
-        super().__init__(message, failures, info)
-        self.killed = list(killed)
-        self.rank = primary.rank
-        self.label = primary.label
+        super().__init__(primary.describe(), primary, failures, info, killed)
+        self.args = (
+            f"{self.args[0]}\n--- remote traceback ({primary.label}) ---\n"
+            f"{primary.remote_traceback}",
+        )
         self.exc_type = primary.exc_type
         self.exc_message = primary.message
         self.remote_traceback = primary.remote_traceback
         self.original = primary.exception
 
 
-class PartyDied(MPCLaunchError):
+class PartyDied(_PartyFailed):
     """A party process exited without reporting (os._exit, signal, segfault...)."""
 
     def __init__(
@@ -243,13 +260,9 @@ class PartyDied(MPCLaunchError):
         info: RunInfo | None,
         killed: Sequence[str] = (),
     ):
-        message = (
-            primary.describe() + " before reporting a result" + _context(primary, failures, killed)
+        super().__init__(
+            primary.describe() + " before reporting a result", primary, failures, info, killed
         )
-        super().__init__(message, failures, info)
-        self.killed = list(killed)
-        self.rank = primary.rank
-        self.label = primary.label
         self.exitcode = primary.exitcode
 
 
