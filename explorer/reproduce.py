@@ -77,8 +77,7 @@ def _planecar(opts: Options) -> tuple[str, dict]:
 
 
 def _private(opts: Options, name: str, **params):
-    return make_appraiser(name, opts.backend, **params, **(
-        opts.backend_options if opts.backend == "crypten" else {}))
+    return make_appraiser(name, opts.backend, **params, **_backend_options(opts))
 
 
 def table1(opts: Options) -> Reproduction:

@@ -46,10 +46,6 @@ class SeedModel:
     def test_accuracy(self) -> float:
         return model.accuracy(self.theta, self.X_test, self.y_test)
 
-    @property
-    def train_accuracy(self) -> float:
-        return model.accuracy(self.theta, self.X_train, self.y_train)
-
     def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a candidate dataset against this model; return it as tensors (m, d), (m,)."""
         X = np.asarray(X, dtype=np.float64)

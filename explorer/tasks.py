@@ -113,10 +113,6 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-def task_names() -> tuple[str, ...]:
-    return tuple(TASKS)
-
-
 def _count(size: float | int, total: int) -> int:
     return int(round(size * total)) if isinstance(size, float) else int(size)
 

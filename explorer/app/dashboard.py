@@ -261,6 +261,12 @@ class ExplorerApp:
                 "finetune": {"lr": c["lr"].value, "steps": c["steps"].value},
                 "rate": c["rate"].value}
 
+    @staticmethod
+    def _appraisers(opts: dict) -> list:
+        return [make_appraiser(a, opts["backend"],
+                               **(opts["finetune"] if a == "finetune" else {}),
+                               **opts["private"]) for a in opts["appraisers"]]
+
     # ------------------------------------------------------------------ jobs
     def run(self) -> None:
         """Start appraising the market in a background thread (the Run button)."""
@@ -333,9 +339,7 @@ class ExplorerApp:
             self.status.value = (f"{html.escape(phase)}: {done}/{total} "
                                  f"({time.perf_counter() - started:.1f} s)")
 
-        appraisers = [make_appraiser(a, opts["backend"], **(opts["finetune"] if a == "finetune"
-                                                            else {}), **opts["private"])
-                      for a in names]
+        appraisers = self._appraisers(opts)
         self.scatter_choice.options = names
         self.scatter_choice.value = names[0]
         utilities = market_utilities(seed, market, progress, self._cancel)
@@ -406,9 +410,7 @@ class ExplorerApp:
         cand = Candidate(0, self._task.standardise(X_raw), y, "user", float("nan"),
                          {"file": item["name"]})
         opts = self._options()
-        appraisers = [make_appraiser(a, opts["backend"], **(opts["finetune"] if a == "finetune"
-                                                            else {}), **opts["private"])
-                      for a in opts["appraisers"]]
+        appraisers = self._appraisers(opts)
         self.progress.max, self.progress.value = 1 + len(appraisers), 0
 
         def progress(phase: str, done: int, total: int) -> None:

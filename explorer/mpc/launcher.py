@@ -121,19 +121,6 @@ class PartyTimings:
     computed: float  # child, fn returned
     finished: float  # child, crypten.uninit() returned
 
-    @property
-    def startup_s(self) -> float:
-        """Process start + imports + crypten.init(), as seen from the parent."""
-        return self.initialized - self.launched
-
-    @property
-    def init_s(self) -> float:
-        return self.initialized - self.imported
-
-    @property
-    def compute_s(self) -> float:
-        return self.computed - self.initialized
-
 
 @dataclass(frozen=True)
 class LaunchResult:
