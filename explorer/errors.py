@@ -11,3 +11,7 @@ class ConvergenceWarning(UserWarning):
 
 class Cancelled(Exception):
     """A job stopped because its user cancelled it."""
+
+
+class AppraisalWarning(UserWarning):
+    """An appraisal ran but its values deserve care (the reason is in the message)."""

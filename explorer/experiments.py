@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from explorer.appraisers import Appraiser, FineTune, make_appraiser
+from explorer.appraisers import Appraiser, AppraiserConfig
 from explorer.appraisers.base import Progress
-from explorer.errors import Cancelled, ExplorerError
+from explorer.errors import AppraisalWarning, Cancelled, ExplorerError
 from explorer.market import Candidate, make_market
 from explorer.seed import SeedModel, fit_seed_model
 from explorer.tasks import load_task
 from explorer.utility import absorb, ground_truth
 
 UTILITY_COLUMNS = ["candidate", "kind", "level", "size", "utility", "accuracy_change",
-                   "truth_seconds"]
-RESULT_COLUMNS = [*UTILITY_COLUMNS, "appraiser", "backend", "value", "seconds",
+                   "truth_grad_norm", "truth_seconds"]
+RESULT_COLUMNS = [*UTILITY_COLUMNS, "appraiser", "backend", "value", "diagnostic", "seconds",
                   "setup_seconds", "plaintext_seconds", "private_seconds", "bytes", "rounds"]
 
 
@@ -36,7 +37,7 @@ def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
         u = ground_truth(seed, c.X, c.y)
         rows.append({"candidate": c.index, "kind": c.kind, "level": c.level, "size": c.size,
                      "utility": u.utility, "accuracy_change": u.accuracy_change,
-                     "truth_seconds": time.perf_counter() - start})
+                     "truth_grad_norm": u.grad_norm, "truth_seconds": time.perf_counter() - start})
         if progress:
             progress("ground truth", i + 1, len(candidates))
     return pd.DataFrame(rows, columns=UTILITY_COLUMNS)
@@ -66,13 +67,23 @@ def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
         if progress:
             progress(appraiser.name, 0, len(candidates))
         appraised = appraiser.appraise_many([(c.X, c.y) for c in candidates], progress, cancel)
-        for c, row in zip(candidates, appraised, strict=True):
+        notes = [""] * len(appraised) if getattr(appraiser.mpc, "reveal", "value") == "bit" \
+            else appraiser.diagnose([r["value"] for r in appraised])
+        _warn_diagnostics(appraiser.name, notes)
+        for c, row, note in zip(candidates, appraised, notes, strict=True):
             rows.append({**truth.loc[c.index].to_dict(), "candidate": c.index,
                          "appraiser": appraiser.name, "backend": appraiser.backend,
-                         "setup_seconds": appraiser.setup_seconds_, **row})
+                         "setup_seconds": appraiser.setup_seconds_, "diagnostic": note,
+                         **row})
         if on_appraiser:
             on_appraiser(pd.DataFrame(rows, columns=RESULT_COLUMNS))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _warn_diagnostics(name: str, notes: Sequence[str]) -> None:
+    for note, count in pd.Series([n for n in notes if n]).value_counts().items():
+        warnings.warn(f"{count} of {len(notes)} {name} values: {note}.", AppraisalWarning,
+                      stacklevel=3)
 
 
 def spearman(values: Sequence[float], reference: Sequence[float]) -> float:
@@ -83,64 +94,72 @@ def spearman(values: Sequence[float], reference: Sequence[float]) -> float:
     return float(stats.spearmanr(values, reference).statistic)
 
 
+def fig6_ranges(frame: pd.DataFrame) -> dict[str, float]:
+    """Spearman rho of values against utility overall and in the paper's Fig. 6 zooms on the car
+    rate (our ``level`` is the plane share, so car rate = 1 - level)."""
+    cars = 1.0 - frame.level
+    low, high = frame[cars <= 0.45 + 1e-9], frame[cars >= 0.55 - 1e-9]
+    return {"overall": spearman(frame.value, frame.utility),
+            "cars 0-0.45": spearman(low.value, low.utility),
+            "cars 0.55-1": spearman(high.value, high.utility)}
+
+
 def rank_correlations(results: pd.DataFrame, against: str = "utility") -> pd.Series:
     """Spearman rho of each appraiser's values against a ground-truth column, by appraiser."""
     return results.groupby("appraiser", sort=False).apply(
         lambda g: spearman(g["value"], g[against]), include_groups=False).rename("spearman")
 
 
+INFLUENCE = AppraiserConfig(names=("influence",))
+
+
 def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, size: int,
                                max_level: float, min_level: float = 0.0, runs: int = 5,
-                               appraisers: Sequence[str] = ("influence",),
+                               config: AppraiserConfig = INFLUENCE,
                                task_options: dict | None = None,
-                               market_options: dict | None = None,
-                               backend: str = "plaintext", backend_options: dict | None = None,
+                               market_options: dict | None = None, first_run: int = 0,
                                progress: Progress | None = None) -> pd.DataFrame:
     """Spearman rho against utility (and against level) per run and appraiser.
 
-    Run r rebuilds the task (split and, if asked, dropped columns), the seed model and the market
-    from seed r. Columns: run, appraiser, backend, spearman, spearman_level, seed_accuracy.
+    Run r (first_run, first_run + 1, ...) rebuilds the task (split and, if asked, dropped
+    columns), the seed model and the market from seed r. Columns: run, appraiser, backend,
+    spearman, spearman_level, seed_accuracy.
     """
     rows = []
-    for run in range(runs):
+    backend = config.backend
+    for run in range(first_run, first_run + runs):
         task = load_task(task_name, seed=run, **(task_options or {}))
         seed = fit_seed_model(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
                              **(market_options or {}))
-        results = appraise_market(seed, market, _appraisers(appraisers, backend,
-                                                             backend_options))
+        results = appraise_market(seed, market, config.build_all())
         by_level = rank_correlations(results, "level")
         for name, rho in rank_correlations(results).items():
             rows.append({"run": run, "appraiser": name, "backend": backend, "spearman": rho,
                          "spearman_level": by_level[name],
                          "seed_accuracy": seed.test_accuracy})
         if progress:
-            progress(f"{task_name} {kind}", run + 1, runs)
+            progress(f"{task_name} {kind}", run - first_run + 1, runs)
     return pd.DataFrame(rows)
-
-
-def _appraisers(names: Sequence[str], backend: str, options: dict | None) -> list[Appraiser]:
-    return [make_appraiser(n, backend, **(options or {})) for n in names]
 
 
 def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: int,
                      max_level: float, min_level: float = 0.0, repeats: int = 5,
-                     appraisers: Sequence[str] = ("influence",), backend: str = "plaintext",
-                     backend_options: dict | None = None, market_options: dict | None = None,
-                     progress: Progress | None = None) -> pd.DataFrame:
-    """The paper's Figure 6 protocol: one seed model, ``repeats`` freshly sampled markets.
+                     config: AppraiserConfig = INFLUENCE, market_options: dict | None = None,
+                     first_run: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+    """The paper's Figure 6 protocol: one seed model, ``repeats`` freshly sampled markets
+    (market seeds first_run, first_run + 1, ...).
 
-    Rows as ``appraise_market`` plus a ``run`` column (the market's repeat).
+    Rows as ``appraise_market`` plus a ``run`` column (the market's seed).
     """
     frames = []
-    for run in range(repeats):
+    for run in range(first_run, first_run + repeats):
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
                              **(market_options or {}))
-        frame = appraise_market(seed, market, _appraisers(appraisers, backend,
-                                                          backend_options))
+        frame = appraise_market(seed, market, config.build_all())
         frames.append(frame.assign(run=run))
         if progress:
-            progress("markets", run + 1, repeats)
+            progress("markets", run - first_run + 1, repeats)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -149,7 +168,7 @@ ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "lo
 
 
 def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strategy: str,
-             rng: np.random.Generator, backend: str, backend_options: dict | None,
+             rng: np.random.Generator, config: AppraiserConfig,
              cancel: threading.Event | None) -> list[dict]:
     """One acquisition sequence: rows (round, candidate, test_loss) from round 0."""
     current, remaining = start, list(market)
@@ -158,8 +177,7 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
         if cancel is not None and cancel.is_set():
             raise Cancelled("the acquisition was cancelled.")
         if strategy == "influence":
-            appraiser = make_appraiser("influence", backend, **(backend_options or {}))
-            appraiser.fit(current)
+            appraiser = config.build("influence").fit(current)
             values = [a["value"] for a in
                       appraiser.appraise_many([(c.X, c.y) for c in remaining], cancel=cancel)]
             pick = int(np.argmax(values))
@@ -191,9 +209,8 @@ def _check_rounds(rounds: int, n_candidates: int) -> None:
 
 def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
                        max_level: float, rounds: int, runs: int = 5, min_level: float = 0.0,
-                       task_options: dict | None = None, backend: str = "plaintext",
-                       backend_options: dict | None = None,
-                       progress: Progress | None = None) -> pd.DataFrame:
+                       task_options: dict | None = None, config: AppraiserConfig = INFLUENCE,
+                       first_run: int = 0, progress: Progress | None = None) -> pd.DataFrame:
     """Greedy acquisition by influence versus random acquisition (the paper's Figure 8).
 
     Each round the model owner appraises the remaining candidates with its current model,
@@ -204,23 +221,22 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
     """
     _check_rounds(rounds, n_candidates)
     rows = []
-    for run in range(runs):
+    for run in range(first_run, first_run + runs):
         task = load_task(task_name, seed=run, **(task_options or {}))
         start = fit_seed_model(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run)
         rng = np.random.default_rng([run, 5])
         for strategy in ("influence", "random"):
             rows += [{"run": run, "strategy": strategy, **row} for row in
-                     _acquire(start, market, rounds, strategy, rng, backend, backend_options,
-                              None)]
+                     _acquire(start, market, rounds, strategy, rng, config, None)]
         if progress:
-            progress("acquisition", run + 1, runs)
+            progress("acquisition", run - first_run + 1, runs)
     return _normalised(pd.DataFrame(rows))
 
 
 def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
-                       random_orders: int = 5, backend: str = "plaintext",
-                       backend_options: dict | None = None, random_seed: int = 0,
+                       random_orders: int = 5, config: AppraiserConfig = INFLUENCE,
+                       random_seed: int = 0,
                        cancel: threading.Event | None = None) -> pd.DataFrame:
     """Greedy-by-influence and random acquisition on one given market (the dashboard's view).
 
@@ -229,13 +245,12 @@ def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds:
     """
     _check_rounds(rounds, len(candidates))
     rows = [{"strategy": "influence", "order": 0, **row} for row in
-            _acquire(seed, candidates, rounds, "influence", np.random.default_rng(0), backend,
-                     backend_options, cancel)]
+            _acquire(seed, candidates, rounds, "influence", np.random.default_rng(0), config,
+                     cancel)]
     for order in range(random_orders):
         rng = np.random.default_rng([random_seed, 6, order])
         rows += [{"strategy": "random", "order": order, **row} for row in
-                 _acquire(seed, candidates, rounds, "random", rng, backend, backend_options,
-                          cancel)]
+                 _acquire(seed, candidates, rounds, "random", rng, config, cancel)]
     frame = pd.DataFrame(rows).assign(run=0)
     orders = frame.order
     return _normalised(frame).assign(run=orders)
@@ -270,7 +285,8 @@ def finetune_grid(seed: SeedModel, candidates: Sequence[Candidate], utilities: p
     for batch in batch_sizes:
         per_epoch = 1 if batch is None else -(-n_union // batch)
         for ep in epochs:
-            ft = FineTune(lr=lr, steps=ep * per_epoch, batch_size=batch)
+            ft = AppraiserConfig(names=("finetune",), lr=lr, steps=ep * per_epoch,
+                                 batch_size=batch).build("finetune")
             frame = appraise_market(seed, candidates, [ft], utilities)
             rows.append({"batch_size": batch, "epochs": ep, "steps": ep * per_epoch,
                          "spearman": spearman(frame.value, frame.utility),
@@ -284,15 +300,18 @@ def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities
     """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's runtime per
     candidate, at several learning rates. Columns: lr, budget, steps, spearman,
     spearman_level, influence_spearman, influence_spearman_level."""
-    inf = appraise_market(seed, candidates, [make_appraiser("influence")], utilities)
+    inf = appraise_market(seed, candidates, INFLUENCE.build_all(), utilities)
     per_candidate = (inf.seconds.sum() + inf.setup_seconds.iloc[0]) / len(candidates)
-    one_step = appraise_market(seed, candidates, [FineTune(steps=1)], utilities)
+    finetune = AppraiserConfig(names=("finetune",))
+    one_step = appraise_market(seed, candidates, [finetune.with_(steps=1).build("finetune")],
+                               utilities)
     step_seconds = one_step.seconds.mean()
     rows = []
     for budget in budgets:
         steps = max(1, int(round(budget * per_candidate / step_seconds)))
         for lr in lrs:
-            frame = appraise_market(seed, candidates, [FineTune(lr=lr, steps=steps)], utilities)
+            tuned = finetune.with_(lr=lr, steps=steps).build("finetune")
+            frame = appraise_market(seed, candidates, [tuned], utilities)
             rows.append({"lr": lr, "budget": budget, "steps": steps,
                          "spearman": spearman(frame.value, frame.utility),
                          "spearman_level": spearman(frame.value, -frame.level),
@@ -316,7 +335,7 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
     for i, (kind, level) in enumerate(kinds):
         for c in make_market(task, kind, n_per_kind, size, level, level, seed=market_seed + i):
             market.append(Candidate(len(market), c.X, c.y, c.kind, c.level, c.details))
-    results = appraise_market(seed, market, [make_appraiser("influence")])
+    results = appraise_market(seed, market, INFLUENCE.build_all())
     prices = rule.prices(results.value)
     return results.assign(price=prices, accepted=results.value > rule.threshold)[
         ["candidate", "kind", "level", "value", "utility", "accuracy_change", "price",

@@ -174,7 +174,7 @@ def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
     return H
 
 
-def _null_direction(theta: torch.Tensor) -> torch.Tensor | None:
+def null_direction(theta: torch.Tensor) -> torch.Tensor | None:
     """Unit vector along which a softmax model is unchanged: shifting every bias equally.
 
     The unpenalised softmax bias makes J flat along it, so the Hessian is singular there; every
@@ -199,7 +199,7 @@ def solve_hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
     if method not in ("auto", "dense", "cg"):
         raise ExplorerError(f"unknown Hessian solver {method!r}; use 'auto', 'dense' or 'cg'.")
     P = theta.numel()
-    u = _null_direction(theta)
+    u = null_direction(theta)
     b = rhs.reshape(-1).to(DTYPE)
     if u is not None:
         b = b - u * (u @ b)
@@ -242,7 +242,8 @@ class FitResult:
 def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
         theta0: torch.Tensor | None = None, tol: float = 1e-8,
         max_iter: int = 1000, weight: torch.Tensor | None = None) -> FitResult:
-    """Minimise J(theta; (X, y)) to gradient norm ``tol``; warm-start from ``theta0`` if given.
+    """Minimise J(theta; (X, y)) to gradient norm ``tol`` relative to the problem's scale,
+    max(1, ||grad J(0)||); warm-start from ``theta0`` if given.
 
     ``n_seed`` defaults to len(X) (fitting the seed model itself); ``weight`` (n,) scales each
     sample's loss. A trust-region Newton-CG with exact Hessian-vector products gets there; plain
@@ -261,6 +262,10 @@ def fit(X, y, n_classes: int, lam: float, n_seed: int | None = None,
 
     def unflat(flat: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float64)).reshape(shape)
+
+    # a tolerance relative to the gradient at theta = 0, which grows with the data's scale
+    tol = tol * max(1.0, float(objective_grad(torch.zeros(shape, dtype=DTYPE), X, y, lam,
+                                              n_seed, weight).norm()))
 
     def fun(flat):
         theta = unflat(flat)

@@ -78,10 +78,31 @@ def test_one_full_batch_step_of_finetuning(wdbc, wdbc_seed):
 
 def test_minibatch_finetuning_is_seeded(wdbc, wdbc_seed):
     (c,) = make_market(wdbc, "none", 1, 25)
-    a = FineTune(steps=10, batch_size=8, seed=1).fit(wdbc_seed).value(c.X, c.y)
-    b = FineTune(steps=10, batch_size=8, seed=1).fit(wdbc_seed).value(c.X, c.y)
-    other = FineTune(steps=10, batch_size=8, seed=2).fit(wdbc_seed).value(c.X, c.y)
+    a = FineTune(steps=10, batch_size=8, batch_seed=1).fit(wdbc_seed).value(c.X, c.y)
+    b = FineTune(steps=10, batch_size=8, batch_seed=1).fit(wdbc_seed).value(c.X, c.y)
+    other = FineTune(steps=10, batch_size=8, batch_seed=2).fit(wdbc_seed).value(c.X, c.y)
     assert a == b and a != other
+
+
+def test_minibatches_cover_the_whole_union_each_epoch(wdbc, wdbc_seed):
+    """One epoch of batches of 10 over 57 + 25 = 82 samples is 9 steps, the last of 2 samples;
+    it equals the same steps taken by hand over that permutation."""
+    (c,) = make_market(wdbc, "none", 1, 25)
+    s = wdbc_seed
+    X = torch.cat([s.X_train, model.as_features(c.X)])
+    y = torch.cat([s.y_train, model.as_labels(c.y)])
+    order = np.random.default_rng(3).permutation(len(y))
+    theta = s.theta.clone()
+    lam_union = s.lam * s.n_seed / len(y)
+    batches = [order[i:i + 10] for i in range(0, len(y), 10)]
+    assert len(batches) == 9 and len(batches[-1]) == 2
+    for idx in batches:
+        idx = torch.from_numpy(idx)
+        grad = model.grad_sum(theta, X[idx], y[idx]) / len(idx)
+        theta = theta - 0.1 * (grad + lam_union * model.penalty_mask(theta) * theta)
+    expected = s.test_loss - model.mean_loss(theta, s.X_test, s.y_test)
+    got = FineTune(lr=0.1, steps=9, batch_size=10, batch_seed=3).fit(s).value(c.X, c.y)
+    assert got == pytest.approx(expected, rel=1e-10)
 
 
 @pytest.mark.parametrize("name", list(APPRAISERS))
@@ -104,8 +125,8 @@ def test_appraisers_validate_candidates(wdbc_seed, name):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"lr": 0}, "learning rate"), ({"lr": float("nan")}, "learning rate"),
-    ({"steps": 0}, "at least one step"), ({"batch_size": 0}, "batch size"),
+    ({"lr": 0}, "lr must be a number above 0"), ({"lr": float("nan")}, "lr must be"),
+    ({"steps": 0}, "steps must be a whole number"), ({"batch_size": 0}, "batch size must"),
 ])
 def test_finetune_rejects_bad_hyperparameters(kwargs, message):
     with pytest.raises(ExplorerError, match=message):
@@ -113,7 +134,7 @@ def test_finetune_rejects_bad_hyperparameters(kwargs, message):
 
 
 def test_appraiser_names():
-    assert parse_appraiser_names("influence, finetune,influence") == ["influence", "finetune"]
+    assert parse_appraiser_names("influence, finetune,influence") == ("influence", "finetune")
     with pytest.raises(ExplorerError, match="unknown appraiser 'shapley'"):
         parse_appraiser_names("influence,shapley")
     with pytest.raises(ExplorerError, match="at least one"):

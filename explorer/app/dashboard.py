@@ -22,7 +22,7 @@ import plotly.io as pio
 from IPython.display import display
 
 from explorer import plots
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
 from explorer.errors import Cancelled, ExplorerError
 from explorer.experiments import appraise_market, market_acquisition, market_utilities
 from explorer.loaders.user import read_candidate_file
@@ -32,7 +32,6 @@ from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, load_task
 
-APPRAISER_NAMES = ("influence", "gradient-norm", "finetune")
 BACKENDS = (("plaintext", "plaintext"), ("CrypTen, simulated", "simulated"),
             ("CrypTen, real parties", "parties"))
 ACQUISITION_ROUNDS = 5
@@ -256,16 +255,17 @@ class ExplorerApp:
             private = {"mode": backend, "precision_bits": c["precision_bits"].value,
                        "provider": "TFP" if backend == "simulated" else c["provider"].value,
                        "reveal": c["reveal"].value, "threshold": c["threshold"].value}
-        return {"backend": "plaintext" if backend == "plaintext" else "crypten",
-                "private": private, "appraisers": list(c["appraisers"].value),
-                "finetune": {"lr": c["lr"].value, "steps": c["steps"].value},
-                "rate": c["rate"].value}
+        if not c["appraisers"].value:
+            raise ExplorerError("choose at least one appraiser.")
+        config = AppraiserConfig(names=tuple(c["appraisers"].value),
+                                 backend="plaintext" if backend == "plaintext" else "crypten",
+                                 lr=c["lr"].value, steps=c["steps"].value,
+                                 newton_steps=c["newton_steps"].value, **private)
+        return {"config": config, "appraisers": list(config.names), "rate": c["rate"].value}
 
     @staticmethod
     def _appraisers(opts: dict) -> list:
-        return [make_appraiser(a, opts["backend"],
-                               **(opts["finetune"] if a == "finetune" else {}),
-                               **opts["private"]) for a in opts["appraisers"]]
+        return opts["config"].build_all()
 
     # ------------------------------------------------------------------ jobs
     def run(self) -> None:

@@ -1,46 +1,39 @@
-"""The three appraisers. ``make_appraiser(name, **params)`` builds one by its command-line name."""
+"""The appraisers, each defined once for both backends (see explorer.appraisers.base).
+
+``AppraiserConfig(...).build(name)`` builds one by its command-line name; ``make_appraiser`` is
+the same for a single appraiser.
+"""
 
 from __future__ import annotations
 
-from explorer.appraisers.base import Appraiser
+from explorer.appraisers.base import Appraiser, Progress, Public
+from explorer.appraisers.config import (
+    APPRAISER_NAMES,
+    BACKENDS,
+    AppraiserConfig,
+    MPCOptions,
+    parse_appraiser_names,
+)
 from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.gradient_norm import GradientNorm
 from explorer.appraisers.influence import Influence, influence_vector
-from explorer.appraisers.private import PRIVATE_APPRAISERS
-from explorer.errors import ExplorerError
+from explorer.appraisers.newton import Newton
 
 APPRAISERS: dict[str, type[Appraiser]] = {
     Influence.name: Influence,
     GradientNorm.name: GradientNorm,
     FineTune.name: FineTune,
+    Newton.name: Newton,
 }
+assert tuple(APPRAISERS) == APPRAISER_NAMES
 
 
-def parse_appraiser_names(spec: str | list[str]) -> list[str]:
-    """'influence,finetune' -> ['influence', 'finetune'], validated and without repeats."""
-    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
-    names = [n for n in names if n]
-    if not names:
-        raise ExplorerError(f"name at least one appraiser: {', '.join(APPRAISERS)}.")
-    for n in names:
-        if n not in APPRAISERS:
-            raise ExplorerError(f"unknown appraiser {n!r}; choose from {', '.join(APPRAISERS)}.")
-    return list(dict.fromkeys(names))
+def make_appraiser(name: str, backend: str = "plaintext", **options) -> Appraiser:
+    """One unfitted appraiser by name and backend; ``options`` are AppraiserConfig fields
+    (lr, steps, batch_size, newton_steps, mode, precision_bits, provider, reveal, ...)."""
+    return AppraiserConfig(names=(name,), backend=backend, **options).build(name)
 
 
-BACKENDS = ("plaintext", "crypten")
-
-
-def make_appraiser(name: str, backend: str = "plaintext", **params) -> Appraiser:
-    """An unfitted appraiser by name and backend; ``params`` go to its constructor (for
-    ``crypten`` also mode, precision_bits, provider, reveal, threshold, timeout)."""
-    (name,) = parse_appraiser_names([name])
-    if backend == "plaintext":
-        return APPRAISERS[name](**params)
-    if backend == "crypten":
-        return PRIVATE_APPRAISERS[name](**params)
-    raise ExplorerError(f"unknown backend {backend!r}; choose plaintext or crypten.")
-
-
-__all__ = ["APPRAISERS", "BACKENDS", "Appraiser", "FineTune", "GradientNorm", "Influence",
+__all__ = ["APPRAISERS", "APPRAISER_NAMES", "BACKENDS", "Appraiser", "AppraiserConfig",
+           "FineTune", "GradientNorm", "Influence", "MPCOptions", "Newton", "Progress", "Public",
            "influence_vector", "make_appraiser", "parse_appraiser_names"]

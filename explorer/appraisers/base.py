@@ -1,30 +1,130 @@
-"""What every appraiser shares: fit once to the model owner's seed model, then value candidates.
+"""What every appraiser shares: one definition of its computation, run in plaintext or under MPC.
+
+An appraiser says three things, and nothing about the backend:
+
+- ``model_owner_inputs(public)``: what the model owner enters, prepared in the clear from its
+  own data only (with ``model_owner_shapes``, the public shapes the data owner expects);
+- the data owner's input is always the candidate batch (explorer.appraisers.batch);
+- ``compute(inputs, A, Y, public)``: the value of each candidate, written once with operations
+  torch tensors and CrypTensors share. In plaintext it runs on torch tensors; under MPC the
+  protocol (explorer.mpc.protocol) runs the very same method on CrypTensors;
+- ``check_fixed_point(inputs, bits)``: its fixed-point needs, checked before encryption.
 
 Orientation everywhere: a higher value means a more valuable candidate.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
+from explorer.appraisers.batch import candidate_batch
 from explorer.errors import Cancelled, ExplorerError
 from explorer.seed import SeedModel
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
+# Plaintext batches are cut so that one chunk holds about this many float64 values per tensor.
+_CHUNK_VALUES = 4_000_000
+
+
+@dataclass(frozen=True)
+class Public:
+    """What both parties know before an appraisal: the appraiser and its hyper-parameters, the
+    model's shape, the candidates' sizes and the seed set's public sizes and L2 strength."""
+
+    appraiser: str
+    params: tuple[tuple[str, Any], ...]
+    n_features: int  # d
+    n_outputs: int  # C
+    sizes: tuple[int, ...]  # |D_a| of each candidate
+    n_seed: int  # |D_tr|
+    n_test: int  # |D_te|
+    lam: float
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def size(self) -> int:
+        """Rows of the padded candidate batch."""
+        return max(self.sizes)
+
+    @property
+    def d1(self) -> int:
+        return self.n_features + 1
+
+    def sizes_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.sizes, dtype=torch.float64)
+
+
+def penalty_mask(d1: int, n_outputs: int) -> torch.Tensor:
+    """1 on the weight rows, 0 on the unpenalised bias row: (d1, C)."""
+    mask = torch.ones(d1, n_outputs, dtype=torch.float64)
+    mask[-1] = 0.0
+    return mask
+
 
 class Appraiser(ABC):
     """Scikit-learn-shaped: ``fit(seed)`` does the model owner's one-off work, ``value(X, y)``
-    appraises one candidate (standardised features (m, d), labels (m,))."""
+    appraises one candidate (standardised features (m, d), labels (m,)), ``appraise_many`` a
+    batch. ``backend`` is "plaintext" or "crypten" (then ``mpc`` holds the MPC options)."""
 
     name: ClassVar[str]
-    backend: ClassVar[str] = "plaintext"
+    model_owner_data: ClassVar[str]  # in words: what the model owner enters
+
+    def __init__(self, backend: str = "plaintext", mpc=None):
+        from explorer.appraisers.config import MPCOptions
+
+        if backend not in ("plaintext", "crypten"):
+            raise ExplorerError(f"unknown backend {backend!r}; choose plaintext or crypten.")
+        self.backend = backend
+        if mpc is not None and not isinstance(mpc, MPCOptions):
+            raise ExplorerError("mpc must be an MPCOptions; build appraisers with "
+                                "AppraiserConfig.")
+        self.mpc = (mpc or MPCOptions()) if backend == "crypten" else None
+
+    # -- the definition ------------------------------------------------------------------
+
+    def params(self) -> dict:
+        """The hyper-parameters, public: both parties build the same definition from them."""
+        return {}
+
+    @abstractmethod
+    def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
+        """The public shape of each of the model owner's inputs."""
+
+    @abstractmethod
+    def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
+        """The model owner's inputs (float64), prepared in the clear from its own data."""
+
+    @abstractmethod
+    def compute(self, inputs: dict, A, Y, public: Public):
+        """Values (B,) of the candidates A (B, m, d1), Y (B, m, C); torch or CrypTen."""
+
+    def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
+        """Refuse inputs that could overflow the fixed-point ring (see explorer.mpc.protocol)."""
+        from explorer.appraisers.fixed_point import check_parameters
+
+        check_parameters(inputs["theta"], precision_bits)
+
+    def diagnose(self, values: Sequence[float]) -> list[str]:
+        """Per candidate, "" or a short note a model owner can act on. No test-loss reduction
+        can exceed the seed's whole test loss (losses are non-negative)."""
+        loss = self._fitted().test_loss
+        return [self._beyond_test_loss if v > loss else "" for v in values]
+
+    _beyond_test_loss = "exceeds the seed's whole test loss, which no data can remove"
+
+    # -- running it --------------------------------------------------------------------
 
     def fit(self, seed: SeedModel) -> Appraiser:
         start = time.perf_counter()
@@ -36,42 +136,71 @@ class Appraiser(ABC):
     def _setup(self, seed: SeedModel) -> None:  # noqa: B027 - most appraisers need no set-up
         pass
 
+    def public(self, sizes: Sequence[int]) -> Public:
+        """The public metadata of appraising candidates of these sizes with this model."""
+        s = self._fitted()
+        return Public(appraiser=self.name, params=tuple(sorted(self.params().items())),
+                      n_features=s.n_features, n_outputs=s.theta.shape[1],
+                      sizes=tuple(int(n) for n in sizes), n_seed=s.n_seed,
+                      n_test=len(s.y_test), lam=s.lam)
+
+    def _fitted(self) -> SeedModel:
+        if not hasattr(self, "seed_"):
+            raise ExplorerError(f"the {self.name} appraiser is not fitted; call "
+                                f"fit(seed_model) first.")
+        return self.seed_
+
     def value(self, X, y) -> float:
         """The appraised value of one candidate dataset; higher is more valuable."""
-        if not hasattr(self, "seed_"):
-            raise ExplorerError(f"the {self.name} appraiser is not fitted; call fit(seed_model) "
-                                f"first.")
-        X, y = self.seed_.check_candidate(X, y)
-        return float(self._value(X, y))
-
-    @abstractmethod
-    def _value(self, X: torch.Tensor, y: torch.Tensor) -> float: ...
+        return self.appraise_many([(X, y)])[0]["value"]
 
     def appraise_many(self, candidates: Sequence[tuple], progress: Progress | None = None,
                       cancel: threading.Event | None = None) -> list[dict]:
-        """Appraise [(X, y), ...]; per candidate its value, its seconds and the cost columns
+        """Appraise [(X, y), ...]: per candidate its value, its seconds and the cost columns
         (plaintext_seconds includes this appraiser's share of the set-up).
 
+        In plaintext the candidates are computed in batches; under MPC in one session.
         ``progress(phase, done, total)`` is called as candidates are done; setting ``cancel``
         stops the job with Cancelled.
         """
-        rows = []
-        for i, (X, y) in enumerate(candidates):
+        seed = self._fitted()
+        if not candidates:
+            return []
+        checked = [seed.check_candidate(X, y) for X, y in candidates]
+        if self.backend == "crypten":
+            from explorer.mpc.session import appraise_privately
+
+            return appraise_privately(self, checked, progress, cancel)
+        return self._appraise_plaintext(checked, progress, cancel)
+
+    def _appraise_plaintext(self, checked, progress, cancel) -> list[dict]:
+        n = len(checked)
+        width = max(len(y) for _, y in checked) * (self.seed_.n_features + 1)
+        chunk = max(1, min(n, _CHUNK_VALUES // max(width * self._work_per_row(), 1)))
+        rows: list[dict] = []
+        for lo in range(0, n, chunk):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"the {self.name} appraisal was cancelled.")
+            part = checked[lo:lo + chunk]
             start = time.perf_counter()
-            value = self.value(X, y)
-            seconds = time.perf_counter() - start
-            rows.append({"value": value, "seconds": seconds,
-                         "plaintext_seconds": seconds + self.setup_seconds_ / len(candidates),
-                         "private_seconds": 0.0, "bytes": 0, "rounds": 0})
+            public = self.public([len(y) for _, y in part])
+            batch = candidate_batch(part, public.n_outputs)
+            values = self.compute(self.model_owner_inputs(public), batch.A, batch.Y, public)
+            seconds = (time.perf_counter() - start) / len(part)
+            for v in values.tolist():
+                if not math.isfinite(v):
+                    raise ExplorerError(f"the {self.name} appraiser produced a non-finite "
+                                        f"value; check its hyper-parameters.")
+                rows.append({"value": float(v), "seconds": seconds,
+                             "plaintext_seconds": seconds + self.setup_seconds_ / n,
+                             "private_seconds": 0.0, "bytes": 0, "rounds": 0})
             if progress:
-                progress(self.name, i + 1, len(candidates))
+                progress(self.name, len(rows), n)
         return rows
 
-    def params(self) -> dict:
-        """The appraiser's hyper-parameters, for reports."""
-        return {}
+    def _work_per_row(self) -> int:
+        """Relative memory per candidate row (C and steps), to size plaintext chunks."""
+        return int(self.seed_.theta.shape[1])
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

@@ -1,67 +1,124 @@
-"""Fine-tuning (paper eq. 4): the test-loss reduction after k (stochastic) gradient steps from
-theta_hat on D_tr ∪ D_a."""
+"""Fine-tuning (paper eq. 4): the test-loss reduction after k gradient steps from theta_hat on
+D_tr ∪ D_a (full batch, or plaintext mini-batches)."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 
-from explorer import model
-from explorer.appraisers.base import Appraiser
-from explorer.errors import ExplorerError
+from explorer.appraisers.base import Public, penalty_mask
+from explorer.appraisers.config import check_params
+from explorer.appraisers.logistic import (
+    gradient_sums,
+    mean_test_loss,
+    repeat,
+    union_gradient_sums,
+)
+from explorer.appraisers.tensors import is_encrypted
+from explorer.appraisers.union import UnionAppraiser
+from explorer.errors import AppraisalWarning, ExplorerError
+from explorer.seed import SeedModel
 
 
-def finetuned_theta(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam_union: float,
-                    lr: float, steps: int, batch_size: int | None, seed: int) -> torch.Tensor:
-    """``steps`` gradient steps on mean CE over each batch + (lam_union / 2)||W||^2.
-
-    Batches walk through a fresh seeded permutation each epoch; ``batch_size=None`` is full batch.
-    """
-    n = len(y)
-    mask = model.penalty_mask(theta)
-    rng = np.random.default_rng(seed)
-    order: np.ndarray = np.arange(n)
-    pos = n
-    for _ in range(steps):
-        if batch_size is None or batch_size >= n:
-            Xb, yb = X, y
-        else:
-            if pos + batch_size > n:
-                order, pos = rng.permutation(n), 0
-            idx = torch.from_numpy(order[pos:pos + batch_size])
-            pos += batch_size
-            Xb, yb = X[idx], y[idx]
-        theta = theta - lr * (model.grad_sum(theta, Xb, yb) / len(yb) + lam_union * mask * theta)
-    return theta
+def curvature_bound(seed: SeedModel) -> float:
+    """An upper bound on the largest eigenvalue of the mean cross-entropy's Hessian over the
+    model owner's seed set: c * lambda_max(A^T A) / n with c = 1/4 (sigmoid) or 1/2 (softmax)."""
+    A = torch.cat([seed.X_train, torch.ones(seed.n_seed, 1, dtype=torch.float64)], dim=1)
+    top = float(torch.linalg.eigvalsh(A.T @ A / seed.n_seed)[-1])
+    return (0.25 if seed.theta.shape[1] == 1 else 0.5) * top
 
 
-class FineTune(Appraiser):
+class FineTune(UnionAppraiser):
     """value = test loss at theta_hat minus test loss after fine-tuning, nats.
 
     The steps descend J (explorer.model) rescaled to a per-sample mean over D_tr ∪ D_a, so the
-    L2 term has strength lam * n_seed / (n_seed + |D_a|).
+    L2 term has strength lam * n_seed / (n_seed + |D_a|). Full-batch steps run on both backends;
+    mini-batches (``batch_size``) are plaintext only: each epoch walks a fresh seeded
+    permutation of the union in batches that cover all of it, the last one possibly smaller.
     """
 
     name = "finetune"
+    model_owner_data = ("theta_hat, its seed set (n_seed, d+1) with targets, its test set "
+                        "(n_test, d+1) with targets and its test loss at theta_hat")
 
     def __init__(self, lr: float = 0.1, steps: int = 16, batch_size: int | None = None,
-                 seed: int = 0):
-        if not (np.isfinite(lr) and lr > 0):
-            raise ExplorerError(f"the fine-tuning learning rate must be positive, got {lr}.")
-        if int(steps) != steps or steps < 1:
-            raise ExplorerError(f"fine-tuning needs at least one step, got {steps}.")
-        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-            raise ExplorerError(f"the batch size must be a positive integer or None (full "
-                                f"batch), got {batch_size}.")
-        self.lr, self.steps, self.batch_size, self.seed = float(lr), int(steps), batch_size, seed
+                 batch_seed: int = 0, backend: str = "plaintext", mpc=None):
+        check_params({"lr": lr, "steps": steps, "batch_size": batch_size,
+                      "batch_seed": batch_seed})
+        if backend == "crypten" and batch_size is not None:
+            raise ExplorerError("private fine-tuning takes full-batch steps; drop the batch "
+                                "size or use the plaintext backend.")
+        super().__init__(backend, mpc)
+        self.lr, self.steps = float(lr), int(steps)
+        self.batch_size, self.batch_seed = batch_size, int(batch_seed)
 
     def params(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
-                "seed": self.seed}
+                "batch_seed": self.batch_seed}
 
-    def _value(self, X: torch.Tensor, y: torch.Tensor) -> float:
-        s = self.seed_
-        Xu, yu = torch.cat([s.X_train, X]), torch.cat([s.y_train, y])
-        theta = finetuned_theta(s.theta, Xu, yu, s.lam * s.n_seed / len(yu), self.lr,
-                                self.steps, self.batch_size, self.seed)
-        return s.test_loss - model.mean_loss(theta, s.X_test, s.y_test)
+    def _setup(self, seed: SeedModel) -> None:
+        bound = 2.0 / (seed.lam + curvature_bound(seed))
+        self.stability_bound_ = bound
+        if self.lr > bound:
+            warnings.warn(f"the fine-tuning learning rate {self.lr:g} exceeds the stability "
+                          f"bound {bound:.3g} of gradient descent on the seed set (2 / its "
+                          f"curvature); its steps may oscillate and its values rank poorly.",
+                          AppraisalWarning, stacklevel=3)
+        if self.batch_size is not None:
+            union = seed.n_seed + 1
+            if self.steps * self.batch_size < union:
+                warnings.warn(f"{self.steps} steps of {self.batch_size} samples do not cover "
+                              f"the seed set once ({seed.n_seed} samples); raise the steps or "
+                              f"the batch size.", AppraisalWarning, stacklevel=3)
+
+    def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
+        # the penalty alone multiplies the weights by 1 - lr * lam' at every step: past 2 they
+        # grow without bound, whatever the data
+        lam_union = public.lam * public.n_seed / (public.n_seed + min(public.sizes))
+        if self.lr * lam_union >= 2.0:
+            raise ExplorerError(
+                f"fine-tuning with learning rate {self.lr:g} diverges at L2 strength "
+                f"{public.lam:g} (lr * lam * n_seed / (n_seed + |D_a|) = "
+                f"{self.lr * lam_union:.3g} >= 2 makes the penalty alone overshoot at every "
+                f"step); use a learning rate below {2 / lam_union:.3g}.")
+        return super().model_owner_inputs(public)
+
+    def compute(self, inputs: dict, A, Y, public: Public):
+        if self.batch_size is not None and self.batch_size < public.n_seed + min(public.sizes):
+            if is_encrypted(A):
+                raise ExplorerError("private fine-tuning takes full-batch steps.")
+            return self._minibatch(inputs, A, Y, public)
+        totals = public.n_seed + public.sizes_tensor()
+        inv_n = (1.0 / totals)[:, None, None]
+        decay = (public.lam * public.n_seed / totals)[:, None, None] \
+            * penalty_mask(public.d1, public.n_outputs)
+        thetas = repeat(inputs["theta"], public.n_candidates)
+        for _ in range(self.steps):
+            G = union_gradient_sums(inputs["A_train"], inputs["Y_train"], A, Y, thetas)
+            thetas = thetas - (G * inv_n + thetas * decay) * self.lr
+        return inputs["test_loss"] - mean_test_loss(inputs["A_test"], inputs["Y_test"], thetas)
+
+    def _minibatch(self, inputs: dict, A: torch.Tensor, Y: torch.Tensor, public: Public):
+        """Mini-batch steps, one candidate at a time, with the same step as full batch."""
+        values = []
+        mask = penalty_mask(public.d1, public.n_outputs)
+        A_tr, Y_tr = inputs["A_train"], inputs["Y_train"]
+        for b, m in enumerate(public.sizes):
+            A_u, Y_u = torch.cat([A_tr, A[b, :m]]), torch.cat([Y_tr, Y[b, :m]])
+            n = len(A_u)
+            decay = public.lam * public.n_seed / n * mask
+            rng = np.random.default_rng(self.batch_seed)
+            batches: list[np.ndarray] = []
+            theta = inputs["theta"]
+            for _ in range(self.steps):
+                if not batches:
+                    order = rng.permutation(n)
+                    batches = [order[i:i + self.batch_size]
+                               for i in range(0, n, self.batch_size)][::-1]
+                idx = torch.from_numpy(batches.pop())
+                G = gradient_sums(A_u[idx][None], Y_u[idx][None], theta)[0]
+                theta = theta - (G / len(idx) + theta * decay) * self.lr
+            values.append(mean_test_loss(inputs["A_test"], inputs["Y_test"], theta[None]))
+        return inputs["test_loss"] - torch.cat(values)

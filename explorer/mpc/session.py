@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from explorer.appraisers.base import Appraiser, Progress
+from explorer.appraisers.batch import CandidateBatch, candidate_batch
+from explorer.appraisers.config import MPCOptions
 from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import (
@@ -20,21 +24,12 @@ from explorer.mpc.launcher import (
 from explorer.mpc.protocol import (
     DATA_OWNER,
     MODEL_OWNER,
-    DataOwnerInput,
     ModelOwnerInput,
     PartyReport,
     SessionSpec,
     appraisal_party,
 )
 
-MODES = ("parties", "simulated")
-PROVIDERS = {
-    "TTP": "a third dealer process deals the multiplication triples; private as long as the "
-           "dealer colludes with neither party",
-    "TFP": "the model owner's process generates every triple itself: fast, but it could then "
-           "recover the data owner's inputs, so use it only for teaching and testing",
-}
-REVEALS = ("value", "bit")
 # Newton iterations of the inverse square root in the gradient norm (CrypTen's default is 3).
 SQRT_ITERATIONS = 12
 
@@ -53,26 +48,12 @@ class SessionResult:
     reports: tuple[PartyReport, ...]
 
 
-def check_options(mode: str, provider: str, reveal: str, precision_bits: int) -> None:
-    if mode not in MODES:
-        raise ExplorerError(f"unknown MPC mode {mode!r}; choose one of {', '.join(MODES)}.")
-    if provider not in PROVIDERS:
-        raise ExplorerError(f"unknown provider {provider!r}; choose TTP or TFP.")
-    if reveal not in REVEALS:
-        raise ExplorerError(f"unknown reveal mode {reveal!r}; choose value or bit.")
-    if not 8 <= int(precision_bits) <= 28:
-        raise ExplorerError(f"precision bits must be between 8 and 28, got {precision_bits}.")
-    if mode == "simulated" and provider == "TTP":
-        raise ExplorerError("simulated mode runs one process and has no dealer; use provider "
-                            "TFP or mode parties.")
-
-
 def mpc_config(spec: SessionSpec, provider: str) -> MPCConfig:
     return MPCConfig(precision_bits=spec.precision_bits, provider=provider, verbose=True,
                      sqrt_nr_iters=SQRT_ITERATIONS)
 
 
-def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: DataOwnerInput,
+def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: CandidateBatch,
                 mode: str = "parties", provider: str = "TTP", timeout: float = 600.0,
                 cancel: threading.Event | None = None,
                 on_wait: Callable[[float], None] | None = None) -> SessionResult:
@@ -81,14 +62,13 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Dat
     ``cancel`` stops a running session (raising Cancelled); ``on_wait`` receives the elapsed
     seconds several times a second while the parties compute.
     """
-    check_options(mode, provider, spec.reveal, spec.precision_bits)
+    MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
+               precision_bits=spec.precision_bits, timeout=timeout)  # validates
     config = mpc_config(spec, provider)
     if cancel is not None and cancel.is_set():
         raise Cancelled("the appraisal was cancelled.")
     try:
         if mode == "simulated":
-            import time
-
             start = time.perf_counter()
             report = run_simulated(appraisal_party, {"spec": spec, "input": model_owner,
                                                      "data": data_owner}, config=config)
@@ -124,3 +104,32 @@ def _first_line(exc: Exception) -> str:
     if isinstance(original, ExplorerError):
         return str(original)
     return str(exc).splitlines()[0]
+
+
+def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progress: Progress | None,
+                       cancel: threading.Event | None) -> list[dict]:
+    """One MPC session for all checked candidates [(X, y), ...] with the appraiser's own
+    definition; per candidate its value and an even share of the session's cost (private
+    seconds, bytes and rounds). ``progress`` hears from the session several times a second;
+    ``cancel`` stops it."""
+    options: MPCOptions = appraiser.mpc
+    start = time.perf_counter()
+    public = appraiser.public([len(y) for _, y in candidates])
+    mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
+    prep = time.perf_counter() - start
+    n = len(candidates)
+
+    def heartbeat(elapsed: float) -> None:
+        if progress:
+            progress(f"{appraiser.name}: encrypted session, {elapsed:.1f} s", 0, n)
+
+    spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits)
+    result = run_session(spec, mo, candidate_batch(candidates, public.n_outputs), options.mode,
+                         options.provider, options.timeout, cancel=cancel, on_wait=heartbeat)
+    if progress:
+        progress(appraiser.name, n, n)
+    appraiser.last_session_ = result
+    return [{"value": float(v), "seconds": result.wall_seconds / n,
+             "plaintext_seconds": appraiser.setup_seconds_ + prep / n,
+             "private_seconds": result.private_seconds / n, "bytes": result.bytes / n,
+             "rounds": result.rounds / n} for v in result.values]
