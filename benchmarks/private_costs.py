@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import AppraiserConfig
 from explorer.errors import ExplorerError
 from explorer.experiments import (
     UTILITY_COLUMNS,
@@ -48,22 +48,19 @@ from explorer.market import make_market
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
-APPRAISERS = ("influence", "gradient-norm", "finetune")
-FINETUNE = {"lr": 0.1, "steps": 16}  # batch_size None: full batch, in both backends
+APPRAISERS = ("influence", "gradient-norm", "finetune", "newton")
+# fine-tuning: lr 0.1, 16 full-batch steps in both backends; newton: the defaults
+CONFIG = AppraiserConfig(names=APPRAISERS, lr=0.1, steps=16)
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = PROJECT.parent / "shared" / "data" / "mnist"
 BATCH_TARGET = 20.0  # one batched session at least 20x faster than one session per candidate
 FIGURE4_TARGET = 10.0  # private influence at least 10x cheaper than private fine-tuning
 
 
-def params(name: str) -> dict:
-    return FINETUNE if name == "finetune" else {}
-
-
 def private(name: str, timeout: float):
     """The private appraiser with the project's defaults: parties, TTP, 16 precision bits."""
-    return make_appraiser(name, "crypten", mode="parties", provider="TTP", timeout=timeout,
-                          **params(name))
+    return CONFIG.with_(backend="crypten", mode="parties", provider="TTP",
+                        timeout=timeout).build(name)
 
 
 def no_truth(market) -> pd.DataFrame:
@@ -109,7 +106,7 @@ def appraise(label: str, seed, market, names, timeout: float, truth: pd.DataFram
     the private cost totals by appraiser."""
     out = {}
     for name in names:
-        plain = appraise_market(seed, market, [make_appraiser(name, **params(name))], truth)
+        plain = appraise_market(seed, market, [CONFIG.build(name)], truth)
         start = time.perf_counter()
         priv = appraise_market(seed, market, [private(name, timeout)], truth)
         outside = time.perf_counter() - start
@@ -285,7 +282,8 @@ def main() -> None:
 
     start = time.perf_counter()
     print(f"private_costs: CrypTen mode parties, provider TTP, 16 precision bits vs plaintext; "
-          f"finetune lr {FINETUNE['lr']}, {FINETUNE['steps']} full-batch steps; seed {args.seed}")
+          f"finetune lr {CONFIG.lr}, {CONFIG.steps} full-batch steps; newton "
+          f"{CONFIG.newton_steps} steps; seed {args.seed}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start "
           f"(other work on the machine slows every timing)", flush=True)
     if not args.skip_wdbc:

@@ -7,7 +7,6 @@ Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,14 +14,21 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from explorer.appraisers import make_appraiser, parse_appraiser_names
-from explorer.appraisers.private import DEFAULT_PRECISION_BITS
+from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
+from explorer.appraisers.config import (
+    BACKENDS,
+    DEFAULT_NEWTON_STEPS,
+    DEFAULT_PRECISION_BITS,
+    MODES,
+    PRECONDITIONERS,
+    PROVIDERS,
+    REVEALS,
+)
 from explorer.errors import ExplorerError
 from explorer.experiments import appraise_market, rank_correlations
 from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
-from explorer.mpc.session import PROVIDERS
-from explorer.output import write_atomic
+from explorer.output import check_output_file, ensure_directory, write_atomic
 from explorer.parties import (
     encoding,
     read_encoding,
@@ -62,6 +68,18 @@ def _float(text: str) -> float:
     return value
 
 
+def _lam(text: str) -> float | str:
+    if text == "cv":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number or cv, got {text!r}")
+    return value
+
+
 def _flip(text: str) -> tuple[int, int] | str:
     if text == "any":
         return text
@@ -78,7 +96,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="directory with the task's files (mnist: IDX files; "
                    "cifar-planecar: the python batches)")
     p.add_argument("--seed", type=_int, default=0, help="seed for every random choice")
-    p.add_argument("--lam", type=_float, help="L2 strength of the seed model (task default "
+    p.add_argument("--lam", type=_lam, help="L2 strength of the seed model, or cv to choose it "
+                   "by 5-fold cross-validated log-loss on the seed set alone (task default "
                    "otherwise; see README)")
     p.add_argument("--drop-features", type=_int, default=0,
                    help="drop this many random feature columns from the whole task")
@@ -86,18 +105,20 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 
 def _add_private_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("private appraisal (--backend crypten)")
-    g.add_argument("--backend", default="plaintext", help="plaintext, or crypten: secure "
-                   "multi-party computation between the model owner and the data owner")
-    g.add_argument("--mode", default="parties", help="parties: one OS process per party (and "
+    g.add_argument("--backend", default="plaintext", choices=BACKENDS, help="plaintext, or "
+                   "crypten: secure multi-party computation between the model owner and the "
+                   "data owner")
+    g.add_argument("--mode", default="parties", choices=MODES, help="parties: one OS process "
+                   "per party (and "
                    "the dealer) on this machine; simulated: one process, no real secret sharing "
                    "(for teaching and fast checks)")
     g.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS,
                    help="fixed-point fractional bits (default 16; the paper's 24 makes "
                    "CrypTen's two-party truncation fail now and then on large data, see README)")
-    g.add_argument("--provider", default="TTP", help="TTP: " + PROVIDERS["TTP"] + "; TFP: "
-                   + PROVIDERS["TFP"])
-    g.add_argument("--reveal", default="value", help="value, or bit: reveal only whether "
-                   "value > --threshold")
+    g.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
+                   help="TTP: " + PROVIDERS["TTP"] + "; TFP: " + PROVIDERS["TFP"])
+    g.add_argument("--reveal", default="value", choices=REVEALS, help="value, or bit: reveal "
+                   "only whether value > --threshold")
     g.add_argument("--threshold", type=_float, default=0.0, help="the model owner's "
                    "threshold in bit mode")
     g.add_argument("--timeout", type=_float, default=600.0, help="seconds before a private "
@@ -120,9 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--target-class", type=_int, default=0, help="imbalance: the class whose "
                    "share the level sets")
     a.add_argument("--appraisers", default="influence,gradient-norm,finetune",
-                   help="comma-separated: influence, gradient-norm, finetune")
-    a.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
-    a.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
+                   help=f"comma-separated: {', '.join(APPRAISER_NAMES)}")
+    _add_hyper_parameters(a)
     a.add_argument("--batch-size", type=_int, help="fine-tuning batch size (full batch if "
                    "omitted)")
     _add_private_options(a)
@@ -142,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="reproduce an artefact of the paper: CSV and HTML "
                        "figures into --out, headline figures beside the paper's")
-    r.add_argument("artefact", help=f"one of {', '.join(ARTEFACTS)}")
-    r.add_argument("--out", required=True, help="directory for the CSV and HTML files")
+    r.add_argument("artefact", choices=tuple(ARTEFACTS), help=f"one of {', '.join(ARTEFACTS)}")
+    r.add_argument("--out", required=True, help="directory for the CSV and HTML files (created "
+                   "if missing)")
+    r.add_argument("--seed", type=_int, default=0, help="base seed of the artefact's runs "
+                   "(run r uses seed + r), to check a figure on runs it was not tuned on")
     r.add_argument("--quick", action="store_true", help="a reduced version (under a minute)")
     r.add_argument("--data-dir", help="CIFAR-10 python batches for the plane-vs-car "
                    "artefacts (otherwise MNIST 3 vs 5 stands in)")
@@ -165,13 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     dow.add_argument("--candidate-file", action="append", required=True,
                      help="a candidate dataset (repeat for several)")
     for r in (mo, dow):
-        r.add_argument("--appraiser", default="influence",
-                       help="influence, gradient-norm or finetune")
-        r.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
-        r.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
+        r.add_argument("--appraiser", default="influence", choices=APPRAISER_NAMES)
+        _add_hyper_parameters(r)
         r.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS)
-        r.add_argument("--provider", default="TTP", help="TTP (needs the dealer) or TFP")
-        r.add_argument("--reveal", default="value", help="value or bit")
+        r.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
+                       help="TTP (needs the dealer) or TFP")
+        r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
         r.add_argument("--timeout", type=_float, default=600.0,
                        help="seconds any step may wait for the other party")
     mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
@@ -180,26 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _appraisers(args) -> list:
-    names = parse_appraiser_names(args.appraisers)
-    params = {"finetune": {"lr": args.lr, "steps": args.steps, "batch_size": args.batch_size}}
-    if args.backend == "crypten":
-        if args.batch_size is not None:
-            raise ExplorerError("private fine-tuning takes full-batch steps; drop --batch-size "
-                                "or use --backend plaintext.")
-        params = {"finetune": {"lr": args.lr, "steps": args.steps}}
-        options = {"mode": args.mode, "precision_bits": args.precision_bits,
-                   "provider": args.provider, "reveal": args.reveal,
-                   "threshold": args.threshold, "timeout": args.timeout}
-        return [make_appraiser(n, "crypten", **params.get(n, {}), **options) for n in names]
-    if args.backend != "plaintext":
-        raise ExplorerError(f"unknown backend {args.backend!r}; choose plaintext or crypten.")
-    return [make_appraiser(n, **params.get(n, {})) for n in names]
+def _add_hyper_parameters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
+    p.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
+    p.add_argument("--newton-steps", type=_int, default=DEFAULT_NEWTON_STEPS,
+                   help="newton: safeguarded Newton steps K")
+    p.add_argument("--preconditioner", default="auto", choices=PRECONDITIONERS,
+                   help="newton: the seed Hessian's inverse, dense or Kronecker-factored "
+                   "(auto: dense for two classes or up to 1,000 parameters)")
+
+
+def _config(args, names=None) -> AppraiserConfig:
+    """The one AppraiserConfig of a command's options (validated by it)."""
+    private = {}
+    if getattr(args, "backend", "crypten") == "crypten":
+        private = {"mode": getattr(args, "mode", "parties"),
+                   "precision_bits": args.precision_bits, "provider": args.provider,
+                   "reveal": getattr(args, "reveal", "value"),
+                   "threshold": getattr(args, "threshold", 0.0), "timeout": args.timeout}
+    return AppraiserConfig(
+        names=names or args.appraisers, backend=getattr(args, "backend", "crypten"),
+        lr=getattr(args, "lr", 0.1), steps=getattr(args, "steps", 16),
+        batch_size=getattr(args, "batch_size", None),
+        newton_steps=getattr(args, "newton_steps", DEFAULT_NEWTON_STEPS),
+        preconditioner=getattr(args, "preconditioner", "auto"), **private)
 
 
 def _task(args):
-    return load_task(args.task, seed=args.seed, data_dir=args.data_dir, lam=args.lam,
+    lam = None if args.lam == "cv" else args.lam
+    return load_task(args.task, seed=args.seed, data_dir=args.data_dir, lam=lam,
                      drop_features=args.drop_features)
+
+
+def _seed(args, task):
+    return fit_seed_model(task, lam="cv" if args.lam == "cv" else None)
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
@@ -207,7 +243,9 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 
 def cmd_appraise(args) -> int:
-    appraisers = _appraisers(args)  # validate before the slow part
+    appraisers = _config(args).build_all()  # validate before the slow part
+    if args.out:
+        check_output_file(args.out)
     task = _task(args)
     if args.candidate_file:
         X_raw, y = read_candidate_file(args.candidate_file, task.n_features, task.class_names)
@@ -217,10 +255,11 @@ def cmd_appraise(args) -> int:
         candidates = make_market(task, args.corruption, args.candidates, args.size,
                                  args.max_level, args.min_level, seed=args.seed, flip=args.flip,
                                  target_class=args.target_class)
-    seed = fit_seed_model(task)
+    seed = _seed(args, task)
+    chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
     print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
-          f"features, {task.n_classes} classes, test accuracy {seed.test_accuracy:.3f}, "
-          f"gradient norm {seed.grad_norm:.1e}")
+          f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test accuracy "
+          f"{seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
     results = appraise_market(seed, candidates, appraisers, progress=_progress())
     if args.out:
         _write_csv(results, args.out)
@@ -243,6 +282,7 @@ def cmd_appraise(args) -> int:
 
 
 def cmd_sample_candidate(args) -> int:
+    check_output_file(args.out)
     task = _task(args)
     (c,) = make_market(task, args.corruption, 1, args.size, args.level, args.level,
                        seed=args.seed)
@@ -253,8 +293,9 @@ def cmd_sample_candidate(args) -> int:
 
 
 def cmd_export_encoding(args) -> int:
+    check_output_file(args.out)
     task = _task(args)
-    seed = fit_seed_model(task)
+    seed = _seed(args, task)
     write_encoding(args.out, encoding(task, seed))
     print(f"wrote the encoding of task {task.name} ({task.n_features} features, "
           f"{task.n_classes} classes) to {args.out}")
@@ -273,43 +314,31 @@ def cmd_party(args) -> int:
     if args.role == "dealer":
         run_dealer(args.timeout)
         return 0
-    (name,) = parse_appraiser_names([args.appraiser])
+    appraiser = _config(args, names=(args.appraiser,)).build(args.appraiser)
     if args.role == "model-owner":
         try:
             sizes = tuple(int(v) for v in args.sizes.split(","))
         except ValueError:
             raise ExplorerError(f"--sizes takes whole numbers separated by commas, got "
                                 f"{args.sizes!r}.") from None
-        params = {"lr": args.lr, "steps": args.steps} if name == "finetune" else {}
-        appraiser = make_appraiser(name, "crypten", precision_bits=args.precision_bits,
-                                   provider=args.provider, reveal=args.reveal,
-                                   threshold=args.threshold, timeout=args.timeout, **params)
-        appraiser.fit(fit_seed_model(_task(args)))
+        task = _task(args)
+        appraiser.fit(_seed(args, task))
         report = run_model_owner(appraiser, sizes)
     else:
         enc = read_encoding(args.encoding)
         candidates = [read_candidate_file(f, len(enc["feature_names"]),
                                           tuple(enc["class_names"]))
                       for f in args.candidate_file]
-        report = run_data_owner(enc, name, candidates, reveal=args.reveal,
-                                precision_bits=args.precision_bits, provider=args.provider,
-                                lr=args.lr, steps=args.steps, timeout=args.timeout)
-    _print_party_report(name, report, args.reveal)
+        report = run_data_owner(enc, appraiser, candidates)
+    _print_party_report(appraiser.name, report, args.reveal)
     return 0
 
 
 def cmd_reproduce(args) -> int:
-    if args.artefact not in ARTEFACTS:
-        raise ExplorerError(f"unknown artefact {args.artefact!r}; choose one of "
-                            f"{', '.join(ARTEFACTS)}.")
-    if not os.path.isdir(args.out):
-        raise ExplorerError(f"the output directory {args.out} does not exist; create it first.")
-    private = {"mode": args.mode, "precision_bits": args.precision_bits,
-               "provider": args.provider, "timeout": args.timeout}
-    if args.backend == "crypten":
-        make_appraiser("influence", "crypten", **private)  # validate the options up front
-    rep = reproduce(args.artefact, Options(backend=args.backend, quick=args.quick,
-                                           data_dir=args.data_dir, backend_options=private,
+    config = _config(args, names=APPRAISER_NAMES)  # validates the options up front
+    ensure_directory(args.out)
+    rep = reproduce(args.artefact, Options(config=config, quick=args.quick,
+                                           data_dir=args.data_dir, seed=args.seed,
                                            progress=_progress()))
     written = rep.write(args.out)
     for line in rep.headlines:

@@ -299,7 +299,8 @@ def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities
                      budgets: Sequence[int] = (1, 4, 16)) -> pd.DataFrame:
     """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's runtime per
     candidate, at several learning rates. Columns: lr, budget, steps, spearman,
-    spearman_level, influence_spearman, influence_spearman_level."""
+    spearman_level, influence_spearman, influence_spearman_level, diverges (a learning rate at
+    which the steps cannot converge is not run: its rhos are NaN and ``diverges`` is True)."""
     inf = appraise_market(seed, candidates, INFLUENCE.build_all(), utilities)
     per_candidate = (inf.seconds.sum() + inf.setup_seconds.iloc[0]) / len(candidates)
     finetune = AppraiserConfig(names=("finetune",))
@@ -310,13 +311,21 @@ def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities
     for budget in budgets:
         steps = max(1, int(round(budget * per_candidate / step_seconds)))
         for lr in lrs:
+            row = {"lr": lr, "budget": budget, "steps": steps,
+                   "influence_spearman": spearman(inf.value, inf.utility),
+                   "influence_spearman_level": spearman(inf.value, -inf.level)}
             tuned = finetune.with_(lr=lr, steps=steps).build("finetune")
-            frame = appraise_market(seed, candidates, [tuned], utilities)
-            rows.append({"lr": lr, "budget": budget, "steps": steps,
-                         "spearman": spearman(frame.value, frame.utility),
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", AppraisalWarning)  # past the bound: known
+                    frame = appraise_market(seed, candidates, [tuned], utilities)
+            except ExplorerError:  # the learning rate diverges (FineTune says why)
+                rows.append({**row, "spearman": np.nan, "spearman_level": np.nan,
+                             "diverges": True})
+                continue
+            rows.append({**row, "spearman": spearman(frame.value, frame.utility),
                          "spearman_level": spearman(frame.value, -frame.level),
-                         "influence_spearman": spearman(inf.value, inf.utility),
-                         "influence_spearman_level": spearman(inf.value, -inf.level)})
+                         "diverges": False})
     return pd.DataFrame(rows)
 
 

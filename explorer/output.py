@@ -11,6 +11,34 @@ from typing import IO
 from explorer.errors import ExplorerError
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, a path that cannot receive a new file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExplorerError(f"{path} is a directory; name a file to write, e.g. "
+                            f"{path / 'results.csv'}.")
+    if not path.parent.is_dir():
+        raise ExplorerError(f"the output directory {path.parent} does not exist; create it "
+                            f"first.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ExplorerError(f"the output directory {path.parent} is not writable; choose "
+                            f"another place for {path.name}.")
+    return path
+
+
+def ensure_directory(path: str | os.PathLike) -> Path:
+    """Create the directory ``path`` (and its parents) if missing; refuse one that cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExplorerError(f"cannot create the output directory {path} ({exc.strerror}); "
+                            f"choose a writable directory.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ExplorerError(f"the output directory {path} is not writable; choose another.")
+    return path
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place."""
     path = Path(path)

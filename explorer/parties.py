@@ -16,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explorer.appraisers.private import PrivateAppraiser
+from explorer.appraisers.base import Appraiser, Public
+from explorer.appraisers.batch import candidate_batch
+from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.errors import ExplorerError
 from explorer.mpc.launcher import MPCLaunchError, run_dealer_from_env, run_party_from_env
 from explorer.mpc.protocol import (
-    DEFAULT_PRECISION_BITS,
+    ModelOwnerInput,
     PartyReport,
     SessionSpec,
     appraisal_party,
-    pad_candidates,
 )
-from explorer.mpc.session import check_options, mpc_config
+from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
 from explorer.seed import SeedModel
 from explorer.tasks import Task
@@ -84,7 +85,7 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, timeout: float) -
     _check_env(rank)
     try:
         return run_party_from_env(appraisal_party, {"spec": spec, "input": payload},
-                                  config=mpc_config(spec, provider),
+                                  config=mpc_config(spec.precision_bits, provider),
                                   collective_timeout=timeout)
     except ExplorerError:
         raise
@@ -92,32 +93,41 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, timeout: float) -
         raise ExplorerError(f"the private session failed: {str(exc).splitlines()[0]}") from exc
 
 
-def run_model_owner(appraiser: PrivateAppraiser, sizes: tuple[int, ...]) -> PartyReport:
-    """Rank 0: enter the model owner's inputs for candidates of the agreed ``sizes``."""
+def _private(appraiser: Appraiser) -> None:
+    if appraiser.backend != "crypten" or appraiser.mpc.mode != "parties":
+        raise ExplorerError("a party runs a private appraiser between real parties; build it "
+                            "with backend crypten and mode parties.")
+
+
+def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...]) -> PartyReport:
+    """Rank 0: enter the (fitted) appraiser's model-owner inputs for candidates of the agreed
+    ``sizes``."""
+    _private(appraiser)
     if not sizes or min(sizes) < 1:
         raise ExplorerError("give the candidates' sizes, e.g. --sizes 30,30,30.")
-    spec = appraiser.session_spec(tuple(sizes))
-    return _run(0, spec, appraiser.model_owner_input(spec), appraiser.provider,
-                appraiser.timeout)
+    public = appraiser.public(sizes)
+    mpc = appraiser.mpc
+    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
+    mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
+    return _run(0, spec, mo, mpc.provider, mpc.timeout)
 
 
-def run_data_owner(enc: dict, appraiser: str, candidates: list[tuple[np.ndarray, np.ndarray]],
-                   *, reveal: str = "value", precision_bits: int = DEFAULT_PRECISION_BITS,
-                   provider: str = "TTP",
-                   lr: float = 0.1, steps: int = 16, timeout: float = 600.0) -> PartyReport:
-    """Rank 1: standardise raw candidates with the model owner's encoding and enter them."""
-    check_options("parties", provider, reveal, precision_bits)
+def run_data_owner(enc: dict, appraiser: Appraiser,
+                   candidates: list[tuple[np.ndarray, np.ndarray]]) -> PartyReport:
+    """Rank 1: standardise raw candidates with the model owner's encoding and enter them into
+    a session of ``appraiser`` (unfitted: the data owner only knows its public definition)."""
+    _private(appraiser)
     mean, scale = np.asarray(enc["mean"]), np.asarray(enc["scale"])
-    batch = pad_candidates([(torch.from_numpy((X - mean) / scale), torch.from_numpy(y))
-                            for X, y in candidates])
-    extra = {}
-    if appraiser == "finetune":
-        extra = {"n_train": enc["n_train"], "n_test": enc["n_test"], "lr": float(lr),
-                 "steps": int(steps), "lam": enc["lam"]}
-    spec = SessionSpec(appraiser=appraiser, n_features=len(enc["feature_names"]),
-                       n_outputs=enc["n_outputs"], sizes=tuple(len(y) for _, y in candidates),
-                       reveal=reveal, precision_bits=int(precision_bits), **extra)
-    return _run(1, spec, batch, provider, timeout)
+    standardised = [(torch.from_numpy((X - mean) / scale), torch.from_numpy(y))
+                    for X, y in candidates]
+    public = Public(appraiser=appraiser.name, params=tuple(sorted(appraiser.params().items())),
+                    n_features=len(enc["feature_names"]), n_outputs=enc["n_outputs"],
+                    sizes=tuple(len(y) for _, y in candidates), n_seed=enc["n_train"],
+                    n_test=enc["n_test"], lam=enc["lam"])
+    mpc = appraiser.mpc
+    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
+    return _run(1, spec, candidate_batch(standardised, public.n_outputs), mpc.provider,
+                mpc.timeout)
 
 
 def run_dealer(timeout: float = 600.0) -> None:
@@ -127,7 +137,7 @@ def run_dealer(timeout: float = 600.0) -> None:
         raise ExplorerError("the dealer runs with WORLD_SIZE=2 and RANK=2 beside the two "
                             "parties' RENDEZVOUS.")
     try:
-        run_dealer_from_env(config=mpc_config(SessionSpec("influence", 1, 1, (1,)), "TTP"),
+        run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"),
                             collective_timeout=timeout)
     except (RuntimeError, MPCLaunchError) as exc:
         raise ExplorerError(f"the dealer failed: {str(exc).splitlines()[0]}") from exc

@@ -17,12 +17,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer import plots
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
 from explorer.errors import ExplorerError
 from explorer.experiments import (
     Progress,
     acquisition_curves,
     appraise_market,
+    fig6_ranges,
     finetune_budgets,
     finetune_grid,
     market_utilities,
@@ -34,10 +35,10 @@ from explorer.experiments import (
     spearman,
 )
 from explorer.market import make_market
-from explorer.output import write_atomic
+from explorer.output import ensure_directory, write_atomic
 from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
-from explorer.tasks import load_task
+from explorer.tasks import TASKS, load_task
 
 
 @dataclass
@@ -50,10 +51,9 @@ class Reproduction:
     headlines: list[str] = field(default_factory=list)
 
     def write(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write ``<name>.csv`` and one standalone ``<stem>.html`` per figure into out_dir."""
-        out = Path(out_dir)
-        if not out.is_dir():
-            raise ExplorerError(f"the output directory {out} does not exist; create it first.")
+        """Write ``<name>.csv`` and one standalone ``<stem>.html`` per figure into out_dir
+        (created if missing)."""
+        out = ensure_directory(out_dir)
         csv = out / f"{self.name}.csv"
         write_atomic(csv, lambda f: self.frame.to_csv(f, index=False))
         return [csv, *(plots.write_html(fig, out / f"{stem}.html")
@@ -62,31 +62,40 @@ class Reproduction:
 
 @dataclass(frozen=True)
 class Options:
-    backend: str = "plaintext"
+    """How to reproduce: the appraisers' configuration (backend, hyper-parameters, MPC
+    options), a reduced size, CIFAR-10's directory, and the base seed of the runs (run r uses
+    seed + r; the defaults were chosen on seed 0)."""
+
+    config: AppraiserConfig = field(default_factory=AppraiserConfig)
     quick: bool = False
     data_dir: str | None = None
-    backend_options: dict = field(default_factory=dict)
+    seed: int = 0
     progress: Progress | None = None
 
+    @property
+    def backend(self) -> str:
+        return self.config.backend
 
-def _planecar(opts: Options) -> tuple[str, dict]:
-    """The CIFAR plane-vs-car task when its batches are given, else the MNIST stand-in."""
-    if opts.data_dir is not None:
-        return "cifar-planecar", {"data_dir": opts.data_dir}
-    return "mnist-3v5", {}
+    def only(self, *names: str) -> AppraiserConfig:
+        """The configuration restricted to these appraisers."""
+        return self.config.with_(names=names)
 
 
-def _private(opts: Options, name: str, **params):
-    return make_appraiser(name, opts.backend, **params, **_backend_options(opts))
+def _planecar(opts: Options) -> tuple[str, dict, int]:
+    """The CIFAR plane-vs-car task when its batches are given, else the MNIST stand-in, with
+    its task options and the candidate size of the paper's protocol on it."""
+    name, options = ("cifar-planecar", {"data_dir": opts.data_dir}) if opts.data_dir else \
+        ("mnist-3v5", {})
+    return name, options, TASKS[name].candidate_size
 
 
 def table1(opts: Options) -> Reproduction:
     """MNIST, labels 1 and 7 flipped with probability p/10 in candidate p = 1..10; fine-tuning
     limited to 1x/4x/16x influence's runtime at three learning rates."""
-    task = load_task("mnist", seed=0)
+    task = load_task("mnist", seed=opts.seed)
     n, size = (5, 200) if opts.quick else (10, 740)
     seed = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=0)
+    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=opts.seed)
     truth = market_utilities(seed, market, opts.progress)
     frame = finetune_budgets(seed, market, truth)
     inf = frame.influence_spearman_level.iloc[0]
@@ -95,8 +104,9 @@ def table1(opts: Options) -> Reproduction:
     paper = {0.001: (0.61, 0.58, 0.72), 0.1: (0.95, 1.0, 1.0), 10.0: (0.96, 0.59, 0.88)}
     for row in frame.itertuples():
         ref = paper.get(row.lr, (np.nan,) * 3)[[1, 4, 16].index(row.budget)]
+        rho = "diverges (lr * lam' >= 2)" if row.diverges else f"{row.spearman_level:+.2f}"
         lines.append(f"table1 finetune lr {row.lr:g} {row.budget}x ({row.steps} steps) rho "
-                     f"{row.spearman_level:+.2f} (paper {ref:.2f})")
+                     f"{rho} (paper {ref:.2f})")
     return Reproduction("table1", frame, {"table1": plots.budget_heatmap(frame)}, lines)
 
 
@@ -112,8 +122,8 @@ def table2(opts: Options) -> Reproduction:
     frames, lines, rows = [], [], []
     for label, kind, hi, lo, task_options, mean, sd in TABLE2:
         f = repeated_rank_correlations("wdbc", kind, n, 30, hi, lo, runs=runs,
-                                       task_options=task_options, backend=opts.backend,
-                                       backend_options=_backend_options(opts))
+                                       config=opts.only("influence"),
+                                       task_options=task_options, first_run=opts.seed)
         frames.append(f.assign(setting=label))
         rows.append({"setting": label, "mean": f.spearman.mean(), "sd": f.spearman.std(),
                      "paper_mean": mean, "paper_sd": sd})
@@ -124,16 +134,12 @@ def table2(opts: Options) -> Reproduction:
     return Reproduction("table2", pd.concat(frames, ignore_index=True), {"table2": fig}, lines)
 
 
-def _backend_options(opts: Options) -> dict:
-    return opts.backend_options if opts.backend == "crypten" else {}
-
-
 def fig3(opts: Options) -> Reproduction:
     """Fine-tuning's rank correlation and runtime over batch size x epochs (MNIST label noise)."""
-    task = load_task("mnist", seed=0)
+    task = load_task("mnist", seed=opts.seed)
     n, size = (5, 200) if opts.quick else (10, 740)
     seed = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=0)
+    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=opts.seed)
     truth = market_utilities(seed, market, opts.progress)
     batches = [64, None] if opts.quick else [16, 64, 256, None]
     epochs = [1, 2] if opts.quick else [1, 2, 4, 8]
@@ -149,19 +155,17 @@ def fig3(opts: Options) -> Reproduction:
 
 
 def fig4(opts: Options) -> Reproduction:
-    """Runtime of the three appraisers in plaintext and encrypted (fine-tuning: 16 full-batch
-    steps) on the plane-vs-car task."""
-    name, task_options = _planecar(opts)
-    task = load_task(name, seed=0, **task_options)
-    n, size = (4, 100) if opts.quick else (20, 440)
+    """Runtime of the appraisers in plaintext and encrypted (fine-tuning: 16 full-batch steps)
+    on the plane-vs-car task."""
+    name, task_options, full_size = _planecar(opts)
+    task = load_task(name, seed=opts.seed, **task_options)
+    n, size = (4, 100) if opts.quick else (20, full_size)
     seed = fit_seed_model(task)
-    market = make_market(task, "imbalance", n, size, 1.0, 0.05, seed=0)
+    market = make_market(task, "imbalance", n, size, 1.0, 0.05, seed=opts.seed)
     frames = []
     for backend in ("plaintext", "crypten"):
-        extra = opts.backend_options if backend == "crypten" else {}
-        appraisers = [make_appraiser(a, backend, **extra) for a in ("influence", "gradient-norm")]
-        appraisers.append(make_appraiser("finetune", backend, lr=0.1, steps=16, **extra))
-        frames.append(runtime_breakdown(seed, market, appraisers))
+        config = opts.config.with_(names=APPRAISER_NAMES, backend=backend, lr=0.1, steps=16)
+        frames.append(runtime_breakdown(seed, market, config.build_all()))
     frame = pd.concat(frames, ignore_index=True)
     enc = frame[frame.backend == "crypten"].set_index("appraiser")
     ratio = enc.private_seconds["finetune"] / enc.private_seconds["influence"]
@@ -174,16 +178,16 @@ def fig4(opts: Options) -> Reproduction:
 
 def fig5(opts: Options) -> Reproduction:
     """Gradient norm and loss reduction over MNIST label noise and plane-vs-car imbalance."""
-    name, task_options = _planecar(opts)
-    n, size = (5, 150) if opts.quick else (10, 440)
+    name, task_options, full_size = _planecar(opts)
+    n, size = (5, 150) if opts.quick else (10, full_size)
     frames, lines = [], []
     for panel, task_name, kind, tk, paper in (
             ("MNIST label noise", "mnist", "label-noise", {}, -1),
             (f"{name} class balance", name, "imbalance", task_options, 1)):
-        task = load_task(task_name, seed=0, **tk)
+        task = load_task(task_name, seed=opts.seed, **tk)
         seed = fit_seed_model(task)
-        market = make_market(task, kind, n, size, 1.0, 1.0 / n, seed=0)
-        results = appraise_market(seed, market, [_private(opts, "gradient-norm")])
+        market = make_market(task, kind, n, size, 1.0, 1.0 / n, seed=opts.seed)
+        results = appraise_market(seed, market, opts.only("gradient-norm").build_all())
         frames.append(results.assign(panel=panel))
         rho = spearman(results.value, results.utility)
         lines.append(f"fig5 {panel}: gradient norm vs loss reduction rho {rho:+.2f} "
@@ -192,30 +196,33 @@ def fig5(opts: Options) -> Reproduction:
     return Reproduction("fig5", frame, {"fig5": plots.gradient_norm_panels(frame)}, lines)
 
 
+FIG6_PAPER = {"overall": 0.923, "cars 0-0.45": 0.908, "cars 0.55-1": 0.247}
+
+
 def fig6(opts: Options) -> Reproduction:
-    """Plane-vs-car, 20 candidates with 5p% planes, 5 repeats: influence rank vs utility rank."""
-    name, task_options = _planecar(opts)
-    task = load_task(name, seed=0, **task_options)
-    n, size, repeats = (10, 100, 2) if opts.quick else (20, 440, 5)
+    """Plane-vs-car, 20 candidates with 5p% planes, 5 repeated markets: every appraiser's rank
+    against the utility's rank, overall and in the paper's zooms on the car rate."""
+    name, task_options, full_size = _planecar(opts)
+    task = load_task(name, seed=opts.seed, **task_options)
+    n, size, repeats = (10, 100, 2) if opts.quick else (20, full_size, 5)
     seed = fit_seed_model(task)
     frame = repeated_markets(seed, task, "imbalance", n, size, 1.0, 1.0 / n, repeats=repeats,
-                             backend=opts.backend, backend_options=_backend_options(opts),
+                             config=opts.only(*APPRAISER_NAMES), first_run=opts.seed,
                              progress=opts.progress)
-    rho_u = spearman(frame.value, frame.utility)
-    rho_a = spearman(frame.value, frame.accuracy_change)
-    # the paper zooms on the rate of cars: [0, 0.45] and [0.55, 1]; our level is the plane share
-    low = frame[frame.level >= 0.55]
-    high = frame[frame.level <= 0.45]
-    lines = [f"fig6 {name}: influence vs utility rho {rho_u:+.3f} (paper 0.923)",
-             f"fig6 {name}: influence vs accuracy change rho {rho_a:+.3f} (paper -0.927 with "
-             f"the opposite sign convention)",
-             f"fig6 {name}: car rate in [0, 0.45] rho {spearman(low.value, low.utility):+.3f} "
-             f"(paper 0.908); in [0.55, 1] rho {spearman(high.value, high.utility):+.3f} "
-             f"(paper 0.247)"]
+    lines = []
+    for appraiser, g in frame.groupby("appraiser", sort=False):
+        rho = fig6_ranges(g)
+        lines.append(f"fig6 {name} {appraiser}: overall rho {rho['overall']:+.3f}; car rate in "
+                     f"[0, 0.45] rho {rho['cars 0-0.45']:+.3f}; in [0.55, 1] rho "
+                     f"{rho['cars 0.55-1']:+.3f} (paper, influence on CIFAR-10: "
+                     f"{FIG6_PAPER['overall']} / {FIG6_PAPER['cars 0-0.45']} / "
+                     f"{FIG6_PAPER['cars 0.55-1']}; here {seed.n_seed} seed images against "
+                     f"candidates of {size})")
     figures = {"fig6": plots.rank_scatter(frame),
                "fig6-accuracy": plots.rank_scatter(frame, against="accuracy_change"),
                "fig6-cars-0-45": plots.rank_scatter(frame, level_range=(0.55, 1.0)),
-               "fig6-cars-55-100": plots.rank_scatter(frame, level_range=(0.0, 0.45))}
+               "fig6-cars-55-100": plots.rank_scatter(frame, level_range=(0.0, 0.45)),
+               "fig6-newton": plots.rank_scatter(frame, appraiser="newton")}
     return Reproduction("fig6", frame, figures, lines)
 
 
@@ -223,8 +230,9 @@ def fig8(opts: Options) -> Reproduction:
     """WDBC with 10 of 30 columns dropped: greedy acquisition by influence vs random."""
     n, rounds, runs = (20, 5, 2) if opts.quick else (100, 15, 5)
     frame = acquisition_curves("wdbc", "label-noise", n, 30, 0.5, rounds, runs=runs,
-                               task_options={"drop_features": 10}, backend=opts.backend,
-                               backend_options=_backend_options(opts), progress=opts.progress)
+                               task_options={"drop_features": 10},
+                               config=opts.only("influence"), first_run=opts.seed,
+                               progress=opts.progress)
     mean = frame.groupby(["strategy", "round"])[["normalised_change", "loss_change"]].mean()
     k = min(3, rounds)
 
@@ -241,10 +249,10 @@ def fig8(opts: Options) -> Reproduction:
 def pricing(opts: Options) -> Reproduction:
     """Prices of clean, harmful, duplicate and noisy candidates under a calibrated rule."""
     task_name, size, n = ("wdbc", 30, 4) if opts.quick else ("mnist", 300, 5)
-    task = load_task(task_name, seed=0)
+    task = load_task(task_name, seed=opts.seed)
     seed = fit_seed_model(task)
     rule = PricingRule.calibrated(seed, size, rate=1000.0)
-    frame = priced_market(seed, task, rule, n_per_kind=n, size=size)
+    frame = priced_market(seed, task, rule, n_per_kind=n, size=size, market_seed=opts.seed)
     by_kind = frame.groupby("kind").price.mean()
     lines = [f"pricing {task_name}: threshold {rule.threshold:.4f} nats (own-data baseline "
              f"+ 3 sd); mean price " + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items())
@@ -262,8 +270,6 @@ def reproduce(name: str, options: Options | None = None) -> Reproduction:
     if name not in ARTEFACTS:
         raise ExplorerError(f"unknown artefact {name!r}; choose one of {', '.join(ARTEFACTS)}.")
     opts = options or Options()
-    if opts.backend not in ("plaintext", "crypten"):
-        raise ExplorerError(f"unknown backend {opts.backend!r}; choose plaintext or crypten.")
     return ARTEFACTS[name](opts)
 
 

@@ -142,3 +142,29 @@ def test_console_script_runs():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("appraisal-explorer: error: unknown task 'nope'; choose one "
                                    "of wdbc, digits, mnist, mnist-3v5, cifar-planecar.")
+
+
+def test_lam_by_cross_validation_and_newton(capsys, tmp_path):
+    out = tmp_path / "r.csv"
+    code, stdout, _ = run(capsys, "appraise", "--task", "wdbc", "--lam", "cv", "--candidates",
+                          "6", "--size", "30", "--corruption", "label-noise", "--max-level",
+                          "0.5", "--appraisers", "influence,newton", "--newton-steps", "3",
+                          "--out", str(out))
+    assert code == 0
+    assert re.search(r"lam 0\.0316 \(chosen by cross-validation\)", stdout)
+    assert re.search(r"spearman newton [-0-9.]+", stdout)
+    frame = pd.read_csv(out)
+    assert {"truth_grad_norm", "diagnostic"} <= set(frame.columns)
+    assert set(frame.appraiser) == {"influence", "newton"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lam", "-1"], "positive number or cv"),
+    (["--lam", "auto"], "positive number or cv"),
+    (["--backend", "gpu"], "invalid choice: 'gpu'"),
+    (["--preconditioner", "lbfgs"], "invalid choice: 'lbfgs'"),
+    (["--newton-steps", "0", "--appraisers", "newton"], "newton steps"),
+])
+def test_new_options_are_validated(capsys, argv, message):
+    code, _, err = run(capsys, "appraise", "--task", "wdbc", *argv)
+    assert code == 2 and re.search(message, err), err

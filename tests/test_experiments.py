@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import AppraiserConfig, make_appraiser
 from explorer.errors import ExplorerError
 from explorer.experiments import (
     ACQUISITION_COLUMNS,
@@ -74,7 +74,9 @@ def test_finetune_grid_counts_steps(wdbc, wdbc_seed):
 
 
 def test_repeated_rank_correlations_frame():
+    config = AppraiserConfig(names=("influence", "gradient-norm"))
     frame = repeated_rank_correlations("wdbc", "label-noise", 10, 20, 0.5, runs=2,
-                                       appraisers=("influence", "gradient-norm"))
+                                       config=config, first_run=100)
     assert set(frame.columns) >= {"run", "appraiser", "backend", "spearman", "spearman_level"}
     assert len(frame) == 4 and frame.spearman.between(-1, 1).all()
+    assert sorted(frame.run.unique()) == [100, 101]

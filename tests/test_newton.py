@@ -60,7 +60,7 @@ def test_the_safeguard_never_increases_the_union_objective(wdbc, wdbc_seed):
             theta = _final_theta(a, public, c)
             objectives.append(model.objective(theta, X, y, seed.lam, seed.n_seed))
         start = model.objective(seed.theta, X, y, seed.lam, seed.n_seed)
-        assert all(b <= a + 1e-12 for a, b in zip([start, *objectives], objectives))
+        assert all(b <= a + 1e-12 for a, b in zip([start, *objectives], objectives, strict=False))
 
 
 def _final_theta(appraiser, public, c):
@@ -69,18 +69,18 @@ def _final_theta(appraiser, public, c):
     from explorer.appraisers.batch import candidate_batch
 
     captured = {}
-    original = newton_module.mean_test_loss
+    original = newton_module.test_loss_reductions
 
-    def capture(A_test, Y_test, thetas):
+    def capture(A_test, Y_test, theta, thetas):
         captured["theta"] = thetas[0]
-        return original(A_test, Y_test, thetas)
+        return original(A_test, Y_test, theta, thetas)
 
-    newton_module.mean_test_loss = capture
+    newton_module.test_loss_reductions = capture
     try:
         batch = candidate_batch([(torch.tensor(c.X), torch.tensor(c.y))], public.n_outputs)
         appraiser.compute(appraiser.model_owner_inputs(public), batch.A, batch.Y, public)
     finally:
-        newton_module.mean_test_loss = original
+        newton_module.test_loss_reductions = original
     return captured["theta"]
 
 
@@ -106,7 +106,7 @@ def test_kfac_and_dense_both_approach_the_utility(digits, digits_seed):
     market = make_market(digits, "imbalance", 6, 60, max_level=1.0, seed=1)
     utility = np.array([ground_truth(digits_seed, c.X, c.y).utility for c in market])
     for kind in ("dense", "kfac"):
-        a = Newton(steps=12, preconditioner=kind).fit(digits_seed)
+        a = Newton(steps=30, preconditioner=kind).fit(digits_seed)
         values = np.array([a.value(c.X, c.y) for c in market])
         assert np.abs(values - utility).max() <= 0.02 * np.abs(utility).max(), kind
 
@@ -177,5 +177,5 @@ def test_newton_rejects_bad_trials():
         Newton(trials=((3.0, 0.0),))
     with pytest.raises(ExplorerError, match="pairs"):
         Newton(trials=(1.0,))
-    with pytest.raises(ExplorerError, match="newton steps must be a whole number"):
+    with pytest.raises(ExplorerError, match=r"newton steps .* must be a whole number"):
         Newton(steps=0)

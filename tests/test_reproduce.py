@@ -39,6 +39,13 @@ def test_reproduce_quick_writes_csv_and_html(tmp_path, capsys, artefact):
 
 def test_reproduce_rejects_unknown_artefacts_and_directories(tmp_path, capsys):
     assert main(["reproduce", "fig99", "--out", str(tmp_path)]) == 2
-    assert "unknown artefact 'fig99'" in capsys.readouterr().err
-    assert main(["reproduce", "fig8", "--out", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "invalid choice: 'fig99'" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["reproduce", "fig8", "--out", str(tmp_path / "a-file" / "out")]) == 2
+    assert "cannot create the output directory" in capsys.readouterr().err
+
+
+def test_reproduce_creates_its_output_directory_and_takes_a_seed(tmp_path, capsys):
+    out = tmp_path / "new" / "nested"
+    assert main(["reproduce", "pricing", "--quick", "--seed", "7", "--out", str(out)]) == 0
+    assert (out / "pricing.csv").is_file() and (out / "pricing.html").is_file()

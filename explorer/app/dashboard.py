@@ -23,11 +23,11 @@ from IPython.display import display
 
 from explorer import plots
 from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
+from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, PROVIDERS
 from explorer.errors import Cancelled, ExplorerError
 from explorer.experiments import appraise_market, market_acquisition, market_utilities
 from explorer.loaders.user import read_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
-from explorer.mpc.session import PROVIDERS
 from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, load_task
@@ -50,6 +50,15 @@ def _mimebundle_output(fig) -> dict:
 def _html_output(text: str) -> dict:
     return {"output_type": "display_data", "data": {"text/html": text, "text/plain": ""},
             "metadata": {}}
+
+
+def _diagnostic_notes(results: pd.DataFrame) -> str:
+    """The appraisers' diagnostics (explorer.experiments) as warnings above the tabs."""
+    noted = results[results.diagnostic.fillna("") != ""]
+    lines = [f"{count} of {int((results.appraiser == name).sum())} {html.escape(name)} values: "
+             f"{html.escape(note)}" for (name, note), count in
+             noted.groupby(["appraiser", "diagnostic"], sort=False).size().items()]
+    return "".join(f"<div style='color:#8a5a00;margin:2px 0'>⚠ {line}</div>" for line in lines)
 
 
 def _download_link(label: str, filename: str, payload: str, mime: str) -> str:
@@ -80,6 +89,8 @@ class ExplorerApp:
                                style=STYLE, layout=WIDE),
             "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
                                       description="L2 strength λ", style=STYLE, layout=WIDE),
+            "lam_cv": w.Checkbox(value=False, description="choose λ by cross-validation on "
+                                 "the seed set", style=STYLE, layout=WIDE),
             "corruption": w.Dropdown(options=list(CORRUPTIONS), value="label-noise",
                                      description="corruption", style=STYLE, layout=WIDE),
             "candidates": w.IntSlider(value=20, min=2, max=100, description="candidates",
@@ -92,12 +103,15 @@ class ExplorerApp:
             "seed": w.IntText(value=0, description="random seed", style=STYLE, layout=WIDE),
             "appraisers": w.SelectMultiple(options=APPRAISER_NAMES,
                                            value=("influence", "gradient-norm"),
-                                           description="appraisers", rows=3, style=STYLE,
+                                           description="appraisers", rows=4, style=STYLE,
                                            layout=WIDE),
             "lr": w.BoundedFloatText(value=0.1, min=1e-6, max=100.0, description="fine-tune lr",
                                      style=STYLE, layout=WIDE),
             "steps": w.BoundedIntText(value=16, min=1, max=1000, description="fine-tune steps",
                                       style=STYLE, layout=WIDE),
+            "newton_steps": w.BoundedIntText(value=DEFAULT_NEWTON_STEPS, min=1, max=64,
+                                             description="newton steps", style=STYLE,
+                                             layout=WIDE),
             "backend": w.ToggleButtons(options=BACKENDS, value="plaintext",
                                        description="backend", style=STYLE),
             "precision_bits": w.IntSlider(value=16, min=12, max=28,
@@ -121,6 +135,7 @@ class ExplorerApp:
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="380px"))
         self.status = w.HTML("Choose a seed model and a market, then press Run.")
         self.error = w.HTML()
+        self.notes = w.HTML()
         self.scatter_choice = w.Dropdown(options=["influence"], value="influence",
                                          description="scatter of", style=STYLE, layout=WIDE)
         self.outputs = {name: w.Output() for name in ("rank", "acquisition", "runtime",
@@ -139,6 +154,7 @@ class ExplorerApp:
         self.upload.observe(lambda _: self._start(self._appraise_upload), "value")
         c["task"].observe(self._task_changed, "value")
         c["lam"].observe(lambda _: self._refresh_task(), "value")
+        c["lam_cv"].observe(lambda _: self._refresh_task(), "value")
         c["provider"].observe(lambda _: self._describe_provider(), "value")
         for name in ("corruption", "candidates", "size", "levels", "seed"):
             c[name].observe(lambda _: self._refresh_market(), "value")
@@ -152,10 +168,12 @@ class ExplorerApp:
                           layout=w.Layout(border="1px solid #ddd", padding="6px",
                                           margin="0 8px 8px 0"))
 
-        seed_box = box("1. Seed model (model owner)", c["task"], c["lam"], self.seed_info)
+        seed_box = box("1. Seed model (model owner)", c["task"], c["lam"], c["lam_cv"],
+                       self.seed_info)
         market_box = box("2. Market (data owners)", c["corruption"], c["candidates"], c["size"],
                          c["levels"], c["seed"])
-        appraise_box = box("3. Appraisal", c["appraisers"], c["lr"], c["steps"], c["backend"],
+        appraise_box = box("3. Appraisal", c["appraisers"], c["lr"], c["steps"],
+                           c["newton_steps"], c["backend"],
                            c["precision_bits"], c["provider"], self.provider_info,
                            c["reveal"], c["threshold"], c["rate"])
         run_box = w.HBox([self.run_button, self.cancel_button, self.progress, self.status],
@@ -177,6 +195,7 @@ class ExplorerApp:
         self.widget = w.VBox([header, w.HBox([seed_box, market_box, appraise_box],
                                              layout=w.Layout(flex_flow="row wrap")),
                               box("Candidates (preview)", self.preview), run_box, self.error,
+                              self.notes,
                               tabs])
 
     def _ipython_display_(self) -> None:
@@ -196,14 +215,18 @@ class ExplorerApp:
             self._task = load_task(c["task"].value, seed=0, lam=c["lam"].value,
                                    data_dir=self.data_dir if TASKS[c["task"].value].needs_files
                                    else None, allow_download=False)
-            self._seed = fit_seed_model(self._task)
+            c["lam"].disabled = c["lam_cv"].value
+            self._seed = fit_seed_model(self._task, lam="cv" if c["lam_cv"].value else None)
         except ExplorerError as exc:
             self._task = self._seed = None
             self.seed_info.value = ""
             self._show_error(str(exc))
             return
         s = self._seed
-        self.seed_info.value = (f"{s.n_seed} training samples, {self._task.n_features} features,"
+        chosen = (f"λ chosen by 5-fold cross-validation: <b>{s.lam:.3g}</b><br>"
+                  if s.lam_choice is not None else "")
+        self.seed_info.value = (f"{chosen}{s.n_seed} training samples, "
+                                f"{self._task.n_features} features,"
                                 f" {s.n_classes} classes<br>test accuracy "
                                 f"<b>{s.test_accuracy:.3f}</b>, gradient norm "
                                 f"{s.grad_norm:.1e}")
@@ -348,9 +371,8 @@ class ExplorerApp:
         self._show_results(results, final=True)
         if rounds:
             self.status.value = "acquisition: greedy by influence vs random…"
-            self.acquisition = market_acquisition(
-                seed, market, rounds, backend=opts["backend"],
-                backend_options=opts["private"] or None, cancel=self._cancel)
+            self.acquisition = market_acquisition(seed, market, rounds, config=opts["config"],
+                                                  cancel=self._cancel)
             self._set_figure("acquisition", plots.acquisition_curves(self.acquisition))
         self.progress.value = self.progress.max
         self.progress.bar_style = "success"
@@ -359,12 +381,13 @@ class ExplorerApp:
     def _show_results(self, results: pd.DataFrame, final: bool = False) -> None:
         self.results = results
         self._draw_scatter()
+        self.notes.value = _diagnostic_notes(results)
         if not final:
             return
         opts = self._options()
         self._set_figure("runtime", plots.runtime_bars(results))
         inf = results[results.appraiser == "influence"]
-        if len(inf) and opts["private"].get("reveal") != "bit":
+        if len(inf) and opts["config"].reveal != "bit":
             rule = PricingRule.calibrated(self._seed, int(inf["size"].max()), opts["rate"])
             priced = inf.assign(price=rule.prices(inf.value), accepted=inf.value > rule.threshold)
             self._set_figure("prices", plots.price_bars(priced))

@@ -99,10 +99,29 @@ CONSTRAINTS: dict[str, Any] = {
 }
 
 
+# How each parameter is named in a message (and its command-line option).
+LABELS = {
+    "backend": "backend (--backend)",
+    "lr": "the fine-tuning learning rate (--lr)",
+    "steps": "the fine-tuning steps (--steps)",
+    "batch_size": "the fine-tuning batch size (--batch-size)",
+    "batch_seed": "the mini-batch seed",
+    "newton_steps": "the newton steps (--newton-steps)",
+    "preconditioner": "preconditioner (--preconditioner)",
+    "solver": "Hessian solver",
+    "mode": "MPC mode (--mode)",
+    "provider": "provider (--provider)",
+    "reveal": "reveal mode (--reveal)",
+    "precision_bits": "the precision bits (--precision-bits)",
+    "threshold": "the threshold (--threshold)",
+    "timeout": "the timeout (--timeout)",
+}
+
+
 def check_params(params: Mapping[str, Any]) -> None:
     """Validate each named parameter against CONSTRAINTS; one sentence on the first problem."""
     for name, value in params.items():
-        CONSTRAINTS[name].check(name.replace("_", " "), value)
+        CONSTRAINTS[name].check(LABELS[name], value)
 
 
 def parse_appraiser_names(spec: str | Sequence[str]) -> tuple[str, ...]:

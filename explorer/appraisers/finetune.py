@@ -12,8 +12,8 @@ from explorer.appraisers.base import Public, penalty_mask
 from explorer.appraisers.config import check_params
 from explorer.appraisers.logistic import (
     gradient_sums,
-    mean_test_loss,
     repeat,
+    test_loss_reductions,
     union_gradient_sums,
 )
 from explorer.appraisers.tensors import is_encrypted
@@ -98,7 +98,7 @@ class FineTune(UnionAppraiser):
         for _ in range(self.steps):
             G = union_gradient_sums(inputs["A_train"], inputs["Y_train"], A, Y, thetas)
             thetas = thetas - (G * inv_n + thetas * decay) * self.lr
-        return inputs["test_loss"] - mean_test_loss(inputs["A_test"], inputs["Y_test"], thetas)
+        return test_loss_reductions(inputs["A_test"], inputs["Y_test"], inputs["theta"], thetas)
 
     def _minibatch(self, inputs: dict, A: torch.Tensor, Y: torch.Tensor, public: Public):
         """Mini-batch steps, one candidate at a time, with the same step as full batch."""
@@ -120,5 +120,6 @@ class FineTune(UnionAppraiser):
                 idx = torch.from_numpy(batches.pop())
                 G = gradient_sums(A_u[idx][None], Y_u[idx][None], theta)[0]
                 theta = theta - (G / len(idx) + theta * decay) * self.lr
-            values.append(mean_test_loss(inputs["A_test"], inputs["Y_test"], theta[None]))
-        return inputs["test_loss"] - torch.cat(values)
+            values.append(test_loss_reductions(inputs["A_test"], inputs["Y_test"],
+                                               inputs["theta"], theta[None]))
+        return torch.cat(values)

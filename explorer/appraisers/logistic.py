@@ -12,19 +12,52 @@ import torch
 
 from explorer.appraisers.tensors import cat
 
+# Logit gaps are clamped at this distance inside exponentials. CrypTen's exp is the limit
+# (1 + x / 2^k)^(2^k), which turns into garbage for x below about -2^8 (and its sigmoid with
+# it), while e^-64 is below float64's resolution of any sum it enters: the clamp changes no
+# plaintext value and keeps parameters far from theta_hat (fine-tuning, newton's trial steps)
+# from corrupting encrypted losses.
+GAP = 64.0
 
-def probabilities(Z, n_outputs: int):
-    """Probabilities from logits (..., C): sigmoid for C = 1, softmax over the last axis."""
-    return Z.sigmoid() if n_outputs == 1 else Z.softmax(dim=-1)
+
+def clamp(x, bound: float = GAP):
+    """x clamped to [-bound, bound], with operations CrypTen has (two comparisons)."""
+    return bound - (bound - ((x + bound).relu() - bound)).relu()
 
 
-def gradient_sums(A, Y, theta):
+def probabilities(Z, n_outputs: int, bounded: bool = False):
+    """Probabilities from logits (..., C): sigmoid for C = 1, softmax over the last axis.
+
+    ``bounded`` clamps the logits (sigmoid) or their gaps to the largest (softmax) at GAP first,
+    for parameters that may have moved far from theta_hat.
+    """
+    if n_outputs == 1:
+        return (clamp(Z) if bounded else Z).sigmoid()
+    if not bounded:
+        return Z.softmax(dim=-1)
+    weights = _clamped_gaps(Z)[1].exp()
+    return weights * weights.sum(dim=-1, keepdim=True).reciprocal()
+
+
+def _clamped_gaps(Z):
+    """Z minus its largest entry over the last axis, and the same clamped at -GAP (both <= 0)."""
+    gaps = Z - Z.max(dim=-1, keepdim=True)[0]
+    return gaps, (gaps + GAP).relu() - GAP
+
+
+def log_softmax(Z):
+    """log softmax over the last axis, with the gaps inside the exponential clamped at -GAP."""
+    gaps, clamped = _clamped_gaps(Z)
+    return gaps - clamped.exp().sum(dim=-1, keepdim=True).log()
+
+
+def gradient_sums(A, Y, theta, bounded: bool = False):
     """Summed cross-entropy gradient per candidate at theta.
 
     A (B, m, d1), Y (B, m, C), theta (d1, C) or (B, d1, C) -> (B, d1, C). Padding rows of A are
-    zero and contribute nothing.
+    zero and contribute nothing. ``bounded``: see ``probabilities``.
     """
-    R = probabilities(A.matmul(theta), Y.shape[-1]) - Y
+    R = probabilities(A.matmul(theta), Y.shape[-1], bounded) - Y
     return A.transpose(-2, -1).matmul(R)
 
 
@@ -40,7 +73,7 @@ def cross_entropy_sums(Z, Y, mask: torch.Tensor | None = None):
             mask.expand(*Y.shape).to(torch.float64)
         Z = cat([Z * 0.0, Z], dim=-1)
         Y = cat([Y * -1.0 + ones, Y], dim=-1)
-    return -(Z.log_softmax(dim=-1) * Y).sum(dim=-1).sum(dim=-1)
+    return -(log_softmax(Z) * Y).sum(dim=-1).sum(dim=-1)
 
 
 def union_gradient_sums(A_train, Y_train, A, Y, thetas):
@@ -53,18 +86,24 @@ def union_gradient_sums(A_train, Y_train, A, Y, thetas):
     B, d1, C = thetas.shape
     n = A_train.shape[0]
     flat = thetas.permute(1, 0, 2).reshape(d1, B * C)
-    R = probabilities(A_train.matmul(flat).reshape(n, B, C), C) - Y_train.unsqueeze(1)
+    R = probabilities(A_train.matmul(flat).reshape(n, B, C), C, bounded=True) \
+        - Y_train.unsqueeze(1)
     G_train = A_train.t().matmul(R.reshape(n, B * C)).reshape(d1, B, C).permute(1, 0, 2)
-    return G_train + gradient_sums(A, Y, thetas)
+    return G_train + gradient_sums(A, Y, thetas, bounded=True)
 
 
-def mean_test_loss(A_test, Y_test, thetas):
-    """Mean test cross-entropy (nats) of each parameter set: A_test (n, d1), Y_test (n, C),
-    thetas (B, d1, C) -> (B,)."""
+def test_loss_reductions(A_test, Y_test, theta, thetas):
+    """Mean test cross-entropy at theta minus at each of thetas (nats, > 0 = better): A_test
+    (n, d1), Y_test (n, C), theta (d1, C), thetas (B, d1, C) -> (B,).
+
+    Both losses go through the same computation, so under MPC the approximation error of the
+    logarithm largely cancels in the difference."""
     B, d1, C = thetas.shape
     n = A_test.shape[0]
-    Z = A_test.matmul(thetas.permute(1, 0, 2).reshape(d1, B * C)).reshape(n, B, C)
-    return cross_entropy_sums(Z.permute(1, 0, 2), Y_test) / n
+    every = cat([theta.unsqueeze(0), thetas], dim=0)  # (B + 1, d1, C)
+    Z = A_test.matmul(every.permute(1, 0, 2).reshape(d1, (B + 1) * C)).reshape(n, B + 1, C)
+    losses = cross_entropy_sums(Z.permute(1, 0, 2), Y_test) / n
+    return losses[0] - losses[1:]
 
 
 def repeat(theta, count: int):

@@ -36,9 +36,9 @@ from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, check_params
 from explorer.appraisers.fixed_point import check_fixed_point, ring_limit
 from explorer.appraisers.logistic import (
     cross_entropy_sums,
-    mean_test_loss,
     probabilities,
     repeat,
+    test_loss_reductions,
     union_gradient_sums,
 )
 from explorer.appraisers.tensors import argmin_one_hot, cat
@@ -196,7 +196,7 @@ class Newton(UnionAppraiser):
             everything = cat([theta.unsqueeze(1), tried], dim=1)
             theta = (everything * choice.reshape(B, T + 1, 1, 1)).sum(dim=1)
             objective = (values * choice).sum(dim=1)
-        return inputs["test_loss"] - mean_test_loss(inputs["A_test"], inputs["Y_test"], theta)
+        return test_loss_reductions(inputs["A_test"], inputs["Y_test"], inputs["theta"], theta)
 
     @staticmethod
     def _rotate(inputs: dict, G, inverse: bool):

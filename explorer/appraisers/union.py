@@ -20,15 +20,14 @@ class UnionAppraiser(Appraiser):
     def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
         d1, C = public.d1, public.n_outputs
         return {"theta": (d1, C), "A_train": (public.n_seed, d1), "Y_train": (public.n_seed, C),
-                "A_test": (public.n_test, d1), "Y_test": (public.n_test, C), "test_loss": (1,)}
+                "A_test": (public.n_test, d1), "Y_test": (public.n_test, C)}
 
     def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
         s = self.seed_
         C = public.n_outputs
         return {"theta": s.theta, "A_train": with_bias(s.X_train),
                 "Y_train": label_targets(s.y_train, C), "A_test": with_bias(s.X_test),
-                "Y_test": label_targets(s.y_test, C),
-                "test_loss": torch.tensor([s.test_loss], dtype=torch.float64)}
+                "Y_test": label_targets(s.y_test, C)}
 
     def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
         check_parameters(inputs["theta"], precision_bits)

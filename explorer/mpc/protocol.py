@@ -172,13 +172,14 @@ def _check_same_spec(comm, spec: SessionSpec, rank: int) -> None:
                         for k in differ) + "); start both with the same options.")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: dict) -> dict:
+    """The spec as one level of names: the public fields, the appraiser's hyper-parameters."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(_flat(v))
         elif k == "params":
-            out.update({f"{prefix}{name}": value for name, value in v})
+            out.update(dict(v))
         else:
-            out[f"{prefix}{k}"] = v
+            out[k] = v
     return out

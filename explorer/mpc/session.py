@@ -48,8 +48,8 @@ class SessionResult:
     reports: tuple[PartyReport, ...]
 
 
-def mpc_config(spec: SessionSpec, provider: str) -> MPCConfig:
-    return MPCConfig(precision_bits=spec.precision_bits, provider=provider, verbose=True,
+def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
+    return MPCConfig(precision_bits=precision_bits, provider=provider, verbose=True,
                      sqrt_nr_iters=SQRT_ITERATIONS)
 
 
@@ -64,7 +64,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
     """
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
                precision_bits=spec.precision_bits, timeout=timeout)  # validates
-    config = mpc_config(spec, provider)
+    config = mpc_config(spec.precision_bits, provider)
     if cancel is not None and cancel.is_set():
         raise Cancelled("the appraisal was cancelled.")
     try:
@@ -106,16 +106,29 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
+def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
+                   return_shares: bool = False
+                   ) -> tuple[SessionSpec, ModelOwnerInput, CandidateBatch]:
+    """What a fitted private appraiser's session consists of, for candidates [(X, y), ...]:
+    the public spec, the model owner's payload and the data owner's candidate batch."""
+    checked = [appraiser.seed_.check_candidate(X, y) for X, y in candidates]
+    options: MPCOptions = appraiser.mpc
+    public = appraiser.public([len(y) for _, y in checked])
+    mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
+    spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits,
+                       return_shares=return_shares)
+    return spec, mo, candidate_batch(checked, public.n_outputs)
+
+
 def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progress: Progress | None,
                        cancel: threading.Event | None) -> list[dict]:
-    """One MPC session for all checked candidates [(X, y), ...] with the appraiser's own
-    definition; per candidate its value and an even share of the session's cost (private
-    seconds, bytes and rounds). ``progress`` hears from the session several times a second;
-    ``cancel`` stops it."""
+    """One MPC session for all candidates [(X, y), ...] with the appraiser's own definition;
+    per candidate its value and an even share of the session's cost (private seconds, bytes
+    and rounds). ``progress`` hears from the session several times a second; ``cancel`` stops
+    it."""
     options: MPCOptions = appraiser.mpc
     start = time.perf_counter()
-    public = appraiser.public([len(y) for _, y in candidates])
-    mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
+    spec, mo, batch = session_inputs(appraiser, candidates)
     prep = time.perf_counter() - start
     n = len(candidates)
 
@@ -123,9 +136,8 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
         if progress:
             progress(f"{appraiser.name}: encrypted session, {elapsed:.1f} s", 0, n)
 
-    spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits)
-    result = run_session(spec, mo, candidate_batch(candidates, public.n_outputs), options.mode,
-                         options.provider, options.timeout, cancel=cancel, on_wait=heartbeat)
+    result = run_session(spec, mo, batch, options.mode, options.provider, options.timeout,
+                         cancel=cancel, on_wait=heartbeat)
     if progress:
         progress(appraiser.name, n, n)
     appraiser.last_session_ = result
