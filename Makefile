@@ -44,6 +44,9 @@ bench: setup
 	$(BIN)/python benchmarks/table2_wdbc.py
 	$(BIN)/python benchmarks/table1_mnist.py
 	$(BIN)/python benchmarks/private_costs.py
+	$(BIN)/python benchmarks/newton_steps.py
+	$(BIN)/python benchmarks/lam_table.py
+	$(BIN)/python benchmarks/fig6_ratios.py
 	$(BIN)/python benchmarks/reproduce_paper.py
 
 clean:

@@ -33,8 +33,11 @@ def probabilities(Z, n_outputs: int, bounded: bool = False):
     """
     if n_outputs == 1:
         return (clamp(Z) if bounded else Z).sigmoid()
-    if not bounded:
-        return Z.softmax(dim=-1)
+    return softmax(Z) if bounded else Z.softmax(dim=-1)
+
+
+def softmax(Z):
+    """Softmax over the last axis with the gaps to the largest entry clamped at -GAP."""
     weights = _clamped_gaps(Z)[1].exp()
     return weights * weights.sum(dim=-1, keepdim=True).reciprocal()
 

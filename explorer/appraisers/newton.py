@@ -9,10 +9,14 @@ From theta_0 = theta_hat, each step k = 0..K-1 takes the direction
 with J_union the objective of explorer.model on D_tr ∪ D_a and P^-1 the model owner's inverse
 seed Hessian (its private input). alpha is the Hessian's growth when a candidate of the seed's
 curvature is added. The safeguard is a line search evaluated obliviously: the union objective is
-computed at theta_k - t D_k for every t in ``trials`` and at theta_k itself, and the smallest
-wins (under MPC a secret one-hot choice), so J_union never increases and the iterates converge to
-the retrained theta_star as K grows. value = L_te(theta_hat) - L_te(theta_K), nats, higher =
-more valuable; with K = 1 and t = 1 it is alpha times first-order influence to first order.
+computed at each trial step (t, mu) of ``trials``; the trial points are blended with weights
+softmax(-J / TEMPERATURE) (a soft minimum: trials whose objectives tie within the encrypted
+logarithm's error share the step rather than one winning at random), and the blend is taken only
+if its objective bound (the blended objectives, by convexity) lies below J_union(theta_k): a
+secret bit under MPC. So J_union never increases and the iterates converge to the retrained
+theta_star as K grows. value = L_te(theta_hat) - L_te(theta_K), nats, higher = more valuable;
+with K = 1 and the single trial (1, 0) its parameter change is alpha times first-order
+influence's.
 
 At theta_hat the seed set's gradient is zero (the seed model is fitted to a gradient norm of
 1e-8), so the first direction needs only the candidate's gradient.
@@ -38,10 +42,11 @@ from explorer.appraisers.logistic import (
     cross_entropy_sums,
     probabilities,
     repeat,
+    softmax,
     test_loss_reductions,
     union_gradient_sums,
 )
-from explorer.appraisers.tensors import argmin_one_hot, cat
+from explorer.appraisers.tensors import less
 from explorer.appraisers.union import UnionAppraiser
 from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
@@ -53,6 +58,9 @@ DENSE_PRECONDITIONER_MAX = 1000
 # overshoot of an ill-conditioned seed Hessian (small lambda) and of candidates whose curvature
 # the seed's does not predict (README: how they were chosen).
 TRIALS = ((1.0, 0.0), (0.5, 0.01), (0.25, 0.1), (0.25, 1.0))
+# Temperature of the soft choice between trials, nats of the union objective: above the
+# encrypted objective's error (about 1e-4), below the gaps between trials that matter.
+TEMPERATURE = 5e-3
 
 
 def dense_eigenbasis(seed: SeedModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,12 +198,17 @@ class Newton(UnionAppraiser):
             rotated = self._rotate(inputs, grad, inverse=False).unsqueeze(1) * inv_s
             steps = self._rotate(inputs, rotated.reshape(B * T, d1, C), inverse=True)
             tried = theta.unsqueeze(1) - steps.reshape(B, T, d1, C) * alpha
-            values = cat([objective.unsqueeze(1),
-                          self._union_objective(inputs, A, Y, tried, mask, public)], dim=1)
-            choice = argmin_one_hot(values, dim=1)  # (B, T + 1), staying put included
-            everything = cat([theta.unsqueeze(1), tried], dim=1)
-            theta = (everything * choice.reshape(B, T + 1, 1, 1)).sum(dim=1)
-            objective = (values * choice).sum(dim=1)
+            values = self._union_objective(inputs, A, Y, tried, mask, public)  # (B, T)
+            # a soft minimum over the trials, so that trials whose objectives differ by less
+            # than the encrypted logarithm's error share the step instead of one winning at
+            # random; by convexity J at the blend is at most the blended objective
+            weights = softmax(values * (-1.0 / TEMPERATURE))
+            blend = (tried * weights.reshape(B, T, 1, 1)).sum(dim=1)
+            blended = (values * weights).sum(dim=1)
+            # the safeguard: move only if that lowers the union objective (a secret bit)
+            move = less(blended, objective)
+            theta = theta + (blend - theta) * move.reshape(B, 1, 1)
+            objective = objective + (blended - objective) * move
         return test_loss_reductions(inputs["A_test"], inputs["Y_test"], inputs["theta"], theta)
 
     @staticmethod

@@ -40,13 +40,7 @@ def stack(tensors: Sequence, dim: int = 0):
     return torch.stack(list(tensors), dim=dim)
 
 
-def argmin_one_hot(x, dim: int):
-    """One-hot indicator of the smallest entry along ``dim`` (same shape as x).
-
-    Under MPC the comparison stays secret: the result is an encrypted one-hot tensor, so a
-    choice made with it (a sum of candidates weighted by it) reveals nothing.
-    """
-    if is_encrypted(x):
-        return (-x).argmax(dim=dim, one_hot=True)
-    index = x.argmin(dim=dim, keepdim=True)
-    return torch.zeros_like(x).scatter_(dim, index, 1.0)
+def less(a, b):
+    """1.0 where a < b, else 0.0 (encrypted under MPC, so the comparison stays secret)."""
+    result = a < b
+    return result.to(torch.float64) if isinstance(result, torch.Tensor) else result
