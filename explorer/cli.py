@@ -7,6 +7,7 @@ Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -35,7 +36,9 @@ from explorer.parties import (
     run_data_owner,
     run_dealer,
     run_model_owner,
+    session_key,
     write_encoding,
+    write_session_key,
 )
 from explorer.reproduce import ARTEFACTS, Options, reproduce
 from explorer.seed import fit_seed_model
@@ -176,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "order and scaling, classes) a data owner needs for `party data-owner`")
     _add_task_options(e)
     e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--session-key-out", help="also write a fresh session key to this file "
+                   "(readable by you only); share it with the data owner and the dealer out "
+                   "of band")
 
     p = sub.add_parser("party", help="run one party of a private appraisal on this machine, "
                        "with RENDEZVOUS, WORLD_SIZE=2 and RANK set (see README)")
@@ -194,11 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
                        help="TTP (needs the dealer) or TFP")
         r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
-        r.add_argument("--timeout", type=_float, default=600.0,
-                       help="seconds any step may wait for the other party")
     mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
-    dealer.add_argument("--timeout", type=_float, default=600.0)
+    for r in (mo, dow, dealer):
+        r.add_argument("--session-key-file", help="the session key shared out of band (else "
+                       "the environment variable APPRAISAL_SESSION_KEY)")
     return parser
 
 
@@ -219,7 +225,8 @@ def _config(args, names=None) -> AppraiserConfig:
         private = {"mode": getattr(args, "mode", "parties"),
                    "precision_bits": args.precision_bits, "provider": args.provider,
                    "reveal": getattr(args, "reveal", "value"),
-                   "threshold": getattr(args, "threshold", 0.0), "timeout": args.timeout}
+                   "threshold": getattr(args, "threshold", 0.0),
+                   "timeout": getattr(args, "timeout", 600.0)}
     return AppraiserConfig(
         names=names or args.appraisers, backend=getattr(args, "backend", "crypten"),
         lr=getattr(args, "lr", 0.1), steps=getattr(args, "steps", 16),
@@ -243,24 +250,27 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 
 def cmd_appraise(args) -> int:
-    appraisers = _config(args).build_all()  # validate before the slow part
+    config = _config(args)
+    appraisers = config.build_all()  # validate before the slow part
     if args.out:
         check_output_file(args.out)
-    task = _task(args)
-    if args.candidate_file:
-        X_raw, y = read_candidate_file(args.candidate_file, task.n_features, task.class_names)
-        candidates = [Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
-                                {"file": str(args.candidate_file)})]
-    else:
-        candidates = make_market(task, args.corruption, args.candidates, args.size,
-                                 args.max_level, args.min_level, seed=args.seed, flip=args.flip,
-                                 target_class=args.target_class)
-    seed = _seed(args, task)
-    chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
-    print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
-          f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test accuracy "
-          f"{seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
-    results = appraise_market(seed, candidates, appraisers, progress=_progress())
+    with config.warm_processes():  # party processes import while the task loads
+        task = _task(args)
+        if args.candidate_file:
+            X_raw, y = read_candidate_file(args.candidate_file, task.n_features,
+                                           task.class_names)
+            candidates = [Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
+                                    {"file": str(args.candidate_file)})]
+        else:
+            candidates = make_market(task, args.corruption, args.candidates, args.size,
+                                     args.max_level, args.min_level, seed=args.seed,
+                                     flip=args.flip, target_class=args.target_class)
+        seed = _seed(args, task)
+        chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
+        print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
+              f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test "
+              f"accuracy {seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
+        results = appraise_market(seed, candidates, appraisers, progress=_progress())
     if args.out:
         _write_csv(results, args.out)
     if args.candidate_file:
@@ -294,9 +304,14 @@ def cmd_sample_candidate(args) -> int:
 
 def cmd_export_encoding(args) -> int:
     check_output_file(args.out)
+    if args.session_key_out:
+        check_output_file(args.session_key_out)
     task = _task(args)
     seed = _seed(args, task)
     write_encoding(args.out, encoding(task, seed))
+    if args.session_key_out:
+        write_session_key(args.session_key_out)
+        print(f"wrote a fresh session key to {args.session_key_out}")
     print(f"wrote the encoding of task {task.name} ({task.n_features} features, "
           f"{task.n_classes} classes) to {args.out}")
     return 0
@@ -311,8 +326,9 @@ def _print_party_report(name: str, report, reveal: str) -> None:
 
 
 def cmd_party(args) -> int:
+    key = session_key(args.session_key_file)
     if args.role == "dealer":
-        run_dealer(args.timeout)
+        run_dealer(key)
         return 0
     appraiser = _config(args, names=(args.appraiser,)).build(args.appraiser)
     if args.role == "model-owner":
@@ -323,13 +339,13 @@ def cmd_party(args) -> int:
                                 f"{args.sizes!r}.") from None
         task = _task(args)
         appraiser.fit(_seed(args, task))
-        report = run_model_owner(appraiser, sizes)
+        report = run_model_owner(appraiser, sizes, key)
     else:
         enc = read_encoding(args.encoding)
         candidates = [read_candidate_file(f, len(enc["feature_names"]),
                                           tuple(enc["class_names"]))
                       for f in args.candidate_file]
-        report = run_data_owner(enc, appraiser, candidates)
+        report = run_data_owner(enc, appraiser, candidates, key)
     _print_party_report(appraiser.name, report, args.reveal)
     return 0
 
@@ -375,13 +391,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reproduce": cmd_reproduce}
     try:
         args = build_parser().parse_args(argv)
-        return commands[args.command](args)
+        code = commands[args.command](args)
     except ExplorerError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted.", file=sys.stderr)
-        return 130
+        code = 130
+    _leave_broken_session(code)
+    return code
+
+
+def _leave_broken_session(code: int) -> None:
+    """A party whose session broke still holds gloo's process group, whose destructors abort
+    once peers are gone: end the process here, with the code already reported."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -20,12 +21,20 @@ from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.errors import ExplorerError
-from explorer.mpc.launcher import MPCLaunchError, run_dealer_from_env, run_party_from_env
+from explorer.mpc.launcher import (
+    LaunchError,
+    SessionKeyError,
+    new_session_key,
+    role,
+    run_dealer_from_env,
+    run_party_from_env,
+)
 from explorer.mpc.protocol import (
     ModelOwnerInput,
     PartyReport,
     SessionSpec,
     appraisal_party,
+    public_settings,
 )
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
@@ -75,22 +84,83 @@ def _check_env(rank: int) -> None:
     if missing:
         raise ExplorerError(f"set {', '.join(missing)} for this party (e.g. "
                             f"RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK={rank}).")
+    url = urlparse(os.environ["RENDEZVOUS"])
+    if url.scheme != "tcp" or not url.hostname or not url.port:
+        raise ExplorerError(f"RENDEZVOUS must be tcp://<model owner's address>:<port>, got "
+                            f"{os.environ['RENDEZVOUS']!r}.")
     if os.environ["RANK"] != str(rank) or os.environ["WORLD_SIZE"] != "2":
         raise ExplorerError(f"this role runs as RANK={rank} with WORLD_SIZE=2, but the "
                             f"environment says RANK={os.environ['RANK']}, "
                             f"WORLD_SIZE={os.environ['WORLD_SIZE']}.")
 
 
-def _run(rank: int, spec: SessionSpec, payload, provider: str, timeout: float) -> PartyReport:
+# Across machines a party silent this long has stopped or cannot be reached.
+STALL_SECONDS = 45.0
+KEY_ENV = "APPRAISAL_SESSION_KEY"
+
+
+def write_session_key(path: str | os.PathLike) -> None:
+    """Write a fresh random session key (64 hex digits) readable by its owner only."""
+    key = new_session_key().hex()
+
+    def write(f) -> None:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(key + "\n")
+
+    write_atomic(path, write)
+
+
+def session_key(path: str | os.PathLike | None = None) -> bytes:
+    """The session key shared out of band: from ``path`` (--session-key-file) or, without
+    one, from the environment variable APPRAISAL_SESSION_KEY; 64 hex digits."""
+    if path is not None:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ExplorerError(f"cannot read the session key file {path} "
+                                f"({exc.strerror}); check the path.") from None
+        where = f"the session key file {path}"
+    elif os.environ.get(KEY_ENV):
+        text, where = os.environ[KEY_ENV].strip(), KEY_ENV
+    else:
+        raise ExplorerError(f"a party needs the session key shared out of band: "
+                            f"`export-encoding --session-key-out FILE` writes one; pass it "
+                            f"with --session-key-file FILE or {KEY_ENV}.")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise ExplorerError(f"{where} is not a session key (64 hex digits, as "
+                            f"`export-encoding --session-key-out` writes).")
+    return key
+
+
+def _session_error(exc: Exception, who: str) -> ExplorerError:
+    """One sentence for a failed session, instead of gloo's text."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (SessionKeyError, LaunchError)):
+        return ExplorerError(text)
+    if "imed out" in text or "imeout" in text:
+        return ExplorerError(f"no answer from the other parties for {STALL_SECONDS:g} s: one "
+                             f"of them stopped or cannot be reached; check that all three run "
+                             f"and can reach RENDEZVOUS, then start them again.")
+    if "closed" in text or "reset" in text or "Broken pipe" in text:
+        return ExplorerError(f"another party ended the session while the {who} was computing; "
+                             f"its own message says why.")
+    return ExplorerError(f"the {who}'s session failed: {text}")
+
+
+def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> PartyReport:
     _check_env(rank)
     try:
         return run_party_from_env(appraisal_party, {"spec": spec, "input": payload},
-                                  config=mpc_config(spec.precision_bits, provider),
-                                  collective_timeout=timeout)
+                                  config=mpc_config(spec.precision_bits, provider), key=key,
+                                  settings=public_settings(spec), stall_timeout=STALL_SECONDS)
     except ExplorerError:
         raise
-    except (RuntimeError, MPCLaunchError) as exc:
-        raise ExplorerError(f"the private session failed: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, LaunchError) as exc:
+        raise _session_error(exc, role(rank)) from exc
 
 
 def _private(appraiser: Appraiser) -> None:
@@ -99,9 +169,9 @@ def _private(appraiser: Appraiser) -> None:
                             "with backend crypten and mode parties.")
 
 
-def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...]) -> PartyReport:
+def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) -> PartyReport:
     """Rank 0: enter the (fitted) appraiser's model-owner inputs for candidates of the agreed
-    ``sizes``."""
+    ``sizes``, in a session whose processes prove they hold ``key``."""
     _private(appraiser)
     if not sizes or min(sizes) < 1:
         raise ExplorerError("give the candidates' sizes, e.g. --sizes 30,30,30.")
@@ -109,11 +179,11 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...]) -> PartyReport
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
-    return _run(0, spec, mo, mpc.provider, mpc.timeout)
+    return _run(0, spec, mo, mpc.provider, key)
 
 
 def run_data_owner(enc: dict, appraiser: Appraiser,
-                   candidates: list[tuple[np.ndarray, np.ndarray]]) -> PartyReport:
+                   candidates: list[tuple[np.ndarray, np.ndarray]], key: bytes) -> PartyReport:
     """Rank 1: standardise raw candidates with the model owner's encoding and enter them into
     a session of ``appraiser`` (unfitted: the data owner only knows its public definition)."""
     _private(appraiser)
@@ -126,18 +196,15 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                     n_test=enc["n_test"], lam=enc["lam"])
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
-    return _run(1, spec, candidate_batch(standardised, public.n_outputs), mpc.provider,
-                mpc.timeout)
+    return _run(1, spec, candidate_batch(standardised, public.n_outputs), mpc.provider, key)
 
 
-def run_dealer(timeout: float = 600.0) -> None:
-    """Rank 2: deal multiplication triples (TTP) until the model owner ends the session."""
-    missing = [k for k in ENV if k not in os.environ]
-    if missing or os.environ["RANK"] != "2":
-        raise ExplorerError("the dealer runs with WORLD_SIZE=2 and RANK=2 beside the two "
-                            "parties' RENDEZVOUS.")
+def run_dealer(key: bytes) -> None:
+    """Rank 2: deal multiplication triples (TTP) until the model owner ends the session; a
+    session that fails makes the dealer fail too."""
+    _check_env(2)
     try:
-        run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"),
-                            collective_timeout=timeout)
-    except (RuntimeError, MPCLaunchError) as exc:
-        raise ExplorerError(f"the dealer failed: {str(exc).splitlines()[0]}") from exc
+        run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"), key=key,
+                            stall_timeout=STALL_SECONDS)
+    except (RuntimeError, LaunchError) as exc:
+        raise _session_error(exc, "dealer") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -154,3 +155,25 @@ def simulated_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
         "precision_bits": crypten.cfg.encoder.precision_bits,
         "dot": (a * b).sum().get_plain_text().item(),
     }
+
+
+def stop_party(rank: int, world_size: int, payload: Any) -> None:
+    """Rank 1 stops itself (SIGSTOP, as a frozen or swapped-out process would); rank 0 waits
+    for it in a collective."""
+    crypten = load_crypten()
+    if rank == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    crypten.cryptensor(torch.ones(3), src=0).get_plain_text()
+
+
+def process_start(pid: int) -> float:
+    """When process ``pid`` started, as a time.time() value (from /proc)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def warm_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
+    """This process's pid and start time, and the payload it received."""
+    return {"pid": os.getpid(), "started": process_start(os.getpid()), "payload": payload}

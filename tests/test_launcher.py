@@ -1,19 +1,16 @@
-"""explorer.mpc.launcher: real party processes (spawn/fork), TTP dealer, failures, cleanup.
-
-Ported from the mpc-lab prototype suite. Party functions live in ``tests/mpc_parties.py``
-so that a spawned interpreter (which gets this process's ``sys.path``, including
-``tests/``) can import them by reference.
-"""
+"""explorer.mpc.launcher: real party processes, the TTP dealer, the session key, failures,
+stalls, warm processes and cleanup. Party functions live in ``tests/mpc_parties.py``, which the
+party processes import through PYTHONPATH."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
-import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import mpc_parties as mp
 import pytest
@@ -21,12 +18,13 @@ import torch
 
 from explorer.mpc.crypten_compat import MPCConfig, load_crypten
 from explorer.mpc.launcher import (
+    LaunchCancelled,
+    LaunchError,
     LaunchResult,
     LaunchTimeout,
-    PartyDied,
-    PartyError,
     run_parties,
     run_simulated,
+    warm_parties,
 )
 
 A = torch.tensor([0.5, -1.25, 2.0, 3.5], dtype=torch.float64)  # party 0's vector
@@ -34,6 +32,19 @@ B = torch.tensor([1.5, 0.75, -2.25, 0.125], dtype=torch.float64)  # party 1's ve
 DOT = float(A @ B)  # -4.25
 SUM = float((A + B).sum())  # 4.875
 TOL = 1e-3  # 16 fractional bits: each product is off by a few 2^-16 at most
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def party_functions_importable():
+    """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, before) if p)
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 # --------------------------------------------------------------------------- leak checks
@@ -54,54 +65,26 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def _live_group_members(pgids: set[int]) -> dict[int, int]:
-    """pid -> pgid of every process that is not a zombie and belongs to one of ``pgids``.
-
-    Zombies are dead; an orphaned one (e.g. a killed party's grandchild) waits for
-    PID 1 to reap it, which takes a few seconds on this VM, so ``os.killpg(pgid, 0)``
-    would report such a group as alive.
-    """
-    return {pid: pgrp for pid, state, _, pgrp in mp.processes()
-            if pgrp in pgids and state not in ("Z", "X")}
-
-
-def _listening_ports() -> set[int]:
-    ports: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as fh:
-            next(fh)
-            for line in fh:
-                parts = line.split()
-                if parts[3] == "0A":
-                    ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _leftovers(children_before: set[int], pids: Iterable[int], port: int | None) -> list[str]:
-    problems = [
-        f"child {pid} [{state}] {_cmdline(pid)}"
-        for pid, state in mp.children_of(os.getpid()).items()
-        if pid not in children_before
-    ]
-    problems += [
-        f"pid {pid} in process group {pgid}: {_cmdline(pid)}"
-        for pid, pgid in _live_group_members(set(pids)).items()
-    ]
-    if port is not None and port in _listening_ports():
-        problems.append(f"store port {port} still listening")
+def _leftovers(children_before: set[int], pids: Iterable[int]) -> list[str]:
+    problems = [f"child {pid} [{state}] {_cmdline(pid)}"
+                for pid, state in mp.children_of(os.getpid()).items()
+                if pid not in children_before]
+    problems += [f"pid {pid} in process group {pgrp}: {_cmdline(pid)}"
+                 for pid, state, _, pgrp in mp.processes()
+                 if pgrp in set(pids) and state not in ("Z", "X")]
+    stores = [p for p in Path("/tmp").glob("appraisal-session-*")]
+    problems += [f"store directory {p} left behind" for p in stores]
     return problems
 
 
-def assert_nothing_left(
-    children_before: set[int], pids: Iterable[int], port: int | None = None, grace: float = 2.0
-) -> None:
-    """No new child of this process (zombies included: the launcher must reap), no live
-    process in the parties' process groups (each party leads its own group), store closed.
-    ``grace`` only lets SIGKILL take effect; a real leak lives far longer."""
+def assert_nothing_left(children_before: set[int], pids: Iterable[int],
+                        grace: float = 2.0) -> None:
+    """No new child (zombies included: the launcher must reap), no live process in the
+    parties' process groups, no store directory. ``grace`` only lets SIGKILL take effect."""
     pids = list(pids)
     assert pids, "the launcher reported no pids"
     deadline = time.monotonic() + grace
-    while (problems := _leftovers(children_before, pids, port)) and time.monotonic() < deadline:
+    while (problems := _leftovers(children_before, pids)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not problems, problems
 
@@ -111,76 +94,53 @@ def children_before() -> set[int]:
     return set(mp.children_of(os.getpid()))
 
 
-def _run_checked(*args: Any, **kwargs: Any) -> LaunchResult:
+def _run_checked(*args, **kwargs) -> LaunchResult:
     before = set(mp.children_of(os.getpid()))
     res = run_parties(*args, **kwargs)
-    assert_nothing_left(before, res.info.pids.values(), res.info.port)
+    assert_nothing_left(before, res.pids.values())
     return res
-
-
-# --------------------------------------------------------------------------- runs shared by tests
 
 
 @pytest.fixture(scope="module")
 def tfp_run() -> LaunchResult:
-    """Two spawned parties, default (TFP) provider, communication accounting on."""
-    return _run_checked(
-        mp.dot_party, {0: A, 1: B}, config=MPCConfig(verbose=True), timeout=90, start_method="spawn"
-    )
+    """Two parties, TFP provider, communication accounting on."""
+    return _run_checked(mp.dot_party, {0: A, 1: B}, config=MPCConfig(verbose=True), timeout=90)
 
 
 @pytest.fixture(scope="module")
 def ttp_run() -> LaunchResult:
-    """Two spawned parties plus the spawned TTP dealer."""
-    return _run_checked(
-        mp.dot_party,
-        {0: A, 1: B},
-        config=MPCConfig(provider="TTP"),
-        timeout=90,
-        start_method="spawn",
-    )
+    """Two parties plus the TTP dealer."""
+    return _run_checked(mp.dot_party, {0: A, 1: B}, config=MPCConfig(provider="TTP"),
+                        timeout=90)
 
 
-# --------------------------------------------------------------------------- 1-3, 7: working runs
-
-
-def test_import_of_party_module_is_by_reference() -> None:
-    # what a spawned child will import: the module, not this test file
-    assert mp.dot_party.__module__ == "mpc_parties"
-    assert str(Path(mp.__file__).parent) in [str(Path(p).resolve()) for p in sys.path if p]
+# --------------------------------------------------------------------------- working runs
 
 
 def test_two_parties_dot_product_and_sum(tfp_run: LaunchResult) -> None:
-    assert set(tfp_run.info.pids) == {"party0", "party1"}
-    assert tfp_run.info.start_method == "spawn"
+    assert set(tfp_run.pids) == {"model owner", "data owner"}
     for rank, result in enumerate(tfp_run.results):
         assert result["dot"] == pytest.approx(DOT, abs=TOL), rank
         assert result["sum"] == pytest.approx(SUM, abs=TOL), rank
-    # one reveal, one value: both parties opened the same shares
     assert tfp_run.results[0]["dot"] == tfp_run.results[1]["dot"]
-    # really two processes, neither of them this one
     pids = {r["pid"] for r in tfp_run.results}
-    assert pids == set(tfp_run.info.pids.values()) and os.getpid() not in pids
+    assert pids == set(tfp_run.pids.values()) and os.getpid() not in pids
 
 
 def test_ttp_dealer_run(ttp_run: LaunchResult) -> None:
-    assert set(ttp_run.info.pids) == {"party0", "party1", "dealer"}
-    assert len(set(ttp_run.info.pids.values())) == 3
+    assert set(ttp_run.pids) == {"model owner", "data owner", "dealer"}
     assert len(ttp_run.results) == 2  # the dealer reports no result
     for rank, result in enumerate(ttp_run.results):
         assert result["dot"] == pytest.approx(DOT, abs=TOL), rank
-        assert result["sum"] == pytest.approx(SUM, abs=TOL), rank
-    # the dealer was alive and serving while party 0 computed (it is party 0's sibling)
-    assert ttp_run.info.pids["dealer"] in ttp_run.results[0]["siblings_listen"]
+    assert ttp_run.pids["dealer"] in ttp_run.results[0]["siblings_listen"]
 
 
 def test_communication_stats_with_verbose(tfp_run: LaunchResult) -> None:
     for result in tfp_run.results:
         assert result["comm"]["rounds"] > 0 and result["comm"]["bytes"] > 0, result["comm"]
-    # control: CrypTen only counts when communicator.verbose is set, so the non-zero
-    # numbers above show the config reached the party processes (fork: fast, same path)
-    quiet = _run_checked(mp.dot_party, {0: A, 1: B}, timeout=60, start_method="fork")
-    assert quiet.results[0]["dot"] == pytest.approx(DOT, abs=TOL)
+    # control: CrypTen counts only when communicator.verbose is set, so the numbers above
+    # show that the configuration reached the party processes
+    quiet = _run_checked(mp.dot_party, {0: A, 1: B}, timeout=60)
     for result in quiet.results:
         assert result["comm"]["rounds"] == 0 and result["comm"]["bytes"] == 0, result["comm"]
 
@@ -192,84 +152,92 @@ def test_listening_detector_sees_wildcard_sockets() -> None:
         sock.listen(1)
         port = sock.getsockname()[1]
         assert f"0.0.0.0:{port}" in mp.listening_addresses(os.getpid())
-    assert f"0.0.0.0:{port}" not in mp.listening_addresses(os.getpid())
 
 
 @pytest.mark.parametrize("run", ["tfp_run", "ttp_run"])
 def test_every_listening_socket_is_loopback(run: str, request: pytest.FixtureRequest) -> None:
+    """Rendezvous is a file store in a private directory; gloo listens on loopback only."""
     res: LaunchResult = request.getfixturevalue(run)
-    # party r reports its own sockets; party 0 also those of its siblings (incl. the dealer)
     seen: dict[int, list[str]] = {}
     for result in res.results:
         seen.setdefault(result["pid"], []).extend(result["listen"])
     for pid, addresses in res.results[0]["siblings_listen"].items():
         seen.setdefault(pid, []).extend(addresses)
-    for label, pid in res.info.pids.items():
-        assert seen.get(pid), f"{label}: no listening socket seen (gloo listens per peer)"
-    addresses = [a for pid in res.info.pids.values() for a in seen[pid]]
-    not_loopback = [a for a in addresses if not a.startswith("127.0.0.1:")]
-    assert not not_loopback, (not_loopback, seen)
+    addresses = [a for pid in res.pids.values() for a in seen.get(pid, [])]
+    assert addresses
+    assert not [a for a in addresses if not a.startswith("127.0.0.1:")], seen
 
 
-# --------------------------------------------------------------------------- 4-6: failures
+def test_warm_processes_each_serve_one_session(children_before: set[int]) -> None:
+    with warm_parties(size=2):
+        time.sleep(1.0)  # let the pool start
+        asked = time.time()
+        first = run_parties(mp.warm_party, {0: "owner's", 1: "data's"}, timeout=90)
+        second = run_parties(mp.warm_party, {0: 0, 1: 1}, timeout=90)
+    # started before the session was asked for, each process got only its own payload ...
+    assert all(r["started"] < asked for r in first.results)
+    assert [r["payload"] for r in first.results] == ["owner's", "data's"]
+    # ... and no process served two sessions
+    assert not {r["pid"] for r in first.results} & {r["pid"] for r in second.results}
+    assert_nothing_left(children_before, [*first.pids.values(), *second.pids.values()])
+
+
+# --------------------------------------------------------------------------- failures
 
 
 def test_party_raises_fails_fast_and_cleans_up(children_before: set[int]) -> None:
     t0 = time.monotonic()
-    with pytest.raises(PartyError) as caught:
-        run_parties(mp.boom_party, {0: None, 1: None}, timeout=90, start_method="spawn")
-    elapsed = time.monotonic() - t0
+    with pytest.raises(LaunchError) as caught:
+        run_parties(mp.boom_party, {0: None, 1: None}, timeout=90)
     err = caught.value
-    # party 0 is stuck in a gloo recv (30 min default timeout): the launcher must not wait
-    assert elapsed < 30, elapsed
-    assert err.rank == 1 and err.label == "party1"
-    assert err.exc_type is not None and err.exc_type.endswith("ValueError"), err.exc_type
-    assert "boom" in (err.exc_message or "") and "boom" in str(err)
-    assert "boom_party" in (err.remote_traceback or "")
+    assert time.monotonic() - t0 < 30
+    assert err.party == "data owner" and str(err) == "boom"
     assert isinstance(err.original, ValueError)
-    assert err.info is not None and set(err.info.pids) == {"party0", "party1"}
-    assert_nothing_left(children_before, err.info.pids.values(), err.info.port)
+    assert_nothing_left(children_before, err.pids.values())
 
 
-def test_hanging_party_and_its_grandchild_killed_at_timeout(
-    children_before: set[int], tmp_path: Path
-) -> None:
-    # fork: the parties reach the hang within well under a second, so the 5 s timeout
-    # reliably catches party 1 *after* it started its grandchild (spawn needs ~4-5 s
-    # of startup on this machine); the kill path (process groups) is the same.
+def test_a_stopped_party_is_named_within_the_stall_time(children_before: set[int]) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(LaunchError, match=r"the data owner failed: its process \(pid \d+\) "
+                       r"stopped responding") as caught:
+        run_parties(mp.stop_party, {0: None, 1: None}, timeout=300, stall_timeout=5)
+    assert time.monotonic() - t0 < 60
+    assert_nothing_left(children_before, caught.value.pids.values())
+
+
+def test_hanging_party_and_its_grandchild_killed_at_timeout(children_before: set[int],
+                                                            tmp_path: Path) -> None:
     marker = f"{1000 + time.time() % 1000:.4f}"  # unique `sleep` argument
     pid_file = tmp_path / "grandchild.pid"
-    t0 = time.monotonic()
-    with pytest.raises(LaunchTimeout) as caught:
-        run_parties(
-            mp.hang_party, {0: None, 1: (marker, str(pid_file))}, timeout=5.0, start_method="fork"
-        )
-    elapsed = time.monotonic() - t0
+    with warm_parties(size=2):
+        time.sleep(1.0)
+        with pytest.raises(LaunchTimeout) as caught:
+            run_parties(mp.hang_party, {0: None, 1: (marker, str(pid_file))}, timeout=8.0)
     err = caught.value
-    assert 5.0 <= elapsed < 12.0, elapsed
-    assert isinstance(err, TimeoutError) and "party1" in str(err)
+    assert "data owner" in str(err) and isinstance(err, TimeoutError)
     assert pid_file.exists(), "party 1 never started its grandchild"
     grandchild = int(pid_file.read_text())
-    assert err.info is not None
-    # the grandchild is in party 1's process group, so this covers it too
-    assert_nothing_left(children_before, err.info.pids.values(), err.info.port)
+    assert_nothing_left(children_before, err.pids.values())
     assert _state(grandchild) in (None, "Z"), f"grandchild {grandchild} survived"
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and f"sleep {marker}" in _cmdline(int(entry)):
-            assert _state(int(entry)) in (None, "Z"), f"`sleep {marker}` survived as {entry}"
 
 
-def test_party_exit_reported_as_died(children_before: set[int]) -> None:
-    with pytest.raises(PartyDied) as caught:
-        run_parties(mp.exit_party, {0: None, 1: None}, timeout=90, start_method="spawn")
-    err = caught.value
-    assert err.rank == 1 and err.label == "party1" and err.exitcode == 3
-    assert "party1 died with exit code 3" in str(err)
-    assert err.info is not None
-    assert_nothing_left(children_before, err.info.pids.values(), err.info.port)
+def test_party_exit_reported(children_before: set[int]) -> None:
+    with pytest.raises(LaunchError, match="the data owner failed: its process ended with exit "
+                                          "code 3") as caught:
+        run_parties(mp.exit_party, {0: None, 1: None}, timeout=90)
+    assert_nothing_left(children_before, caught.value.pids.values())
 
 
-# --------------------------------------------------------------------------- 8: in-process
+def test_cancel_stops_the_run(children_before: set[int]) -> None:
+    cancel = threading.Event()
+    threading.Timer(3.0, cancel.set).start()
+    with pytest.raises(LaunchCancelled) as caught:
+        run_parties(mp.hang_party, {0: None, 1: ("1", "/dev/null")}, timeout=90,
+                    cancel=cancel)
+    assert_nothing_left(children_before, caught.value.pids.values())
+
+
+# --------------------------------------------------------------------------- in-process
 
 
 def test_run_simulated_in_process_restores_state(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,11 +249,8 @@ def test_run_simulated_in_process_restores_state(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("RANK", raising=False)
     env_before = dict(os.environ)
     bits_before = crypten.cfg.encoder.precision_bits
-    assert not crypten.is_initialized()
-
     out = run_simulated(mp.simulated_party, (A, B), config=MPCConfig(precision_bits=20))
-
-    assert out["pid"] == os.getpid()  # ran here, not in a child
+    assert out["pid"] == os.getpid()
     assert out["initialized"] and out["env_world_size"] == "1"
     assert (out["rank"], out["world_size"], out["comm_world_size"]) == (0, 1, 1)
     assert out["precision_bits"] == 20 != bits_before
@@ -294,7 +259,11 @@ def test_run_simulated_in_process_restores_state(monkeypatch: pytest.MonkeyPatch
     assert not (dist.is_available() and dist.is_initialized())
     assert crypten.cfg.encoder.precision_bits == bits_before
     assert dict(os.environ) == env_before
-    assert os.environ["WORLD_SIZE"] == "7" and "RENDEZVOUS" not in os.environ
-    # crypten can be initialised again after the uninit
     again = run_simulated(mp.simulated_party, (A, B))
     assert again["dot"] == pytest.approx(DOT, abs=TOL) and not crypten.is_initialized()
+
+
+def test_signal_names_in_exit_codes() -> None:
+    from explorer.mpc.launcher import _signal_name
+
+    assert _signal_name(-signal.SIGKILL) == " (killed by SIGKILL)" and _signal_name(3) == ""

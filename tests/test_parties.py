@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,18 +23,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_parties(tmp_path, roles):
-    """Start each (rank, argv) as its own process; return their (code, stdout, stderr)."""
+def start_parties(tmp_path, roles, key_env=None, timeout=150):
+    """Start each (rank, argv) as its own process; return their (code, stdout, stderr, seconds)
+    in the order given."""
     env = {**os.environ, "RENDEZVOUS": f"tcp://127.0.0.1:{free_port()}", "WORLD_SIZE": "2"}
-    procs = []
+    env.pop("APPRAISAL_SESSION_KEY", None)
+    if key_env is not None:
+        env["APPRAISAL_SESSION_KEY"] = key_env
+    procs, start = [], time.monotonic()
     try:
         for rank, argv in roles:
             procs.append(subprocess.Popen([EXE, "party", *argv], cwd=tmp_path,
                                           env={**env, "RANK": str(rank)}, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           start_new_session=True))
-        outputs = [p.communicate(timeout=120) for p in procs]
-        return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err, time.monotonic() - start))
+        return results
     finally:
         for p in procs:
             if p.poll() is None:
@@ -44,7 +52,9 @@ def start_parties(tmp_path, roles):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("parties")
-    assert main(["export-encoding", "--task", "wdbc", "--out", str(d / "enc.json")]) == 0
+    assert main(["export-encoding", "--task", "wdbc", "--out", str(d / "enc.json"),
+                 "--session-key-out", str(d / "session.key")]) == 0
+    assert oct((d / "session.key").stat().st_mode & 0o777) == "0o600"
     for i, level in enumerate([0.0, 0.6]):
         assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--corruption",
                      "label-noise", "--level", str(level), "--seed", str(i),
@@ -52,15 +62,19 @@ def files(tmp_path_factory):
     return d
 
 
+KEY = ["--session-key-file", "session.key"]
+DATA_OWNER = ["data-owner", "--encoding", "enc.json", "--candidate-file", "c0.csv",
+              "--candidate-file", "c1.csv"]
+
+
 def test_three_separately_started_processes_agree_with_plaintext(files, capsys):
     capsys.readouterr()
     results = start_parties(files, [
-        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25"]),
-        (2, ["dealer"]),
-        (1, ["data-owner", "--encoding", "enc.json", "--candidate-file", "c0.csv",
-             "--candidate-file", "c1.csv"]),
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25", *KEY]),
+        (2, ["dealer", *KEY]),
+        (1, [*DATA_OWNER, *KEY]),
     ])
-    (c0, out0, err0), (c2, _, err2), (c1, out1, err1) = results
+    (c0, out0, err0, _), (c2, _, err2, _), (c1, out1, err1, _) = results
     assert (c0, c1, c2) == (0, 0, 0), err0 + err1 + err2
     values = [float(line.split()[-1]) for line in out1.splitlines() if line.startswith("value")]
     assert values == [float(line.split()[-1]) for line in out0.splitlines()
@@ -72,22 +86,62 @@ def test_three_separately_started_processes_agree_with_plaintext(files, capsys):
         assert v == pytest.approx(plain, rel=0.02, abs=1e-3)
 
 
-def test_parties_that_disagree_both_stop_with_the_reason(files):
+def test_parties_that_disagree_all_stop_with_the_reason(files):
     results = start_parties(files, [
-        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,30", "--provider", "TFP",
-             "--timeout", "30"]),
-        (1, ["data-owner", "--encoding", "enc.json", "--candidate-file", "c0.csv",
-             "--candidate-file", "c1.csv", "--provider", "TFP", "--timeout", "30"]),
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,30", "--provider", "TFP", *KEY]),
+        (1, [*DATA_OWNER, "--provider", "TFP", *KEY]),
     ])
-    for code, _, err in results:
-        assert code == 2
-        assert "disagree on the session's public metadata (sizes" in err, err
+    for code, _, err, seconds in results:
+        assert code == 2 and seconds < 60
+        assert "disagree before computing (sizes: model owner" in err, err
+        assert err.count("\n") == 1, err
+
+
+def test_a_provider_mismatch_stops_all_three_within_a_minute(files):
+    results = start_parties(files, [
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25", "--provider", "TFP", *KEY]),
+        (2, ["dealer", *KEY]),
+        (1, [*DATA_OWNER, *KEY]),
+    ])
+    for code, _, err, seconds in results:
+        assert code == 2 and seconds < 60, (code, seconds, err)
+        assert "provider" in err and err.count("\n") == 1, err
+
+
+def test_a_party_with_the_wrong_key_stops_every_genuine_party(files, tmp_path):
+    """The data owner's process holds another key (a stranger in its place): the model owner
+    and the dealer refuse to share anything, each with a sentence about the session key."""
+    (files / "other.key").write_text("ab" * 32 + "\n")
+    results = start_parties(files, [
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25", *KEY]),
+        (2, ["dealer", *KEY]),
+        (1, [*DATA_OWNER, "--session-key-file", "other.key"]),
+    ])
+    (c0, out0, err0, t0), (c2, _, err2, t2), (c1, out1, _err1, t1) = results
+    assert (c0, c1, c2) == (2, 2, 2) and max(t0, t1, t2) < 60
+    for err in (err0, err2):
+        assert "the data owner (rank 1) did not prove it holds the session key" in err, err
+    assert "value" not in out0 and "value" not in out1  # nothing was revealed
+
+
+def test_a_party_needs_a_session_key(files, monkeypatch, capsys):
+    monkeypatch.setenv("RENDEZVOUS", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("APPRAISAL_SESSION_KEY", raising=False)
+    assert main(["party", *[str(files / a) if a.endswith((".json", ".csv")) else a
+                            for a in DATA_OWNER]]) == 2
+    assert "needs the session key shared out of band" in capsys.readouterr().err
+    monkeypatch.setenv("APPRAISAL_SESSION_KEY", "not hex")
+    assert main(["party", "dealer"]) == 2
+    assert "is not a session key" in capsys.readouterr().err
 
 
 def test_party_needs_its_environment(files, monkeypatch, capsys):
     monkeypatch.delenv("RENDEZVOUS", raising=False)
     code = main(["party", "data-owner", "--encoding", str(files / "enc.json"),
-                 "--candidate-file", str(files / "c0.csv")])
+                 "--candidate-file", str(files / "c0.csv"), "--session-key-file",
+                 str(files / "session.key")])
     assert code == 2 and "set RENDEZVOUS" in capsys.readouterr().err
 
 

@@ -365,15 +365,17 @@ class ExplorerApp:
         appraisers = self._appraisers(opts)
         self.scatter_choice.options = names
         self.scatter_choice.value = names[0]
-        utilities = market_utilities(seed, market, progress, self._cancel)
-        results = appraise_market(seed, market, appraisers, utilities, progress, self._cancel,
-                                  on_appraiser=self._show_results)
-        self._show_results(results, final=True)
-        if rounds:
-            self.status.value = "acquisition: greedy by influence vs random…"
-            self.acquisition = market_acquisition(seed, market, rounds, config=opts["config"],
-                                                  cancel=self._cancel)
-            self._set_figure("acquisition", plots.acquisition_curves(self.acquisition))
+        with opts["config"].warm_processes():  # party processes import during ground truth
+            utilities = market_utilities(seed, market, progress, self._cancel)
+            results = appraise_market(seed, market, appraisers, utilities, progress,
+                                      self._cancel, on_appraiser=self._show_results)
+            self._show_results(results, final=True)
+            if rounds:
+                self.status.value = "acquisition: greedy by influence vs random…"
+                self.acquisition = market_acquisition(seed, market, rounds,
+                                                      config=opts["config"],
+                                                      cancel=self._cancel)
+                self._set_figure("acquisition", plots.acquisition_curves(self.acquisition))
         self.progress.value = self.progress.max
         self.progress.bar_style = "success"
         self.status.value = f"done in {time.perf_counter() - started:.1f} s"

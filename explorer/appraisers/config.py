@@ -4,6 +4,7 @@ and benchmarks, and one table of constraints validates every parameter, once, at
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -209,6 +210,16 @@ class AppraiserConfig:
 
     def build_all(self) -> list:
         return [self.build(n) for n in self.names]
+
+    def warm_processes(self):
+        """A context in which private sessions between real parties take processes that have
+        already imported torch and CrypTen (explorer.mpc.launcher.warm_parties); a no-op for
+        the other backends and modes."""
+        if self.backend != "crypten" or self.mode != "parties":
+            return contextlib.nullcontext()
+        from explorer.mpc.launcher import warm_parties
+
+        return warm_parties(3 if self.provider == "TTP" else 2)
 
     def with_(self, **changes) -> AppraiserConfig:
         """A copy with some fields changed (validated again)."""

@@ -1,275 +1,162 @@
-"""Run CrypTen party code in real OS processes (or in-process for quick tests).
+"""Run CrypTen party code in real OS processes, in this process, or one party per machine.
 
-Three ways to run the same party function ``fn(rank, world_size, payload) -> result``:
+The same party function ``fn(rank, world_size, payload) -> result`` runs
 
-* :func:`run_parties` -- one machine, N party processes (+ a TTP dealer process
-  when ``config.provider == "TTP"``), torch.distributed/gloo over 127.0.0.1.
-* :func:`run_simulated` -- world size 1 inside the calling process (fast, for
-  fixed-point / approximation tests; no real secret sharing or communication).
-* :func:`run_party_from_env` / :func:`run_dealer_from_env` (``appraisal-explorer party``) --
-  one party per machine, configured with RENDEZVOUS / WORLD_SIZE / RANK like plain CrypTen.
+* :func:`run_parties`: every party (and, for the TTP provider, the dealer) in its own OS process
+  on this machine, each started with ``python -m explorer.mpc.launcher`` in its own process group
+  and handed only its own payload through a private pipe;
+* :func:`run_simulated`: at world size 1 inside this process (no real secret sharing);
+* :func:`run_party_from_env` / :func:`run_dealer_from_env`: one process per machine, configured
+  with CrypTen's environment variables (RENDEZVOUS, WORLD_SIZE, RANK).
 
-Design of :func:`run_parties`
------------------------------
-* Processes are started with ``subprocess.Popen([sys.executable, "-c", BOOT])``
-  ("spawn" semantics) by default: the child gets a fresh interpreter, the
-  parent's ``sys.path``, and -- through a private pipe -- only its own payload.
-  ``start_new_session=True`` puts each child in its own process group, so the
-  parent can ``killpg`` it together with anything it spawned. We do not use
-  ``multiprocessing``'s spawn/forkserver contexts because both leave a
-  ``resource_tracker`` (and a forkserver) process behind as children of the
-  caller. ``start_method="fork"`` is available for speed (no torch re-import),
-  but a forked child inherits the parent's whole memory -- including the other
-  parties' payloads -- so it is for tests only.
-* ``fn`` must be picklable by reference: a module-level function in an
-  importable module (not ``__main__``, not a lambda/closure) in spawn mode.
-* Rendezvous: the *parent* hosts the c10d TCPStore on a socket it binds to
-  127.0.0.1 port 0 (no free-port race; torch's own TCPStore would listen on
-  all interfaces). Children connect as clients only
-  (``TORCHELASTIC_USE_AGENT_STORE=True`` makes torch's ``tcp://`` handler skip
-  starting a server on rank 0). ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's pair
-  sockets on loopback.
-* Data is pickled with plain :mod:`pickle` and sent with ``send_bytes`` (not
-  ``Connection.send``): torch registers shared-memory reducers on
-  multiprocessing's ForkingPickler, which would create /dev/shm files or a
-  resource-sharer socket.
-* The parent waits on all result pipes with one deadline. A party that raises
-  sends ``(type, message, traceback, pickled exception)`` and exits; a party
-  that dies is detected by EOF on its pipe (exit code from ``waitpid``). After
-  the first failure the parent waits ``settle`` seconds for more reports
-  (a peer's gloo "connection closed" error often arrives together with the
-  root cause), picks the root cause (non-communication errors first), kills
-  every process group and raises. On timeout all are killed and
-  :class:`LaunchTimeout` names the parties still running.
-* ``finally`` always: SIGKILL every process group still alive, reap every
-  child, close every fd, destroy the store (closing its port).
+What every real run guarantees:
 
-Separate machines
------------------
-The same party code runs one process per machine with CrypTen's environment variables:
-RENDEZVOUS=tcp://<model owner's address>:<port>, WORLD_SIZE=2 (parties only), RANK=0 (model
-owner), 1 (data owner) or 2 (the TTP dealer). Rank 0 hosts the rendezvous store bound to that
-address only. ``appraisal-explorer party model-owner|data-owner|dealer`` wraps
-:func:`run_party_from_env` and :func:`run_dealer_from_env`; the README shows a full run. Gloo
-traffic is not encrypted: put a VPN or SSH tunnel between machines, and pass a collective
-timeout so that a hung peer fails the others instead of blocking them for 30 minutes.
+* **Who is in the session.** After ``crypten.init()`` and before anything is secret-shared,
+  every process proves that it holds the session key: each sends a fresh random nonce, then an
+  HMAC-SHA256 of all nonces and its own rank under the key (the standard library's ``hmac`` and
+  ``secrets``), over the established gloo group; a process whose proof fails stops everyone with
+  a sentence about the session key. Local runs make a fresh key per session, and rendezvous
+  through a file store in a private (0700) directory, so no local user can join or write it.
+* **Liveness.** Each local process sends a heartbeat to the launcher every second; one silent for
+  ``stall_timeout`` seconds (stopped, swapping, hung) fails the run naming it. Gloo collectives
+  time out after the same interval, so a peer stopped on another machine fails the others too.
+* **Nothing left behind.** On success, failure, timeout or cancel every process group is killed
+  and reaped and the store directory removed; the root cause is reported in one sentence.
+* **Warm processes.** Inside ``with warm_parties():`` the launcher takes processes that have
+  already imported torch and CrypTen from a pool (refilled in the background). Each still
+  receives only its own payload, and serves exactly one session before exiting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
+import hmac
 import os
 import pickle
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Literal
+from typing import Any
 
 from explorer.mpc.crypten_compat import MPCConfig, apply_config, crypten_config, load_crypten
 
 __all__ = [
+    "LaunchCancelled",
+    "LaunchError",
     "LaunchResult",
     "LaunchTimeout",
-    "MPCLaunchError",
-    "PartyDied",
-    "PartyError",
-    "PartyFailure",
-    "PartyFn",
-    "RunInfo",
+    "SessionKeyError",
+    "host_store",
+    "new_session_key",
     "run_dealer_from_env",
     "run_parties",
     "run_party_from_env",
     "run_simulated",
-    "set_collective_timeout",
+    "warm_parties",
 ]
 
 PartyFn = Callable[[int, int, Any], Any]
-StartMethod = Literal["spawn", "fork"]
+LOOPBACK = "127.0.0.1"
+HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
+STALL_SECONDS = 20.0  # a local process silent this long has stalled
+KEY_BYTES = 32
 
-_LOOPBACK = "127.0.0.1"
+
+def role(rank: int | None, world_size: int = 2) -> str:
+    """The party's name in messages: model owner (rank 0), data owner (1), dealer (TTP)."""
+    if rank is None or rank >= world_size:
+        return "dealer"
+    return {0: "model owner", 1: "data owner"}.get(rank, f"party {rank}")
 
 
 # --------------------------------------------------------------------------- results & errors
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    """What a run started: process ids by label ("party0", ..., "dealer") and the store port."""
-
-    pids: dict[str, int]
-    port: int | None
-    start_method: str
-
-
-@dataclass(frozen=True)
-class PartyTimings:
-    """Wall-clock timestamps (``time.time()``) reported by a party process."""
-
-    launched: float  # parent, just before starting the process
-    entered: float  # child, first line of party code (after interpreter start)
-    imported: float  # child, torch + crypten imported
-    initialized: float  # child, crypten.init() returned
-    computed: float  # child, fn returned
-    finished: float  # child, crypten.uninit() returned
-
-
-@dataclass(frozen=True)
 class LaunchResult:
     results: list[Any]  # index = party rank
     wall_s: float
-    timings: dict[int, PartyTimings]
-    info: RunInfo
+    pids: dict[str, int]  # by role
 
 
-@dataclass(frozen=True)
-class PartyFailure:
-    label: str  # "party1" / "dealer"
-    rank: int
-    kind: Literal["raised", "died"]
-    exc_type: str | None = None  # qualified name, e.g. "builtins.ValueError"
-    message: str | None = None
-    remote_traceback: str | None = None
-    exitcode: int | None = None
-    exception: BaseException | None = None  # unpickled original, when possible
+class LaunchError(RuntimeError):
+    """A run failed. ``party`` names the process at its root (None: the launcher itself),
+    ``original`` is that party's own exception when it could be sent back, ``pids`` the run's
+    processes by role."""
 
-    @property
-    def is_communication_error(self) -> bool:
-        """True for errors that are typically a *consequence* of a peer failing."""
-        if self.kind != "raised":
-            return False
-        name = self.exc_type or ""
-        text = f"{name} {self.message or ''}"
-        return name.rsplit(".", 1)[-1] in {
-            "DistBackendError",
-            "DistNetworkError",
-            "DistStoreError",
-        } or any(
-            marker in text
-            for marker in (
-                "Connection closed by peer",
-                "Connection reset by peer",
-                "Broken pipe",
-                "gloo",
-                "Gloo",
-            )
-        )
-
-    def describe(self) -> str:
-        if self.kind == "died":
-            return f"{self.label} died with exit code {self.exitcode}{_signal_name(self.exitcode)}"
-        return f"{self.label} raised {self.exc_type}: {self.message}"
-
-
-def _signal_name(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        with contextlib.suppress(ValueError):
-            return f" (killed by {signal.Signals(-exitcode).name})"
-    return ""
-
-
-def _context(primary: PartyFailure, failures: Sequence[PartyFailure], killed: Sequence[str]) -> str:
-    text = ""
-    others = [f.describe() for f in failures if f is not primary]
-    if others:
-        text += "\n(also: " + "; ".join(others) + ")"
-    if killed:
-        text += f"\n(killed while still running: {', '.join(killed)})"
-    return text
-
-
-class MPCLaunchError(RuntimeError):
-    """Base class for launcher failures. ``failures`` lists every failure seen."""
-
-    def __init__(
-        self, message: str, failures: Sequence[PartyFailure] = (), info: RunInfo | None = None
-    ):
+    def __init__(self, message: str, party: str | None = None,
+                 original: BaseException | None = None, pids: Mapping[str, int] | None = None):
         super().__init__(message)
-        self.failures: list[PartyFailure] = list(failures)
-        self.info = info
+        self.party, self.original, self.pids = party, original, dict(pids or {})
 
 
-class _PartyFailed(MPCLaunchError):
-    """A run that failed because of one party (``primary``): its rank and label, and which
-    processes were still running when all were killed."""
-
-    def __init__(
-        self,
-        message: str,
-        primary: PartyFailure,
-        failures: Sequence[PartyFailure],
-        info: RunInfo | None,
-        killed: Sequence[str],
-    ):
-        super().__init__(message + _context(primary, failures, killed), failures, info)
-        self.killed = list(killed)
-        self.rank = primary.rank
-        self.label = primary.label
+class LaunchTimeout(LaunchError, TimeoutError):
+    """The whole run exceeded its deadline."""
 
 
-class PartyError(_PartyFailed):
-    """A party raised. ``exc_type``/``exc_message``/``remote_traceback`` describe it;
-    the unpickled original exception (if picklable) is ``original`` and ``__cause__``."""
-
-    def __init__(
-        self,
-        primary: PartyFailure,
-        failures: Sequence[PartyFailure],
-        info: RunInfo | None,
-        killed: Sequence[str] = (),
-    ):
-        super().__init__(primary.describe(), primary, failures, info, killed)
-        self.args = (
-            f"{self.args[0]}\n--- remote traceback ({primary.label}) ---\n"
-            f"{primary.remote_traceback}",
-        )
-        self.exc_type = primary.exc_type
-        self.exc_message = primary.message
-        self.remote_traceback = primary.remote_traceback
-        self.original = primary.exception
+class LaunchCancelled(LaunchError):
+    """The run was cancelled by its caller."""
 
 
-class PartyDied(_PartyFailed):
-    """A party process exited without reporting (os._exit, signal, segfault...)."""
-
-    def __init__(
-        self,
-        primary: PartyFailure,
-        failures: Sequence[PartyFailure],
-        info: RunInfo | None,
-        killed: Sequence[str] = (),
-    ):
-        super().__init__(
-            primary.describe() + " before reporting a result", primary, failures, info, killed
-        )
-        self.exitcode = primary.exitcode
+class SessionKeyError(RuntimeError):
+    """A process could not prove that it holds the session key."""
 
 
-class LaunchTimeout(MPCLaunchError, TimeoutError):
-    """The run exceeded its timeout; every process was killed."""
+def new_session_key() -> bytes:
+    """A fresh random session key (32 bytes)."""
+    return secrets.token_bytes(KEY_BYTES)
 
 
-class LaunchCancelled(MPCLaunchError):
-    """The caller cancelled the run; every process was killed."""
+# --------------------------------------------------------------------------- the session key
 
 
-# How often a waiting launcher wakes to check for cancellation and report that it is alive.
-HEARTBEAT_SECONDS = 0.25
+def authenticate(key: bytes, group, rank: int, world_size: int) -> None:
+    """Challenge-response over ``group`` (every process of the session): each proves it holds
+    ``key``. Tensors only, never pickles, so a stranger cannot inject objects."""
+    import torch
+    import torch.distributed as dist
+
+    n = dist.get_world_size(group)
+
+    def gather(data: bytes) -> list[bytes]:
+        mine = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
+        out = [torch.zeros(len(data), dtype=torch.int64) for _ in range(n)]
+        dist.all_gather(out, mine, group=group)
+        return [bytes(t.clamp(0, 255).to(torch.uint8).tolist()) for t in out]
+
+    transcript = b"".join(gather(secrets.token_bytes(KEY_BYTES)))
+
+    def proof(r: int) -> bytes:
+        return hmac.new(key, b"appraisal-explorer session|%d|" % r + transcript, "sha256").digest()
+
+    proofs = gather(proof(rank))
+    dist.barrier(group=group)  # everyone holds every proof before anyone may stop
+    # in the gather, process r of the group is global rank r (CrypTen's groups are 0..n-1)
+    wrong = [r for r in range(n) if r != rank and not hmac.compare_digest(proofs[r], proof(r))]
+    if wrong:
+        names = " and ".join(f"the {role(r, world_size)} (rank {r})" for r in wrong)
+        holds = "it holds" if len(wrong) == 1 else "they hold"
+        raise SessionKeyError(f"{names} did not prove {holds} the session key, so nothing was "
+                              f"shared; start every party with the same key "
+                              f"(APPRAISAL_SESSION_KEY or --session-key-file).")
 
 
-# --------------------------------------------------------------------------- store hosting
+# --------------------------------------------------------------------------- stores
 
 
 @contextlib.contextmanager
-def host_store(host: str = _LOOPBACK, port: int = 0, timeout_s: float = 300.0) -> Iterator[int]:
+def host_store(host: str, port: int, timeout_s: float = 300.0) -> Iterator[int]:
     """Host a c10d TCPStore bound to ``host`` only; yields the port. Closed on exit."""
     import torch.distributed as dist
 
@@ -279,92 +166,22 @@ def host_store(host: str = _LOOPBACK, port: int = 0, timeout_s: float = 300.0) -
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
-        bound_port = int(sock.getsockname()[1])
-        store = dist.TCPStore(
-            host,
-            bound_port,
-            None,
-            True,
-            timeout=_dt.timedelta(seconds=timeout_s),
-            wait_for_workers=False,
-            master_listen_fd=sock.fileno(),
-        )
+        bound = int(sock.getsockname()[1])
+        store = dist.TCPStore(host, bound, None, True, timeout=_dt.timedelta(seconds=timeout_s),
+                              wait_for_workers=False, master_listen_fd=sock.fileno())
     except BaseException:
         sock.close()
         raise
     sock.detach()  # the store owns (and closes) the fd now
     try:
-        yield bound_port
+        yield bound
     finally:
         del store  # stops the server thread and closes the listening socket
 
 
-# --------------------------------------------------------------------------- child side
-
-
-def _set_thread_env(threads: int) -> dict[str, str]:
-    value = str(threads)
-    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
-
-
-def _party_main(fd_in: int, fd_out: int) -> None:
-    """Body of every launched process. Never returns (exits with os._exit)."""
-    entered = time.time()
-    conn_in = Connection(fd_in, writable=False)
-    conn_out = Connection(fd_out, readable=False)
-    code = 1
-    try:
-        # heavy imports first (overlaps with the parent sending the bootstrap)
-        crypten = load_crypten()
-        import torch
-
-        imported = time.time()
-        boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
-        conn_in.close()
-        os.environ.update(boot["env"])
-        torch.set_num_threads(boot["torch_threads"])
-        crypten.cfg.load_config(
-            None
-        )  # start from defaults in both modes (fork inherits the parent's cfg)
-        apply_config(boot["config"])
-        set_collective_timeout(boot["collective_timeout"])
-        rank: int = boot["rank"]
-        world_size: int = boot["world_size"]
-        if boot["dealer"]:
-            _serve_as_dealer(crypten)
-            initialized = computed = time.time()
-            result = None
-        else:
-            crypten.init()
-            initialized = time.time()
-            result = boot["fn"](rank, world_size, boot["payload"])
-            computed = time.time()
-            if crypten.is_initialized():
-                crypten.uninit()  # rank 0 tells the TTP dealer to terminate here
-        finished = time.time()
-        timings = PartyTimings(boot["launched"], entered, imported, initialized, computed, finished)
-        conn_out.send_bytes(pickle.dumps(("ok", result, timings), protocol=pickle.HIGHEST_PROTOCOL))
-        code = 0
-    except BaseException as exc:
-        with contextlib.suppress(BaseException):
-            conn_out.send_bytes(pickle.dumps(("err", *_describe_exception(exc))))
-    finally:
-        with contextlib.suppress(BaseException):
-            conn_out.close()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(BaseException):
-                stream.flush()
-        # skip interpreter teardown: gloo/torch destructors in a half-dead group can hang
-        os._exit(code)
-
-
 def set_collective_timeout(seconds: float | None) -> None:
-    """Default timeout of gloo collectives/recv created by ``crypten.init()``.
-
-    CrypTen calls ``init_process_group``/``new_group`` without a timeout, so
-    torch's default (30 min) applies: a peer that hangs blocks the others that
-    long. Call before ``crypten.init()``. ``None`` keeps torch's default.
-    """
+    """Timeout of gloo operations created by ``crypten.init()`` (CrypTen passes none, so
+    torch's 30 minutes would apply). Call before ``crypten.init()``."""
     if seconds is None:
         return
     import torch.distributed.distributed_c10d as c10d
@@ -372,50 +189,107 @@ def set_collective_timeout(seconds: float | None) -> None:
     c10d.default_pg_timeout = _dt.timedelta(seconds=seconds)
 
 
-def _serve_as_dealer(crypten: Any) -> None:
-    """Run crypten's TTPServer until rank 0 sends "terminate" (in its crypten.uninit())."""
+# --------------------------------------------------------------------------- child side
+
+
+class _Pipe:
+    """The child's end of its result pipe, shared by the main thread and the heartbeat."""
+
+    def __init__(self, fd: int):
+        self.conn, self.lock = Connection(fd, readable=False), threading.Lock()
+
+    def send(self, message: tuple) -> None:
+        with self.lock:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _heartbeat(pipe: _Pipe, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        with contextlib.suppress(OSError):
+            pipe.send(("alive",))
+
+
+def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
+    """Body of every launched process. Never returns (exits with os._exit)."""
+    _die_with_parent(parent_pid)
+    pipe, code, stop = _Pipe(fd_out), 1, threading.Event()
+    try:
+        crypten = load_crypten()  # warm: imports happen before any payload exists
+        import torch
+
+        conn_in = Connection(fd_in, writable=False)
+        boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
+        conn_in.close()
+        threading.Thread(target=_heartbeat, args=(pipe, stop), daemon=True).start()
+        os.environ.update(boot["env"])
+        torch.set_num_threads(1)
+        apply_config(boot["config"])
+        set_collective_timeout(boot["stall_timeout"])
+        rank, world_size = boot["rank"], boot["world_size"]
+        if boot["dealer"]:
+            serve_as_dealer(crypten, boot["key"], world_size)
+            result = None
+        else:
+            crypten.init()
+            authenticate(boot["key"], crypten.communicator.get().ttp_group, rank, world_size)
+            result = boot["fn"](rank, world_size, boot["payload"])
+            crypten.uninit()  # rank 0 tells the dealer to stop here; not after a failure
+        stop.set()
+        pipe.send(("ok", result))
+        code = 0
+    except BaseException as exc:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            pipe.send(("err", *_describe(exc)))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        # skip interpreter teardown: gloo destructors in a half-dead group can hang
+        os._exit(code)
+
+
+def serve_as_dealer(crypten: Any, key: bytes, world_size: int) -> None:
+    """CrypTen's TTP server loop, with the session-key proof after its set-up. It ends when
+    rank 0 sends "terminate"; a broken session raises (CrypTen's own loop returns quietly)."""
     from crypten.mpc.provider.ttp_provider import TTPServer
 
-    TTPServer()  # calls crypten.init() itself; serves until terminated
-    # no crypten.uninit(): the dealer is not in the parties' main group, and
-    # the process exits right away anyway.
+    crypten.init()
+    server = TTPServer.__new__(TTPServer)  # its __init__ would start serving before the proof
+    comm = crypten.communicator.get()
+    server.ttp_group, server.comm_group, server.device = comm.ttp_group, comm.ttp_comm_group, "cpu"
+    server._setup_generators()
+    authenticate(key, comm.ttp_group, world_size, world_size)
+    ttp_rank = comm.get_ttp_rank()
+    while True:
+        message = comm.recv_obj(0, server.ttp_group)
+        if message == "terminate":
+            return
+        server.device = message["device"]
+        result = getattr(server, message["function"])(*message["args"], **message["kwargs"])
+        comm.send_obj(result.size(), 0, server.ttp_group)
+        comm.broadcast(result, ttp_rank, server.comm_group)
 
 
-def _describe_exception(exc: BaseException) -> tuple[str, str, str, bytes | None]:
-    exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    tb = "".join(traceback.format_exception(exc))
+def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:
         blob: bytes | None = pickle.dumps(exc)
         pickle.loads(blob)
     except Exception:
         blob = None
-    return exc_type, str(exc), tb, blob
-
-
-def _subprocess_entry(fd_in: int, fd_out: int, parent_pid: int) -> None:
-    """Entry point of a spawned party (see ``_BOOT``)."""
-    _die_with_parent(parent_pid)
-    _party_main(fd_in, fd_out)
+    return name, f"{exc}\n{''.join(traceback.format_exception(exc))}", blob
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILL when the launching process dies (belt and braces)."""
+    """Linux: get SIGKILL when the launching process dies."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "import importlib; importlib.import_module(sys.argv[2])._subprocess_entry("
-    "int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))"
-)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -423,393 +297,239 @@ _BOOT = (
 
 @dataclass
 class _Child:
-    label: str
-    rank: int
-    launched: float
-    result_conn: Connection
-    boot_conn: Connection
-    popen: subprocess.Popen[bytes] | None = None
-    mp_process: Any = None
-    writer: threading.Thread | None = None
-    exitcode: int | None = None
+    popen: subprocess.Popen
+    boot: Connection
+    result: Connection
+    label: str = "idle"
+    rank: int = -1
+    last_seen: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
-        return int(self.popen.pid if self.popen is not None else self.mp_process.pid)
+        return int(self.popen.pid)
 
-    def poll(self) -> int | None:
-        if self.popen is not None:
-            return self.popen.poll()
-        return self.mp_process.exitcode  # type: ignore[no-any-return]
-
-    def wait(self, timeout: float) -> int | None:
-        if self.popen is not None:
-            try:
-                return self.popen.wait(timeout=max(timeout, 0.0))
-            except subprocess.TimeoutExpired:
-                return None
-        self.mp_process.join(max(timeout, 0.0))
-        return self.mp_process.exitcode  # type: ignore[no-any-return]
-
-    def kill_group(self) -> None:
-        for target in (
-            lambda: os.killpg(self.pid, signal.SIGKILL),
-            lambda: os.kill(self.pid, signal.SIGKILL),
-        ):
+    def kill(self) -> None:
+        for target in (lambda: os.killpg(self.pid, signal.SIGKILL),
+                       lambda: os.kill(self.pid, signal.SIGKILL)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 target()
 
-
-def _module_name_of(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__module__", "") or ""
-
-
-def _check_picklable_fn(fn: PartyFn, start_method: StartMethod) -> None:
-    if start_method == "spawn" and _module_name_of(fn) == "__main__":
-        raise ValueError(
-            "run_parties(start_method='spawn') needs fn importable by module path; "
-            f"{fn!r} lives in __main__. Move it to a module."
-        )
-    try:
-        pickle.dumps(fn)
-    except Exception as exc:
-        raise ValueError(
-            f"fn {fn!r} is not picklable by reference (module-level function required)"
-        ) from exc
+    def close(self) -> None:
+        self.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(10.0)  # reap (SIGKILL cannot be ignored)
+        for conn in (self.boot, self.result):
+            with contextlib.suppress(OSError):
+                conn.close()
 
 
-def _start_child(label: str, rank: int, start_method: StartMethod, torch_threads: int) -> _Child:
+def _start_child() -> _Child:
     boot_r, boot_w = os.pipe()
     res_r, res_w = os.pipe()
-    launched = time.time()
-    child = _Child(
-        label,
-        rank,
-        launched,
-        result_conn=Connection(res_r, writable=False),
-        boot_conn=Connection(boot_w, readable=False),
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
     try:
-        if start_method == "spawn":
-            env = dict(os.environ)
-            env.update(_set_thread_env(torch_threads))
-            env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-            module = _importable_module_name()
-            child.popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _BOOT,
-                    json.dumps(sys.path),
-                    module,
-                    str(boot_r),
-                    str(res_w),
-                    str(os.getpid()),
-                ],
-                pass_fds=(boot_r, res_w),
-                start_new_session=True,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        else:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("fork")
-            parent_fds = [boot_w, res_r]
-            child.mp_process = ctx.Process(
-                target=_fork_entry,
-                args=(boot_r, res_w, parent_fds, os.getpid()),
-                name=f"mpc-{label}",
-                daemon=False,
-            )
-            child.mp_process.start()
-            with contextlib.suppress(OSError):
-                os.setpgid(child.mp_process.pid, child.mp_process.pid)
-    except BaseException:
-        for fd in (boot_r, res_w):
-            os.close(fd)
-        child.result_conn.close()
-        child.boot_conn.close()
-        raise
-    # the child's ends live in the child now
-    os.close(boot_r)
-    os.close(res_w)
-    return child
-
-
-def _importable_module_name() -> str:
-    """Module path under which a fresh interpreter can import this file."""
-    spec = globals().get("__spec__")
-    name = spec.name if spec is not None else __name__
-    if name == "__main__":  # run as a script: fall back to the file name (dir is on sys.path[0])
-        name = os.path.splitext(os.path.basename(__file__))[0]
-    return name
-
-
-def _fork_entry(fd_in: int, fd_out: int, parent_fds: list[int], parent_pid: int) -> None:
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    _die_with_parent(parent_pid)
-    for fd in parent_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _party_main(fd_in, fd_out)
-
-
-def _send_boot(child: _Child, blob: bytes) -> None:
-    try:
-        child.boot_conn.send_bytes(blob)
-    except (BrokenPipeError, OSError):
-        pass  # the child died; detected through its result pipe
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "explorer.mpc.launcher", str(boot_r), str(res_w),
+             str(os.getpid())],
+            pass_fds=(boot_r, res_w), start_new_session=True, env=env,
+            stdin=subprocess.DEVNULL)
     finally:
-        with contextlib.suppress(OSError):
-            child.boot_conn.close()
+        os.close(boot_r)
+        os.close(res_w)
+    return _Child(popen, Connection(boot_w, readable=False), Connection(res_r, writable=False))
 
 
-def run_parties(
-    fn: PartyFn,
-    payloads: Mapping[int, Any],
-    *,
-    world_size: int | None = None,
-    config: MPCConfig | None = None,
-    timeout: float = 120.0,
-    start_method: StartMethod = "spawn",
-    torch_threads: int = 1,
-    settle: float = 0.5,
-    exit_grace: float = 5.0,
-    loopback_ifname: str = "lo",
-    collective_timeout: float | None = None,
-    cancel: threading.Event | None = None,
-    on_wait: Callable[[float], None] | None = None,
-) -> LaunchResult:
-    """Run ``fn(rank, world_size, payloads.get(rank))`` in ``world_size`` processes.
+class _Pool:
+    """Processes that have imported torch and CrypTen and wait for their one payload."""
 
-    ``world_size`` defaults to ``max(payloads) + 1``. Party ``r`` receives only
-    ``payloads.get(r)`` (None when absent); the TTP dealer (started when
-    ``config.provider == "TTP"``) receives nothing. Returns the results by rank.
+    def __init__(self, size: int):
+        self.size, self.idle, self.lock = size, [], threading.Lock()
+        self.closed = False
+        self.refill()
 
-    ``cancel`` (an event) stops the run within a heartbeat when set; ``on_wait`` is
-    called with the elapsed seconds at every heartbeat while the parties compute.
-    ``collective_timeout`` (seconds) bounds every gloo operation inside the
-    parties (see :func:`set_collective_timeout`); the run as a whole is bounded
-    by ``timeout`` regardless. ``start_method="fork"`` requires
-    ``torch_threads=1``.
+    def take(self, n: int) -> list[_Child]:
+        with self.lock:
+            alive = [c for c in self.idle if c.popen.poll() is None]
+            taken, self.idle = alive[:n], alive[n:]
+        taken += [_start_child() for _ in range(n - len(taken))]
+        threading.Thread(target=self.refill, daemon=True).start()
+        return taken
 
-    Raises :class:`PartyError` (a party raised), :class:`PartyDied` (a party
-    exited without reporting) or :class:`LaunchTimeout`. In every case all
-    processes are killed and reaped and the store port is closed before return.
+    def refill(self) -> None:
+        with self.lock:
+            while not self.closed and len(self.idle) < self.size:
+                self.idle.append(_start_child())
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed, idle, self.idle = True, self.idle, []
+        for child in idle:
+            child.close()
+
+
+_POOL: _Pool | None = None
+
+
+@contextlib.contextmanager
+def warm_parties(size: int = 3) -> Iterator[None]:
+    """Within this block, :func:`run_parties` takes warm processes (module docstring)."""
+    global _POOL
+    outer, _POOL = _POOL, _Pool(size)
+    try:
+        yield
+    finally:
+        _POOL.close()
+        _POOL = outer
+
+
+def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig | None = None,
+                timeout: float = 120.0, stall_timeout: float = STALL_SECONDS,
+                key: bytes | None = None, cancel: threading.Event | None = None,
+                on_wait: Callable[[float], None] | None = None) -> LaunchResult:
+    """Run ``fn(rank, world_size, payloads[rank])`` in one process per rank (ranks 0..max),
+    plus the dealer for the TTP provider; return the results by rank.
+
+    ``timeout`` bounds the whole run, ``stall_timeout`` the silence of any one process.
+    ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds at
+    every heartbeat. ``key`` is the session key (a fresh one by default). Raises LaunchError
+    (naming the failing party), LaunchTimeout or LaunchCancelled; in every case all processes
+    are killed and reaped and the private store directory is removed.
     """
     config = config or MPCConfig()
-    if world_size is None:
-        world_size = max(payloads, default=-1) + 1
-    if world_size < 1:
-        raise ValueError("world_size must be >= 1")
-    if unknown := sorted(set(payloads) - set(range(world_size))):
-        raise ValueError(f"payloads for ranks outside 0..{world_size - 1}: {unknown}")
-    if start_method not in ("spawn", "fork"):
-        raise ValueError(f"unknown start_method {start_method!r}")
-    _check_picklable_fn(fn, start_method)
-    if start_method == "fork" and torch_threads != 1:
-        # libgomp is not fork-safe: a forked child that enters an OpenMP parallel
-        # region after the parent did deadlocks (reproduced with torch 2.13).
-        raise ValueError(
-            "start_method='fork' requires torch_threads=1 (OpenMP deadlocks after fork)"
-        )
-    if start_method == "fork":
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            # the child would inherit a "initialized" flag without the gloo threads behind it
-            raise RuntimeError(
-                "fork mode: torch.distributed is initialized in the parent; "
-                "call crypten.uninit() first"
-            )
-        load_crypten()  # import once here; forked children inherit the loaded modules
-    t0 = time.time()
-    labels = [(f"party{r}", r) for r in range(world_size)]
-    if config.uses_ttp:
-        labels.append(("dealer", world_size))
-
-    children: list[_Child] = []
-    info: RunInfo | None = None
+    world_size = max(payloads) + 1
+    key = key or new_session_key()
+    start = time.monotonic()
+    n = world_size + (1 if config.uses_ttp else 0)
+    children = _POOL.take(n) if _POOL is not None else [_start_child() for _ in range(n)]
+    store_dir = tempfile.mkdtemp(prefix="appraisal-session-")  # 0700: this user only
     try:
-        for label, rank in labels:
-            children.append(_start_child(label, rank, start_method, torch_threads))
-        with host_store(_LOOPBACK, 0, timeout_s=timeout) as port:
-            info = RunInfo({c.label: c.pid for c in children}, port, start_method)
-            base_env = {
-                "RENDEZVOUS": f"tcp://{_LOOPBACK}:{port}",
-                "WORLD_SIZE": str(world_size),
-                "DISTRIBUTED_BACKEND": "gloo",
-                "GLOO_SOCKET_IFNAME": loopback_ifname,
-                "TORCHELASTIC_USE_AGENT_STORE": "True",
-                **_set_thread_env(torch_threads),
-            }
-            for child in children:
-                is_dealer = child.label == "dealer"
-                blob = pickle.dumps(
-                    {
-                        "fn": None if is_dealer else fn,
-                        "payload": None if is_dealer else payloads.get(child.rank),
-                        "rank": child.rank,
-                        "world_size": world_size,
-                        "dealer": is_dealer,
-                        "config": config,
-                        "env": {**base_env, "RANK": str(child.rank)},
-                        "torch_threads": torch_threads,
-                        "collective_timeout": collective_timeout,
-                        "launched": child.launched,
-                    },
-                    protocol=pickle.HIGHEST_PROTOCOL,
-                )
-                child.writer = threading.Thread(target=_send_boot, args=(child, blob), daemon=True)
-                child.writer.start()
-            results, timings = _collect(
-                children, info, t0 + timeout, settle, timeout, cancel, on_wait
-            )
-            _await_exit(children, exit_grace)
-        return LaunchResult(
-            [results[r] for r in range(world_size)], time.time() - t0, timings, info
-        )
+        for rank, child in enumerate(children):
+            child.rank, child.label = rank, role(rank, world_size)
+            dealer = rank == world_size
+            boot = {"fn": None if dealer else fn,
+                    "payload": None if dealer else payloads.get(rank),
+                    "rank": rank, "world_size": world_size, "dealer": dealer, "key": key,
+                    "config": config, "stall_timeout": stall_timeout,
+                    "env": {"RENDEZVOUS": f"file://{store_dir}/store",
+                            "WORLD_SIZE": str(world_size), "RANK": str(rank),
+                            "DISTRIBUTED_BACKEND": "gloo", "GLOO_SOCKET_IFNAME": "lo"}}
+            with contextlib.suppress(OSError):  # a dead child is seen through its pipe
+                child.boot.send_bytes(pickle.dumps(boot, protocol=pickle.HIGHEST_PROTOCOL))
+                child.boot.close()
+            child.last_seen = time.monotonic()
+        pids = {c.label: c.pid for c in children}
+        results = _collect(children, start + timeout, timeout, stall_timeout, cancel, on_wait,
+                           pids)
+        return LaunchResult([results[r] for r in range(world_size)],
+                            time.monotonic() - start, pids)
     finally:
-        _cleanup(children)
+        for child in children:
+            child.close()
+        shutil.rmtree(store_dir, ignore_errors=True)
 
 
-def _collect(
-    children: list[_Child],
-    info: RunInfo,
-    deadline: float,
-    settle: float,
-    timeout: float,
-    cancel: threading.Event | None = None,
-    on_wait: Callable[[float], None] | None = None,
-) -> tuple[dict[int, Any], dict[int, PartyTimings]]:
-    by_conn = {c.result_conn: c for c in children}
-    pending = dict(by_conn)
+def _collect(children: list[_Child], deadline: float, timeout: float, stall: float,
+             cancel: threading.Event | None, on_wait: Callable[[float], None] | None,
+             pids: dict[str, int]) -> dict[int, Any]:
+    """Results by rank; the first failure (after a short settle for its root cause) raises."""
+    pending = {c.result: c for c in children}
     results: dict[int, Any] = {}
-    timings: dict[int, PartyTimings] = {}
-    failures: list[PartyFailure] = []
-    settle_deadline: float | None = None
-    while pending:
-        now = time.time()
-        limit = deadline if settle_deadline is None else min(deadline, settle_deadline)
-        if now >= limit:
-            break
+    failures: list[tuple[str, str, BaseException | None, bool]] = []  # who, what, exc, comm?
+    settle: float | None = None
+    while pending and (settle is None or time.monotonic() < settle):
+        now = time.monotonic()
+        if now >= deadline:
+            still = ", ".join(sorted(c.label for c in pending.values()))
+            raise LaunchTimeout(f"the session did not finish within {timeout:g} s (still "
+                                f"running: {still}); all its processes were stopped.",
+                                pids=pids)
         if cancel is not None and cancel.is_set():
-            _kill_all(children)
-            raise LaunchCancelled("MPC run cancelled; all processes were stopped", [], info)
+            raise LaunchCancelled("the session was cancelled; its processes were stopped.",
+                                  pids=pids)
         if on_wait is not None:
             on_wait(now - (deadline - timeout))
-        for conn in wait(list(pending), timeout=min(limit - now, HEARTBEAT_SECONDS)):
-            child = pending.pop(conn)  # type: ignore[call-overload]
+        for conn in wait(list(pending), timeout=min(deadline - now, HEARTBEAT_SECONDS)):
+            child = pending[conn]
             try:
-                message = pickle.loads(conn.recv_bytes())  # type: ignore[union-attr]
+                message = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
-                child.exitcode = child.wait(2.0)
-                failures.append(
-                    PartyFailure(child.label, child.rank, "died", exitcode=child.exitcode)
-                )
+                del pending[conn]
+                code = child.popen.wait(5.0)
+                failures.append((child.label, f"its process ended with exit code {code}"
+                                 f"{_signal_name(code)}", None, False))
                 continue
+            child.last_seen = time.monotonic()
+            if message[0] == "alive":
+                continue
+            del pending[conn]
             if message[0] == "ok":
                 if child.label != "dealer":
                     results[child.rank] = message[1]
-                    timings[child.rank] = message[2]
                 continue
-            _, exc_type, text, tb, blob = message
+            _, name, text, blob = message
             original = None
-            if blob is not None:
-                with contextlib.suppress(Exception):
-                    original = pickle.loads(blob)
-            failures.append(
-                PartyFailure(
-                    child.label, child.rank, "raised", exc_type, text, tb, exception=original
-                )
-            )
-        if failures and settle_deadline is None:
-            settle_deadline = time.time() + settle
-    if failures:
-        _kill_all(children)
-        primary = next((f for f in failures if not f.is_communication_error), failures[0])
-        killed = sorted(c.label for c in pending.values())
-        if primary.kind == "died":
-            raise PartyDied(primary, failures, info, killed)
-        error = PartyError(primary, failures, info, killed)
-        if primary.exception is not None:
-            raise error from primary.exception
-        raise error
-    if pending:
-        _kill_all(children)
-        names = ", ".join(sorted(c.label for c in pending.values()))
-        raise LaunchTimeout(
-            f"MPC run timed out after {timeout:.1f}s; still running: {names} (all killed)", [], info
-        )
-    return results, timings
-
-
-def _await_exit(children: list[_Child], grace: float) -> None:
-    end = time.time() + grace
-    for child in children:
-        child.exitcode = child.wait(end - time.time())
-
-
-def _kill_all(children: list[_Child]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.kill_group()
-        else:  # leader gone, but the group may have stragglers
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)
-
-
-def _cleanup(children: list[_Child]) -> None:
-    _kill_all(children)
-    for child in children:
-        child.wait(10.0)  # reap (SIGKILL cannot be ignored)
-        if child.mp_process is not None:
             with contextlib.suppress(Exception):
-                child.mp_process.close()
-        for conn in (child.result_conn, child.boot_conn):
-            with contextlib.suppress(OSError):
-                conn.close()
-        if child.writer is not None:
-            child.writer.join(1.0)
+                original = pickle.loads(blob) if blob else None
+            failures.append((child.label, text.split("\n", 1)[0], original,
+                             _is_consequence(name, text)))
+        for child in list(pending.values()):
+            silent = time.monotonic() - child.last_seen
+            if silent > stall:
+                del pending[child.result]
+                failures.append((child.label, f"its process (pid {child.pid}) stopped "
+                                 f"responding for {silent:.0f} s; check that it is not stopped "
+                                 f"or short of memory", None, False))
+        if failures and settle is None:
+            settle = time.monotonic() + 1.0  # a peer's "connection closed" often comes first
+    if failures:
+        who, what, original, _ = next((f for f in failures if not f[3]), failures[0])
+        if isinstance(original, (ValueError, SessionKeyError, LaunchError)):
+            message = str(original)  # the party's own sentence (e.g. an ExplorerError)
+        else:
+            message = f"the {who} failed: {what}"
+        raise LaunchError(message, party=who, original=original, pids=pids)
+    return results
 
 
-# --------------------------------------------------------------------------- in-process & env modes
+def _is_consequence(name: str, text: str) -> bool:
+    """True for errors that are usually the echo of a peer failing first."""
+    return name.rsplit(".", 1)[-1] in {"DistBackendError", "DistNetworkError",
+                                       "DistStoreError"} or any(
+        m in text for m in ("Connection closed by peer", "Connection reset by peer",
+                            "Broken pipe", "gloo", "Gloo"))
+
+
+def _signal_name(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f" (killed by {signal.Signals(-code).name})"
+    return ""
+
+
+# --------------------------------------------------------------------------- in-process
 
 
 def run_simulated(fn: PartyFn, payload: Any = None, *, config: MPCConfig | None = None) -> Any:
     """Run ``fn(0, 1, payload)`` with crypten initialised at world size 1 in *this* process.
 
-    Shares equal the encoded plaintext and truncation is exact, so use this for
-    fixed-point/approximation checks only. Env vars and the crypten config are
-    restored afterwards; crypten is uninitialised (it can be re-initialised).
+    Shares equal the encoded plaintext and truncation is exact: for teaching and fixed-point
+    checks only. Environment and CrypTen config are restored afterwards.
     """
     config = config or MPCConfig()
     if config.uses_ttp:
-        raise ValueError("run_simulated does not support the TTP provider (needs a dealer process)")
+        raise ValueError("run_simulated does not support the TTP provider (needs a dealer)")
     crypten = load_crypten()
     if crypten.is_initialized():
         raise RuntimeError("crypten is already initialised in this process")
-    keys = (
-        "RENDEZVOUS",
-        "WORLD_SIZE",
-        "RANK",
-        "DISTRIBUTED_BACKEND",
-        "GLOO_SOCKET_IFNAME",
-        "TORCHELASTIC_USE_AGENT_STORE",
-    )
+    keys = ("RENDEZVOUS", "WORLD_SIZE", "RANK", "DISTRIBUTED_BACKEND", "GLOO_SOCKET_IFNAME")
     saved = {k: os.environ.get(k) for k in keys}
+    store_dir = tempfile.mkdtemp(prefix="appraisal-simulated-")
     try:
-        with host_store(_LOOPBACK, 0) as port, crypten_config(config):
-            os.environ.update(
-                RENDEZVOUS=f"tcp://{_LOOPBACK}:{port}",
-                WORLD_SIZE="1",
-                RANK="0",
-                DISTRIBUTED_BACKEND="gloo",
-                GLOO_SOCKET_IFNAME="lo",
-                TORCHELASTIC_USE_AGENT_STORE="True",
-            )
+        with crypten_config(config):
+            os.environ.update(RENDEZVOUS=f"file://{store_dir}/store", WORLD_SIZE="1", RANK="0",
+                              DISTRIBUTED_BACKEND="gloo", GLOO_SOCKET_IFNAME="lo")
             crypten.init()
             try:
                 return fn(0, 1, payload)
@@ -817,75 +537,122 @@ def run_simulated(fn: PartyFn, payload: Any = None, *, config: MPCConfig | None 
                 if crypten.is_initialized():
                     crypten.uninit()
     finally:
-        for key, value in saved.items():
+        shutil.rmtree(store_dir, ignore_errors=True)
+        for k, value in saved.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(k, None)
             else:
-                os.environ[key] = value
+                os.environ[k] = value
 
 
-@contextlib.contextmanager
-def _env_store_for_rank0(rank: int) -> Iterator[None]:
-    """Rank 0 hosts the store bound to RENDEZVOUS's host only (see module doc)."""
+# --------------------------------------------------------------------------- one per machine
+
+
+def _env() -> tuple[int, int, str, int]:
+    """RANK, WORLD_SIZE and RENDEZVOUS's host and port (set and checked by explorer.parties)."""
     from urllib.parse import urlparse
 
     url = urlparse(os.environ["RENDEZVOUS"])
-    if rank != 0 or url.scheme != "tcp" or os.environ.get("MPC_HOST_STORE", "1") == "0":
-        yield
-        return
-    assert url.hostname is not None and url.port is not None, "RENDEZVOUS must be tcp://host:port"
-    previous = os.environ.get("TORCHELASTIC_USE_AGENT_STORE")
-    with host_store(url.hostname, url.port):
-        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"
+    os.environ.setdefault("DISTRIBUTED_BACKEND", "gloo")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), url.hostname, url.port
+
+
+@contextlib.contextmanager
+def _settings_exchange(settings: Mapping[str, Any], stall_timeout: float) -> Iterator[None]:
+    """Before any gloo group exists, every process posts its public settings in the rendezvous
+    store (rank 0 hosts it, bound to RENDEZVOUS's address only), reads everyone else's and
+    compares them: a mismatch stops all of them within seconds, each with the difference."""
+    import json
+
+    import torch.distributed as dist
+
+    rank, world_size, host, port = _env()
+    everyone = range(world_size + (1 if settings.get("provider") == "TTP" else 0))
+    hosting = host_store(host, port, timeout_s=stall_timeout) if rank == 0 else \
+        contextlib.nullcontext()
+    with hosting:
+        store = dist.TCPStore(host, port, None, False,
+                              timeout=_dt.timedelta(seconds=stall_timeout))
+        store.set(f"appraisal/settings/{rank}", json.dumps(dict(settings), sort_keys=True))
+        _wait(store, "settings", everyone, world_size, stall_timeout)
+        if rank == 0 and world_size not in everyone:
+            # a dealer started against a TFP model owner: let it join, so that all compare
+            with contextlib.suppress(Exception):
+                store.wait([f"appraisal/settings/{world_size}"], _dt.timedelta(seconds=3))
+            if store.check([f"appraisal/settings/{world_size}"]):
+                everyone = range(world_size + 1)
+        posted = {r: json.loads(store.get(f"appraisal/settings/{r}")) for r in everyone}
+        store.set(f"appraisal/read/{rank}", "1")
+        if rank == 0:  # the host keeps the store up until everyone has read it
+            _wait(store, "read", everyone, world_size, stall_timeout)
+        _compare(posted, world_size)
+        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"  # init connects as a client
         try:
             yield
         finally:
-            if previous is None:
-                os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-            else:
-                os.environ["TORCHELASTIC_USE_AGENT_STORE"] = previous
+            os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
 
 
-def _env_rank_and_size() -> tuple[int, int]:
-    for key in ("RENDEZVOUS", "WORLD_SIZE", "RANK"):
-        if key not in os.environ:
-            raise RuntimeError(f"environment variable {key} must be set (see the README)")
-    os.environ.setdefault("DISTRIBUTED_BACKEND", "gloo")
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+def _wait(store, what: str, everyone: range, world_size: int, seconds: float) -> None:
+    try:
+        store.wait([f"appraisal/{what}/{r}" for r in everyone])
+    except Exception:
+        missing = [role(r, world_size) for r in everyone
+                   if not store.check([f"appraisal/{what}/{r}"])]
+        raise LaunchError(f"the {' and the '.join(missing) or 'model owner'} did not join "
+                          f"within {seconds:g} s; start all parties with the same RENDEZVOUS "
+                          f"and provider.") from None
 
 
-def run_party_from_env(
-    fn: PartyFn,
-    payload: Any = None,
-    *,
-    config: MPCConfig | None = None,
-    collective_timeout: float | None = None,
-) -> Any:
-    """Multi-machine mode: this process is party RANK of WORLD_SIZE (env vars)."""
-    rank, world_size = _env_rank_and_size()
-    crypten = load_crypten()
-    apply_config(config or MPCConfig())
-    set_collective_timeout(collective_timeout)
-    with _env_store_for_rank0(rank):
-        crypten.init()
-        try:
-            return fn(rank, world_size, payload)
-        finally:
-            if crypten.is_initialized():
-                crypten.uninit()
+def _compare(posted: dict[int, dict], world_size: int) -> None:
+    """Every setting two processes both posted must agree."""
+    for a in sorted(posted):
+        for b in sorted(posted):
+            if a >= b:
+                continue
+            differ = sorted(k for k in posted[a].keys() & posted[b].keys()
+                            if posted[a][k] != posted[b][k])
+            if differ:
+                detail = ", ".join(f"{k}: {role(a, world_size)} {posted[a][k]!r}, "
+                                   f"{role(b, world_size)} {posted[b][k]!r}" for k in differ)
+                raise LaunchError(f"the parties disagree before computing ({detail}); start "
+                                  f"them with the same options.")
 
 
-def run_dealer_from_env(
-    *, config: MPCConfig | None = None, collective_timeout: float | None = None
-) -> None:
-    """Multi-machine mode: this process is the TTP dealer (RANK == WORLD_SIZE)."""
-    rank, world_size = _env_rank_and_size()
-    if rank != world_size:
-        raise RuntimeError(f"the dealer must have RANK == WORLD_SIZE ({world_size}), got {rank}")
-    config = config or MPCConfig(provider="TTP")
-    if not config.uses_ttp:
-        raise RuntimeError("dealer requires provider TTP")
+def run_party_from_env(fn: PartyFn, payload: Any, *, config: MPCConfig, key: bytes,
+                       settings: Mapping[str, Any],
+                       stall_timeout: float = 45.0) -> Any:
+    """One party per machine: this process is party RANK of WORLD_SIZE (environment). It
+    compares ``settings`` (public) with every other process before the gloo group forms, proves
+    it holds ``key``, then runs ``fn``."""
+    rank, world_size, _, _ = _env()
     crypten = load_crypten()
     apply_config(config)
-    set_collective_timeout(collective_timeout)
-    _serve_as_dealer(crypten)
+    set_collective_timeout(stall_timeout)
+    with _settings_exchange({**settings, "provider": config.provider}, stall_timeout):
+        crypten.init()
+        authenticate(key, crypten.communicator.get().ttp_group, rank, world_size)
+        result = fn(rank, world_size, payload)
+        # only a finished session is shut down (rank 0 tells the dealer); after a failure the
+        # peers may be gone and the caller ends the process
+        crypten.uninit()
+        return result
+
+
+def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float = 45.0) -> None:
+    """One party per machine: this process is the TTP dealer (RANK == WORLD_SIZE)."""
+    rank, world_size, _, _ = _env()
+    if rank != world_size:
+        raise LaunchError(f"the dealer runs with RANK equal to WORLD_SIZE ({world_size}).")
+    crypten = load_crypten()
+    apply_config(config)
+    set_collective_timeout(stall_timeout)
+    with _settings_exchange({"provider": "TTP"}, stall_timeout):
+        serve_as_dealer(crypten, key, world_size)
+
+
+if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher
+    # run the importable module's copy, so that its exceptions unpickle in the launcher
+    from explorer.mpc import launcher
+
+    launcher._child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

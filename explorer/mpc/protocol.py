@@ -13,9 +13,10 @@ What is encrypted, by whom:
   n_seed for influence; its seed and test sets for fine-tuning and newton; its inverse seed
   Hessian for newton), and the threshold in bit mode.
 
-Checked before anything is encrypted: each party's own inputs against the fixed-point ring, the
-model owner's shapes against the appraiser's declaration, and both parties' public metadata
-against each other. Revealed to both: the B appraisal values, or only the B bits
+Checked before anything is encrypted: each party's own inputs against the fixed-point ring and
+the model owner's shapes against the appraiser's declaration; the launcher has already checked
+that every process holds the session key and, across machines, that all agree on the public
+settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
 ``value > threshold``.
 """
 
@@ -135,8 +136,6 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
         check_model_owner_input(spec, appraiser, mo)
 
     comm = crypten.communicator.get()
-    if world_size > 1:
-        _check_same_spec(comm, spec, rank)
     comm.reset_communication_stats()
     start = time.perf_counter()
 
@@ -159,27 +158,18 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
                        rounds=int(stats["rounds"]), shares=shares)
 
 
-def _check_same_spec(comm, spec: SessionSpec, rank: int) -> None:
-    """Both parties must run the same session: exchange the public metadata and compare."""
-    mine = _flat(dataclasses.asdict(spec))
-    owner, data = (comm.broadcast_obj(mine if rank == r else None, r)
-                   for r in (MODEL_OWNER, DATA_OWNER))
-    differ = sorted(k for k in owner.keys() | data.keys() if owner.get(k) != data.get(k))
-    if differ:
-        raise ExplorerError(
-            "the parties disagree on the session's public metadata ("
-            + ", ".join(f"{k}: model owner {owner.get(k)!r}, data owner {data.get(k)!r}"
-                        for k in differ) + "); start both with the same options.")
+def public_settings(spec: SessionSpec) -> dict:
+    """The spec as one level of names (the public fields and the appraiser's hyper-parameters),
+    which parties on separate machines compare before computing."""
+    def flat(d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v))
+            elif k == "params":
+                out.update(dict(v))
+            elif k != "return_shares":
+                out[k] = v
+        return out
 
-
-def _flat(d: dict) -> dict:
-    """The spec as one level of names: the public fields, the appraiser's hyper-parameters."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v))
-        elif k == "params":
-            out.update(dict(v))
-        else:
-            out[k] = v
-    return out
+    return flat(dataclasses.asdict(spec))

@@ -16,8 +16,8 @@ from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import (
     LaunchCancelled,
+    LaunchError,
     LaunchTimeout,
-    MPCLaunchError,
     run_parties,
     run_simulated,
 )
@@ -78,8 +78,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             launched = run_parties(appraisal_party,
                                    {MODEL_OWNER: {"spec": spec, "input": model_owner},
                                     DATA_OWNER: {"spec": spec, "input": data_owner}},
-                                   config=config, timeout=timeout,
-                                   collective_timeout=timeout, cancel=cancel,
+                                   config=config, timeout=timeout, cancel=cancel,
                                    on_wait=on_wait)
             reports, wall = tuple(launched.results), launched.wall_s
     except LaunchCancelled as exc:
@@ -88,22 +87,13 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
     except LaunchTimeout as exc:
         raise ExplorerError(f"the private appraisal did not finish within {timeout:g} s and was "
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
-    except MPCLaunchError as exc:
-        raise ExplorerError(f"the private appraisal failed: {_first_line(exc)}") from exc
+    except LaunchError as exc:
+        raise ExplorerError(f"the private appraisal failed: {exc}") from exc
     values = reports[0].values.numpy()
-    if len(reports) > 1 and not np.array_equal(values, reports[1].values.numpy()):
-        raise ExplorerError("the parties revealed different values; the session is corrupt.")
     return SessionResult(values=values, private_seconds=max(r.seconds for r in reports),
                          bytes=sum(r.bytes for r in reports),
                          rounds=max(r.rounds for r in reports), wall_seconds=wall,
                          reports=reports)
-
-
-def _first_line(exc: Exception) -> str:
-    original = getattr(exc, "original", None)
-    if isinstance(original, ExplorerError):
-        return str(original)
-    return str(exc).splitlines()[0]
 
 
 def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
@@ -142,6 +132,6 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
         progress(appraiser.name, n, n)
     appraiser.last_session_ = result
     return [{"value": float(v), "seconds": result.wall_seconds / n,
-             "plaintext_seconds": appraiser.setup_seconds_ + prep / n,
+             "plaintext_seconds": (appraiser.setup_seconds_ + prep) / n,
              "private_seconds": result.private_seconds / n, "bytes": result.bytes / n,
              "rounds": result.rounds / n} for v in result.values]
