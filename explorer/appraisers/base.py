@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from explorer.appraisers.batch import candidate_batch
@@ -123,6 +124,28 @@ class Appraiser(ABC):
         return [self._beyond_test_loss if v > loss else "" for v in values]
 
     _beyond_test_loss = "exceeds the seed's whole test loss, which no data can remove"
+
+    # Two independently shared copies of a private value agree within this fraction of the
+    # larger of their magnitudes and the batch's median magnitude (README: verified values).
+    agreement: ClassVar[float] = 0.01
+
+    def possible(self, values: np.ndarray) -> np.ndarray:
+        """Per value: whether it obeys the bounds every value of this appraiser obeys."""
+        return np.isfinite(values)
+
+    def verified(self, values: np.ndarray, bits: bool) -> np.ndarray:
+        """Which candidates' private values to trust: values (copies, B) revealed from
+        independent sharings; bits when only value > threshold was revealed."""
+        first = values[0]
+        if bits:
+            ok = np.isin(first, (0.0, 1.0))
+            return ok & (values[0] == values[-1])
+        ok = self.possible(first)
+        if len(values) > 1:
+            floor = float(np.median(np.abs(values)))
+            tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor)
+            ok &= np.abs(values[0] - values[1]) <= tol
+        return ok
 
     # -- running it --------------------------------------------------------------------
 

@@ -97,6 +97,7 @@ CONSTRAINTS: dict[str, Any] = {
     "precision_bits": _Whole(8, 28),
     "threshold": _Real(),
     "timeout": _Real(0.0, 7 * 86400.0, low_open=True),
+    "verify": _OneOf((True, False)),
 }
 
 
@@ -116,6 +117,7 @@ LABELS = {
     "precision_bits": "the precision bits (--precision-bits)",
     "threshold": "the threshold (--threshold)",
     "timeout": "the timeout (--timeout)",
+    "verify": "verify",
 }
 
 
@@ -147,6 +149,7 @@ class MPCOptions:
     reveal: str = "value"
     threshold: float = 0.0
     timeout: float = 600.0
+    verify: bool = True  # every value twice, from independent sharings (README)
 
     def __post_init__(self) -> None:
         check_params(asdict(self))
@@ -178,6 +181,7 @@ class AppraiserConfig:
     reveal: str = "value"
     threshold: float = 0.0
     timeout: float = 600.0
+    verify: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. influence's solver
 
     def __post_init__(self) -> None:
@@ -192,7 +196,7 @@ class AppraiserConfig:
 
     def mpc_options(self):
         return MPCOptions(self.mode, self.precision_bits, self.provider, self.reveal,
-                          self.threshold, self.timeout)
+                          self.threshold, self.timeout, self.verify)
 
     def hyper_parameters(self, name: str) -> dict:
         """The constructor arguments of appraiser ``name`` (besides backend and MPC)."""

@@ -25,6 +25,10 @@ class GradientNorm(Appraiser):
     def params(self) -> dict:
         return {}
 
+    def possible(self, values: np.ndarray) -> np.ndarray:
+        # a norm: never negative beyond the encrypted square root's error
+        return np.isfinite(values) & (values >= -1e-3 * np.median(np.abs(values)))
+
     def diagnose(self, values) -> list[str]:
         return [""] * len(values)  # a norm, not a loss reduction
 

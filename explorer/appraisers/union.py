@@ -7,6 +7,7 @@ loss at theta_hat are its private inputs, in the candidate batch's layout.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from explorer.appraisers.base import Appraiser, Public
@@ -33,6 +34,13 @@ class UnionAppraiser(Appraiser):
         check_parameters(inputs["theta"], precision_bits)
         check_dataset("model owner's training features", inputs["A_train"], precision_bits)
         check_dataset("model owner's test features", inputs["A_test"], precision_bits)
+
+    agreement = 0.05  # step-taking: trial choices make independent copies differ more
+
+    def possible(self, values: np.ndarray) -> np.ndarray:
+        # a test-loss reduction never exceeds the seed's whole test loss (losses are >= 0)
+        loss = self._fitted().test_loss
+        return np.isfinite(values) & (values <= loss * 1.01 + 1e-3)
 
     def _work_per_row(self) -> int:
         s = self.seed_

@@ -17,7 +17,8 @@ Checked before anything is encrypted: each party's own inputs against the fixed-
 the model owner's shapes against the appraiser's declaration; the launcher has already checked
 that every process holds the session key and, across machines, that all agree on the public
 settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
-``value > threshold``.
+``value > threshold`` (with ``verify``, each twice: from two independent sharings of the
+candidates, compared by explorer.mpc.session).
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ class SessionSpec:
     public: Public
     reveal: str = "value"  # "value" | "bit"
     precision_bits: int = DEFAULT_PRECISION_BITS
+    verify: bool = True  # compute every value twice, from independent sharings
     return_shares: bool = False  # tests only: each party returns its shares of the secrets
+
+    @property
+    def copies(self) -> int:
+        return 2 if self.verify else 1
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class ModelOwnerInput:
 class PartyReport:
     """What a party returns: the revealed values and its own accounting."""
 
-    values: torch.Tensor  # (B,) float64 values, or 0/1 bits
+    values: torch.Tensor  # (copies, B) float64 values, or 0/1 bits
     seconds: float  # encrypted computation, this party's wall time
     bytes: int  # sent by this party
     rounds: int  # communication rounds of this party
@@ -139,11 +145,17 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
     comm.reset_communication_stats()
     start = time.perf_counter()
 
-    A = _encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src, rank)
-    Y = _encrypt(crypten, batch.Y if batch else None, (B, m, C), do_src, rank)
+    # each copy of the candidates is shared afresh: a truncation failure, which depends on the
+    # shares' randomness, almost never strikes both copies alike
+    copies = spec.copies
+    A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src, rank)
+                     for _ in range(copies)])
+    Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), do_src, rank)
+                     for _ in range(copies)])
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
               for name, shape in sorted(shapes.items())}
-    value = appraiser.compute(inputs, A, Y, public)
+    value = appraiser.compute(inputs, A, Y,
+                              dataclasses.replace(public, sizes=public.sizes * copies))
 
     if spec.reveal == "bit":
         threshold = _encrypt(crypten, torch.tensor([mo.threshold]) if mo else None, (1,),
@@ -154,7 +166,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
     seconds = time.perf_counter() - start
     stats = comm.get_communication_stats()
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
-    return PartyReport(values=revealed.reshape(B), seconds=seconds, bytes=int(stats["bytes"]),
+    return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
+                       bytes=int(stats["bytes"]),
                        rounds=int(stats["rounds"]), shares=shares)
 
 

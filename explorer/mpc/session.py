@@ -36,9 +36,9 @@ SQRT_ITERATIONS = 12
 
 @dataclass(frozen=True)
 class SessionResult:
-    """Revealed values (B,) and the session's cost: encrypted seconds (slowest party), bytes sent
-    by all parties together, communication rounds (most of any party), and whole wall time
-    including process start-up."""
+    """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party),
+    bytes sent by all parties together, communication rounds (most of any party), and whole
+    wall time including process start-up."""
 
     values: np.ndarray
     private_seconds: float
@@ -89,7 +89,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
     except LaunchError as exc:
         raise ExplorerError(f"the private appraisal failed: {exc}") from exc
-    values = reports[0].values.numpy()
+    values = reports[0].values.numpy()  # (copies, B)
     return SessionResult(values=values, private_seconds=max(r.seconds for r in reports),
                          bytes=sum(r.bytes for r in reports),
                          rounds=max(r.rounds for r in reports), wall_seconds=wall,
@@ -106,32 +106,71 @@ def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
     public = appraiser.public([len(y) for _, y in checked])
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
     spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits,
-                       return_shares=return_shares)
+                       verify=options.verify, return_shares=return_shares)
     return spec, mo, candidate_batch(checked, public.n_outputs)
+
+
+# A session is repeated for the candidates whose two copies disagree, at most this often.
+RETRIES = 2
 
 
 def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progress: Progress | None,
                        cancel: threading.Event | None) -> list[dict]:
     """One MPC session for all candidates [(X, y), ...] with the appraiser's own definition;
-    per candidate its value and an even share of the session's cost (private seconds, bytes
+    per candidate its value and an even share of the sessions' cost (private seconds, bytes
     and rounds). ``progress`` hears from the session several times a second; ``cancel`` stops
-    it."""
+    it.
+
+    Verified: every value is computed twice from independent sharings. A candidate whose two
+    copies disagree beyond the appraiser's tolerance, or whose value breaks a public invariant,
+    is appraised again in a fresh session (fresh randomness), up to RETRIES times; then the run
+    fails naming it. No unverified value is returned.
+    """
     options: MPCOptions = appraiser.mpc
-    start = time.perf_counter()
-    spec, mo, batch = session_inputs(appraiser, candidates)
-    prep = time.perf_counter() - start
     n = len(candidates)
+    values = np.full(n, np.nan)
+    todo = list(range(n))
+    cost = {"private": 0.0, "bytes": 0, "rounds": 0, "wall": 0.0, "prep": 0.0, "sessions": 0}
+    for _ in range(RETRIES + 1):
+        start = time.perf_counter()
+        spec, mo, batch = session_inputs(appraiser, [candidates[i] for i in todo])
+        cost["prep"] += time.perf_counter() - start
 
-    def heartbeat(elapsed: float) -> None:
-        if progress:
-            progress(f"{appraiser.name}: encrypted session, {elapsed:.1f} s", 0, n)
+        def heartbeat(elapsed: float) -> None:
+            if progress:
+                progress(f"{appraiser.name}: encrypted session, {elapsed:.1f} s", 0, n)
 
-    result = run_session(spec, mo, batch, options.mode, options.provider, options.timeout,
-                         cancel=cancel, on_wait=heartbeat)
+        result = run_session(spec, mo, batch, options.mode, options.provider, options.timeout,
+                             cancel=cancel, on_wait=heartbeat)
+        for key, field_ in (("private", "private_seconds"), ("bytes", "bytes"),
+                            ("rounds", "rounds"), ("wall", "wall_seconds")):
+            cost[key] += getattr(result, field_)
+        cost["sessions"] += 1
+        appraiser.last_session_ = result
+        good = appraiser.verified(result.values, options.reveal == "bit")
+        for j, i in enumerate(todo):
+            if good[j]:
+                values[i] = result.values[0, j]
+        todo = [i for j, i in enumerate(todo) if not good[j]]
+        if not todo:
+            break
+    if todo and options.reveal == "bit":
+        # copies that keep disagreeing on a bit sit within the encrypted noise of the
+        # threshold, where either bit is right: take the first copy's
+        for j, i in enumerate(todo):
+            values[i] = result.values[0, j]
+        todo = []
+    if todo:
+        first = todo[0]
+        raise ExplorerError(
+            f"the private {appraiser.name} value of candidate {first} could not be verified "
+            f"({len(todo)} of {n} candidates failed {RETRIES + 1} sessions: their two "
+            f"independently shared copies disagreed, or broke a bound every value obeys); use "
+            f"fewer precision bits (16 is the default) or standardised features.")
     if progress:
         progress(appraiser.name, n, n)
-    appraiser.last_session_ = result
-    return [{"value": float(v), "seconds": result.wall_seconds / n,
-             "plaintext_seconds": (appraiser.setup_seconds_ + prep) / n,
-             "private_seconds": result.private_seconds / n, "bytes": result.bytes / n,
-             "rounds": result.rounds / n} for v in result.values]
+    appraiser.session_costs_ = cost
+    return [{"value": float(v), "seconds": cost["wall"] / n,
+             "plaintext_seconds": (appraiser.setup_seconds_ + cost["prep"]) / n,
+             "private_seconds": cost["private"] / n, "bytes": cost["bytes"] / n,
+             "rounds": cost["rounds"] / n} for v in values]
