@@ -35,10 +35,14 @@ browser:
 test: lint browser
 	$(BIN)/python -m pytest -q
 
-# The dashboard (notebooks/explorer.ipynb) served by Voila at the server's root; Ctrl-C stops it.
+# The dashboard (notebooks/explorer.ipynb) served by Voila at the server's root on port $(PORT)
+# (`make demo PORT=8900`), with the server settings Binder uses too (binder/voila.py: idle kernels
+# of closed pages are culled); Ctrl-C stops it, kernels included.
+PORT ?= 8866
 demo: setup
-	@echo "Dashboard: http://localhost:8866"
-	$(BIN)/voila notebooks/explorer.ipynb --no-browser --port=8866 --Voila.ip=localhost
+	@echo "Dashboard: http://localhost:$(PORT)"
+	$(BIN)/voila notebooks/explorer.ipynb --no-browser --port=$(PORT) --Voila.port_retries=0 \
+		--Voila.ip=localhost --Voila.config_file_paths=$(CURDIR)/binder
 
 bench: setup
 	$(BIN)/python benchmarks/table2_wdbc.py

@@ -5,6 +5,11 @@ class ExplorerError(ValueError):
     """A problem with the user's input or environment, stated in one sentence with its fix."""
 
 
+class DataUnavailable(ExplorerError):
+    """A dataset's files are not on this machine (or not where they were said to be) and could not
+    be downloaded; the message says where to put them."""
+
+
 class ConvergenceWarning(UserWarning):
     """A fit stopped before its gradient norm reached the requested tolerance."""
 

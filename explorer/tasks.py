@@ -15,8 +15,9 @@ import numpy as np
 
 from explorer.errors import ExplorerError
 from explorer.loaders import RawData
-from explorer.loaders.cifar import load_cifar10
-from explorer.loaders.mnist import load_mnist
+from explorer.loaders.base import Dataset
+from explorer.loaders.cifar import CIFAR10, load_cifar10
+from explorer.loaders.mnist import MNIST, load_mnist
 from explorer.loaders.sklearn_data import load_digits, load_wdbc
 
 
@@ -79,6 +80,7 @@ class TaskSpec:
     classes: tuple[int, ...] | None = None  # keep only these source classes (relabelled 0..)
     flip_pair: tuple[int, int] | None = None
     needs_files: bool = False
+    dataset: Dataset | None = None  # where the files are found and downloaded from
     shared_units: bool = False  # all features in the same unit (image pixels)
     candidate_size: int = 100  # the size the paper's protocols use for this task's candidates
     description: str = ""
@@ -93,7 +95,7 @@ TASKS: dict[str, TaskSpec] = {
                        description="scikit-learn's 8x8 digits, 64 features, 10 classes"),
     # 600 seed digits: the paper's D_tr, 1% of MNIST's 60,000 training images
     "mnist": TaskSpec(load_mnist, test_size=0.2, seed_size=600, lam=1.0, flip_pair=(1, 7),
-                      needs_files=True, shared_units=True,
+                      needs_files=True, dataset=MNIST, shared_units=True,
                       description="MNIST digits (IDX files), 784 features, 10 classes; "
                                   "600 seed digits (the paper's 1% of 60,000)"),
     # CIFAR-10 is not reachable offline: the same protocol on a hard MNIST pair, 3 playing
@@ -103,7 +105,7 @@ TASKS: dict[str, TaskSpec] = {
     "mnist-3v5": TaskSpec(load_mnist, test_size=300, seed_size=500, lam=1.0,
                           seed_fractions={0: 10 / 11, 1: 1 / 11},
                           test_fractions={0: 0.5, 1: 0.5}, classes=(3, 5), flip_pair=(0, 1),
-                          needs_files=True, shared_units=True,
+                          needs_files=True, dataset=MNIST, shared_units=True,
                           candidate_size=400,
                           description="MNIST 3 vs 5 with the paper's CIFAR plane-vs-car "
                                       "protocol (seed 10:1, balanced test), an offline "
@@ -112,11 +114,18 @@ TASKS: dict[str, TaskSpec] = {
     "cifar-planecar": TaskSpec(load_cifar10, test_size=1.0, seed_size=0.055, lam=1e-2,
                                seed_fractions={0: 10 / 11, 1: 1 / 11},
                                test_fractions={0: 0.5, 1: 0.5}, classes=(0, 1),
-                               flip_pair=(0, 1), needs_files=True, shared_units=True,
-                               candidate_size=440,
+                               flip_pair=(0, 1), needs_files=True, dataset=CIFAR10,
+                               shared_units=True, candidate_size=440,
                                description="CIFAR-10 airplane vs automobile, 3072 features; "
                                            "seed 10:1 plane:car, balanced test"),
 }
+
+
+def data_on_disk(name: str) -> bool:
+    """Whether task ``name`` loads without a download: it ships with scikit-learn, or its files
+    are in a shared folder or the cache. Looks at file names only, so it answers at once."""
+    dataset = TASKS[name].dataset
+    return dataset is None or dataset.find() is not None
 
 
 def _count(size: float | int, total: int) -> int:

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 BIN = Path(sys.executable).parent  # the virtualenv's bin: voila, jupyter, python
 CHROMIUM = Path("/usr/bin/chromium")
+SERVER_CONFIG = ROOT / "binder"  # voila.py: the settings `make demo` and Binder serve with
 
 
 def isolated_env(home: Path) -> dict[str, str]:
@@ -136,15 +137,19 @@ class Voila:
 
 
 @contextlib.contextmanager
-def voila_server(target: Path, home: Path, timeout: float = 60.0) -> Iterator[Voila]:
-    """Serve ``target`` (a notebook or a folder of them) with Voila on 127.0.0.1 and a free port;
-    yield once it answers; always stop the whole process group (server and kernels)."""
+def voila_server(target: Path, home: Path, timeout: float = 60.0,
+                 options: tuple[str, ...] = ()) -> Iterator[Voila]:
+    """Serve ``target`` (a notebook or a folder of them) with Voila on 127.0.0.1 and a free port,
+    with the project's server settings (binder/voila.py, as `make demo`) and then ``options``
+    (e.g. ``--MappingKernelManager.cull_interval=1``); yield once it answers; always stop the
+    whole process group (server and kernels)."""
     port = free_port()
     log = Path(home) / "voila.log"
     env = isolated_env(home)
     cmd = [str(BIN / "voila"), str(target), "--no-browser", f"--port={port}",
            "--Voila.ip=127.0.0.1", "--show_tracebacks=True",
-           f"--Voila.connection_dir_root={env['JUPYTER_RUNTIME_DIR']}"]
+           f"--Voila.connection_dir_root={env['JUPYTER_RUNTIME_DIR']}",
+           f"--Voila.config_file_paths={SERVER_CONFIG}", *options]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=Path(target).parent, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

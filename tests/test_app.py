@@ -2,7 +2,10 @@
 
 import base64
 import datetime
+import functools
 import html
+import http.server
+import threading
 import time
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+from test_loaders import fake_mnist
 from test_private import children_of_this_process
 
 from explorer.app import ExplorerApp
@@ -110,3 +114,98 @@ def test_upload_appraises_a_users_file(tmp_path):
                          "content": memoryview(bad), "last_modified": NOW},)
     assert app.wait(60)
     assert "bad.csv has no 'label' column" in html.unescape(app.error.value)
+
+
+def task_labels(app):
+    dropdown = app.controls["task"]
+    return dict(zip(dropdown._options_values, dropdown._options_labels, strict=True))
+
+
+@pytest.fixture
+def nothing_on_disk(tmp_path, monkeypatch):
+    """An empty cache and no shared MNIST folder: every file-based task needs a download."""
+    monkeypatch.setenv("APPRAISAL_EXPLORER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("explorer.loaders.mnist.default_dirs", lambda: [])
+    return tmp_path / "cache"
+
+
+def test_a_task_whose_data_cannot_be_had_is_shown_unavailable(nothing_on_disk, tmp_path,
+                                                              monkeypatch):
+    offline = (tmp_path / "offline").as_uri()  # every download fails at once, no network used
+    monkeypatch.setenv("APPRAISAL_EXPLORER_MNIST_URL", offline + "/")
+    monkeypatch.setenv("APPRAISAL_EXPLORER_CIFAR_URL", offline + "/cifar-10-python.tar.gz")
+    app = ExplorerApp()
+    assert task_labels(app) == {"wdbc": "wdbc", "digits": "digits",
+                                "mnist": "mnist (12 MB to download)",
+                                "mnist-3v5": "mnist-3v5 (12 MB to download)",
+                                "cifar-planecar": "cifar-planecar (163 MB to download)"}
+    start = time.perf_counter()
+    app.controls["task"].value = "mnist"
+    assert time.perf_counter() - start < 1.0  # the attempt runs in the background
+    assert wait_for(lambda: "unavailable" in app.seed_info.value, 30)
+    sentence = ("mnist is unavailable: MNIST is not on this server and could not be downloaded; "
+                "choose another task.")
+    assert sentence in html.unescape(app.seed_info.value)
+    assert "--" not in app.seed_info.value and app.error.value == ""
+    assert app.controls["task"].value == "mnist" and app.preview.value == ""
+    labels = task_labels(app)
+    assert labels["mnist"] == "mnist (unavailable)"
+    assert labels["mnist-3v5"] == "mnist-3v5 (unavailable)"  # the same data
+    assert labels["cifar-planecar"] == "cifar-planecar (163 MB to download)"  # not tried yet
+    app.run()
+    assert app.wait(30)
+    assert sentence in html.unescape(app.error.value)
+
+    app.controls["task"].value = "wdbc"  # the others still work
+    assert "test accuracy" in app.seed_info.value and app.error.value == ""
+    app.controls["task"].value = "mnist-3v5"  # known unavailable: said at once
+    assert "mnist-3v5 is unavailable" in app.seed_info.value
+    assert list(nothing_on_disk.rglob("*")) in ([], [nothing_on_disk / "mnist"])
+
+
+class SlowHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.5)  # a slow network: four files take two seconds at least
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_mnist_server(tmp_path):
+    """A loopback server with small MNIST-format files (1,000 digits) behind a slow link."""
+    root = tmp_path / "served"
+    root.mkdir()
+    fake_mnist(root, n=800, prefix="train")
+    fake_mnist(root, n=200, prefix="t10k", seed=1)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(SlowHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_missing_mnist_is_downloaded_into_the_cache_without_holding_up_the_interface(
+        nothing_on_disk, slow_mnist_server, monkeypatch):
+    monkeypatch.setenv("APPRAISAL_EXPLORER_MNIST_URL", slow_mnist_server)
+    app = ExplorerApp()
+    start = time.perf_counter()
+    app.controls["task"].value = "mnist"
+    assert time.perf_counter() - start < 1.0
+    assert "Downloading MNIST (12 MB) into the cache" in app.seed_info.value
+    app.run()  # too early: Run says why
+    assert app.wait(30) and "still" in app.error.value
+    assert wait_for(lambda: "test accuracy" in app.seed_info.value, 120)
+    assert time.perf_counter() - start > 2.0  # it did wait for the slow download
+    assert wait_for(lambda: len(app._market) == app.controls["candidates"].value, 10)
+    assert sorted(p.name for p in (nothing_on_disk / "mnist").iterdir()) == sorted(
+        ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    labels = task_labels(app)
+    assert labels["mnist"] == "mnist" and labels["mnist-3v5"] == "mnist-3v5"
+    assert app.controls["task"].value == "mnist" and app.error.value == ""

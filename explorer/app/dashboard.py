@@ -2,7 +2,9 @@
 
 Wiring only: every number comes from ``explorer.experiments`` and every figure from
 ``explorer.plots``; a job runs in a background thread so the interface stays responsive, reports
-progress per candidate and per phase, and stops cleanly on Cancel.
+progress per candidate and per phase, and stops cleanly on Cancel. A task's data is found as the
+command line finds it (a shared folder, the cache); what is missing is downloaded into the cache in
+a background thread, and a task whose data cannot be had is marked unavailable.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from IPython.display import display
 from explorer import plots
 from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
 from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, PROVIDERS
-from explorer.errors import Cancelled, ExplorerError
+from explorer.errors import Cancelled, DataUnavailable, ExplorerError
 from explorer.experiments import appraise_market, market_acquisition, market_utilities
 from explorer.loaders.user import read_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
 from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
-from explorer.tasks import TASKS, load_task
+from explorer.tasks import TASKS, data_on_disk, load_task
 
 BACKENDS = (("plaintext", "plaintext"), ("CrypTen, simulated", "simulated"),
             ("CrypTen, real parties", "parties"))
@@ -39,6 +41,7 @@ STYLE = {"description_width": "150px"}
 TABLE_CSS = ("<style>.ae-table table{border-collapse:collapse;font-size:12px}"
              ".ae-table th,.ae-table td{padding:2px 10px;text-align:right}</style>")
 WIDE = w.Layout(width="380px")
+NO_TASK = "choose a task and a market that can be built first."
 
 
 def _mimebundle_output(fig) -> dict:
@@ -71,6 +74,8 @@ class ExplorerApp:
     """Pick a seed model, synthesize a market, appraise it, and watch the figures fill in."""
 
     def __init__(self, data_dir: str | None = None):
+        """``data_dir``: where the file-based tasks' data is (as the command line's --data-dir);
+        by default a shared folder or the cache, downloading into the cache what is missing."""
         self.data_dir = data_dir
         self.results: pd.DataFrame | None = None
         self.acquisition: pd.DataFrame | None = None
@@ -79,13 +84,21 @@ class ExplorerApp:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._figures: dict = {}
+        self._task_lock = threading.RLock()  # the task is also set from loading threads
+        self._quiet = False  # while set, control changes made by the app itself are ignored
+        self._task_problem = ""  # why the chosen task cannot be used yet, for Run
+        self._unavailable: set[str] = set()  # tasks whose data could not be had
+        self._generation = 0  # counts the task and λ choices: a stale load is not shown
+        self._download_locks = {spec.dataset.name: threading.Lock() for spec in TASKS.values()
+                                if spec.dataset is not None}
+        self._task_labels = tuple((self._task_label(name), name) for name in TASKS)
         self._build()
         self._refresh_task()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         c = self.controls = {
-            "task": w.Dropdown(options=list(TASKS), value="wdbc", description="task",
+            "task": w.Dropdown(options=self._task_labels, value="wdbc", description="task",
                                style=STYLE, layout=WIDE),
             "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
                                       description="L2 strength λ", style=STYLE, layout=WIDE),
@@ -153,7 +166,7 @@ class ExplorerApp:
         self.scatter_choice.observe(lambda _: self._draw_scatter(), "value")
         self.upload.observe(lambda _: self._start(self._appraise_upload), "value")
         c["task"].observe(self._task_changed, "value")
-        c["lam"].observe(lambda _: self._refresh_task(), "value")
+        c["lam"].observe(self._lam_changed, "value")
         c["lam_cv"].observe(lambda _: self._refresh_task(), "value")
         c["provider"].observe(lambda _: self._describe_provider(), "value")
         for name in ("corruption", "candidates", "size", "levels", "seed"):
@@ -207,21 +220,153 @@ class ExplorerApp:
                             f"{html.escape(message)}</div>" if message else "")
 
     def _task_changed(self, change) -> None:
-        self.controls["lam"].value = TASKS[change["new"]].lam  # triggers _refresh_task
+        with self._task_lock:
+            if self._quiet:
+                return
+            self._quiet = True  # the task's own λ, without a refresh for it
+            try:
+                self.controls["lam"].value = TASKS[change["new"]].lam
+            finally:
+                self._quiet = False
+            self._refresh_task()
+
+    def _lam_changed(self, _) -> None:
+        with self._task_lock:
+            if not self._quiet:
+                self._refresh_task()
+
+    # ------------------------------------------------------------------ task and data
+    def _needs_download(self, name: str) -> bool:
+        """Whether the task's data is neither in ``data_dir`` (when given) nor on this machine.
+        Looks at file names only, so it answers at once."""
+        return self.data_dir is None and not data_on_disk(name)
+
+    def _task_label(self, name: str) -> str:
+        dataset = TASKS[name].dataset
+        if name in self._unavailable:
+            return f"{name} (unavailable)"
+        if dataset is not None and self._needs_download(name):
+            return f"{name} ({dataset.download_mb} MB to download)"
+        return name
+
+    def _relabel_tasks(self) -> None:
+        """Bring the task labels up to date, keeping the chosen task (and not reloading it)."""
+        labels = tuple((self._task_label(name), name) for name in TASKS)
+        with self._task_lock:
+            if labels == self._task_labels:
+                return
+            self._task_labels = labels
+            dropdown = self.controls["task"]
+            chosen = dropdown.value
+            self._quiet = True  # new options select the first one: ignore that, then restore
+            try:
+                dropdown.options = labels
+                dropdown.value = chosen
+            finally:
+                self._quiet = False
 
     def _refresh_task(self) -> None:
+        """Load the chosen task and fit its seed model: at once for the tasks that ship with
+        scikit-learn; in a background thread for those read from files (reading MNIST and
+        fitting its seed model take seconds, a download longer), so the interface stays free."""
         c = self.controls
-        try:
-            self._task = load_task(c["task"].value, seed=0, lam=c["lam"].value,
-                                   data_dir=self.data_dir if TASKS[c["task"].value].needs_files
-                                   else None, allow_download=False)
+        with self._task_lock:
+            self._generation += 1
+            job = (self._generation, c["task"].value, c["lam"].value, c["lam_cv"].value)
+            name = job[1]
             c["lam"].disabled = c["lam_cv"].value
-            self._seed = fit_seed_model(self._task, lam="cv" if c["lam_cv"].value else None)
-        except ExplorerError as exc:
-            self._task = self._seed = None
-            self.seed_info.value = ""
-            self._show_error(str(exc))
+            if name in self._unavailable:
+                self._show_unavailable(name)
+            elif TASKS[name].dataset is None:
+                try:
+                    self._show_task(*self._fit(job))
+                except ExplorerError as exc:
+                    self._no_task("", str(exc))
+                    self._show_error(str(exc))
+            else:
+                self._no_task(*self._loading(name, self._needs_download(name)))
+                threading.Thread(target=self._load_job, args=(job,), daemon=True).start()
+
+    @staticmethod
+    def _loading(name: str, downloading: bool) -> tuple[str, str]:
+        """What the seed box says while a task's data loads, and what Run says."""
+        dataset = TASKS[name].dataset
+        if downloading:
+            return (f"Downloading {dataset.name} ({dataset.download_mb} MB) into the cache; the "
+                    f"seed model appears when it has arrived.",
+                    f"{dataset.name} is still downloading; wait for the seed model to appear, "
+                    f"or choose another task.")
+        return (f"Reading {dataset.name} and fitting the seed model…",
+                f"{name} is still loading; wait for the seed model to appear, or choose another "
+                f"task.")
+
+    def _fit(self, job: tuple):
+        _, name, lam, lam_cv = job
+        task = load_task(name, seed=0, lam=lam, allow_download=False,
+                         data_dir=self.data_dir if TASKS[name].needs_files else None)
+        return task, fit_seed_model(task, lam="cv" if lam_cv else None)
+
+    def _load_job(self, job: tuple) -> None:
+        """A file-based task, in a background thread: download its data into the cache if it is
+        not on this machine, read it and fit the seed model; show it if still chosen."""
+        name = job[1]
+        dataset = TASKS[name].dataset
+        try:
+            if self._needs_download(name):
+                with self._download_locks[dataset.name]:  # one download per dataset
+                    if name in self._unavailable:  # another task's attempt just failed
+                        raise DataUnavailable(f"{dataset.name} could not be downloaded.")
+                    if self._needs_download(name):  # not fetched meanwhile for another task
+                        dataset.fetch()
+                self._relabel_tasks()
+                self._if_current(job, self._no_task, self._loading(name, False))
+            task, seed = self._fit(job)
+        except Exception as exc:
+            if isinstance(exc, DataUnavailable) or self._needs_download(name):
+                if not isinstance(exc, ExplorerError):
+                    traceback.print_exc()
+                with self._task_lock:  # every task of this dataset
+                    self._unavailable |= {n for n, spec in TASKS.items()
+                                          if spec.dataset is dataset}
+                    self._relabel_tasks()
+                    self._if_current(job, self._show_unavailable, (name,))
+                return
+            message = str(exc) if isinstance(exc, ExplorerError) else f"unexpected error: {exc}"
+            if not isinstance(exc, ExplorerError):
+                traceback.print_exc()
+            self._if_current(job, self._task_failed, (message,))
             return
+        self._if_current(job, self._show_task, (task, seed))
+
+    def _if_current(self, job: tuple, show, args: tuple) -> None:
+        """``show(*args)`` unless another task or λ was chosen since ``job`` started."""
+        with self._task_lock:
+            if job[0] == self._generation:
+                show(*args)
+
+    def _no_task(self, note: str, problem: str) -> None:
+        """No seed model for now: ``note`` (HTML) in the seed box, ``problem`` for Run."""
+        self._task = self._seed = None
+        self._market = []
+        self._task_problem = problem
+        self.seed_info.value = f"<div style='max-width:370px'>{note}</div>" if note else ""
+        self.preview.value = ""
+        self._show_error("")
+
+    def _task_failed(self, message: str) -> None:
+        self._no_task("", message)
+        self._show_error(message)
+
+    def _show_unavailable(self, name: str) -> None:
+        dataset = TASKS[name].dataset.name
+        where = (f"{self.data_dir} holds no {dataset} files" if self.data_dir is not None else
+                 f"{dataset} is not on this server and could not be downloaded")
+        sentence = f"{name} is unavailable: {where}; choose another task."
+        self._no_task(f"<span style='color:#b00020'>{html.escape(sentence)}</span>", sentence)
+
+    def _show_task(self, task, seed) -> None:
+        c = self.controls
+        self._task, self._seed, self._task_problem = task, seed, ""
         s = self._seed
         chosen = (f"λ chosen by 5-fold cross-validation: <b>{s.lam:.3g}</b><br>"
                   if s.lam_choice is not None else "")
@@ -338,7 +483,8 @@ class ExplorerApp:
 
     def _job(self) -> None:
         if self._seed is None or not self._market:
-            raise ExplorerError("choose a task and a market that can be built first.")
+            raise ExplorerError(self._task_problem if self._seed is None and self._task_problem
+                                else NO_TASK)
         opts = self._options()
         if not opts["appraisers"]:
             raise ExplorerError("choose at least one appraiser.")

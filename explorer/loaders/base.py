@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,3 +29,13 @@ def cache_dir(name: str) -> Path:
     root = (os.environ.get("APPRAISAL_EXPLORER_CACHE")
             or Path.home() / ".cache" / "appraisal-explorer")
     return Path(root) / name
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset read from files: where it already is on this machine, and how to download it."""
+
+    name: str
+    download_mb: int  # the size of the download
+    find: Callable[[], Path | None]  # a local copy (shared folder or cache), by file names only
+    fetch: Callable[[], Path]  # download into the cache; DataUnavailable when that fails

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.errors import ExplorerError
-from explorer.loaders.base import RawData, cache_dir
+from explorer.errors import DataUnavailable, ExplorerError
+from explorer.loaders.base import Dataset, RawData, cache_dir
 from explorer.loaders.download import download
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -26,34 +26,51 @@ def _batch_dir(directory: Path) -> Path | None:
     return None
 
 
-def cifar_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
-    """The directory holding data_batch_* and test_batch; download into the cache if needed."""
-    hint = ("put the CIFAR-10 python batches (data_batch_1..5, test_batch) in a directory and "
-            "pass it with --data-dir")
-    if data_dir is not None:
-        found = _batch_dir(Path(data_dir))
-        if found is None:
-            raise ExplorerError(f"{data_dir} holds no CIFAR-10 python batches; {hint}.")
-        return found
+HINT = ("put the CIFAR-10 python batches (data_batch_1..5, test_batch) in a directory and pass "
+        "it with --data-dir")
+
+
+def local_cifar_dir() -> Path | None:
+    """The cache's CIFAR-10 batches, or None; looks at file names only, so it answers at once."""
+    return _batch_dir(cache_dir("cifar10"))
+
+
+def download_cifar10() -> Path:
+    """Download CIFAR-10's python batches into the cache and unpack them; their directory."""
     cache = cache_dir("cifar10")
-    found = _batch_dir(cache)
-    if found is not None:
-        return found
-    if not allow_download:
-        raise ExplorerError(f"no CIFAR-10 batches in {cache}; {hint}.")
     archive = cache / "cifar-10-python.tar.gz"
     try:
         download(os.environ.get("APPRAISAL_EXPLORER_CIFAR_URL", URL), archive, timeout=300)
     except ExplorerError as exc:
-        raise ExplorerError(f"no CIFAR-10 batches found and the download failed "
-                            f"({exc.__cause__}); {hint}, or into {cache}.") from exc
-    with tarfile.open(archive) as tar:
-        tar.extractall(cache, filter="data")
-    archive.unlink()
+        raise DataUnavailable(f"no CIFAR-10 batches found and the download failed "
+                              f"({exc.__cause__}); {HINT}, or into {cache}.") from exc
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(cache, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataUnavailable(f"the downloaded CIFAR-10 archive could not be unpacked ({exc}); "
+                              f"{HINT}.") from exc
+    finally:
+        archive.unlink(missing_ok=True)
     found = _batch_dir(cache)
     if found is None:
-        raise ExplorerError(f"the CIFAR-10 archive did not hold the python batches; {hint}.")
+        raise DataUnavailable(f"the CIFAR-10 archive did not hold the python batches; {HINT}.")
     return found
+
+
+def cifar_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+    """The directory holding data_batch_* and test_batch; download into the cache if needed."""
+    if data_dir is not None:
+        found = _batch_dir(Path(data_dir))
+        if found is None:
+            raise DataUnavailable(f"{data_dir} holds no CIFAR-10 python batches; {HINT}.")
+        return found
+    found = local_cifar_dir()
+    if found is not None:
+        return found
+    if not allow_download:
+        raise DataUnavailable(f"no CIFAR-10 batches in {cache_dir('cifar10')}; {HINT}.")
+    return download_cifar10()
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +100,9 @@ def load_cifar10(data_dir: str | os.PathLike | None = None,
         return RawData(X, np.concatenate([p[1] for p in parts]), names, CLASSES)
 
     return raw(TRAIN_BATCHES), raw(("test_batch",))
+
+
+CIFAR10 = Dataset("CIFAR-10", download_mb=163, find=local_cifar_dir, fetch=download_cifar10)
 
 
 def write_batch(path: Path, X: np.ndarray, y: np.ndarray) -> None:

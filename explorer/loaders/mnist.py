@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.errors import ExplorerError
-from explorer.loaders.base import RawData, cache_dir
+from explorer.errors import DataUnavailable, ExplorerError
+from explorer.loaders.base import Dataset, RawData, cache_dir
 from explorer.loaders.download import download
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -61,25 +61,24 @@ def default_dirs() -> list[Path]:
     return dirs
 
 
-def mnist_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
-    """The directory to read: ``data_dir``, else a shared copy, else the cache (downloading)."""
-    hint = ("put t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (and optionally the "
-            "train- files) in a directory and pass it with --data-dir")
-    if data_dir is not None:
-        d = Path(data_dir)
-        if not d.is_dir():
-            raise ExplorerError(f"MNIST directory {d} does not exist; {hint}.")
-        if not _pairs(d):
-            raise ExplorerError(f"MNIST directory {d} holds no IDX image/label pair; {hint}.")
-        return d
-    for d in default_dirs():
+HINT = ("put t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (and optionally the train- "
+        "files) in a directory and pass it with --data-dir")
+
+
+def local_mnist_dir() -> Path | None:
+    """A shared copy of MNIST on this machine, else the cache if it holds MNIST, else None.
+
+    Looks at file names only (nothing is read or downloaded), so it answers at once.
+    """
+    for d in (*default_dirs(), cache_dir("mnist")):
         if d.is_dir() and _pairs(d):
             return d
+    return None
+
+
+def download_mnist() -> Path:
+    """Download MNIST's four files into the cache (a file already there is kept); the cache."""
     cache = cache_dir("mnist")
-    if cache.is_dir() and _pairs(cache):
-        return cache
-    if not allow_download:
-        raise ExplorerError(f"no MNIST files found in {cache}; {hint}.")
     base = os.environ.get("APPRAISAL_EXPLORER_MNIST_URL", MIRROR)
     try:
         for split in SPLITS:
@@ -87,9 +86,26 @@ def mnist_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = 
                 name = f"{split}-{kind}-idx{ndim}-ubyte.gz"
                 download(base + name, cache / name)
     except ExplorerError as exc:
-        raise ExplorerError(f"no MNIST files found and the download failed ({exc.__cause__}); "
-                            f"{hint}, or into {cache}.") from exc
+        raise DataUnavailable(f"no MNIST files found and the download failed ({exc.__cause__}); "
+                              f"{HINT}, or into {cache}.") from exc
     return cache
+
+
+def mnist_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+    """The directory to read: ``data_dir``, else a shared copy, else the cache (downloading)."""
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise DataUnavailable(f"MNIST directory {d} does not exist; {HINT}.")
+        if not _pairs(d):
+            raise DataUnavailable(f"MNIST directory {d} holds no IDX image/label pair; {HINT}.")
+        return d
+    found = local_mnist_dir()
+    if found is not None:
+        return found
+    if not allow_download:
+        raise DataUnavailable(f"no MNIST files found in {cache_dir('mnist')}; {HINT}.")
+    return download_mnist()
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> RawData:
@@ -109,6 +125,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool =
     side = int(round(np.sqrt(X.shape[1])))
     return RawData(X, y, tuple(f"pixel_{i // side}_{i % side}" for i in range(X.shape[1])),
                    tuple(str(i) for i in range(10)))
+
+
+MNIST = Dataset("MNIST", download_mb=12, find=local_mnist_dir, fetch=download_mnist)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
