@@ -197,8 +197,9 @@ def part_wdbc(args) -> None:
                          seed=args.seed)
     seed_facts("wdbc", task, seed, market, "label-noise", 0.5)
     truth = market_utilities(seed, market) if args.truth else no_truth(market)
-    names = APPRAISERS if not args.skip_finetune else APPRAISERS[:2]
+    names = APPRAISERS if not args.skip_finetune else ("influence", "gradient-norm", "newton")
     totals = appraise("wdbc", seed, market, names, args.timeout, truth)
+    verification_cost("wdbc", seed, market, args.timeout)
     if not args.skip_separate:
         batched_vs_separate(seed, market, args.timeout, args.separate, args.separate_budget)
     if "finetune" in totals:
@@ -222,7 +223,8 @@ def part_mnist(args) -> None:
     market = make_market(task, "label-noise", n, 500, max_level=0.5, seed=args.seed)
     seed_facts("mnist", task, seed, market, "label-noise", 0.5)
     truth = market_utilities(seed, market) if args.truth else no_truth(market)
-    totals = appraise("mnist", seed, market, APPRAISERS[:2], args.timeout, truth)
+    totals = appraise("mnist", seed, market, ("influence", "gradient-norm", "newton"),
+                      args.timeout, truth)
     if args.skip_finetune:
         return
 
@@ -248,6 +250,25 @@ def part_mnist(args) -> None:
         inf = appraise(f"mnist[{n_ft}]", seed, sub, ["influence"], args.timeout,
                        sub_truth)["influence"]
     figure4("mnist", inf, ft)
+    nt = totals["newton"]
+    print(f"mnist newton vs 16-step finetune, per candidate: encrypted "
+          f"{secs(nt['private'] / nt['n'])} vs {secs(ft['private'] / ft['n'])}, "
+          f"{mb(nt['bytes'] / nt['n'])} vs {mb(ft['bytes'] / ft['n'])} (target: newton cheaper)",
+          flush=True)
+
+
+def verification_cost(label: str, seed, market, timeout: float) -> None:
+    """Influence with and without verification (two independently shared copies)."""
+    rows = {}
+    for verify in (False, True):
+        appraiser = CONFIG.with_(backend="crypten", verify=verify, timeout=timeout)
+        frame = appraise_market(seed, market, [appraiser.build("influence")], no_truth(market))
+        rows[verify] = costs(frame)
+    off, on = rows[False], rows[True]
+    print(f"{label} influence verification: unverified {secs(off['private'])} "
+          f"{mb(off['bytes'])} {off['rounds']:.0f} rounds; verified {secs(on['private'])} "
+          f"{mb(on['bytes'])} {on['rounds']:.0f} rounds (x{on['private'] / off['private']:.2f} "
+          f"time, x{on['bytes'] / off['bytes']:.2f} bytes)", flush=True)
 
 
 def main() -> None:
