@@ -27,6 +27,7 @@ from explorer.appraisers.config import (
 )
 from explorer.errors import ExplorerError
 from explorer.experiments import appraise_market, rank_correlations
+from explorer.ledger import Budget
 from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
 from explorer.output import check_output_file, ensure_directory, write_atomic
@@ -124,6 +125,7 @@ def _add_private_options(p: argparse.ArgumentParser) -> None:
                    "only whether value > --threshold")
     g.add_argument("--threshold", type=_float, default=0.0, help="the model owner's "
                    "threshold in bit mode")
+    _add_budget_options(g)
     g.add_argument("--timeout", type=_float, default=600.0, help="seconds before a private "
                    "session is stopped")
 
@@ -200,12 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
                        help="TTP (needs the dealer) or TFP")
         r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
+        _add_budget_options(r)
     mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
     for r in (mo, dow, dealer):
         r.add_argument("--session-key-file", help="the session key shared out of band (else "
                        "the environment variable APPRAISAL_SESSION_KEY)")
     return parser
+
+
+def _add_budget_options(p) -> None:
+    for what in ("sessions", "values", "bits"):
+        p.add_argument(f"--budget-{what}", type=_int, help=f"the query ledger: refuse a "
+                       f"session that would take the {what} revealed to this counterparty "
+                       f"past this number (real parties only; default: count, never refuse)")
 
 
 def _add_hyper_parameters(p: argparse.ArgumentParser) -> None:
@@ -226,7 +236,10 @@ def _config(args, names=None) -> AppraiserConfig:
                    "precision_bits": args.precision_bits, "provider": args.provider,
                    "reveal": getattr(args, "reveal", "value"),
                    "threshold": getattr(args, "threshold", 0.0),
-                   "timeout": getattr(args, "timeout", 600.0)}
+                   "timeout": getattr(args, "timeout", 600.0),
+                   "budget": Budget(getattr(args, "budget_sessions", None),
+                                    getattr(args, "budget_values", None),
+                                    getattr(args, "budget_bits", None))}
     return AppraiserConfig(
         names=names or args.appraisers, backend=getattr(args, "backend", "crypten"),
         lr=getattr(args, "lr", 0.1), steps=getattr(args, "steps", 16),
@@ -288,7 +301,18 @@ def cmd_appraise(args) -> int:
                   f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent, "
                   f"{g.rounds.sum():.0f} rounds ({args.mode}, {args.provider}, "
                   f"{args.precision_bits} bits, reveal {args.reveal})")
+        print(_ledger_line(appraisers))
     return 0
+
+
+def _ledger_line(appraisers) -> str:
+    counts = [a.ledger_counts_ for a in appraisers if hasattr(a, "ledger_counts_")]
+    if not counts:
+        return ("ledger: off (simulated mode: one process plays both parties, nothing is "
+                "revealed to anyone else)")
+    c = counts[-1]
+    return (f"ledger: {c['sessions']} sessions, {c['values']} values and {c['bits']} bits "
+            f"revealed to this counterparty so far (both roles count; see README)")
 
 
 def cmd_sample_candidate(args) -> int:

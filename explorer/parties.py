@@ -21,6 +21,7 @@ from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.errors import ExplorerError
+from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.launcher import (
     LaunchError,
     SessionKeyError,
@@ -163,6 +164,13 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> Pa
         raise _session_error(exc, role(rank)) from exc
 
 
+def _spend(role_: str, key: bytes, mpc, n: int) -> dict[str, int]:
+    """Count this session in the party's own query ledger, or refuse it (before computing);
+    the counterparty is the session key's fingerprint."""
+    revealed = {"bits" if mpc.reveal == "bit" else "values": n * (2 if mpc.verify else 1)}
+    return Ledger().spend(role_, fingerprint(key), mpc.budget, **revealed)
+
+
 def _private(appraiser: Appraiser) -> None:
     if appraiser.backend != "crypten" or appraiser.mpc.mode != "parties":
         raise ExplorerError("a party runs a private appraiser between real parties; build it "
@@ -179,6 +187,7 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) ->
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
+    _spend("model owner", key, mpc, len(sizes))
     return _run(0, spec, mo, mpc.provider, key)
 
 
@@ -196,6 +205,7 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                     n_test=enc["n_test"], lam=enc["lam"])
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
+    _spend("data owner", key, mpc, len(candidates))
     return _run(1, spec, candidate_batch(standardised, public.n_outputs), mpc.provider, key)
 
 

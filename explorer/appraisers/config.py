@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from explorer.errors import ExplorerError
+from explorer.ledger import Budget
 
 APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
 BACKENDS = ("plaintext", "crypten")
@@ -150,9 +151,12 @@ class MPCOptions:
     threshold: float = 0.0
     timeout: float = 600.0
     verify: bool = True  # every value twice, from independent sharings (README)
+    budget: Budget = field(default_factory=Budget)  # the query ledger's limits (real parties)
 
     def __post_init__(self) -> None:
-        check_params(asdict(self))
+        check_params({k: v for k, v in asdict(self).items() if k != "budget"})
+        if not isinstance(self.budget, Budget):
+            raise ExplorerError("budget must be an explorer.ledger.Budget.")
         if self.mode == "simulated" and self.provider == "TTP":
             raise ExplorerError("simulated mode runs one process and has no dealer; use "
                                 "provider TFP or mode parties.")
@@ -182,6 +186,7 @@ class AppraiserConfig:
     threshold: float = 0.0
     timeout: float = 600.0
     verify: bool = True
+    budget: Budget = field(default_factory=Budget)
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. influence's solver
 
     def __post_init__(self) -> None:
@@ -196,7 +201,7 @@ class AppraiserConfig:
 
     def mpc_options(self):
         return MPCOptions(self.mode, self.precision_bits, self.provider, self.reveal,
-                          self.threshold, self.timeout, self.verify)
+                          self.threshold, self.timeout, self.verify, self.budget)
 
     def hyper_parameters(self, name: str) -> dict:
         """The constructor arguments of appraiser ``name`` (besides backend and MPC)."""

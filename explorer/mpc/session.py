@@ -13,6 +13,7 @@ from explorer.appraisers.base import Appraiser, Progress
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
 from explorer.appraisers.config import MPCOptions
 from explorer.errors import Cancelled, ExplorerError
+from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import (
     LaunchCancelled,
@@ -110,6 +111,18 @@ def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
     return spec, mo, candidate_batch(checked, public.n_outputs)
 
 
+def _ledger(appraiser: Appraiser) -> tuple[Ledger | None, str]:
+    """The query ledger of a run between real parties, and the counterparty's fingerprint;
+    (None, "") for simulated mode, where one process plays both parties (teaching runs)."""
+    if appraiser.mpc.mode != "parties":
+        return None, ""
+    public = appraiser.public([1])
+    return Ledger(), fingerprint({"local": True, "appraiser": public.appraiser,
+                                  "features": public.n_features, "outputs": public.n_outputs,
+                                  "seed": public.n_seed, "test": public.n_test,
+                                  "lam": public.lam})
+
+
 # A session is repeated for the candidates whose two copies disagree, at most this often.
 RETRIES = 2
 
@@ -129,12 +142,19 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
     options: MPCOptions = appraiser.mpc
     n = len(candidates)
     values = np.full(n, np.nan)
+    ledger, counterparty = _ledger(appraiser)
     todo = list(range(n))
     cost = {"private": 0.0, "bytes": 0, "rounds": 0, "wall": 0.0, "prep": 0.0, "sessions": 0}
     for _ in range(RETRIES + 1):
         start = time.perf_counter()
         spec, mo, batch = session_inputs(appraiser, [candidates[i] for i in todo])
         cost["prep"] += time.perf_counter() - start
+        if ledger is not None:  # both roles are played here: each counts what it reveals
+            revealed = {"bits" if options.reveal == "bit" else "values":
+                        len(todo) * spec.copies}
+            for role_ in ("model owner", "data owner"):
+                appraiser.ledger_counts_ = ledger.spend(role_, counterparty, options.budget,
+                                                        **revealed)
 
         def heartbeat(elapsed: float) -> None:
             if progress:
