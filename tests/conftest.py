@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -5,6 +6,19 @@ import pytest
 
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_ledger(tmp_path_factory):
+    """Private runs between real parties count what they reveal in the user's cache: keep the
+    tests' counts out of the real one."""
+    before = os.environ.get("APPRAISAL_EXPLORER_CACHE")
+    os.environ["APPRAISAL_EXPLORER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("APPRAISAL_EXPLORER_CACHE")
+    else:
+        os.environ["APPRAISAL_EXPLORER_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
