@@ -13,6 +13,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from explorer import model
+from explorer.constraints import check_params
 from explorer.errors import ConvergenceWarning, ExplorerError
 from explorer.tasks import Task
 
@@ -145,6 +146,10 @@ def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8
     ``lam`` is the L2 strength (default ``task.lam``), or ``"cv"`` to choose it by
     cross-validation on the seed set (``choose_lam``; the result is kept as ``lam_choice``).
     """
+    if not isinstance(task, Task):
+        raise ExplorerError(f"fit_seed_model takes a Task from load_task, got "
+                            f"{type(task).__name__}.")
+    check_params({"tol": tol, "max_iter": max_iter})
     choice = None
     if isinstance(lam, str):
         if lam != "cv":
@@ -153,6 +158,7 @@ def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8
         choice = choose_lam(task.X_train, task.y_train, task.n_classes)
         lam = choice.lam
     lam = task.lam if lam is None else lam
+    check_params({"lam": lam})
     X_tr, y_tr = model.as_features(task.X_train), model.as_labels(task.y_train)
     res = model.fit(X_tr, y_tr, task.n_classes, lam, tol=tol, max_iter=max_iter)
     return SeedModel(theta=res.theta, lam=float(lam), n_classes=task.n_classes, X_train=X_tr,
