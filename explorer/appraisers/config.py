@@ -1,5 +1,6 @@
 """One configuration object builds appraisers for the CLI, the dashboard, reproduce, experiments
-and benchmarks, and one table of constraints validates every parameter, once, at the boundary.
+and benchmarks, and one table of constraints (explorer.constraints, re-exported here) validates
+every parameter, once, at the boundary.
 """
 
 from __future__ import annotations
