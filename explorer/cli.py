@@ -11,15 +11,17 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
-from explorer.appraisers.config import (
+from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig, parse_appraiser_names
+from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, DEFAULT_PRECISION_BITS
+from explorer.constraints import (
     BACKENDS,
-    DEFAULT_NEWTON_STEPS,
-    DEFAULT_PRECISION_BITS,
+    CONSTRAINTS,
+    LABELS,
     MODES,
     PRECONDITIONERS,
     PROVIDERS,
@@ -30,8 +32,9 @@ from explorer.experiments import appraise_market, rank_correlations
 from explorer.ledger import Budget
 from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, Candidate, make_market
-from explorer.output import check_output_file, ensure_directory, write_atomic
+from explorer.output import check_output_directory, check_output_file, write_atomic
 from explorer.parties import (
+    check_environment,
     encoding,
     read_encoding,
     run_data_owner,
@@ -55,21 +58,29 @@ class _Parser(argparse.ArgumentParser):
         raise ExplorerError(f"{message} (see {self.prog} --help).")
 
 
-def _int(text: str) -> int:
+def _number(text: str, whole: bool) -> float | int:
+    """A whole or finite number from the command line (the table decides its range)."""
     try:
-        return int(text)
+        return int(text) if whole else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {'a whole number' if whole else 'a number'}"
+                                         f", got {text!r}") from None
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+def _option(name: str, whole: bool):
+    """The argparse type of parameter ``name``: parsed, then checked against CONSTRAINTS."""
+    def parse(text: str):
+        value = _number(text, whole)
+        if not whole and not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if not CONSTRAINTS[name].ok(value):
+            label = LABELS[name].split(" (")[0]
+            raise argparse.ArgumentTypeError(f"{label} must be {CONSTRAINTS[name].describe()}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
 def _lam(text: str) -> float | str:
@@ -79,8 +90,9 @@ def _lam(text: str) -> float | str:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number or cv, got {text!r}")
+    if not CONSTRAINTS["lam"].ok(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number or cv, got {text!r} (lam "
+                                         f"is {CONSTRAINTS['lam'].describe()})")
     return value
 
 
@@ -95,39 +107,135 @@ def _flip(text: str) -> tuple[int, int] | str:
     return a, b
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, such as "
+                                         f"30,30, got {text!r}") from None
+    if not all(CONSTRAINTS["sizes"].ok(n) for n in sizes):
+        raise argparse.ArgumentTypeError(f"expected each size to be "
+                                         f"{CONSTRAINTS['sizes'].describe()}, got {text!r}")
+    return sizes
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help=f"seed task: {', '.join(TASKS)}")
-    p.add_argument("--data-dir", help="directory with the task's files (mnist: IDX files; "
-                   "cifar-planecar: the python batches)")
-    p.add_argument("--seed", type=_int, default=0, help="seed for every random choice")
+    p.add_argument("--data-dir", type=_path, help="directory with the task's files (mnist: IDX "
+                   "files; cifar-planecar: the python batches)")
+    p.add_argument("--seed", type=_option("seed", whole=True), default=0,
+                   help="seed for every random choice (0 .. 2^32 - 1)")
     p.add_argument("--lam", type=_lam, help="L2 strength of the seed model, or cv to choose it "
                    "by 5-fold cross-validated log-loss on the seed set alone (task default "
                    "otherwise; see README)")
-    p.add_argument("--drop-features", type=_int, default=0,
+    p.add_argument("--drop-features", type=_option("drop_features", whole=True), default=0,
                    help="drop this many random feature columns from the whole task")
 
 
-def _add_private_options(p: argparse.ArgumentParser) -> None:
+def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The MPC options; without ``defaults`` they stay None when not given (see
+    APPRAISE_DEFAULTS)."""
+    def default(value):
+        return value if defaults else None
+
     g = p.add_argument_group("private appraisal (--backend crypten)")
     g.add_argument("--backend", default="plaintext", choices=BACKENDS, help="plaintext, or "
                    "crypten: secure multi-party computation between the model owner and the "
                    "data owner")
-    g.add_argument("--mode", default="parties", choices=MODES, help="parties: one OS process "
-                   "per party (and "
-                   "the dealer) on this machine; simulated: one process, no real secret sharing "
-                   "(for teaching and fast checks)")
-    g.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS,
+    g.add_argument("--mode", default=default("parties"), choices=MODES, help="parties: one OS "
+                   "process per party (and the dealer) on this machine; simulated: one "
+                   "process, no real secret sharing (for teaching and fast checks)")
+    g.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
+                   default=default(DEFAULT_PRECISION_BITS),
                    help="fixed-point fractional bits (default 16; the paper's 24 makes "
                    "CrypTen's two-party truncation fail now and then on large data, see README)")
-    g.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
+    g.add_argument("--provider", default=default("TTP"), choices=tuple(PROVIDERS),
                    help="TTP: " + PROVIDERS["TTP"] + "; TFP: " + PROVIDERS["TFP"])
-    g.add_argument("--reveal", default="value", choices=REVEALS, help="value, or bit: reveal "
-                   "only whether value > --threshold")
-    g.add_argument("--threshold", type=_float, default=0.0, help="the model owner's "
-                   "threshold in bit mode")
+    g.add_argument("--reveal", default=default("value"), choices=REVEALS, help="value, or bit: "
+                   "reveal only whether value > --threshold")
+    g.add_argument("--threshold", type=_option("threshold", whole=False),
+                   default=default(0.0), help="the model owner's threshold in bit mode")
     _add_budget_options(g)
-    g.add_argument("--timeout", type=_float, default=600.0, help="seconds before a private "
-                   "session is stopped")
+    g.add_argument("--timeout", type=_option("timeout", whole=False), default=default(600.0),
+                   help="seconds before a private session is stopped")
+
+
+def _add_budget_options(p) -> None:
+    for what in ("sessions", "values", "bits"):
+        p.add_argument(f"--budget-{what}", type=_option("budget_count", whole=True),
+                       help=f"the query ledger: refuse a session that would take the {what} "
+                       f"revealed to this counterparty past this number (real parties only; "
+                       f"default: count, never refuse)")
+
+
+def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    def default(value):
+        return value if defaults else None
+
+    p.add_argument("--lr", type=_option("lr", whole=False), default=default(0.1),
+                   help="fine-tuning learning rate")
+    p.add_argument("--steps", type=_option("steps", whole=True), default=default(16),
+                   help="fine-tuning steps")
+    p.add_argument("--newton-steps", type=_option("newton_steps", whole=True),
+                   default=default(DEFAULT_NEWTON_STEPS),
+                   help="newton: safeguarded Newton steps K")
+    p.add_argument("--preconditioner", default=default("auto"), choices=PRECONDITIONERS,
+                   help="newton: the seed Hessian's inverse, dense or Kronecker-factored "
+                   "(auto: dense for two classes or up to 1,000 parameters)")
+
+
+# appraise's options that mean something only beside another choice, with their defaults: given
+# where they would do nothing, they are refused rather than silently ignored.
+APPRAISE_DEFAULTS = {
+    "corruption": "none", "candidates": 10, "size": 100, "max_level": 1.0, "min_level": 0.0,
+    "flip": None, "target_class": 0, "lr": 0.1, "steps": 16, "batch_size": None,
+    "newton_steps": DEFAULT_NEWTON_STEPS, "preconditioner": "auto", "mode": "parties",
+    "provider": "TTP", "reveal": "value", "precision_bits": DEFAULT_PRECISION_BITS,
+    "threshold": 0.0, "timeout": 600.0, "budget_sessions": None, "budget_values": None,
+    "budget_bits": None,
+}
+APPRAISE_APPLIES_ONLY = (
+    (("corruption", "candidates", "size", "max_level", "min_level"),
+     "to a synthetic market, not with --candidate-file", lambda a: a.candidate_file is None),
+    (("flip",), "with --corruption label-noise", lambda a: a.corruption == "label-noise"),
+    (("target_class",), "with --corruption imbalance", lambda a: a.corruption == "imbalance"),
+    (("lr", "steps", "batch_size"), "to the finetune appraiser",
+     lambda a: "finetune" in a.appraisers),
+    (("newton_steps", "preconditioner"), "to the newton appraiser",
+     lambda a: "newton" in a.appraisers),
+    (("mode", "provider", "reveal", "precision_bits", "timeout", "budget_sessions",
+      "budget_values", "budget_bits"), "with --backend crypten",
+     lambda a: a.backend == "crypten"),
+    (("threshold",), "with --reveal bit", lambda a: a.reveal == "bit"),
+)
+
+
+def _option_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _appraise_options(args) -> None:
+    """Refuse options that would be ignored, then fill in the defaults of the others."""
+    given = {k for k in APPRAISE_DEFAULTS if getattr(args, k) is not None}
+    for k, v in APPRAISE_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.appraisers = parse_appraiser_names(args.appraisers)
+    for options, where, applies in APPRAISE_APPLIES_ONLY:
+        idle = [_option_name(o) for o in options if o in given]
+        if idle and not applies(args):
+            raise ExplorerError(f"{', '.join(idle)} {'applies' if len(idle) == 1 else 'apply'} "
+                                f"only {where}; drop {'it' if len(idle) == 1 else 'them'}.")
+    if args.out is not None and args.candidate_file is not None \
+            and Path(args.out).resolve() == Path(args.candidate_file).resolve():
+        raise ExplorerError(f"--out {args.out} would overwrite the candidate file; write the "
+                            f"results elsewhere.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,115 +245,107 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("appraise", help="appraise a synthetic market or your own candidate file")
     _add_task_options(a)
-    a.add_argument("--corruption", default="none", help=f"one of {', '.join(CORRUPTIONS)}")
-    a.add_argument("--candidates", type=_int, default=10, help="number of candidates")
-    a.add_argument("--size", type=_int, default=100, help="samples per candidate")
-    a.add_argument("--max-level", type=_float, default=1.0, help="highest corruption level")
-    a.add_argument("--min-level", type=_float, default=0.0, help="lowest corruption level")
+    a.add_argument("--corruption", help=f"one of {', '.join(CORRUPTIONS)} (default none)")
+    a.add_argument("--candidates", type=_option("n_candidates", whole=True),
+                   help="number of candidates (default 10)")
+    a.add_argument("--size", type=_option("size", whole=True),
+                   help="samples per candidate (default 100)")
+    a.add_argument("--max-level", type=_option("max_level", whole=False),
+                   help="highest corruption level (default 1)")
+    a.add_argument("--min-level", type=_option("min_level", whole=False),
+                   help="lowest corruption level (default 0)")
     a.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
-    a.add_argument("--target-class", type=_int, default=0, help="imbalance: the class whose "
-                   "share the level sets")
+    a.add_argument("--target-class", type=_option("target_class", whole=True),
+                   help="imbalance: the class whose share the level sets (default 0)")
     a.add_argument("--appraisers", default="influence,gradient-norm,finetune",
                    help=f"comma-separated: {', '.join(APPRAISER_NAMES)}")
-    _add_hyper_parameters(a)
-    a.add_argument("--batch-size", type=_int, help="fine-tuning batch size (full batch if "
-                   "omitted)")
-    _add_private_options(a)
-    a.add_argument("--candidate-file", help="appraise your own dataset instead: a CSV with "
-                   "the task's feature columns in order and a label column (or .npz with X, y)")
-    a.add_argument("--out", help="write one CSV row per candidate and appraiser here")
+    _add_hyper_parameters(a, defaults=False)
+    a.add_argument("--batch-size", type=_option("batch_size", whole=True),
+                   help="fine-tuning batch size (full batch if omitted)")
+    _add_private_options(a, defaults=False)
+    a.add_argument("--candidate-file", type=_path, help="appraise your own dataset instead: a "
+                   "CSV with a header naming the task's feature columns and a label column (or "
+                   ".npz with X, y)")
+    a.add_argument("--out", type=_path, help="write one CSV row per candidate and appraiser "
+                   "here")
 
     s = sub.add_parser("sample-candidate", help="write a candidate dataset in the file format "
                        "--candidate-file reads (raw units)")
     _add_task_options(s)
     s.add_argument("--corruption", default="none", help=f"one of {', '.join(CORRUPTIONS)}")
-    s.add_argument("--level", type=_float, default=0.0, help="corruption level in [0, 1]")
-    s.add_argument("--size", type=_int, default=100, help="samples")
-    s.add_argument("--out", required=True, help="CSV file to write")
+    s.add_argument("--level", type=_option("level", whole=False), default=0.0,
+                   help="corruption level in [0, 1]")
+    s.add_argument("--size", type=_option("size", whole=True), default=100, help="samples")
+    s.add_argument("--out", type=_path, required=True, help="CSV file to write")
 
     sub.add_parser("tasks", help="list the seed tasks")
 
     r = sub.add_parser("reproduce", help="reproduce an artefact of the paper: CSV and HTML "
                        "figures into --out, headline figures beside the paper's")
     r.add_argument("artefact", choices=tuple(ARTEFACTS), help=f"one of {', '.join(ARTEFACTS)}")
-    r.add_argument("--out", required=True, help="directory for the CSV and HTML files (created "
-                   "if missing)")
-    r.add_argument("--seed", type=_int, default=0, help="base seed of the artefact's runs "
-                   "(run r uses seed + r), to check a figure on runs it was not tuned on")
+    r.add_argument("--out", type=_path, required=True, help="directory for the CSV and HTML "
+                   "files (created if missing)")
+    r.add_argument("--seed", type=_option("seed", whole=True), default=0, help="base seed of "
+                   "the artefact's runs (run r uses seed + r), to check a figure on runs it was "
+                   "not tuned on")
     r.add_argument("--quick", action="store_true", help="a reduced version (under a minute)")
-    r.add_argument("--data-dir", help="CIFAR-10 python batches for the plane-vs-car "
+    r.add_argument("--data-dir", type=_path, help="CIFAR-10 python batches for the plane-vs-car "
                    "artefacts (otherwise MNIST 3 vs 5 stands in)")
     _add_private_options(r)
 
     e = sub.add_parser("export-encoding", help="model owner: write the public encoding (feature "
                        "order and scaling, classes) a data owner needs for `party data-owner`")
     _add_task_options(e)
-    e.add_argument("--out", required=True, help="JSON file to write")
-    e.add_argument("--session-key-out", help="also write a fresh session key to this file "
-                   "(readable by you only); share it with the data owner and the dealer out "
-                   "of band")
+    e.add_argument("--out", type=_path, required=True, help="JSON file to write")
+    e.add_argument("--session-key-out", type=_path, help="also write a fresh session key to "
+                   "this file (readable by you only); share it with the data owner and the "
+                   "dealer out of band")
 
     p = sub.add_parser("party", help="run one party of a private appraisal on this machine, "
                        "with RENDEZVOUS, WORLD_SIZE=2 and RANK set (see README)")
     roles = p.add_subparsers(dest="role", required=True, parser_class=_Parser)
     mo = roles.add_parser("model-owner", help="RANK=0: the model owner")
     _add_task_options(mo)
-    mo.add_argument("--sizes", required=True, help="the agreed candidate sizes, e.g. 30,30")
+    mo.add_argument("--sizes", type=_sizes, required=True,
+                    help="the agreed candidate sizes, e.g. 30,30")
     dow = roles.add_parser("data-owner", help="RANK=1: the data owner")
-    dow.add_argument("--encoding", required=True, help="the model owner's encoding file")
-    dow.add_argument("--candidate-file", action="append", required=True,
+    dow.add_argument("--encoding", type=_path, required=True,
+                     help="the model owner's encoding file")
+    dow.add_argument("--candidate-file", type=_path, action="append", required=True,
                      help="a candidate dataset (repeat for several)")
     for r in (mo, dow):
         r.add_argument("--appraiser", default="influence", choices=APPRAISER_NAMES)
         _add_hyper_parameters(r)
-        r.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS)
+        r.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
+                       default=DEFAULT_PRECISION_BITS)
         r.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
                        help="TTP (needs the dealer) or TFP")
         r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
         _add_budget_options(r)
-    mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
+    mo.add_argument("--threshold", type=_option("threshold", whole=False), default=0.0,
+                    help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
     for r in (mo, dow, dealer):
-        r.add_argument("--session-key-file", help="the session key shared out of band (else "
-                       "the environment variable APPRAISAL_SESSION_KEY)")
+        r.add_argument("--session-key-file", type=_path, help="the session key shared out of "
+                       "band (else the environment variable APPRAISAL_SESSION_KEY)")
     return parser
 
 
-def _add_budget_options(p) -> None:
-    for what in ("sessions", "values", "bits"):
-        p.add_argument(f"--budget-{what}", type=_int, help=f"the query ledger: refuse a "
-                       f"session that would take the {what} revealed to this counterparty "
-                       f"past this number (real parties only; default: count, never refuse)")
-
-
-def _add_hyper_parameters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lr", type=_float, default=0.1, help="fine-tuning learning rate")
-    p.add_argument("--steps", type=_int, default=16, help="fine-tuning steps")
-    p.add_argument("--newton-steps", type=_int, default=DEFAULT_NEWTON_STEPS,
-                   help="newton: safeguarded Newton steps K")
-    p.add_argument("--preconditioner", default="auto", choices=PRECONDITIONERS,
-                   help="newton: the seed Hessian's inverse, dense or Kronecker-factored "
-                   "(auto: dense for two classes or up to 1,000 parameters)")
-
-
 def _config(args, names=None) -> AppraiserConfig:
-    """The one AppraiserConfig of a command's options (validated by it)."""
-    private = {}
-    if getattr(args, "backend", "crypten") == "crypten":
-        private = {"mode": getattr(args, "mode", "parties"),
-                   "precision_bits": args.precision_bits, "provider": args.provider,
-                   "reveal": getattr(args, "reveal", "value"),
-                   "threshold": getattr(args, "threshold", 0.0),
-                   "timeout": getattr(args, "timeout", 600.0),
-                   "budget": Budget(getattr(args, "budget_sessions", None),
-                                    getattr(args, "budget_values", None),
-                                    getattr(args, "budget_bits", None))}
+    """The one AppraiserConfig of a command's options (validated by it, whatever the
+    backend)."""
     return AppraiserConfig(
         names=names or args.appraisers, backend=getattr(args, "backend", "crypten"),
         lr=getattr(args, "lr", 0.1), steps=getattr(args, "steps", 16),
         batch_size=getattr(args, "batch_size", None),
         newton_steps=getattr(args, "newton_steps", DEFAULT_NEWTON_STEPS),
-        preconditioner=getattr(args, "preconditioner", "auto"), **private)
+        preconditioner=getattr(args, "preconditioner", "auto"),
+        mode=getattr(args, "mode", "parties"), precision_bits=args.precision_bits,
+        provider=args.provider, reveal=getattr(args, "reveal", "value"),
+        threshold=getattr(args, "threshold", 0.0), timeout=getattr(args, "timeout", 600.0),
+        budget=Budget(getattr(args, "budget_sessions", None),
+                      getattr(args, "budget_values", None),
+                      getattr(args, "budget_bits", None)))
 
 
 def _task(args):
@@ -263,15 +363,16 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 
 def cmd_appraise(args) -> int:
+    _appraise_options(args)
     config = _config(args)
     appraisers = config.build_all()  # validate before the slow part
-    if args.out:
+    if args.out is not None:
         check_output_file(args.out)
     with config.warm_processes():  # party processes import while the task loads
         task = _task(args)
         if args.candidate_file:
-            X_raw, y = read_candidate_file(args.candidate_file, task.n_features,
-                                           task.class_names)
+            X_raw, y = read_candidate_file(args.candidate_file, task.feature_names,
+                                           task.class_names, mean=task.mean, scale=task.scale)
             candidates = [Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
                                     {"file": str(args.candidate_file)})]
         else:
@@ -284,7 +385,7 @@ def cmd_appraise(args) -> int:
               f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test "
               f"accuracy {seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
         results = appraise_market(seed, candidates, appraisers, progress=_progress())
-    if args.out:
+    if args.out is not None:
         _write_csv(results, args.out)
     if args.candidate_file:
         first = results.iloc[0]
@@ -350,33 +451,32 @@ def _print_party_report(name: str, report, reveal: str) -> None:
 
 
 def cmd_party(args) -> int:
-    key = session_key(args.session_key_file)
+    # files and options first, then the environment, the key last: before any networking
     if args.role == "dealer":
-        run_dealer(key)
+        check_environment(2)
+        run_dealer(session_key(args.session_key_file))
         return 0
     appraiser = _config(args, names=(args.appraiser,)).build(args.appraiser)
+    check_environment(0 if args.role == "model-owner" else 1)
     if args.role == "model-owner":
-        try:
-            sizes = tuple(int(v) for v in args.sizes.split(","))
-        except ValueError:
-            raise ExplorerError(f"--sizes takes whole numbers separated by commas, got "
-                                f"{args.sizes!r}.") from None
         task = _task(args)
         appraiser.fit(_seed(args, task))
-        report = run_model_owner(appraiser, sizes, key)
+        report = run_model_owner(appraiser, args.sizes, session_key(args.session_key_file))
     else:
         enc = read_encoding(args.encoding)
-        candidates = [read_candidate_file(f, len(enc["feature_names"]),
-                                          tuple(enc["class_names"]))
+        candidates = [read_candidate_file(f, tuple(enc["feature_names"]),
+                                          tuple(enc["class_names"]), mean=enc["mean"],
+                                          scale=enc["scale"])
                       for f in args.candidate_file]
-        report = run_data_owner(enc, appraiser, candidates, key)
+        report = run_data_owner(enc, appraiser, candidates,
+                                session_key(args.session_key_file))
     _print_party_report(appraiser.name, report, args.reveal)
     return 0
 
 
 def cmd_reproduce(args) -> int:
     config = _config(args, names=APPRAISER_NAMES)  # validates the options up front
-    ensure_directory(args.out)
+    check_output_directory(args.out)  # created when the results are written
     rep = reproduce(args.artefact, Options(config=config, quick=args.quick,
                                            data_dir=args.data_dir, seed=args.seed,
                                            progress=_progress()))
@@ -417,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code = commands[args.command](args)
     except ExplorerError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         code = 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted.", file=sys.stderr)

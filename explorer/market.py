@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from explorer.constraints import check_params, is_whole
 from explorer.errors import ExplorerError
 from explorer.tasks import Task
 
@@ -51,24 +52,25 @@ def levels(n_candidates: int, max_level: float, min_level: float = 0.0) -> np.nd
 
 
 def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float,
-           max_level: float) -> None:
-    if kind not in CORRUPTIONS:
+           max_level: float, seed: int, flip, target_class: int) -> None:
+    if not isinstance(task, Task):
+        raise ExplorerError(f"make_market takes a Task from load_task, got "
+                            f"{type(task).__name__}.")
+    if not isinstance(kind, str) or kind not in CORRUPTIONS:
         raise ExplorerError(f"unknown corruption {kind!r}; choose one of "
                             f"{', '.join(CORRUPTIONS)}.")
-    if not isinstance(n_candidates, (int, np.integer)) or n_candidates < 1:
-        raise ExplorerError(f"the number of candidates must be a positive integer, "
-                            f"got {n_candidates!r}.")
+    check_params({"n_candidates": n_candidates, "size": size, "max_level": max_level,
+                  "min_level": min_level, "seed": seed, "target_class": target_class})
     pool = len(task.y_pool)
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ExplorerError(f"the candidate size must be a positive integer, got {size!r}.")
     if size > pool:
         raise ExplorerError(f"a candidate of {size} samples is larger than the pool of {pool}; "
                             f"use --size {pool} or less.")
-    for name, value in (("max-level", max_level), ("min-level", min_level)):
-        if not (np.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ExplorerError(f"the {name} must be within [0, 1], got {value}.")
     if min_level > max_level:
         raise ExplorerError(f"the min-level {min_level} is above the max-level {max_level}.")
+    if not target_class < task.n_classes:
+        raise ExplorerError(f"target class {target_class} is not a class of task "
+                            f"{task.name!r} (0..{task.n_classes - 1}).")
+    _flip_pair(task, flip)
 
 
 def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: int = 100,
@@ -82,14 +84,11 @@ def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: in
     (label noise) is a class pair or "any" (default: the task's flip pair); ``target_class`` is the
     class whose share ``imbalance`` sets.
     """
-    _check(task, kind, n_candidates, size, min_level, max_level)
+    _check(task, kind, n_candidates, size, min_level, max_level, seed, flip, target_class)
     rng = np.random.default_rng([seed, 2])
     lv = np.zeros(n_candidates) if kind == "none" else levels(n_candidates, max_level, min_level)
     pool = len(task.y_pool)
     if kind == "imbalance":
-        if not 0 <= target_class < task.n_classes:
-            raise ExplorerError(f"target class {target_class} is not a class of task "
-                                f"{task.name!r} (0..{task.n_classes - 1}).")
         slices = [_imbalanced_indices(task, size, float(level), target_class, rng)
                   for level in lv]
     elif n_candidates * size <= pool:
@@ -130,8 +129,11 @@ def _flip_pair(task: Task, flip) -> tuple[int, int] | None:
     """The class pair to swap, or None for "any" label."""
     if flip is None:
         flip = task.flip_pair
-    if flip is None or flip == "any":
+    if flip is None or (isinstance(flip, str) and flip == "any"):
         return None
+    if isinstance(flip, str) or not isinstance(flip, (tuple, list)) or len(flip) != 2 \
+            or not all(is_whole(c) for c in flip):
+        raise ExplorerError(f"flip must be two classes such as (1, 7) or 'any', got {flip!r}.")
     a, b = (int(c) for c in flip)
     if a == b or not (0 <= a < task.n_classes and 0 <= b < task.n_classes):
         raise ExplorerError(f"flip pair {a},{b} must be two different classes of task "

@@ -11,18 +11,55 @@ from typing import IO
 from explorer.errors import ExplorerError
 
 
+def _probe_directory(directory: Path, what: str) -> None:
+    """Refuse a directory in which no new file can be created (creates and removes one)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".appraisal-explorer-probe."):
+            pass
+    except OSError as exc:
+        raise ExplorerError(f"cannot write to {directory} ({exc.strerror or exc}); choose "
+                            f"another place for {what}.") from None
+
+
 def check_output_file(path: str | os.PathLike) -> Path:
     """Refuse, before any work, a path that cannot receive a new file."""
     path = Path(path)
+    if not str(path).strip():
+        raise ExplorerError("the output file name is empty; name a file to write.")
     if path.is_dir():
         raise ExplorerError(f"{path} is a directory; name a file to write, e.g. "
                             f"{path / 'results.csv'}.")
+    if path.exists() and not path.is_file():
+        raise ExplorerError(f"{path} exists and is not a regular file; name a file to write.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ExplorerError(f"{path.parent} is a file, not a directory; name a file in a "
+                            f"directory.")
     if not path.parent.is_dir():
         raise ExplorerError(f"the output directory {path.parent} does not exist; create it "
                             f"first.")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise ExplorerError(f"the output directory {path.parent} is not writable; choose "
                             f"another place for {path.name}.")
+    _probe_directory(path.parent, path.name)
+    return path
+
+
+def check_output_directory(path: str | os.PathLike) -> Path:
+    """Refuse, before any work and without creating anything, a directory path that cannot be
+    created or written to."""
+    path = Path(path)
+    if not str(path).strip():
+        raise ExplorerError("the output directory name is empty; name a directory.")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ExplorerError(f"cannot create the output directory {path}: {existing} is a file; "
+                            f"choose another directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExplorerError(f"the directory {existing} is not writable; choose another output "
+                            f"directory than {path}.")
+    _probe_directory(existing, str(path))
     return path
 
 
@@ -45,7 +82,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) ->
     if not path.parent.is_dir():
         raise ExplorerError(f"the output directory {path.parent} does not exist; create it "
                             f"first.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ExplorerError(f"cannot write {path} ({exc.strerror or exc}); choose another "
+                            f"place.") from None
     try:
         # mkstemp makes the file private; results are meant to be shared like any new file
         umask = os.umask(0)
@@ -54,6 +95,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) ->
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise ExplorerError(f"cannot write {path} ({exc.strerror or exc}); choose another "
+                            f"place.") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +21,7 @@ import torch
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.config import DEFAULT_PRECISION_BITS
+from explorer.constraints import CONSTRAINTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.launcher import (
@@ -59,40 +61,83 @@ def write_encoding(path: str | os.PathLike, enc: dict) -> None:
     write_atomic(path, lambda f: json.dump(enc, f, indent=1))
 
 
+def _names(value, least: int) -> bool:
+    return isinstance(value, list) and len(value) >= least \
+        and all(isinstance(v, str) for v in value) and len(set(value)) == len(value)
+
+
+def _numbers(value, d: int, positive: bool = False) -> bool:
+    return isinstance(value, list) and len(value) == d \
+        and all(is_real(v) and (v > 0 or not positive) for v in value)
+
+
+# Each field of an encoding file and what it must hold, given the number of features d and
+# classes K (checked in this order).
+ENCODING_FIELDS = (
+    ("format", f"the string {ENCODING_FORMAT!r}", lambda v, d, k: v == ENCODING_FORMAT),
+    ("feature_names", "a list of distinct feature names", lambda v, d, k: _names(v, 1)),
+    ("class_names", "a list of at least 2 distinct class names", lambda v, d, k: _names(v, 2)),
+    ("mean", "a list of one finite number per feature", lambda v, d, k: _numbers(v, d)),
+    ("scale", "a list of one positive number per feature",
+     lambda v, d, k: _numbers(v, d, positive=True)),
+    ("n_outputs", "1 for two classes, else the number of classes",
+     lambda v, d, k: is_whole(v) and v == (1 if k == 2 else k)),
+    ("n_train", "a positive integer", lambda v, d, k: is_whole(v) and v >= 1),
+    ("n_test", "a positive integer", lambda v, d, k: is_whole(v) and v >= 1),
+    ("lam", CONSTRAINTS["lam"].describe(), lambda v, d, k: CONSTRAINTS["lam"].ok(v)),
+)
+
+
 def read_encoding(path: str | os.PathLike) -> dict:
     """Read and check an encoding file written by the model owner."""
+    path = Path(path)
+    again = "export it again with `appraisal-explorer export-encoding`"
+    if path.is_dir():
+        raise ExplorerError(f"{path} is a directory; name the encoding file (JSON) the model "
+                            f"owner sent.")
     try:
-        enc = json.loads(Path(path).read_text())
+        enc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExplorerError(f"encoding file {path} does not exist; ask the model owner for "
                             f"the file `appraisal-explorer export-encoding` writes.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExplorerError(f"{path} is not an encoding file ({exc}).") from exc
-    needed = {"format", "feature_names", "class_names", "mean", "scale", "n_outputs",
-              "n_train", "n_test", "lam"}
-    if not isinstance(enc, dict) or enc.get("format") != ENCODING_FORMAT or needed - set(enc):
-        raise ExplorerError(f"{path} is not an encoding file of this version; export it again "
-                            f"with `appraisal-explorer export-encoding`.")
-    d = len(enc["feature_names"])
-    if len(enc["mean"]) != d or len(enc["scale"]) != d or min(enc["scale"]) <= 0:
-        raise ExplorerError(f"{path} is inconsistent: {d} features but {len(enc['mean'])} "
-                            f"means and {len(enc['scale'])} scales.")
+        raise ExplorerError(f"{path} is not an encoding file ({exc}).") from None
+    except OSError as exc:
+        raise ExplorerError(f"cannot read the encoding file {path} ({exc.strerror}).") from None
+    if not isinstance(enc, dict) or enc.get("format") != ENCODING_FORMAT:
+        raise ExplorerError(f"{path} is not an encoding file of this version; {again}.")
+    missing = [name for name, _, _ in ENCODING_FIELDS if name not in enc]
+    if missing:
+        raise ExplorerError(f"{path} is not an encoding file of this version (no "
+                            f"{', '.join(missing)}); {again}.")
+    names, classes = enc["feature_names"], enc["class_names"]
+    d = len(names) if isinstance(names, list) else 0
+    k = len(classes) if isinstance(classes, list) else 0
+    for name, what, ok in ENCODING_FIELDS:
+        if not ok(enc[name], d, k):
+            raise ExplorerError(f"{path} is inconsistent: {name} must be {what}; {again}.")
     return enc
 
 
-def _check_env(rank: int) -> None:
+def check_environment(rank: int) -> None:
+    """Refuse, before any networking, CrypTen's environment variables unfit for ``rank``."""
     missing = [k for k in ENV if k not in os.environ]
     if missing:
         raise ExplorerError(f"set {', '.join(missing)} for this party (e.g. "
                             f"RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK={rank}).")
-    url = urlparse(os.environ["RENDEZVOUS"])
-    if url.scheme != "tcp" or not url.hostname or not url.port:
-        raise ExplorerError(f"RENDEZVOUS must be tcp://<model owner's address>:<port>, got "
-                            f"{os.environ['RENDEZVOUS']!r}.")
     if os.environ["RANK"] != str(rank) or os.environ["WORLD_SIZE"] != "2":
         raise ExplorerError(f"this role runs as RANK={rank} with WORLD_SIZE=2, but the "
                             f"environment says RANK={os.environ['RANK']}, "
                             f"WORLD_SIZE={os.environ['WORLD_SIZE']}.")
+    rendezvous = os.environ["RENDEZVOUS"]
+    try:
+        url = urlparse(rendezvous)
+        port = url.port
+    except ValueError:
+        url, port = None, None
+    if url is None or url.scheme != "tcp" or not (url.hostname and port):
+        raise ExplorerError(f"RENDEZVOUS must be the model owner's address as "
+                            f"tcp://host:port (e.g. tcp://10.0.0.1:29500), got {rendezvous!r}.")
 
 
 # Across machines a party silent this long has stopped or cannot be reached.
@@ -153,7 +198,7 @@ def _session_error(exc: Exception, who: str) -> ExplorerError:
 
 
 def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> PartyReport:
-    _check_env(rank)
+    check_environment(rank)
     try:
         return run_party_from_env(appraisal_party, {"spec": spec, "input": payload},
                                   config=mpc_config(spec.precision_bits, provider), key=key,
@@ -181,8 +226,11 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) ->
     """Rank 0: enter the (fitted) appraiser's model-owner inputs for candidates of the agreed
     ``sizes``, in a session whose processes prove they hold ``key``."""
     _private(appraiser)
-    if not sizes or min(sizes) < 1:
-        raise ExplorerError("give the candidates' sizes, e.g. --sizes 30,30,30.")
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+        raise ExplorerError(f"give the candidates' sizes as a list of whole numbers, e.g. "
+                            f"(30, 30, 30), got {sizes!r}.")
+    for n in sizes:
+        check_params({"sizes": n})
     public = appraiser.public(sizes)
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
@@ -212,7 +260,7 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
 def run_dealer(key: bytes) -> None:
     """Rank 2: deal multiplication triples (TTP) until the model owner ends the session; a
     session that fails makes the dealer fail too."""
-    _check_env(2)
+    check_environment(2)
     try:
         run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"), key=key,
                             stall_timeout=STALL_SECONDS)

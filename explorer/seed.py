@@ -13,7 +13,9 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from explorer import model
+from explorer.constraints import check_params
 from explorer.errors import ConvergenceWarning, ExplorerError
+from explorer.loaders.user import check_magnitudes
 from explorer.tasks import Task
 
 # Candidate L2 strengths for cross-validation, 1e-4 .. 1e2 in half-decade steps (13 values): covers
@@ -71,9 +73,13 @@ class SeedModel:
         return model.accuracy(self.theta, self.X_test, self.y_test)
 
     def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validate a candidate dataset against this model; return it as tensors (m, d), (m,)."""
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
+        """Validate a candidate dataset against this model; return it as tensors (m, d), (m,).
+
+        X: real numbers (m, d), standardised, each within MAX_STANDARDISED seed-set standard
+        deviations; y: whole class indices 0..K-1 (whole-valued floats are accepted).
+        """
+        X = _real_array(X, "the candidate's features")
+        y = _real_array(y, "the candidate's labels", labels=True)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ExplorerError(f"a candidate must have shape (samples, {self.n_features}), got "
                                 f"{X.shape}.")
@@ -85,11 +91,37 @@ class SeedModel:
         if not np.isfinite(X).all():
             raise ExplorerError("the candidate's features contain NaN or infinite values; remove "
                                 "or impute them first.")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.n_classes:
+        check_magnitudes(X)
+        if not np.issubdtype(y.dtype, np.integer):
+            whole = np.isfinite(y) & (y == np.round(y))
+            if not whole.all():
+                i = int(np.flatnonzero(~whole)[0])
+                raise ExplorerError(f"the candidate's label {y[i].item()!r} (sample {i}, from 0) "
+                                    f"is not a whole number; labels must be whole class "
+                                    f"indices 0..{self.n_classes - 1}.")
+        if y.min() < 0 or y.max() >= self.n_classes:
             bad = sorted(set(np.unique(y).tolist()) - set(range(self.n_classes)))
             raise ExplorerError(f"the candidate has labels {bad[:5]} that the model does not "
                                 f"know; labels must be 0..{self.n_classes - 1}.")
-        return model.as_features(X), model.as_labels(y)
+        return model.as_features(X), model.as_labels(y.astype(np.int64))
+
+
+def _real_array(values, what: str, labels: bool = False) -> np.ndarray:
+    """``values`` as a float64 (features) or numeric (labels) array; one sentence otherwise."""
+    kinds = "iuf" if labels else "biuf"
+    try:
+        array = np.asarray(values.detach() if isinstance(values, torch.Tensor) else values)
+        if array.dtype.kind == "O":
+            array = array.astype(np.float64)
+    except (TypeError, ValueError, RuntimeError):
+        array = None
+    if array is None or array.dtype.kind not in kinds:
+        kind = "true/false values" if array is not None and array.dtype.kind == "b" else \
+            f"{type(values).__name__}" + (f" of {array.dtype}" if array is not None else "")
+        need = ("whole class indices (class names are read from candidate files only)"
+                if labels else "an array of real numbers")
+        raise ExplorerError(f"{what} must be {need}, got {kind}.")
+    return array if labels else array.astype(np.float64)
 
 
 def choose_lam(X, y, n_classes: int, grid: Sequence[float] | np.ndarray = LAM_GRID,
@@ -145,6 +177,10 @@ def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8
     ``lam`` is the L2 strength (default ``task.lam``), or ``"cv"`` to choose it by
     cross-validation on the seed set (``choose_lam``; the result is kept as ``lam_choice``).
     """
+    if not isinstance(task, Task):
+        raise ExplorerError(f"fit_seed_model takes a Task from load_task, got "
+                            f"{type(task).__name__}.")
+    check_params({"tol": tol, "max_iter": max_iter})
     choice = None
     if isinstance(lam, str):
         if lam != "cv":
@@ -153,6 +189,7 @@ def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8
         choice = choose_lam(task.X_train, task.y_train, task.n_classes)
         lam = choice.lam
     lam = task.lam if lam is None else lam
+    check_params({"lam": lam})
     X_tr, y_tr = model.as_features(task.X_train), model.as_labels(task.y_train)
     res = model.fit(X_tr, y_tr, task.n_classes, lam, tol=tol, max_iter=max_iter)
     return SeedModel(theta=res.theta, lam=float(lam), n_classes=task.n_classes, X_train=X_tr,

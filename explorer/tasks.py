@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from explorer.constraints import check_params
 from explorer.errors import ExplorerError
 from explorer.loaders import RawData
 from explorer.loaders.base import Dataset
@@ -186,8 +187,14 @@ def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = 
     paper's missing-features protocol for WDBC); ``seed_size``/``test_size`` override the split
     (a float is a fraction of all samples, an int a count).
     """
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise ExplorerError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}.")
+    check_params({"seed": seed, "drop_features": drop_features,
+                  **({} if lam is None else {"lam": lam}),
+                  **({} if seed_size is None else {"seed_size": seed_size}),
+                  **({} if test_size is None else {"test_size": test_size})})
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ExplorerError(f"data_dir must be a directory path, got {data_dir!r}.")
     spec = TASKS[name]
     rng = np.random.default_rng([seed, 1])
     kwargs = {"data_dir": data_dir, "allow_download": allow_download} if spec.needs_files else {}

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from explorer.cli import main
+from explorer.tasks import load_task
 
 REQUIRED = {"candidate", "level", "utility", "accuracy_change", "appraiser", "backend", "value",
             "seconds"}
@@ -88,7 +89,7 @@ def write(tmp_path, text, name="bad.csv"):
     return str(p)
 
 
-WDBC_HEADER = ",".join(f"f{i}" for i in range(30))
+WDBC_HEADER = ",".join(load_task("wdbc").feature_names)  # a header is matched by name
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -577,7 +577,9 @@ class ExplorerApp:
             path = os.path.join(tmp, name)  # errors then name the user's own file
             with open(path, "wb") as f:
                 f.write(bytes(item["content"]))
-            X_raw, y = read_candidate_file(path, self._task.n_features, self._task.class_names)
+            X_raw, y = read_candidate_file(path, self._task.feature_names,
+                                           self._task.class_names, mean=self._task.mean,
+                                           scale=self._task.scale)
         cand = Candidate(0, self._task.standardise(X_raw), y, "user", float("nan"),
                          {"file": item["name"]})
         opts = self._options()

@@ -18,6 +18,7 @@ from explorer.appraisers.finetune import FineTune
 from explorer.appraisers.gradient_norm import GradientNorm
 from explorer.appraisers.influence import Influence, influence_vector
 from explorer.appraisers.newton import Newton
+from explorer.errors import ExplorerError
 
 APPRAISERS: dict[str, type[Appraiser]] = {
     Influence.name: Influence,
@@ -31,6 +32,9 @@ assert tuple(APPRAISERS) == APPRAISER_NAMES
 def make_appraiser(name: str, backend: str = "plaintext", **options) -> Appraiser:
     """One unfitted appraiser by name and backend; ``options`` are AppraiserConfig fields
     (lr, steps, batch_size, newton_steps, mode, precision_bits, provider, reveal, ...)."""
+    if "names" in options:
+        raise ExplorerError("make_appraiser builds the one appraiser it names; drop names= "
+                            "(AppraiserConfig builds several).")
     return AppraiserConfig(names=(name,), backend=backend, **options).build(name)
 
 

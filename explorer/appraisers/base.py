@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,6 +65,21 @@ class Public:
 
     def sizes_tensor(self) -> torch.Tensor:
         return torch.tensor(self.sizes, dtype=torch.float64)
+
+
+def _pairs(candidates) -> list[tuple]:
+    """The candidates as a list of (X, y) pairs; one sentence when they are not."""
+    if candidates is None or isinstance(candidates, (str, bytes)) \
+            or not isinstance(candidates, Iterable):
+        raise ExplorerError(f"appraise_many takes a list of (X, y) pairs, got "
+                            f"{type(candidates).__name__}.")
+    pairs = list(candidates)
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ExplorerError(f"candidate {i} must be a pair (X, y) of features and labels, got "
+                                f"{type(pair).__name__}; for a market's Candidate c pass "
+                                f"(c.X, c.y).")
+    return pairs
 
 
 def penalty_mask(d1: int, n_outputs: int) -> torch.Tensor:
@@ -150,6 +165,9 @@ class Appraiser(ABC):
     # -- running it --------------------------------------------------------------------
 
     def fit(self, seed: SeedModel) -> Appraiser:
+        if not isinstance(seed, SeedModel):
+            raise ExplorerError(f"fit takes the model owner's SeedModel (from fit_seed_model), "
+                                f"got {type(seed).__name__}.")
         start = time.perf_counter()
         self.seed_ = seed
         self._setup(seed)
@@ -187,9 +205,9 @@ class Appraiser(ABC):
         stops the job with Cancelled.
         """
         seed = self._fitted()
-        if not candidates:
+        checked = [seed.check_candidate(X, y) for X, y in _pairs(candidates)]
+        if not checked:
             return []
-        checked = [seed.check_candidate(X, y) for X, y in candidates]
         if self.backend == "crypten":
             from explorer.mpc.session import appraise_privately
 

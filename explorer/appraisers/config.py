@@ -1,136 +1,44 @@
 """One configuration object builds appraisers for the CLI, the dashboard, reproduce, experiments
-and benchmarks, and one table of constraints validates every parameter, once, at the boundary.
+and benchmarks, and one table of constraints (explorer.constraints, re-exported here) validates
+every parameter, once, at the boundary.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from explorer.constraints import (  # noqa: F401 - the table and its options, re-exported here
+    BACKENDS,
+    CONSTRAINTS,
+    LABELS,
+    MODES,
+    PRECONDITIONERS,
+    PROVIDERS,
+    REVEALS,
+    _OneOf,
+    check_params,
+)
 from explorer.errors import ExplorerError
 from explorer.ledger import Budget
 
 APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
-BACKENDS = ("plaintext", "crypten")
-MODES = ("parties", "simulated")
-PROVIDERS = {
-    "TTP": "a third dealer process deals the multiplication triples; private as long as the "
-           "dealer colludes with neither party",
-    "TFP": "the model owner's process generates every triple itself: fast, but it could then "
-           "recover the data owner's inputs, so use it only for teaching and testing",
-}
-REVEALS = ("value", "bit")
-PRECONDITIONERS = ("auto", "dense", "kfac")
 # Fixed-point fractional bits; see the README on why not the paper's 24.
 DEFAULT_PRECISION_BITS = 16
 # Safeguarded Newton steps of the `newton` appraiser (README: how K was chosen).
 DEFAULT_NEWTON_STEPS = 4
 
 
-@dataclass(frozen=True)
-class _Real:
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-
-    def check(self, name: str, value: Any) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
-        if ok and self.low is not None:
-            ok = value > self.low if self.low_open else value >= self.low
-        if ok and self.high is not None:
-            ok = value <= self.high
-        if not ok:
-            raise ExplorerError(f"{name} must be {self.describe()}, got {value!r}.")
-
-    def describe(self) -> str:
-        if self.low is None and self.high is None:
-            return "a finite number"
-        low = "" if self.low is None else (f"above {self.low:g}" if self.low_open
-                                           else f"at least {self.low:g}")
-        high = "" if self.high is None else f"at most {self.high:g}"
-        return "a number " + " and ".join(p for p in (low, high) if p)
-
-
-@dataclass(frozen=True)
-class _Whole:
-    low: int
-    high: int | None = None
-    optional: bool = False
-
-    def check(self, name: str, value: Any) -> None:
-        if value is None and self.optional:
-            return
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= self.low \
-            and (self.high is None or value <= self.high)
-        if not ok:
-            top = f" and {self.high}" if self.high is not None else ""
-            rng = f"between {self.low}{top}" if top else f"at least {self.low}"
-            none = " (or None)" if self.optional else ""
-            raise ExplorerError(f"{name} must be a whole number {rng}{none}, got {value!r}.")
-
-
-@dataclass(frozen=True)
-class _OneOf:
-    options: Sequence[str]
-
-    def check(self, name: str, value: Any) -> None:
-        if value not in self.options:
-            raise ExplorerError(f"unknown {name} {value!r}; choose one of "
-                                f"{', '.join(self.options)}.")
-
-
-CONSTRAINTS: dict[str, Any] = {
-    "backend": _OneOf(BACKENDS),
-    "lr": _Real(0.0, None, low_open=True),
-    "steps": _Whole(1, 100_000),
-    "batch_size": _Whole(1, None, optional=True),
-    "batch_seed": _Whole(0),
-    "newton_steps": _Whole(1, 64),
-    "preconditioner": _OneOf(PRECONDITIONERS),
-    "solver": _OneOf(("auto", "dense", "cg")),
-    "mode": _OneOf(MODES),
-    "provider": _OneOf(tuple(PROVIDERS)),
-    "reveal": _OneOf(REVEALS),
-    "precision_bits": _Whole(8, 28),
-    "threshold": _Real(),
-    "timeout": _Real(0.0, 7 * 86400.0, low_open=True),
-    "verify": _OneOf((True, False)),
-}
-
-
-# How each parameter is named in a message (and its command-line option).
-LABELS = {
-    "backend": "backend (--backend)",
-    "lr": "the fine-tuning learning rate (--lr)",
-    "steps": "the fine-tuning steps (--steps)",
-    "batch_size": "the fine-tuning batch size (--batch-size)",
-    "batch_seed": "the mini-batch seed",
-    "newton_steps": "the newton steps (--newton-steps)",
-    "preconditioner": "preconditioner (--preconditioner)",
-    "solver": "Hessian solver",
-    "mode": "MPC mode (--mode)",
-    "provider": "provider (--provider)",
-    "reveal": "reveal mode (--reveal)",
-    "precision_bits": "the precision bits (--precision-bits)",
-    "threshold": "the threshold (--threshold)",
-    "timeout": "the timeout (--timeout)",
-    "verify": "verify",
-}
-
-
-def check_params(params: Mapping[str, Any]) -> None:
-    """Validate each named parameter against CONSTRAINTS; one sentence on the first problem."""
-    for name, value in params.items():
-        CONSTRAINTS[name].check(LABELS[name], value)
-
-
 def parse_appraiser_names(spec: str | Sequence[str]) -> tuple[str, ...]:
     """'influence,finetune' -> ('influence', 'finetune'), validated and without repeats."""
-    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
+    if isinstance(spec, str):
+        spec = spec.split(",")
+    if not isinstance(spec, Sequence) or not all(isinstance(n, str) for n in spec):
+        raise ExplorerError(f"name the appraisers as a comma-separated string or a list of "
+                            f"names ({', '.join(APPRAISER_NAMES)}), got {spec!r}.")
+    names = [n.strip() for n in spec]
     names = [n for n in names if n]
     if not names:
         raise ExplorerError(f"name at least one appraiser: {', '.join(APPRAISER_NAMES)}.")
@@ -162,6 +70,23 @@ class MPCOptions:
                                 "provider TFP or mode parties.")
 
 
+def _check_extra(extra: Any) -> None:
+    """``extra`` maps an appraiser's name to keyword arguments its constructor takes."""
+    import inspect
+
+    from explorer.appraisers import APPRAISERS
+
+    if not isinstance(extra, Mapping):
+        raise ExplorerError(f"extra must map appraiser names to their options, e.g. "
+                            f"{{'influence': {{'solver': 'cg'}}}}, got {extra!r}.")
+    for name, options in extra.items():
+        _OneOf(APPRAISER_NAMES).check("appraiser", name)
+        taken = set(inspect.signature(APPRAISERS[name]).parameters) - {"backend", "mpc"}
+        if not isinstance(options, Mapping) or set(options) - taken:
+            raise ExplorerError(f"extra options of {name} must be a mapping with keys among "
+                                f"{', '.join(sorted(taken))}, got {options!r}.")
+
+
 @dataclass(frozen=True)
 class AppraiserConfig:
     """Everything needed to build appraisers: names, backend, hyper-parameters, MPC options.
@@ -189,8 +114,18 @@ class AppraiserConfig:
     budget: Budget = field(default_factory=Budget)
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. influence's solver
 
+    def __new__(cls, *args, **kwargs):
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown or len(args) > len(names):
+            raise ExplorerError(f"unknown AppraiserConfig option "
+                                f"{unknown[0] if unknown else 'beyond ' + names[-1]!r}; the "
+                                f"options are {', '.join(names)}.")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", parse_appraiser_names(self.names))
+        _check_extra(self.extra)
         check_params({f.name: getattr(self, f.name) for f in fields(self)
                       if f.name in CONSTRAINTS})
         if self.backend == "crypten":

@@ -1,0 +1,230 @@
+"""The one table of parameter constraints and the project's input limits, checked once where
+input enters: the command line's argparse types, ``load_task``, ``make_market``,
+``fit_seed_model``, ``AppraiserConfig`` and the files a party reads.
+
+The lowest layer: it imports nothing of the project but its error type, so every other module
+may use it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from explorer.errors import ExplorerError
+
+BACKENDS = ("plaintext", "crypten")
+MODES = ("parties", "simulated")
+PROVIDERS = {
+    "TTP": "a third dealer process deals the multiplication triples; private as long as the "
+           "dealer colludes with neither party",
+    "TFP": "the model owner's process generates every triple itself: fast, but it could then "
+           "recover the data owner's inputs, so use it only for teaching and testing",
+}
+REVEALS = ("value", "bit")
+PRECONDITIONERS = ("auto", "dense", "kfac")
+
+# Limits on what a data owner may bring (README: "Appraising your own data").
+# A candidate file larger than this is refused before it is read.
+MAX_CANDIDATE_FILE_BYTES = 512 * 2**20
+# A candidate feature further than this many seed-set standard deviations from the seed-set mean
+# is refused as absurd (a unit or parsing mistake); far below what the fixed-point ring holds.
+MAX_STANDARDISED = 1e6
+
+
+def is_whole(value: Any) -> bool:
+    """An int (numpy's too), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float (numpy's too), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class _Real:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    words: str | None = None  # how describe() says it, when the bounds alone read badly
+
+    def ok(self, value: Any) -> bool:
+        if not is_real(value):
+            return False
+        if self.low is not None and not (value > self.low if self.low_open
+                                         else value >= self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ExplorerError(f"{name} must be {self.describe()}, got {value!r}.")
+
+    def describe(self) -> str:
+        if self.words:
+            return self.words
+        if self.low is None and self.high is None:
+            return "a finite number"
+        if self.low is not None and self.high is not None and not self.low_open:
+            return f"a number within [{self.low:g}, {self.high:g}]"
+        low = "" if self.low is None else (f"above {self.low:g}" if self.low_open
+                                           else f"at least {self.low:g}")
+        high = "" if self.high is None else f"at most {self.high:g}"
+        return "a number " + " and ".join(p for p in (low, high) if p)
+
+
+@dataclass(frozen=True)
+class _Whole:
+    low: int
+    high: int | None = None
+    optional: bool = False
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        return is_whole(value) and value >= self.low and (self.high is None
+                                                          or value <= self.high)
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ExplorerError(f"{name} must be {self.describe()}, got {value!r}.")
+
+    def describe(self) -> str:
+        if self.high is not None:
+            rng = f"a whole number between {self.low} and {self.high}"
+        elif self.low == 1:
+            rng = "a positive integer"
+        else:
+            rng = f"a whole number at least {self.low}"
+        return rng + (" (or None)" if self.optional else "")
+
+
+@dataclass(frozen=True)
+class _Bool:
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ExplorerError(f"{name} must be True or False, got {value!r}.")
+
+    def describe(self) -> str:
+        return "True or False"
+
+
+@dataclass(frozen=True)
+class _OneOf:
+    options: Sequence[str]
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.options
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ExplorerError(f"unknown {name} {value!r}; choose one of "
+                                f"{', '.join(self.options)}.")
+
+    def describe(self) -> str:
+        return f"one of {', '.join(self.options)}"
+
+
+@dataclass(frozen=True)
+class _Portion:
+    """A fraction of all samples in (0, 1], or a count of at least 1."""
+
+    def ok(self, value: Any) -> bool:
+        if is_whole(value):
+            return value >= 1
+        return is_real(value) and 0.0 < value <= 1.0
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ExplorerError(f"{name} must be {self.describe()}, got {value!r}.")
+
+    def describe(self) -> str:
+        return "a fraction of all samples in (0, 1] or a count of at least 1"
+
+
+CONSTRAINTS: dict[str, Any] = {
+    # the seed task and the seed model
+    "seed": _Whole(0, 2**32 - 1),
+    "lam": _Real(0.0, 1e6, low_open=True, words="a positive number up to 1e+06"),
+    "drop_features": _Whole(0),
+    "seed_size": _Portion(),
+    "test_size": _Portion(),
+    "tol": _Real(0.0, None, low_open=True),
+    "max_iter": _Whole(1),
+    # the candidate market
+    "n_candidates": _Whole(1, 100_000),
+    "size": _Whole(1),
+    "sizes": _Whole(1, 10_000_000),
+    "max_level": _Real(0.0, 1.0),
+    "min_level": _Real(0.0, 1.0),
+    "level": _Real(0.0, 1.0),
+    "target_class": _Whole(0),
+    # the appraisers
+    "backend": _OneOf(BACKENDS),
+    "lr": _Real(0.0, None, low_open=True),
+    "steps": _Whole(1, 100_000),
+    "batch_size": _Whole(1, None, optional=True),
+    "batch_seed": _Whole(0),
+    "newton_steps": _Whole(1, 64),
+    "preconditioner": _OneOf(PRECONDITIONERS),
+    "solver": _OneOf(("auto", "dense", "cg")),
+    # private appraisal
+    "mode": _OneOf(MODES),
+    "provider": _OneOf(tuple(PROVIDERS)),
+    "reveal": _OneOf(REVEALS),
+    "precision_bits": _Whole(8, 28),
+    "threshold": _Real(),
+    "timeout": _Real(0.0, 7 * 86400.0, low_open=True),
+    "verify": _Bool(),
+    "budget_count": _Whole(0, None),
+}
+
+
+# How each parameter is named in a message (and its command-line option).
+LABELS = {
+    "seed": "the seed (--seed)",
+    "lam": "the L2 strength lam (--lam)",
+    "drop_features": "drop_features (--drop-features)",
+    "seed_size": "the seed-set size",
+    "test_size": "the test-set size",
+    "tol": "the fit's tolerance",
+    "max_iter": "the fit's iteration limit",
+    "n_candidates": "the number of candidates (--candidates)",
+    "size": "the candidate size (--size)",
+    "sizes": "each candidate size (--sizes)",
+    "max_level": "the max-level (--max-level)",
+    "min_level": "the min-level (--min-level)",
+    "level": "the corruption level (--level)",
+    "target_class": "the target class (--target-class)",
+    "backend": "backend (--backend)",
+    "lr": "the fine-tuning learning rate (--lr)",
+    "steps": "the fine-tuning steps (--steps)",
+    "batch_size": "the fine-tuning batch size (--batch-size)",
+    "batch_seed": "the mini-batch seed",
+    "newton_steps": "the newton steps (--newton-steps)",
+    "preconditioner": "preconditioner (--preconditioner)",
+    "solver": "Hessian solver",
+    "mode": "MPC mode (--mode)",
+    "provider": "provider (--provider)",
+    "reveal": "reveal mode (--reveal)",
+    "precision_bits": "the precision bits (--precision-bits)",
+    "threshold": "the threshold (--threshold)",
+    "timeout": "the timeout (--timeout)",
+    "verify": "verify",
+    "budget_count": "a ledger budget (--budget-sessions, --budget-values, --budget-bits)",
+}
+assert set(LABELS) == set(CONSTRAINTS)
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Validate each named parameter against CONSTRAINTS; one sentence on the first problem."""
+    for name, value in params.items():
+        CONSTRAINTS[name].check(LABELS[name], value)
