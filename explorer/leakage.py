@@ -507,7 +507,8 @@ def _data_owner_softmax(service, d, C, queries, m, policy, distinct, extra_rows,
     a_c = mean(value)/m − value_c/m. Phase 2: one value per extra random row gives
     S = Σ_c softmax(Θ·x̃)_c a_c, and Θ is fitted to all S by least squares."""
     rows = _probe_rows(d)
-    extra = extra_rows if extra_rows is not None else 2 * (d + 1) * (C - 1)
+    # equations for Θ: one per row; 1.5 per unknown makes the fit from Θ = 0 reliable
+    extra = extra_rows if extra_rows is not None else 3 * (d + 1) * (C - 1) // 2 - (d + 1)
     extra_X = rng.standard_normal((extra, d))
     probes = [(rows[r], c, r) for r in range(d + 1) for c in range(C)]
     probes += [(extra_X[i], 0, d + 1 + i) for i in range(extra)]
@@ -518,7 +519,7 @@ def _data_owner_softmax(service, d, C, queries, m, policy, distinct, extra_rows,
     trace.add(0, {"theta": np.zeros((d + 1, C)), "v": np.zeros((d + 1, C))})
     n1 = (d + 1) * C
     marks = [*range(C * 8, n1 + 1, C * 8), n1,
-             *range(n1, len(revealed) + 1, max(1, extra // 6)), len(revealed)]
+             *(n1 + extra * f // 8 for f in (4, 5, 6, 7)), len(revealed)]
     checkpoints = sorted({min(q, len(revealed)) for q in marks} - {0})
     for q in checkpoints:
         vals = revealed[:q]
@@ -528,7 +529,7 @@ def _data_owner_softmax(service, d, C, queries, m, policy, distinct, extra_rows,
             S[r] = float(row.mean())
             a[r] = S[r] - row
         est = _from_rows({}, a, d, C)
-        if len(a) == d + 1:
+        if len(a) == d + 1 and d + 1 + q - n1 >= (d + 1) * (C - 1):  # not underdetermined
             W = est["v"]
             Xs = [np.r_[rows[r], 1.0] for r in range(d + 1)]
             Ss = [S[r] for r in range(d + 1)]
@@ -541,26 +542,46 @@ def _data_owner_softmax(service, d, C, queries, m, policy, distinct, extra_rows,
     return trace
 
 
-def _fit_softmax(Xt: np.ndarray, S: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Θ minimising Σ_r (Σ_c softmax(Θᵀx̃_r)_c (Wᵀx̃_r)_c − S_r)², from Θ = 0 (L-BFGS)."""
-    X = torch.as_tensor(Xt)
-    A = X @ torch.as_tensor(W)
-    target = torch.as_tensor(S)
-    theta = torch.zeros(W.shape, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-14,
-                            tolerance_change=1e-16, history_size=50,
-                            line_search_fn="strong_wolfe")
-    scale = float(target.abs().mean()) or 1.0
+def _fit_softmax(Xt: np.ndarray, S: np.ndarray, W: np.ndarray, iterations: int = 100
+                 ) -> np.ndarray:
+    """Θ minimising Σ_r (Σ_c softmax(Θᵀx̃_r)_c (Wᵀx̃_r)_c − S_r)², from Θ = 0, by
+    Levenberg-Marquardt: the residual's derivative in Θ_jc is x̃_rj p_rc (a_rc − ŝ_r)."""
+    A = Xt @ W
+    n, d1 = Xt.shape
+    C = W.shape[1]
+    scale = float(np.abs(S).mean()) or 1.0
 
-    def closure():
-        opt.zero_grad()
-        loss = (((torch.softmax(X @ theta, dim=1) * A).sum(1) - target) / scale).pow(2).sum()
-        loss.backward()
-        return loss
+    def residual(theta):
+        Z = Xt @ theta
+        P = np.exp(Z - Z.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        pred = (P * A).sum(axis=1)
+        return (pred - S) / scale, P, pred
 
-    for _ in range(4):
-        opt.step(closure)
-    return _centre_classes(theta.detach().numpy())
+    theta = np.zeros((d1, C))
+    r, P, pred = residual(theta)
+    cost, damping = float(r @ r), 1e-3
+    ridge = 1e-9 * np.eye(d1 * C)
+    for _ in range(iterations):
+        J = (Xt[:, :, None] * (P * (A - pred[:, None]))[:, None, :]).reshape(n, d1 * C) / scale
+        JtJ, Jtr = J.T @ J, J.T @ r
+        improved = False
+        while damping < 1e12 and not improved:
+            step = np.linalg.solve(JtJ + damping * (np.diag(np.diag(JtJ)) + ridge), -Jtr)
+            trial = theta + step.reshape(d1, C)
+            r2, P2, pred2 = residual(trial)
+            improved = float(r2 @ r2) < cost
+            if improved:
+                theta, r, P, pred, cost = trial, r2, P2, pred2, float(r2 @ r2)
+                damping = max(damping / 3, 1e-12)
+            else:
+                damping *= 4
+        if not improved or cost < 1e-24 or np.abs(step).max() < 1e-12:
+            break
+    # a fit that explains the values is kept; a local minimum is worth no more than Θ = 0
+    if cost > 1e-6 * n:
+        return np.zeros((d1, C))
+    return _centre_classes(theta)
 
 
 # -- model owner -> data -----------------------------------------------------------------------
