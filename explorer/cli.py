@@ -1,5 +1,5 @@
 """Command line: ``appraisal-explorer appraise|reproduce|sample-candidate|tasks|export-encoding|
-party``.
+party|attack``.
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--threshold", type=_float, default=0.0, help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
     dealer.add_argument("--timeout", type=_float, default=600.0)
+    _add_attack_parser(sub)
     return parser
 
 
@@ -347,6 +348,68 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _add_attack_parser(sub) -> None:
+    from explorer.leakage import ATTACKERS, DEFAULT_GRID, DEFAULT_NOISE, DEFENCES
+
+    k = sub.add_parser("attack", help="measure what repeated appraisals leak: reconstruct the "
+                       "model (data-owner attacker) or the candidate's gradient (model-owner "
+                       "attacker) from revealed values or bits")
+    _add_task_options(k)
+    k.add_argument("--attacker", required=True, choices=ATTACKERS,
+                   help="data-owner: crafted candidates recover theta_hat and v; model-owner: "
+                   "crafted weights recover G(D_a) of the data owner's candidate")
+    k.add_argument("--reveal", choices=REVEALS, help="value (default), or bit: only "
+                   "value > threshold (threshold 0, the model owner's in its own bisection)")
+    k.add_argument("--queries", type=_int, help="most values or bits the attacker may ask for "
+                   "(default: what the attack needs)")
+    k.add_argument("--defence", default="none", choices=DEFENCES, help="bit-only, policy "
+                   "(min size 10, 8 candidates a session, 4 sessions, no repeated rows), or "
+                   "rounding / noise (protocol additions, simulated on the revealed values)")
+    k.add_argument("--grid", type=_float, default=DEFAULT_GRID, help="rounding: public grid "
+                   "of the per-row value, nats")
+    k.add_argument("--noise", type=_float, default=DEFAULT_NOISE, help="noise: standard "
+                   "deviation on the per-row value, nats")
+    k.add_argument("--size", type=_int, default=5, help="model-owner attacker: rows of the data "
+                   "owner's candidate (drawn from the task's pool)")
+    k.add_argument("--backend", default="plaintext", choices=BACKENDS)
+    k.add_argument("--mode", default="simulated", choices=MODES, help="crypten: simulated (one "
+                   "process, TFP) or parties (real processes, TTP dealer)")
+    k.add_argument("--precision-bits", type=_int, default=DEFAULT_PRECISION_BITS)
+    k.add_argument("--timeout", type=_float, default=600.0, help="seconds per private session")
+    k.add_argument("--out", required=True, help="CSV of the curve: attacker, reveal, defence, "
+                   "queries, target, relative_error")
+
+
+def cmd_attack(args) -> int:
+    from explorer.leakage import run_attack
+
+    reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
+    if args.defence == "bit-only" and reveal != "bit":
+        raise ExplorerError("the bit-only defence reveals bits; drop --reveal value.")
+    if args.queries is not None and args.queries < 1:
+        raise ExplorerError(f"--queries must be at least 1, got {args.queries}.")
+    check_output_file(args.out)
+    task = _task(args)
+    seed = _seed(args, task)
+    candidate = None
+    if args.attacker == "model-owner":
+        (c,) = make_market(task, "none", 1, args.size, seed=args.seed)
+        candidate = (c.X, c.y)
+    result = run_attack(seed, args.attacker, reveal, args.defence, args.backend, args.mode,
+                        args.queries, candidate, random_state=args.seed,
+                        precision_bits=args.precision_bits, timeout=args.timeout,
+                        grid=args.grid, noise=args.noise)
+    _write_csv(result.frame, args.out)
+    target = "theta_hat" if args.attacker == "data-owner" else "G(D_a)"
+    simulated = " (simulated in plaintext)" if args.defence in ("rounding", "noise") else ""
+    print(f"attack: {args.attacker} on task {task.name}, target {target}, reveal {reveal}, "
+          f"defence {args.defence}{simulated}, backend {args.backend}"
+          + (f" ({args.mode})" if args.backend == "crypten" else ""))
+    print(f"relative reconstruction error {result.error:.3g} after {result.queries} revealed "
+          f"{result.unit}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     for name, spec in TASKS.items():
         print(f"{name}: {spec.description}; default lam {spec.lam:g}")
@@ -372,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     commands = {"appraise": cmd_appraise, "sample-candidate": cmd_sample_candidate,
                 "tasks": cmd_tasks, "export-encoding": cmd_export_encoding, "party": cmd_party,
-                "reproduce": cmd_reproduce}
+                "reproduce": cmd_reproduce, "attack": cmd_attack}
     try:
         args = build_parser().parse_args(argv)
         return commands[args.command](args)
