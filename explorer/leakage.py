@@ -51,6 +51,8 @@ REVEALS = ("value", "bit")
 DEFENCES = ("none", "bit-only", "policy", "rounding", "noise")
 # Defences that need a protocol change; their effect is simulated on the revealed values.
 SIMULATED = ("rounding", "noise")
+# Targets: theta (theta_hat, classes centred for softmax), v (the influence weights v / n_seed,
+# the same relative error as v), G (G(D_a), the candidate's summed gradient at theta_hat).
 COLUMNS = ["attacker", "reveal", "defence", "queries", "target", "relative_error"]
 
 # Public grid (nats per candidate row) and noise standard deviation (nats per row) of the
@@ -82,7 +84,9 @@ class Policy:
       counts the sessions its candidate entered, the model owner those with this data owner);
     - ``distinct_rows`` (no repeated row in a candidate): protects the model owner, who cannot
       see the rows; it needs an MPC equality check that reveals one bit per candidate (a
-      protocol addition). Here its outcome is computed in the clear as a stand-in.
+      protocol addition). Here its outcome is computed in the clear as a stand-in. It catches
+      exact repeats only: copies jittered by x ± 1e-3 r pass, and the attack loses nothing
+      (the jitter's effect cancels to first order).
 
     An attacker waives the rules that protect itself: the model owner attacking a candidate
     meets only the data owner's ``max_sessions``.
@@ -214,10 +218,6 @@ class AppraisalService:
                                   or mpc.threshold != self.threshold):
             raise ExplorerError("a private appraiser that reveals bits serves bit mode "
                                 "without simulated defences, at its own threshold.")
-
-    @property
-    def threshold_public(self) -> float:
-        return self.threshold
 
     def appraise(self, candidates: Sequence[tuple]) -> np.ndarray:
         sizes = [len(y) for _, y in candidates]
