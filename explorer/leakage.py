@@ -381,22 +381,22 @@ def _from_rows(z: dict[int, float], a: dict[int, np.ndarray], d: int, C: int
     """theta and w from per-row logits z_r (binary: θ·x̃_r) and per-row w·x̃_r (C values)."""
     theta = np.zeros((d + 1, C))
     w = np.zeros((d + 1, C))
-    if 0 in a:
-        w[d] = a[0]
-        for r, ar in a.items():
+    for known, out in ((a, w), (z, theta)):
+        base = known.get(0, 0.0)  # the zero row's value; 0 while unknown
+        out[d] = base
+        for r, value in known.items():
             if r > 0:
-                w[r - 1] = ar - a[0]
-    if 0 in z:
-        theta[d] = z[0]
-        for r, zr in z.items():
-            if r > 0:
-                theta[r - 1] = zr - z[0]
+                out[r - 1] = value - base
     return {"theta": theta, "v": w}
+
+
+# The attacker's prior: no logit of a standardised row beyond this.
+LOGIT_CAP = 8.0
 
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
+    return min(max(math.log(p / (1 - p)), -LOGIT_CAP), LOGIT_CAP)
 
 
 def data_owner_attack(service: AppraisalService, n_features: int, n_outputs: int,
@@ -454,7 +454,9 @@ def _data_owner_binary(service, d, queries, m, policy, distinct, rng) -> Trace:
             if yy == 1 and (rr, 0) in sums:
                 v0, v1 = np.mean(sums[(rr, 0)]), np.mean(vals)
                 a[rr] = np.array([v0 - v1])  # w·x̃
-                z[rr] = _logit(v0 / (v0 - v1)) if v0 != v1 else 0.0
+                ratio = v0 / (v0 - v1) if v0 != v1 else math.nan
+                if 0 < ratio < 1:  # else the values are inconsistent: the row stays unknown
+                    z[rr] = _logit(ratio)
         trace.add(q, _from_rows(z, a, d, 1))
     return trace
 
