@@ -61,8 +61,9 @@ def main() -> None:
         for attacker in ("data-owner", "model-owner"):
             targets = ("theta", "v") if attacker == "data-owner" else ("G",)
             for reveal, defence in CASES:
+                mark = "*" if defence in SIMULATED else ""
                 if attacker == "data-owner" and reveal == "bit" and seed.theta.shape[1] > 1:
-                    print(f"{name:7} {attacker:12} {'theta':6} {reveal:6} {defence:10} "
+                    print(f"{name:7} {attacker:12} {'theta':6} {reveal:6} {defence + mark:10} "
                           f"{'n/a':>16}  (the "
                           f"bit attack is written for binary models)")
                     continue
@@ -76,7 +77,6 @@ def main() -> None:
                 r = run_attack(seed, attacker, reveal, defence, queries=queries,
                                candidate=(c.X, c.y))
                 seconds = time.perf_counter() - start
-                mark = "*" if defence in SIMULATED else ""
                 for goal in targets:
                     hit = queries_to_reach(r.frame, goal)
                     shown = f"{hit} {r.unit}" if hit is not None else f"> {r.queries} {r.unit}"
