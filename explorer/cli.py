@@ -1,5 +1,5 @@
 """Command line: ``appraisal-explorer appraise|reproduce|sample-candidate|tasks|export-encoding|
-party``.
+party|attack``.
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     for r in (mo, dow, dealer):
         r.add_argument("--session-key-file", type=_path, help="the session key shared out of "
                        "band (else the environment variable APPRAISAL_SESSION_KEY)")
+    _add_attack_parser(sub)
     return parser
 
 
@@ -487,6 +488,80 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _positive(whole: bool):
+    """The argparse type of a positive (whole or finite) number."""
+    def parse(text: str):
+        value = _number(text, whole)
+        if not (np.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_attack_parser(sub) -> None:
+    from explorer.leakage import ATTACKERS, DEFAULT_GRID, DEFAULT_NOISE, DEFENCES
+
+    k = sub.add_parser("attack", help="measure what repeated appraisals leak: reconstruct the "
+                       "model (data-owner attacker) or the candidate's gradient (model-owner "
+                       "attacker) from revealed values or bits")
+    _add_task_options(k)
+    k.add_argument("--attacker", required=True, choices=ATTACKERS,
+                   help="data-owner: crafted candidates recover theta_hat and v; model-owner: "
+                   "crafted weights recover G(D_a) of the data owner's candidate")
+    k.add_argument("--reveal", choices=REVEALS, help="value (default), or bit: only "
+                   "value > threshold (threshold 0, the model owner's in its own bisection)")
+    k.add_argument("--queries", type=_positive(whole=True), help="most values or bits the "
+                   "attacker may ask for (default: what the attack needs)")
+    k.add_argument("--defence", default="none", choices=DEFENCES, help="bit-only, policy "
+                   "(min size 10, 8 candidates a session, 4 sessions, no repeated rows), or "
+                   "rounding / noise (protocol additions, simulated on the revealed values)")
+    k.add_argument("--grid", type=_positive(whole=False), default=DEFAULT_GRID,
+                   help="rounding: public grid of the per-row value, nats")
+    k.add_argument("--noise", type=_positive(whole=False), default=DEFAULT_NOISE,
+                   help="noise: standard deviation on the per-row value, nats")
+    k.add_argument("--size", type=_option("size", whole=True), default=5,
+                   help="model-owner attacker: rows of the data owner's candidate (drawn from "
+                   "the task's pool)")
+    k.add_argument("--backend", default="plaintext", choices=BACKENDS)
+    k.add_argument("--mode", default="simulated", choices=MODES, help="crypten: simulated (one "
+                   "process, TFP) or parties (real processes, TTP dealer)")
+    k.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
+                   default=DEFAULT_PRECISION_BITS)
+    k.add_argument("--timeout", type=_option("timeout", whole=False), default=600.0,
+                   help="seconds per private session")
+    k.add_argument("--out", type=_path, required=True, help="CSV of the curve: attacker, "
+                   "reveal, defence, queries, target, relative_error")
+
+
+def cmd_attack(args) -> int:
+    from explorer.leakage import run_attack
+
+    reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
+    if args.defence == "bit-only" and reveal != "bit":
+        raise ExplorerError("the bit-only defence reveals bits; drop --reveal value.")
+    check_output_file(args.out)
+    task = _task(args)
+    seed = _seed(args, task)
+    candidate = None
+    if args.attacker == "model-owner":
+        (c,) = make_market(task, "none", 1, args.size, seed=args.seed)
+        candidate = (c.X, c.y)
+    result = run_attack(seed, args.attacker, reveal, args.defence, args.backend, args.mode,
+                        args.queries, candidate, random_state=args.seed,
+                        precision_bits=args.precision_bits, timeout=args.timeout,
+                        grid=args.grid, noise=args.noise)
+    _write_csv(result.frame, args.out)
+    target = "theta_hat" if args.attacker == "data-owner" else "G(D_a)"
+    simulated = " (simulated in plaintext)" if args.defence in ("rounding", "noise") else ""
+    print(f"attack: {args.attacker} on task {task.name}, target {target}, reveal {reveal}, "
+          f"defence {args.defence}{simulated}, backend {args.backend}"
+          + (f" ({args.mode})" if args.backend == "crypten" else ""))
+    print(f"relative reconstruction error {result.error:.3g} after {result.queries} revealed "
+          f"{result.unit}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     for name, spec in TASKS.items():
         print(f"{name}: {spec.description}; default lam {spec.lam:g}")
@@ -512,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     commands = {"appraise": cmd_appraise, "sample-candidate": cmd_sample_candidate,
                 "tasks": cmd_tasks, "export-encoding": cmd_export_encoding, "party": cmd_party,
-                "reproduce": cmd_reproduce}
+                "reproduce": cmd_reproduce, "attack": cmd_attack}
     try:
         args = build_parser().parse_args(argv)
         code = commands[args.command](args)
