@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python benchmarks/newton_steps.py
 	$(BIN)/python benchmarks/lam_table.py
 	$(BIN)/python benchmarks/fig6_ratios.py
+	$(BIN)/python benchmarks/leakage.py
 	$(BIN)/python benchmarks/reproduce_paper.py
 
 clean:
