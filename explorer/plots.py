@@ -252,6 +252,44 @@ def acquisition_curves(curves: pd.DataFrame,
     return _layout(fig, title, legend={"title": {"text": "strategy"}})
 
 
+def leakage_curves(curves: pd.DataFrame,
+                   title: str = "What the revealed values leak") -> go.Figure:
+    """Draw each attack's relative reconstruction error against the values or bits revealed,
+    one line per reveal mode and defence, one panel per attacker; log-log, lower = more
+    leaked."""
+    _require(curves, ["attacker", "reveal", "defence", "queries", "relative_error"],
+             "leakage_curves")
+    if "target" in curves.columns:  # the data owner's attack also recovers v: plot theta_hat
+        curves = curves[curves["target"] != "v"]
+    attackers = list(dict.fromkeys(curves["attacker"]))
+    fig = make_subplots(rows=1, cols=len(attackers), subplot_titles=[
+        f"{a} attacker: {'the model (θ̂)' if a == 'data-owner' else 'the data (G(D_a))'}"
+        for a in attackers])
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    lines = list(dict.fromkeys(zip(curves["reveal"], curves["defence"], strict=True)))
+    for col, attacker in enumerate(attackers, start=1):
+        for k, (reveal, defence) in enumerate(lines):
+            g = curves[(curves.attacker == attacker) & (curves.reveal == reveal)
+                       & (curves.defence == defence)].sort_values("queries")
+            if g.empty:
+                continue
+            name = f"{reveal}, {defence}"
+            fig.add_trace(go.Scatter(
+                x=g["queries"], y=g["relative_error"].clip(lower=1e-6), mode="lines",
+                name=name, legendgroup=name, showlegend=col == 1,
+                line={"color": palette[k % len(palette)], "width": 2},
+                hovertemplate=f"{name}<br>%{{x}} revealed<br>error %{{y:.3g}}<extra></extra>"),
+                row=1, col=col)
+        fig.update_xaxes(type="log", title_text="values or bits revealed", row=1, col=col)
+        fig.update_yaxes(type="log", range=[-6.2, 1.2], title_text="relative reconstruction "
+                         "error (1e-6: exact)", row=1, col=col)
+    fig.add_annotation(text="lower = more of the other side's secret recovered; rounding and "
+                       "noise simulated on the revealed values", xref="paper", yref="paper",
+                       x=0, y=-0.28, showarrow=False, font={"size": 11})
+    return _layout(fig, title, legend={"title": {"text": "reveal, defence"}},
+                   margin={"b": 110})
+
+
 def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:
     """Draw bars of plaintext and encrypted seconds per appraiser, one panel per backend, log y."""
     _require(breakdown, ["appraiser", "backend", "plaintext_seconds", "private_seconds"],
