@@ -9,6 +9,7 @@ raw features to the model's scale before encrypting them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -216,6 +217,20 @@ def _spend(role_: str, key: bytes, mpc, n: int) -> dict[str, int]:
     return Ledger().spend(role_, fingerprint(key), mpc.budget, **revealed)
 
 
+def _verified(appraiser: Appraiser, report: PartyReport) -> PartyReport:
+    """The report with only the first of the verified copies, or a clear failure."""
+    values = report.values.numpy()
+    ok = appraiser.verified(values, appraiser.mpc.reveal == "bit")
+    if not ok.all():
+        first = int(np.flatnonzero(~ok)[0])
+        raise ExplorerError(
+            f"the private {appraiser.name} value of candidate {first} could not be verified "
+            f"({int((~ok).sum())} of {len(ok)} candidates: their two independently shared "
+            f"copies disagreed or broke a bound every value obeys); start the three processes "
+            f"again for fresh randomness, or use fewer precision bits.")
+    return dataclasses.replace(report, values=report.values[0])
+
+
 def _private(appraiser: Appraiser) -> None:
     if appraiser.backend != "crypten" or appraiser.mpc.mode != "parties":
         raise ExplorerError("a party runs a private appraiser between real parties; build it "
@@ -233,10 +248,11 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) ->
         check_params({"sizes": n})
     public = appraiser.public(sizes)
     mpc = appraiser.mpc
-    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
+    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
+                       verify=mpc.verify)
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
     _spend("model owner", key, mpc, len(sizes))
-    return _run(0, spec, mo, mpc.provider, key)
+    return _verified(appraiser, _run(0, spec, mo, mpc.provider, key))
 
 
 def run_data_owner(enc: dict, appraiser: Appraiser,
@@ -252,9 +268,11 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                     sizes=tuple(len(y) for _, y in candidates), n_seed=enc["n_train"],
                     n_test=enc["n_test"], lam=enc["lam"])
     mpc = appraiser.mpc
-    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits)
+    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
+                       verify=mpc.verify)
     _spend("data owner", key, mpc, len(candidates))
-    return _run(1, spec, candidate_batch(standardised, public.n_outputs), mpc.provider, key)
+    return _verified(appraiser, _run(1, spec, candidate_batch(standardised, public.n_outputs),
+                                     mpc.provider, key))
 
 
 def run_dealer(key: bytes) -> None:

@@ -1,9 +1,10 @@
 """The query ledger: counts per counterparty, budgets refused before computing, shared safely
 between processes and a crash mid-write."""
 
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -12,11 +13,13 @@ from explorer.errors import ExplorerError
 from explorer.ledger import Budget, Ledger, fingerprint
 from explorer.market import make_market
 
-
-def _spend_many(path: str, times: int) -> None:
-    ledger = Ledger(path)
-    for _ in range(times):
-        ledger.spend("model owner", "peer", Budget(), values=1)
+SPEND_MANY = """
+import sys
+from explorer.ledger import Budget, Ledger
+ledger = Ledger(sys.argv[1])
+for _ in range(40):
+    ledger.spend("model owner", "peer", Budget(), values=1)
+"""
 
 
 def test_budgets_are_refused_before_anything_is_counted(tmp_path):
@@ -36,13 +39,8 @@ def test_budgets_are_refused_before_anything_is_counted(tmp_path):
 
 def test_two_processes_never_lose_a_count(tmp_path):
     path = str(tmp_path / "ledger.json")
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_spend_many, args=(path, 40)) for _ in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-    assert all(w.exitcode == 0 for w in workers)
+    workers = [subprocess.Popen([sys.executable, "-c", SPEND_MANY, path]) for _ in range(2)]
+    assert [w.wait(120) for w in workers] == [0, 0]
     assert Ledger(path).counts("model owner", "peer") == {"sessions": 80, "values": 80,
                                                           "bits": 0}
 

@@ -133,6 +133,7 @@ def test_a_party_needs_a_session_key(files, monkeypatch, capsys):
                             for a in DATA_OWNER]]) == 2
     assert "needs the session key shared out of band" in capsys.readouterr().err
     monkeypatch.setenv("APPRAISAL_SESSION_KEY", "not hex")
+    monkeypatch.setenv("RANK", "2")
     assert main(["party", "dealer"]) == 2
     assert "is not a session key" in capsys.readouterr().err
 
