@@ -102,8 +102,8 @@ class ExplorerApp:
                                style=STYLE, layout=WIDE),
             "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
                                       description="L2 strength λ", style=STYLE, layout=WIDE),
-            "lam_cv": w.Checkbox(value=False, description="choose λ by cross-validation on "
-                                 "the seed set", style=STYLE, layout=WIDE),
+            "lam_cv": w.Checkbox(value=False, description="λ by cross-validation",
+                                 indent=False, style=STYLE, layout=WIDE),
             "corruption": w.Dropdown(options=list(CORRUPTIONS), value="label-noise",
                                      description="corruption", style=STYLE, layout=WIDE),
             "candidates": w.IntSlider(value=20, min=2, max=100, description="candidates",

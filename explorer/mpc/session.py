@@ -117,10 +117,10 @@ def _ledger(appraiser: Appraiser) -> tuple[Ledger | None, str]:
     if appraiser.mpc.mode != "parties":
         return None, ""
     public = appraiser.public([1])
-    return Ledger(), fingerprint({"local": True, "appraiser": public.appraiser,
-                                  "features": public.n_features, "outputs": public.n_outputs,
-                                  "seed": public.n_seed, "test": public.n_test,
-                                  "lam": public.lam})
+    # the other side of a local run is known only by the model it appraises against
+    return Ledger(), fingerprint({"local": True, "features": public.n_features,
+                                  "outputs": public.n_outputs, "seed": public.n_seed,
+                                  "test": public.n_test, "lam": public.lam})
 
 
 # A session is repeated for the candidates whose two copies disagree, at most this often.
