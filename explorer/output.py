@@ -76,8 +76,10 @@ def ensure_directory(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place."""
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object],
+                 private: bool = False) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place;
+    ``private`` keeps it readable by its owner only, from creation on (secrets)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ExplorerError(f"the output directory {path.parent} does not exist; create it "
@@ -89,9 +91,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object]) ->
                             f"place.") from None
     try:
         # mkstemp makes the file private; results are meant to be shared like any new file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        if not private:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             write(f)
         os.replace(tmp, path)

@@ -149,12 +149,7 @@ KEY_ENV = "APPRAISAL_SESSION_KEY"
 def write_session_key(path: str | os.PathLike) -> None:
     """Write a fresh random session key (64 hex digits) readable by its owner only."""
     key = new_session_key().hex()
-
-    def write(f) -> None:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(key + "\n")
-
-    write_atomic(path, write)
+    write_atomic(path, lambda f: f.write(key + "\n"), private=True)
 
 
 def session_key(path: str | os.PathLike | None = None) -> bytes:
@@ -210,11 +205,10 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> Pa
         raise _session_error(exc, role(rank)) from exc
 
 
-def _spend(role_: str, key: bytes, mpc, n: int) -> dict[str, int]:
-    """Count this session in the party's own query ledger, or refuse it (before computing);
-    the counterparty is the session key's fingerprint."""
+def _spend(role_: str, counterparty: str, mpc, n: int) -> dict[str, int]:
+    """Count this session in the party's own query ledger, or refuse it (before computing)."""
     revealed = {"bits" if mpc.reveal == "bit" else "values": n * (2 if mpc.verify else 1)}
-    return Ledger().spend(role_, fingerprint(key), mpc.budget, **revealed)
+    return Ledger().spend(role_, counterparty, mpc.budget, **revealed)
 
 
 def _verified(appraiser: Appraiser, report: PartyReport) -> PartyReport:
@@ -251,7 +245,7 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) ->
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
                        verify=mpc.verify)
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
-    _spend("model owner", key, mpc, len(sizes))
+    _spend("model owner", fingerprint(key), mpc, len(sizes))
     return _verified(appraiser, _run(0, spec, mo, mpc.provider, key))
 
 
@@ -270,7 +264,8 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
                        verify=mpc.verify)
-    _spend("data owner", key, mpc, len(candidates))
+    # the data owner knows the model owner by its encoding, which a fresh key does not change
+    _spend("data owner", fingerprint(enc), mpc, len(candidates))
     return _verified(appraiser, _run(1, spec, candidate_batch(standardised, public.n_outputs),
                                      mpc.provider, key))
 

@@ -86,7 +86,7 @@ class FineTune(UnionAppraiser):
         return super().model_owner_inputs(public)
 
     def compute(self, inputs: dict, A, Y, public: Public):
-        if self.batch_size is not None and self.batch_size < public.n_seed + min(public.sizes):
+        if self.batch_size is not None:  # per candidate, whatever the others' sizes
             if is_encrypted(A):
                 raise ExplorerError("private fine-tuning takes full-batch steps.")
             return self._minibatch(inputs, A, Y, public)

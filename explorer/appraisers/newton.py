@@ -112,9 +112,9 @@ class Newton(UnionAppraiser):
     steps on D_tr ∪ D_a (module docstring), nats."""
 
     name = "newton"
-    model_owner_data = ("theta_hat, its seed and test sets with targets, its test loss, its "
-                        "seed objective J(theta_hat), and its seed Hessian's eigenbasis (dense, "
-                        "or Kronecker factors) with the damped inverse eigenvalues")
+    model_owner_data = ("theta_hat, its seed and test sets with targets, and its seed "
+                        "Hessian's eigenbasis (dense, or Kronecker factors) with the damped "
+                        "inverse eigenvalues")
 
     def __init__(self, steps: int = DEFAULT_NEWTON_STEPS, preconditioner: str = "auto",
                  trials: tuple[tuple[float, float], ...] = TRIALS, backend: str = "plaintext",
@@ -150,8 +150,6 @@ class Newton(UnionAppraiser):
             U_A, U_S, s = kfac_eigenbasis(seed)
             self.preconditioner_ = {"U_A": U_A, "U_S": U_S,
                                     "inv_s": damped_inverses(s, self.trials)}
-        self.train_objective_ = model.objective(seed.theta, seed.X_train, seed.y_train,
-                                                seed.lam, seed.n_seed)
 
     def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
         d1, C, T = public.d1, public.n_outputs, len(self.trials)
@@ -159,11 +157,10 @@ class Newton(UnionAppraiser):
             extra = {"Q": (d1 * C, d1 * C), "inv_s": (T, d1 * C)}
         else:
             extra = {"U_A": (d1, d1), "U_S": (C, C), "inv_s": (T, d1, C)}
-        return {**super().model_owner_shapes(public), "train_objective": (1,), **extra}
+        return {**super().model_owner_shapes(public), **extra}
 
     def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
-        return {**super().model_owner_inputs(public), **self.preconditioner_,
-                "train_objective": torch.tensor([self.train_objective_], dtype=torch.float64)}
+        return {**super().model_owner_inputs(public), **self.preconditioner_}
 
     def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
         super().check_fixed_point(inputs, precision_bits)
@@ -185,10 +182,11 @@ class Newton(UnionAppraiser):
         mask = row_mask(public.sizes)
         theta = repeat(inputs["theta"], B)
         inv_s = inputs["inv_s"].reshape(T, d1, C)
-        # at theta_hat: J_union = J(theta_hat; D_tr) + CE(D_a) / n_seed, and only D_a has a
-        # gradient
+        # J_union at theta_hat goes through the same computation as every trial's, so that
+        # under MPC the logarithm's error cancels in the comparisons; at theta_hat only D_a has
+        # a gradient
+        objective = self._union_objective(inputs, A, Y, theta.unsqueeze(1), mask, public)[:, 0]
         Z = A.matmul(inputs["theta"])
-        objective = inputs["train_objective"] + cross_entropy_sums(Z, Y, mask) / n_seed
         grad = A.transpose(1, 2).matmul(probabilities(Z, C) - Y) / n_seed
         for k in range(self.steps):
             if k > 0:

@@ -17,8 +17,9 @@ What every real run guarantees:
   ``secrets``), over the established gloo group; a process whose proof fails stops everyone with
   a sentence about the session key. Local runs make a fresh key per session, and rendezvous
   through a file store in a private (0700) directory, so no local user can join or write it.
-* **Liveness.** Each local process sends a heartbeat to the launcher every second; one silent for
-  ``stall_timeout`` seconds (stopped, swapping, hung) fails the run naming it. Gloo collectives
+* **Liveness.** Each local process sends a heartbeat to the launcher four times a second; one
+  silent for ``stall_timeout`` seconds after its first beat (stopped, swapping, hung) fails the
+  run naming it; starting up is bounded by the run's timeout. Gloo collectives
   time out after the same interval, so a peer stopped on another machine fails the others too.
 * **Nothing left behind.** On success, failure, timeout or cancel every process group is killed
   and reaped and the store directory removed; the root cause is reported in one sentence.
@@ -45,7 +46,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -67,7 +68,6 @@ __all__ = [
 ]
 
 PartyFn = Callable[[int, int, Any], Any]
-LOOPBACK = "127.0.0.1"
 HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
 STALL_SECONDS = 20.0  # a local process silent this long has stalled
 KEY_BYTES = 32
@@ -220,11 +220,13 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
         conn_in = Connection(fd_in, writable=False)
         boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
         conn_in.close()
+        pipe.send(("alive",))  # started: the launcher's stall clock runs from here
         threading.Thread(target=_heartbeat, args=(pipe, stop), daemon=True).start()
         os.environ.update(boot["env"])
         torch.set_num_threads(1)
         apply_config(boot["config"])
-        set_collective_timeout(boot["stall_timeout"])
+        # later than the launcher's stall check, which names the silent party
+        set_collective_timeout(boot["stall_timeout"] + 10.0)
         rank, world_size = boot["rank"], boot["world_size"]
         if boot["dealer"]:
             serve_as_dealer(crypten, boot["key"], world_size)
@@ -302,7 +304,7 @@ class _Child:
     result: Connection
     label: str = "idle"
     rank: int = -1
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float | None = None  # its last message; None until the first heartbeat
 
     @property
     def pid(self) -> int:
@@ -351,10 +353,15 @@ class _Pool:
 
     def take(self, n: int) -> list[_Child]:
         with self.lock:
+            dead = [c for c in self.idle if c.popen.poll() is not None]
             alive = [c for c in self.idle if c.popen.poll() is None]
             taken, self.idle = alive[:n], alive[n:]
+        for child in dead:
+            child.close()
         taken += [_start_child() for _ in range(n - len(taken))]
-        threading.Thread(target=self.refill, daemon=True).start()
+        # started from this thread, not a short-lived one: a child's parent-death signal
+        # follows the thread that started it
+        self.refill()
         return taken
 
     def refill(self) -> None:
@@ -402,9 +409,14 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
     key = key or new_session_key()
     start = time.monotonic()
     n = world_size + (1 if config.uses_ttp else 0)
-    children = _POOL.take(n) if _POOL is not None else [_start_child() for _ in range(n)]
+    children: list[_Child] = []
     store_dir = tempfile.mkdtemp(prefix="appraisal-session-")  # 0700: this user only
     try:
+        if _POOL is not None:
+            children = _POOL.take(n)
+        else:
+            for _ in range(n):
+                children.append(_start_child())
         for rank, child in enumerate(children):
             child.rank, child.label = rank, role(rank, world_size)
             dealer = rank == world_size
@@ -418,7 +430,6 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
             with contextlib.suppress(OSError):  # a dead child is seen through its pipe
                 child.boot.send_bytes(pickle.dumps(boot, protocol=pickle.HIGHEST_PROTOCOL))
                 child.boot.close()
-            child.last_seen = time.monotonic()
         pids = {c.label: c.pid for c in children}
         results = _collect(children, start + timeout, timeout, stall_timeout, cancel, on_wait,
                            pids)
@@ -475,6 +486,8 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
             failures.append((child.label, text.split("\n", 1)[0], original,
                              _is_consequence(name, text)))
         for child in list(pending.values()):
+            if child.last_seen is None:  # still starting: the run's timeout bounds that
+                continue
             silent = time.monotonic() - child.last_seen
             if silent > stall:
                 del pending[child.result]
@@ -568,7 +581,7 @@ def _settings_exchange(settings: Mapping[str, Any], stall_timeout: float) -> Ite
 
     rank, world_size, host, port = _env()
     everyone = range(world_size + (1 if settings.get("provider") == "TTP" else 0))
-    hosting = host_store(host, port, timeout_s=stall_timeout) if rank == 0 else \
+    hosting = _hosted_store(host, port, stall_timeout) if rank == 0 else \
         contextlib.nullcontext()
     with hosting:
         store = dist.TCPStore(host, port, None, False,
@@ -591,6 +604,21 @@ def _settings_exchange(settings: Mapping[str, Any], stall_timeout: float) -> Ite
             yield
         finally:
             os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+
+
+@contextlib.contextmanager
+def _hosted_store(host: str, port: int, seconds: float) -> Iterator[int]:
+    try:
+        store = host_store(host, port, timeout_s=seconds)
+        bound = store.__enter__()
+    except OSError as exc:
+        raise LaunchError(f"the model owner cannot listen on {host}:{port} "
+                          f"({exc.strerror or exc}); RENDEZVOUS must name this machine's "
+                          f"address and a free port.") from None
+    try:
+        yield bound
+    finally:
+        store.__exit__(None, None, None)
 
 
 def _wait(store, what: str, everyone: range, world_size: int, seconds: float) -> None:
