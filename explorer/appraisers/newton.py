@@ -46,7 +46,7 @@ from explorer.appraisers.logistic import (
     test_loss_reductions,
     union_gradient_sums,
 )
-from explorer.appraisers.tensors import less
+from explorer.appraisers.tensors import cat, less
 from explorer.appraisers.union import UnionAppraiser
 from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
@@ -182,10 +182,10 @@ class Newton(UnionAppraiser):
         mask = row_mask(public.sizes)
         theta = repeat(inputs["theta"], B)
         inv_s = inputs["inv_s"].reshape(T, d1, C)
-        # J_union at theta_hat goes through the same computation as every trial's, so that
-        # under MPC the logarithm's error cancels in the comparisons; at theta_hat only D_a has
-        # a gradient
-        objective = self._union_objective(inputs, A, Y, theta.unsqueeze(1), mask, public)[:, 0]
+        # at theta_hat only D_a has a gradient; J_union there is computed beside the first
+        # trials (below), through the same computation, so that under MPC the logarithm's
+        # error cancels in the comparisons
+        objective = None
         Z = A.matmul(inputs["theta"])
         grad = A.transpose(1, 2).matmul(probabilities(Z, C) - Y) / n_seed
         for k in range(self.steps):
@@ -196,7 +196,12 @@ class Newton(UnionAppraiser):
             rotated = self._rotate(inputs, grad, inverse=False).unsqueeze(1) * inv_s
             steps = self._rotate(inputs, rotated.reshape(B * T, d1, C), inverse=True)
             tried = theta.unsqueeze(1) - steps.reshape(B, T, d1, C) * alpha
-            values = self._union_objective(inputs, A, Y, tried, mask, public)  # (B, T)
+            if objective is None:
+                both = self._union_objective(inputs, A, Y, cat([theta.unsqueeze(1), tried], dim=1),
+                                             mask, public)
+                objective, values = both[:, 0], both[:, 1:]
+            else:
+                values = self._union_objective(inputs, A, Y, tried, mask, public)  # (B, T)
             # a soft minimum over the trials, so that trials whose objectives differ by less
             # than the encrypted logarithm's error share the step instead of one winning at
             # random; by convexity J at the blend is at most the blended objective
