@@ -33,13 +33,6 @@ def cat(tensors: Sequence, dim: int = 0):
     return torch.cat(list(tensors), dim=dim)
 
 
-def stack(tensors: Sequence, dim: int = 0):
-    """torch.stack, or crypten.stack when any operand is encrypted."""
-    if any(is_encrypted(t) for t in tensors):
-        return _crypten().stack(list(tensors), dim=dim)
-    return torch.stack(list(tensors), dim=dim)
-
-
 def less(a, b):
     """1.0 where a < b, else 0.0 (encrypted under MPC, so the comparison stays secret)."""
     result = a < b

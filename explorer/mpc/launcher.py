@@ -311,10 +311,14 @@ class _Child:
         return int(self.popen.pid)
 
     def kill(self) -> None:
-        for target in (lambda: os.killpg(self.pid, signal.SIGKILL),
-                       lambda: os.kill(self.pid, signal.SIGKILL)):
+        """SIGKILL its process group (stragglers included) and, while it is not yet reaped,
+        the process itself: a reaped pid may already belong to someone else, a live group id
+        cannot be reused."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.popen.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                target()
+                os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
         self.kill()
