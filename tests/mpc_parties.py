@@ -177,3 +177,28 @@ def process_start(pid: int) -> float:
 def warm_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
     """This process's pid and start time, and the payload it received."""
     return {"pid": os.getpid(), "started": process_start(os.getpid()), "payload": payload}
+
+
+def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:
+    """explorer.mpc.protocol.appraisal_party, also returning what the party opened (the shape
+    of every tensor it revealed) and, for the model owner, its waits on the dealer."""
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    from explorer.mpc.protocol import appraisal_party
+
+    if rank == world_size:  # the dealer's rehearsal
+        return appraisal_party(rank, world_size, payload)
+    comm = load_crypten().communicator.get()
+    opened: list[tuple[int, ...]] = []
+    reveal = comm.all_reduce
+
+    def counted(x, *args, **kwargs):
+        opened.extend(tuple(t.shape) for t in (x if isinstance(x, list) else [x]))
+        return reveal(x, *args, **kwargs)
+
+    comm.all_reduce = counted
+    report = appraisal_party(rank, world_size, payload)
+    dealt = getattr(TTPClient.get().ttp_request, "__self__", None) if rank == 0 else None
+    return {"report": report, "opened": opened,
+            "round_trips": None if dealt is None else dealt.round_trips,
+            "dealt": None if dealt is None else dealt.dealt}

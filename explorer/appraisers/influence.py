@@ -9,7 +9,8 @@ from explorer import model
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.config import check_params
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
-from explorer.appraisers.logistic import gradient_sums
+from explorer.appraisers.logistic import probabilities
+from explorer.appraisers.tensors import cat, matmul
 from explorer.seed import SeedModel
 
 
@@ -67,7 +68,10 @@ class Influence(Appraiser):
                           "ring's limit")
 
     def compute(self, inputs: dict, A, Y, public: Public):
-        G = gradient_sums(A, Y, inputs["theta"])
-        P = public.d1 * public.n_outputs
-        return G.reshape(public.n_candidates, P).matmul(inputs["weights"].reshape(P)) \
-            * inputs["unscale"]
+        # v · G with G = A^T R summed over rows is sum_i R_i · (x_i W): the logits and the
+        # weighted features come from one product of A with [theta | W], so the candidates'
+        # features are opened once. Padding rows give R = sigmoid(0) or 1/C, but x_i W = 0.
+        C = public.n_outputs
+        Z = matmul(A, cat([inputs["theta"], inputs["weights"]], dim=1))  # (B, m, 2C)
+        R = probabilities(Z[..., :C], C) - Y
+        return (R * Z[..., C:]).sum(dim=-1).sum(dim=-1) * inputs["unscale"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from explorer.appraisers.tensors import cat
+from explorer.appraisers.tensors import cat, matmul
 
 # Logit gaps are clamped at this distance inside exponentials. CrypTen's exp is the limit
 # (1 + x / 2^k)^(2^k), which turns into garbage for x below about -2^8 (and its sigmoid with
@@ -58,10 +58,11 @@ def gradient_sums(A, Y, theta, bounded: bool = False):
     """Summed cross-entropy gradient per candidate at theta.
 
     A (B, m, d1), Y (B, m, C), theta (d1, C) or (B, d1, C) -> (B, d1, C). Padding rows of A are
-    zero and contribute nothing. ``bounded``: see ``probabilities``.
+    zero and contribute nothing. ``bounded``: see ``probabilities``. A may be an OpenedOperand
+    (both products reuse its one opening).
     """
-    R = probabilities(A.matmul(theta), Y.shape[-1], bounded) - Y
-    return A.transpose(-2, -1).matmul(R)
+    R = probabilities(matmul(A, theta), Y.shape[-1], bounded) - Y
+    return matmul(A, R, transpose=True)
 
 
 def cross_entropy_sums(Z, Y, mask: torch.Tensor | None = None):

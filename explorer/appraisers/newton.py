@@ -46,7 +46,7 @@ from explorer.appraisers.logistic import (
     test_loss_reductions,
     union_gradient_sums,
 )
-from explorer.appraisers.tensors import cat, less
+from explorer.appraisers.tensors import cat, less, matmul
 from explorer.appraisers.union import UnionAppraiser
 from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
@@ -186,8 +186,8 @@ class Newton(UnionAppraiser):
         # trials (below), through the same computation, so that under MPC the logarithm's
         # error cancels in the comparisons
         objective = None
-        Z = A.matmul(inputs["theta"])
-        grad = A.transpose(1, 2).matmul(probabilities(Z, C) - Y) / n_seed
+        Z = matmul(A, inputs["theta"])
+        grad = matmul(A, probabilities(Z, C) - Y, transpose=True) / n_seed
         for k in range(self.steps):
             if k > 0:
                 G = union_gradient_sums(inputs["A_train"], inputs["Y_train"], A, Y, theta)
@@ -236,7 +236,7 @@ class Newton(UnionAppraiser):
         Z_tr = A_tr.matmul(thetas.permute(2, 0, 1, 3).reshape(d1, B * T * C))
         ce_tr = cross_entropy_sums(Z_tr.reshape(n, B * T, C).permute(1, 0, 2),
                                    inputs["Y_train"]).reshape(B, T)
-        Z_a = A.matmul(thetas.permute(0, 2, 1, 3).reshape(B, d1, T * C))  # (B, m, T C)
+        Z_a = matmul(A, thetas.permute(0, 2, 1, 3).reshape(B, d1, T * C))  # (B, m, T C)
         Z_a = Z_a.reshape(B, -1, T, C).permute(0, 2, 1, 3)  # (B, T, m, C)
         ce_a = cross_entropy_sums(Z_a, Y.unsqueeze(1), mask.unsqueeze(1))
         squares = (thetas * thetas * penalty_mask(d1, C)).sum(dim=-1).sum(dim=-1)

@@ -10,6 +10,7 @@ product, where both tensor types accept them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,23 @@ def cat(tensors: Sequence, dim: int = 0):
     if any(is_encrypted(t) for t in tensors):
         return _crypten().cat(list(tensors), dim=dim)
     return torch.cat(list(tensors), dim=dim)
+
+
+class OpenedOperand(ABC):
+    """A secret left operand that is opened (masked) once and then multiplied many times, each
+    product opening only its right operand (explorer.mpc.masked implements it)."""
+
+    @abstractmethod
+    def matmul(self, right, transpose: bool = False):
+        """self·right, or self^T·right with ``transpose`` (over the last two axes)."""
+
+
+def matmul(A, M, transpose: bool = False):
+    """A·M, or A^T·M with ``transpose`` (over the last two axes): a plain product on torch
+    tensors and CrypTensors; an OpenedOperand reuses its single opening."""
+    if isinstance(A, OpenedOperand):
+        return A.matmul(M, transpose=transpose)
+    return (A.transpose(-2, -1) if transpose else A).matmul(M)
 
 
 def less(a, b):

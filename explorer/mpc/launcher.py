@@ -229,7 +229,9 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
         set_collective_timeout(boot["stall_timeout"] + 10.0)
         rank, world_size = boot["rank"], boot["world_size"]
         if boot["dealer"]:
-            serve_as_dealer(crypten, boot["key"], world_size)
+            fn, payload = boot["fn"], boot["payload"]
+            serve_as_dealer(crypten, boot["key"], world_size,
+                            None if fn is None else lambda: fn(rank, world_size, payload))
             result = None
         else:
             crypten.init()
@@ -251,26 +253,20 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
         os._exit(code)
 
 
-def serve_as_dealer(crypten: Any, key: bytes, world_size: int) -> None:
-    """CrypTen's TTP server loop, with the session-key proof after its set-up. It ends when
-    rank 0 sends "terminate"; a broken session raises (CrypTen's own loop returns quietly)."""
-    from crypten.mpc.provider.ttp_provider import TTPServer
+def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
+                    rehearsal: Callable[[], Any] | None = None) -> None:
+    """CrypTen's TTP server (explorer.mpc.dealer.Dealer), with the session-key proof after its
+    set-up. With ``rehearsal`` (the model owner's code on placeholders, built from the public
+    spec) it first deals the whole session ahead. It ends when rank 0 sends "terminate"; a
+    broken session raises (CrypTen's own loop returns quietly)."""
+    from explorer.mpc.dealer import Dealer
 
     crypten.init()
-    server = TTPServer.__new__(TTPServer)  # its __init__ would start serving before the proof
-    comm = crypten.communicator.get()
-    server.ttp_group, server.comm_group, server.device = comm.ttp_group, comm.ttp_comm_group, "cpu"
-    server._setup_generators()
-    authenticate(key, comm.ttp_group, world_size, world_size)
-    ttp_rank = comm.get_ttp_rank()
-    while True:
-        message = comm.recv_obj(0, server.ttp_group)
-        if message == "terminate":
-            return
-        server.device = message["device"]
-        result = getattr(server, message["function"])(*message["args"], **message["kwargs"])
-        comm.send_obj(result.size(), 0, server.ttp_group)
-        comm.broadcast(result, ttp_rank, server.comm_group)
+    server = Dealer()  # seeds the PRGs it shares with each party
+    authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
+    if rehearsal is not None:
+        server.rehearse(rehearsal)
+    server.serve()
 
 
 def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
@@ -398,9 +394,12 @@ def warm_parties(size: int = 3) -> Iterator[None]:
 def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig | None = None,
                 timeout: float = 120.0, stall_timeout: float = STALL_SECONDS,
                 key: bytes | None = None, cancel: threading.Event | None = None,
-                on_wait: Callable[[float], None] | None = None) -> LaunchResult:
+                on_wait: Callable[[float], None] | None = None,
+                dealer_payload: Any = None) -> LaunchResult:
     """Run ``fn(rank, world_size, payloads[rank])`` in one process per rank (ranks 0..max),
-    plus the dealer for the TTP provider; return the results by rank.
+    plus the dealer for the TTP provider; return the results by rank. With ``dealer_payload``
+    (public), the dealer rehearses ``fn(world_size, world_size, dealer_payload)`` to deal the
+    session ahead (explorer.mpc.dealer).
 
     ``timeout`` bounds the whole run, ``stall_timeout`` the silence of any one process.
     ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds at
@@ -424,8 +423,9 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
         for rank, child in enumerate(children):
             child.rank, child.label = rank, role(rank, world_size)
             dealer = rank == world_size
-            boot = {"fn": None if dealer else fn,
-                    "payload": None if dealer else payloads.get(rank),
+            runs_fn = not dealer or dealer_payload is not None
+            boot = {"fn": fn if runs_fn else None,
+                    "payload": dealer_payload if dealer else payloads.get(rank),
                     "rank": rank, "world_size": world_size, "dealer": dealer, "key": key,
                     "config": config, "stall_timeout": stall_timeout,
                     "env": {"RENDEZVOUS": f"file://{store_dir}/store",

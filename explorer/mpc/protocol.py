@@ -120,9 +120,12 @@ def _reveal(x, precision_bits: int) -> torch.Tensor:
     return x.reveal().to(torch.float64) / 2.0 ** precision_bits
 
 
-def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
+def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | None:
     """The code each party runs. ``payload`` = {"spec": SessionSpec, "input": its own input}
-    (in simulated mode also "data": the candidate batch)."""
+    (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
+    it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
+    from explorer.mpc import dealer, masked
+
     crypten = load_crypten()
     spec: SessionSpec = payload["spec"]
     public = spec.public
@@ -140,6 +143,11 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
         check_data_owner_input(spec, batch)
     if mo is not None:
         check_model_owner_input(spec, appraiser, mo)
+    dealt = None
+    if crypten.mpc.ttp_required():
+        dealer.install()
+        if rank == MODEL_OWNER:
+            dealt = dealer.expect_deal()
 
     comm = crypten.communicator.get()
     comm.reset_communication_stats()
@@ -154,7 +162,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
                      for _ in range(copies)])
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
               for name, shape in sorted(shapes.items())}
-    value = appraiser.compute(inputs, A, Y,
+    # the candidates' features are opened once for all their products (explorer.mpc.masked)
+    value = appraiser.compute(inputs, masked.opened_once(A), Y,
                               dataclasses.replace(public, sizes=public.sizes * copies))
 
     if spec.reveal == "bit":
@@ -163,6 +172,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport:
         revealed = (value > threshold).get_plain_text().to(torch.float64).round()
     else:
         revealed = _reveal(value, spec.precision_bits)
+    if rank == world_size:  # the dealer's rehearsal ends here
+        return None
+    if dealt is not None:
+        dealt.check_used_up()
     seconds = time.perf_counter() - start
     stats = comm.get_communication_stats()
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}

@@ -80,7 +80,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                                    {MODEL_OWNER: {"spec": spec, "input": model_owner},
                                     DATA_OWNER: {"spec": spec, "input": data_owner}},
                                    config=config, timeout=timeout, cancel=cancel,
-                                   on_wait=on_wait)
+                                   on_wait=on_wait, dealer_payload={"spec": spec})
             reports, wall = tuple(launched.results), launched.wall_s
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \

@@ -1,0 +1,393 @@
+"""Triples dealt ahead: the dealer deals a whole session's correlated randomness at its start.
+
+With CrypTen's TTP provider, every product waits on a synchronous request from the model owner
+(rank 0) to the dealer, which regenerates the masks and returns rank 0's share of the product.
+Yet the requests (their kind, shapes and operation) are a function of the public SessionSpec
+alone: CrypTen's control flow never depends on secret values, and every shape is public. So:
+
+1. **Rehearsal.** The dealer, given the public spec, runs the very session code a model owner
+   runs (explorer.mpc.protocol) on placeholder inputs, as rank 0 of a two-party session, with a
+   stand-in communicator that sends nothing (``_StandIn``). Every provider request of that run
+   is answered by the dealer's own server methods at once, in order, and recorded: the
+   ``Deal``. The dealer's PRGs (one shared with each party, seeded by CrypTen's TTP set-up)
+   advance exactly as they would have serving the requests one by one, so each party's own
+   shares, drawn from its PRG as in CrypTen, stay consistent with the dealt ones.
+2. **One message.** At its first provider request, rank 0 fetches the whole deal from the
+   dealer: the request list and all its shares as one int64 tensor. Rank 1 never talks to the
+   dealer; it draws its shares from its PRG, as in CrypTen.
+3. **Checked pops.** Every later request of rank 0 pops the next dealt entry and must equal it
+   (kind, shapes, operation, arguments); any difference, a request beyond the deal or a deal
+   not used up raises ``DealMismatch``: a triple for the wrong shape would be a silently wrong
+   value. Without a deal (a dealer started without the spec) requests go to the dealer one by
+   one, as in CrypTen.
+
+It also deals masks reused across products (``mask`` / ``correlated_triple``), which
+explorer.mpc.masked uses to open the data owner's features once per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from explorer.mpc.crypten_compat import load_crypten
+
+_crypten = load_crypten()
+from crypten.common.rng import generate_random_ring_element  # noqa: E402
+from crypten.mpc.primitives import ArithmeticSharedTensor  # noqa: E402
+from crypten.mpc.provider.ttp_provider import (  # noqa: E402
+    TrustedThirdParty,
+    TTPClient,
+    TTPServer,
+)
+
+Request = tuple[str, tuple, tuple]  # (kind, args, sorted kwargs), sizes as tuples
+
+
+class DealMismatch(RuntimeError):
+    """The session asked the dealer for something other than what was dealt ahead."""
+
+
+def _request(kind: str, args: tuple, kwargs: dict) -> Request:
+    def plain(x: Any) -> Any:
+        return tuple(x) if isinstance(x, torch.Size) else x
+
+    return kind, tuple(plain(a) for a in args), tuple(sorted(kwargs.items()))
+
+
+def _broadcast(a: list[int], b: list[int]) -> tuple:
+    """torch's broadcast of two shapes (torch.broadcast_shapes imports sympy on first use)."""
+    n = max(len(a), len(b))
+    a, b = [1] * (n - len(a)) + list(a), [1] * (n - len(b)) + list(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
+        raise ValueError(f"shapes {a} and {b} do not broadcast")
+    return tuple(y if x == 1 else x for x, y in zip(a, b, strict=True))
+
+
+def _product_size(size0, size1, op: str, transpose: bool = False, *args, **kwargs) -> tuple:
+    """Shape of op(a, b), a transposed over its last two axes first, from the shapes alone
+    (broadcasting rules of torch.mul and torch.matmul; other ops are computed on zeros)."""
+    a, b = list(size0), list(size1)
+    if transpose:
+        a[-2], a[-1] = a[-1], a[-2]
+    if op == "mul":
+        return _broadcast(a, b)
+    if op != "matmul":
+        return tuple(getattr(torch, op)(torch.zeros(a, dtype=torch.long),
+                                        torch.zeros(b, dtype=torch.long), *args, **kwargs).size())
+    if len(a) == 1 and len(b) == 1:
+        return ()
+    vector_a, vector_b = len(a) == 1, len(b) == 1
+    a, b = [1] * vector_a + a, b + [1] * vector_b  # torch.matmul's promotion of vectors
+    out = [*_broadcast(a[:-2], b[:-2]), a[-2], b[-1]]
+    return tuple(out[:-2] + out[-2:][vector_a:len(out[-2:]) - vector_b])
+
+
+# --------------------------------------------------------------------------- party side
+
+
+class DealtAheadProvider(TrustedThirdParty):
+    """CrypTen's TTP provider with two changes, and two additions.
+
+    Changes: rank 0's requests go through ``DealtClient`` (popped from the deal); the other
+    party sizes a product's share from the shapes instead of multiplying random tensors (CrypTen
+    computes op(a, b) only for its size). Additions: ``mask`` draws a shared random mask a of a
+    tensor that will be opened once, ``correlated_triple`` a product share a·b (or a^T·b) for
+    such a mask, with a fresh b.
+    """
+
+    NAME = "TTP"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks = 0  # masks drawn this session; their index names them to the dealer
+
+    def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):
+        client = TTPClient.get()
+        generator = client.get_generator(device=device)
+        a = generate_random_ring_element(size0, generator=generator, device=device)
+        b = generate_random_ring_element(size1, generator=generator, device=device)
+        if _rank() == 0:
+            c = client.ttp_request("additive", device, size0, size1, op, *args, **kwargs)
+        else:
+            c = generate_random_ring_element(_product_size(size0, size1, op, False, *args,
+                                                           **kwargs),
+                                             generator=generator, device=device)
+        return tuple(ArithmeticSharedTensor.from_shares(t, precision=0) for t in (a, b, c))
+
+    def mask(self, size, device=None) -> tuple[int, torch.Tensor]:
+        """This party's share (int64, ``size``) of a fresh random mask, and the mask's index.
+        The dealer learns the mask's draw from the request (no share travels)."""
+        client = TTPClient.get()
+        a = generate_random_ring_element(size, generator=client.get_generator(device=device),
+                                         device=device)
+        index = self.masks
+        self.masks += 1
+        if _rank() == 0:
+            client.ttp_request("mask", device, index, tuple(size))
+        return index, a
+
+    def correlated_triple(self, index: int, size0, size1, transpose: bool,
+                          device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shares of a fresh b (``size1``) and of c = a·b, or a^T·b with ``transpose`` (over
+        the last two axes), for mask ``index`` of shape ``size0``."""
+        client = TTPClient.get()
+        generator = client.get_generator(device=device)
+        b = generate_random_ring_element(size1, generator=generator, device=device)
+        if _rank() == 0:
+            c = client.ttp_request("correlated", device, index, tuple(size1), transpose)
+        else:
+            c = generate_random_ring_element(
+                _product_size(size0, size1, "matmul", transpose), generator=generator,
+                device=device)
+        return b, c
+
+
+def _rank() -> int:
+    return _crypten.communicator.get().get_rank()
+
+
+def install() -> None:
+    """Make DealtAheadProvider the provider behind CrypTen's "TTP" setting in this process."""
+    providers = vars(_crypten.mpc)["__SUPPORTED_PROVIDERS"]
+    if not isinstance(providers["TTP"], DealtAheadProvider):
+        providers["TTP"] = DealtAheadProvider()
+
+
+@dataclass
+class DealtClient:
+    """Rank 0's requests, popped from what the dealer dealt ahead and checked against it."""
+
+    forward: Callable[..., torch.Tensor]  # CrypTen's request: one round trip to the dealer
+    pending: deque = field(default_factory=deque)  # (request, share) dealt, not yet used
+    done: bool = False  # the dealer's rehearsal has ended and everything dealt is here
+    dealt: int = 0  # entries received
+    used: int = 0
+    round_trips: int = 0  # times this party waited on the dealer (fetches included)
+
+    def request(self, kind: str, device, *args, **kwargs) -> torch.Tensor:
+        if not self.pending and not self.done:
+            self._fetch()
+        if self.done and self.dealt == 0:  # the dealer had no spec to rehearse: CrypTen's way
+            self.round_trips += 1
+            return self.forward(kind, device, *args, **kwargs)
+        asked = _request(kind, args, kwargs)
+        if not self.pending:
+            raise DealMismatch(f"the session asked the dealer for more than it dealt ahead "
+                               f"({self.dealt} requests; then {asked[:2]}).")
+        dealt, share = self.pending.popleft()
+        if asked != dealt:
+            raise DealMismatch(f"request {self.used} of the session differs from what the "
+                               f"dealer rehearsed: {asked} against {dealt}.")
+        self.used += 1
+        return share
+
+    def _fetch(self) -> None:
+        """Everything the dealer has rehearsed since the last fetch (at least one entry)."""
+        comm = _crypten.communicator.get()
+        ttp = comm.get_ttp_rank()
+        comm.send_obj({"function": "deal", "device": None, "args": (), "kwargs": {}}, ttp,
+                      comm.ttp_group)
+        requests, shapes, self.done = comm.recv_obj(ttp, comm.ttp_group)
+        flat = torch.empty(comm.recv_obj(ttp, comm.ttp_group), dtype=torch.long)
+        comm.broadcast(flat, ttp, comm.ttp_comm_group)
+        self.round_trips += 1
+        sizes = [math.prod(s) for s in shapes]
+        self.pending.extend(zip(requests, (part.view(s) for part, s in
+                                           zip(flat.split(sizes), shapes, strict=True)),
+                                strict=True))
+        self.dealt += len(requests)
+
+    def check_used_up(self) -> None:
+        """Everything fetched was used (the dealer checks, at the end, that all was fetched)."""
+        if self.pending:
+            raise DealMismatch(f"the session used {self.used} of the {self.dealt} requests "
+                               f"the dealer rehearsed.")
+
+
+def expect_deal() -> DealtClient:
+    """On rank 0 with a dealer: route this session's provider requests through the deal."""
+    client = TTPClient.get()
+    dealt = DealtClient(forward=client.ttp_request)
+    client.ttp_request = dealt.request  # the instance's method, for this process's session
+    return dealt
+
+
+# --------------------------------------------------------------------------- dealer side
+
+
+class Dealer(TTPServer):
+    """CrypTen's TTP server with masks reused across products, and the rehearsed deal."""
+
+    def __init__(self) -> None:  # CrypTen's __init__ would start serving at once
+        # the real communicator, kept: a rehearsal swaps the global one for a stand-in
+        self.comm = comm = _crypten.communicator.get()
+        self.ttp_group, self.comm_group, self.device = comm.ttp_group, comm.ttp_comm_group, "cpu"
+        self._setup_generators()
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def mask(self, index: int, size) -> torch.Tensor:
+        # the parties drew their shares of a from the PRGs shared with the dealer: add them up
+        self.masks[index] = self._get_additive_PRSS(size)
+        return _EMPTY
+
+    def correlated(self, index: int, size1, transpose: bool) -> torch.Tensor:
+        a = self.masks[index]
+        b = self._get_additive_PRSS(size1)
+        c = torch.matmul(a.transpose(-2, -1) if transpose else a, b)
+        return c - self._get_additive_PRSS(c.size(), remove_rank=True)
+
+    def rehearse(self, session: Callable[[], Any]) -> None:
+        """Start running ``session`` (the model owner's code on placeholder inputs) as rank 0
+        of two, in a thread: each of its requests is answered at once and queued for rank 0."""
+        self._ready: list[tuple[Request, torch.Tensor]] = []
+        self._rehearsing = threading.Condition()
+        self._finished, self._failure = False, None
+
+        def answer(kind: str, device, *args, **kwargs) -> torch.Tensor:
+            self.device = device or "cpu"
+            share = getattr(self, kind)(*args, **kwargs)
+            with self._rehearsing:
+                self._ready.append((_request(kind, args, kwargs), share))
+                self._rehearsing.notify()
+            return share.clone()  # the rehearsal computes in place on what it receives
+
+        def run() -> None:
+            try:
+                with _rehearsal(answer):
+                    session()
+            except BaseException as exc:  # handed to the serving thread, which fails loudly
+                self._failure = exc
+            self.masks.clear()  # every product using them is dealt
+            with self._rehearsing:
+                self._finished = True
+                self._rehearsing.notify()
+
+        threading.Thread(target=run, name="rehearsal", daemon=True).start()
+
+    def _take(self) -> tuple[list[tuple[Request, torch.Tensor]], bool]:
+        """What was rehearsed since the last take (waiting for at least one entry), and
+        whether the rehearsal has finished."""
+        if not hasattr(self, "_rehearsing"):  # nothing to rehearse: CrypTen's requests
+            return [], True
+        with self._rehearsing:
+            self._rehearsing.wait_for(lambda: self._ready or self._finished)
+            ready, self._ready = self._ready, []
+            finished = self._finished and not self._ready
+        if self._failure is not None:
+            raise DealMismatch(f"the dealer's rehearsal of the session failed: "
+                               f"{self._failure!r}") from self._failure
+        return ready, finished
+
+    def serve(self) -> None:
+        """Answer rank 0 until it says "terminate" (CrypTen's TTP loop, plus "deal")."""
+        comm = self.comm
+        ttp = comm.get_ttp_rank()
+        while True:
+            message = comm.recv_obj(0, self.ttp_group)
+            if message == "terminate":
+                if hasattr(self, "_rehearsing") and (self._ready or not self._finished):
+                    raise DealMismatch("the session ended before using all that the dealer "
+                                       "rehearsed.")
+                return
+            if message["function"] == "deal":
+                ready, finished = self._take()
+                comm.send_obj(([r for r, _ in ready], [tuple(t.shape) for _, t in ready],
+                               finished), 0, self.ttp_group)
+                result = torch.cat([t.reshape(-1) for _, t in ready]) if ready else _EMPTY
+            else:
+                self.device = message["device"]
+                result = getattr(self, message["function"])(*message["args"],
+                                                            **message["kwargs"])
+            comm.send_obj(result.size(), 0, self.ttp_group)
+            comm.broadcast(result, ttp, self.comm_group)
+
+
+_EMPTY = torch.empty(0, dtype=torch.long)
+
+
+class _StandIn:
+    """Rank 0 of a two-party session that exchanges nothing: a reveal returns this party's own
+    share (as if the other's were zero), which is all a rehearsal needs, since no control flow
+    depends on revealed values. Anything else it is asked raises."""
+
+    def get_rank(self) -> int:
+        return 0
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def get_ttp_rank(self) -> int:
+        return 2
+
+    def all_reduce(self, x, op=None, batched=False):
+        return [t.clone() for t in x] if batched else x.clone()
+
+    def reduce(self, x, dst, op=None, batched=False):
+        if dst != 0:
+            return None
+        return [t.clone() for t in x] if batched else x.clone()
+
+    def all_gather(self, x):
+        return [x.clone(), torch.zeros_like(x)]
+
+    def gather(self, x, dst):
+        return [x.clone(), torch.zeros_like(x)] if dst == 0 else [None]
+
+    def broadcast(self, x, src, group=None, batched=False):
+        return x
+
+    def broadcast_obj(self, obj, src, group=None):
+        return obj
+
+    def reset_communication_stats(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        raise DealMismatch(f"the rehearsal of a session does not communicate ({name}).")
+
+
+class _RehearsalClient:
+    """The TTP client during a rehearsal: throwaway PRG for rank 0's own shares, requests
+    answered by the dealer at once."""
+
+    def __init__(self, answer: Callable[..., torch.Tensor]):
+        self.ttp_request = answer
+        self.generator = torch.Generator().manual_seed(random.getrandbits(63))
+
+    def get_generator(self, device=None) -> torch.Generator:
+        return self.generator
+
+
+@contextlib.contextmanager
+def _rehearsal(answer: Callable[..., torch.Tensor]) -> Iterator[None]:
+    from crypten.communicator import DistributedCommunicator
+
+    install()
+    cpu = torch.device("cpu")
+    gens = _crypten.generators
+    saved_gens = {k: dict(gens.get(k, {})) for k in ("prev", "next", "local", "global")}
+    saved_comm, saved_client = DistributedCommunicator.instance, TTPClient._TTPClient__instance
+    saved_masks = _crypten.mpc.get_default_provider().masks
+    try:
+        # throwaway PRGs: the dealer holds no party's, and a rehearsal must not advance any
+        for k in saved_gens:
+            gens.setdefault(k, {})[cpu] = torch.Generator().manual_seed(random.getrandbits(63))
+        DistributedCommunicator.instance = _StandIn()
+        TTPClient._TTPClient__instance = _RehearsalClient(answer)
+        _crypten.mpc.get_default_provider().masks = 0
+        yield
+    finally:
+        DistributedCommunicator.instance = saved_comm
+        TTPClient._TTPClient__instance = saved_client
+        _crypten.mpc.get_default_provider().masks = saved_masks
+        for k, saved in saved_gens.items():
+            gens[k] = saved
