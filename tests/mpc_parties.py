@@ -200,5 +200,24 @@ def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:
     report = appraisal_party(rank, world_size, payload)
     dealt = getattr(TTPClient.get().ttp_request, "__self__", None) if rank == 0 else None
     return {"report": report, "opened": opened,
-            "round_trips": None if dealt is None else dealt.round_trips,
+            "waits": None if dealt is None else dealt.waits,
+            "forwarded": None if dealt is None else dealt.forwarded,
+            "waited": None if dealt is None else dealt.waited,
             "dealt": None if dealt is None else dealt.dealt}
+
+
+def dealt_party(rank: int, world_size: int, payload: Any) -> float:
+    """Products of ones of the lengths payload["parties"] (the dealer rehearses the lengths
+    payload["dealer"]) with triples dealt ahead; returns the sum of the products."""
+    from explorer.mpc import dealer
+
+    crypten = load_crypten()
+    dealer.install()
+    dealt = dealer.expect_deal() if rank == 0 else None
+    total = 0.0
+    for n in payload["dealer" if rank == world_size else "parties"]:
+        x = crypten.cryptensor(torch.ones(n, dtype=torch.float64), src=0)
+        total += float((x * x).sum().get_plain_text())
+    if dealt is not None:
+        dealt.check_used_up()
+    return total

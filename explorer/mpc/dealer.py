@@ -31,9 +31,9 @@ import contextlib
 import math
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -162,59 +162,88 @@ def install() -> None:
         providers["TTP"] = DealtAheadProvider()
 
 
-@dataclass
 class DealtClient:
-    """Rank 0's requests, popped from what the dealer dealt ahead and checked against it."""
+    """Rank 0's requests, popped from what the dealer deals ahead and checked against it.
 
-    forward: Callable[..., torch.Tensor]  # CrypTen's request: one round trip to the dealer
-    pending: deque = field(default_factory=deque)  # (request, share) dealt, not yet used
-    done: bool = False  # the dealer's rehearsal has ended and everything dealt is here
-    dealt: int = 0  # entries received
-    used: int = 0
-    round_trips: int = 0  # times this party waited on the dealer (fetches included)
+    At the session's start it asks the dealer once for the deal; a receiving thread then takes
+    the dealer's shares as it pushes them (each batch as soon as rehearsed), so a product waits
+    only if the dealer's rehearsal is behind the session, never on a round trip.
+    """
+
+    def __init__(self, forward: Callable[..., torch.Tensor]):
+        self.forward = forward  # CrypTen's request: one round trip to the dealer
+        self.pending: deque[tuple[Request, torch.Tensor]] = deque()
+        self.done = False  # the dealer has pushed everything it rehearsed
+        self.dealt = 0  # entries received
+        self.used = 0
+        self.waits = 0  # products that found nothing dealt yet and waited for the dealer
+        self.waited = 0.0  # seconds they waited
+        self.forwarded = 0  # requests sent to the dealer one by one (no rehearsal)
+        self.failure: BaseException | None = None
+        self.arrived = threading.Condition()
+        comm = _crypten.communicator.get()
+        comm.send_obj({"function": "deal", "device": None, "args": (), "kwargs": {}},
+                      comm.get_ttp_rank(), comm.ttp_group)
+        self.receiver = threading.Thread(target=self._receive, args=(comm,), name="deal",
+                                         daemon=True)
+        self.receiver.start()
+
+    def _receive(self, comm) -> None:
+        ttp = comm.get_ttp_rank()
+        try:
+            done = False
+            while not done:
+                requests, shapes, done = comm.recv_obj(ttp, comm.ttp_group)
+                flat = torch.empty(comm.recv_obj(ttp, comm.ttp_group), dtype=torch.long)
+                comm.broadcast(flat, ttp, comm.ttp_comm_group)
+                parts = flat.split([math.prod(s) for s in shapes])
+                with self.arrived:
+                    self.pending.extend(zip(requests, (p.view(s) for p, s in
+                                                       zip(parts, shapes, strict=True)),
+                                            strict=True))
+                    self.dealt += len(requests)
+                    self.done = done
+                    self.arrived.notify()
+        except BaseException as exc:  # the session's thread raises it at its next request
+            with self.arrived:
+                self.failure, self.done = exc, True
+                self.arrived.notify()
 
     def request(self, kind: str, device, *args, **kwargs) -> torch.Tensor:
-        if not self.pending and not self.done:
-            self._fetch()
-        if self.done and self.dealt == 0:  # the dealer had no spec to rehearse: CrypTen's way
-            self.round_trips += 1
-            return self.forward(kind, device, *args, **kwargs)
-        asked = _request(kind, args, kwargs)
-        if not self.pending:
-            raise DealMismatch(f"the session asked the dealer for more than it dealt ahead "
-                               f"({self.dealt} requests; then {asked[:2]}).")
-        dealt, share = self.pending.popleft()
+        with self.arrived:
+            if not self.pending and not self.done:
+                self.waits += 1
+                start = time.perf_counter()
+                self.arrived.wait_for(lambda: self.pending or self.done)
+                self.waited += time.perf_counter() - start
+            if self.failure is not None:
+                raise DealMismatch(f"the deal from the dealer broke off: "
+                                   f"{self.failure}") from self.failure
+            if self.done and self.dealt == 0:  # the dealer had no spec: CrypTen's way
+                self.forwarded += 1
+                return self.forward(kind, device, *args, **kwargs)
+            asked = _request(kind, args, kwargs)
+            if not self.pending:
+                raise DealMismatch(f"the session asked the dealer for more than it dealt "
+                                   f"ahead ({self.dealt} requests; then {asked[:2]}).")
+            dealt, share = self.pending.popleft()
         if asked != dealt:
             raise DealMismatch(f"request {self.used} of the session differs from what the "
                                f"dealer rehearsed: {asked} against {dealt}.")
         self.used += 1
         return share
 
-    def _fetch(self) -> None:
-        """Everything the dealer has rehearsed since the last fetch (at least one entry)."""
-        comm = _crypten.communicator.get()
-        ttp = comm.get_ttp_rank()
-        comm.send_obj({"function": "deal", "device": None, "args": (), "kwargs": {}}, ttp,
-                      comm.ttp_group)
-        requests, shapes, self.done = comm.recv_obj(ttp, comm.ttp_group)
-        flat = torch.empty(comm.recv_obj(ttp, comm.ttp_group), dtype=torch.long)
-        comm.broadcast(flat, ttp, comm.ttp_comm_group)
-        self.round_trips += 1
-        sizes = [math.prod(s) for s in shapes]
-        self.pending.extend(zip(requests, (part.view(s) for part, s in
-                                           zip(flat.split(sizes), shapes, strict=True)),
-                                strict=True))
-        self.dealt += len(requests)
-
     def check_used_up(self) -> None:
-        """Everything fetched was used (the dealer checks, at the end, that all was fetched)."""
-        if self.pending:
+        """The session used everything dealt: the rehearsal predicted this very run."""
+        self.receiver.join()
+        if self.pending or self.failure is not None:
             raise DealMismatch(f"the session used {self.used} of the {self.dealt} requests "
                                f"the dealer rehearsed.")
 
 
 def expect_deal() -> DealtClient:
-    """On rank 0 with a dealer: route this session's provider requests through the deal."""
+    """On rank 0 with a dealer: ask for the deal now, and route this session's provider
+    requests through it."""
     client = TTPClient.get()
     dealt = DealtClient(forward=client.ttp_request)
     client.ttp_request = dealt.request  # the instance's method, for this process's session
@@ -288,7 +317,8 @@ class Dealer(TTPServer):
         return ready, finished
 
     def serve(self) -> None:
-        """Answer rank 0 until it says "terminate" (CrypTen's TTP loop, plus "deal")."""
+        """Answer rank 0 until it says "terminate": CrypTen's TTP loop, plus "deal", answered
+        by pushing the rehearsal's entries as they come until it has finished."""
         comm = self.comm
         ttp = comm.get_ttp_rank()
         while True:
@@ -299,10 +329,15 @@ class Dealer(TTPServer):
                                        "rehearsed.")
                 return
             if message["function"] == "deal":
-                ready, finished = self._take()
-                comm.send_obj(([r for r, _ in ready], [tuple(t.shape) for _, t in ready],
-                               finished), 0, self.ttp_group)
-                result = torch.cat([t.reshape(-1) for _, t in ready]) if ready else _EMPTY
+                finished = False
+                while not finished:
+                    ready, finished = self._take()
+                    comm.send_obj(([r for r, _ in ready], [tuple(t.shape) for _, t in ready],
+                                   finished), 0, self.ttp_group)
+                    flat = torch.cat([t.reshape(-1) for _, t in ready]) if ready else _EMPTY
+                    comm.send_obj(flat.size(), 0, self.ttp_group)
+                    comm.broadcast(flat, ttp, self.comm_group)
+                continue
             else:
                 self.device = message["device"]
                 result = getattr(self, message["function"])(*message["args"],

@@ -1,0 +1,102 @@
+"""Triples dealt ahead (explorer.mpc.dealer) and features opened once (explorer.mpc.masked),
+between real parties and a real dealer."""
+
+import os
+from pathlib import Path
+
+import mpc_parties
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from explorer.appraisers import make_appraiser
+from explorer.market import make_market
+from explorer.mpc.dealer import _product_size
+from explorer.mpc.launcher import LaunchError, run_parties
+from explorer.mpc.session import mpc_config, session_inputs
+
+MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "newton": 0.05}
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def party_functions_importable():
+    """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, before) if p)
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = before
+
+
+@pytest.fixture(scope="module")
+def market(wdbc):
+    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)
+
+
+def counted_session(seed, market, name: str, deal: bool) -> tuple[dict, dict, np.ndarray]:
+    params = {"newton": {"newton_steps": 2}}.get(name, {})
+    pairs = [(c.X, c.y) for c in market]
+    private = make_appraiser(name, "crypten", **params).fit(seed)
+    spec, mo, do = session_inputs(private, pairs)
+    launched = run_parties(mpc_parties.counted_appraisal_party,
+                           {0: {"spec": spec, "input": mo}, 1: {"spec": spec, "input": do}},
+                           config=mpc_config(spec.precision_bits, "TTP"), timeout=300,
+                           dealer_payload={"spec": spec} if deal else None)
+    expected = np.array([r["value"] for r in
+                         make_appraiser(name, **params).fit(seed).appraise_many(pairs)])
+    features = (spec.copies * do.A.shape[0], *do.A.shape[1:])
+    return launched.results[0], launched.results[1], expected, features
+
+
+@pytest.mark.parametrize("name", ["influence", "gradient-norm", "newton"])
+def test_no_product_waits_on_a_request_and_the_features_open_once(wdbc_seed, market, name):
+    owner, data, expected, features = counted_session(wdbc_seed, market, name, deal=True)
+    got = owner["report"].values[0].numpy()
+    assert stats.spearmanr(got, expected).statistic >= 0.99
+    assert np.abs(got - expected).max() <= MAX_RELATIVE_ERROR[name] * np.abs(expected).max()
+    assert owner["forwarded"] == 0 and owner["dealt"] > 10
+    for party in (owner, data):
+        assert party["opened"].count(features) == 1
+
+
+def test_without_the_spec_the_dealer_answers_each_request(wdbc_seed, market):
+    """CrypTen's way, kept for a dealer started without the session's spec: the same values,
+    one round trip per request."""
+    owner, _, expected, features = counted_session(wdbc_seed, market, "gradient-norm",
+                                                   deal=False)
+    got = owner["report"].values[0].numpy()
+    assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()
+    assert owner["dealt"] == 0 and owner["forwarded"] > 10
+    assert owner["opened"].count(features) == 1
+
+
+@pytest.mark.parametrize("rehearsed, run, message", [
+    ([3, 5], [3, 5], None),
+    ([3, 5], [3, 4], "differs from what the dealer rehearsed"),
+    ([3], [3, 3], "more than it dealt ahead"),
+    ([3, 3], [3], "used 1 of the 2 requests"),
+])
+def test_a_session_unlike_its_rehearsal_fails_loudly(rehearsed, run, message):
+    payload = {"dealer": rehearsed, "parties": run}
+    config = mpc_config(16, "TTP")
+    if message is None:
+        launched = run_parties(mpc_parties.dealt_party, {0: payload, 1: payload},
+                               config=config, timeout=120, dealer_payload=payload)
+        assert launched.results == [float(sum(run))] * 2
+        return
+    with pytest.raises(LaunchError, match=message):
+        run_parties(mpc_parties.dealt_party, {0: payload, 1: payload}, config=config,
+                    timeout=120, dealer_payload=payload)
+
+
+@pytest.mark.parametrize("size0, size1", [((3,), (3,)), ((3,), (3, 4)), ((2, 5, 3), (3,)),
+                                          ((7, 1, 5, 3), (2, 3, 4)), ((3,), (6, 3, 4))])
+def test_product_shapes_from_shapes_alone(size0, size1):
+    product = torch.matmul(torch.zeros(size0), torch.zeros(size1))
+    assert _product_size(size0, size1, "matmul") == tuple(product.shape)
+    assert _product_size((2, 5, 3), (2, 5, 4), "matmul", transpose=True) == (2, 3, 4)
+    assert _product_size((2, 1, 3), (4, 1), "mul") == (2, 4, 3)
