@@ -19,6 +19,11 @@ that every process holds the session key and, across machines, that all agree on
 settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
 ``value > threshold`` (with ``verify``, each twice: from two independent sharings of the
 candidates, compared by explorer.mpc.session).
+
+Opened along the way (masked, as Beaver's protocol does): the candidates' features once per
+session (explorer.mpc.masked), then only the smaller operands of each product. With a dealer,
+the dealer runs this same function on the spec alone to rehearse the session and deal its
+triples ahead (explorer.mpc.dealer).
 """
 
 from __future__ import annotations
