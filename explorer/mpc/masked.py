@@ -37,10 +37,8 @@ def opened_once(x):
 
 
 class OpenedOnce(OpenedOperand):
-    """A secret tensor X (..., n, k) held as the opened E = X - a and this party's share of a.
-
-    ``opened`` counts the times X was opened: 1.
-    """
+    """A secret tensor X (..., n, k), int64 fixed point, held as the opened E = X - a and this
+    party's share of the mask a; X's own shares are no longer needed."""
 
     def __init__(self, x, provider: DealtAheadProvider):
         shared: ArithmeticSharedTensor = x._tensor
@@ -50,32 +48,22 @@ class OpenedOnce(OpenedOperand):
         self.index, self.a = provider.mask(x.size())
         # E = X - a, in X's encoding (a is a ring element: encoding does not apply to it)
         self.epsilon = _crypten.communicator.get().all_reduce(shared.share - self.a)
-        self.opened = 1
 
     def matmul(self, right, transpose: bool = False):
-        """X·M, or X^T·M with ``transpose`` (last two axes): M an arithmetic MPCTensor or a
-        public torch tensor; an MPCTensor in M's encoding."""
+        """X·M, or X^T·M with ``transpose`` (last two axes): M an arithmetic MPCTensor; an
+        MPCTensor in M's encoding."""
         def op(left: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
             return torch.matmul(left.transpose(-2, -1) if transpose else left, other)
 
-        rank0 = _crypten.communicator.get().get_rank() == 0
-        if isinstance(right, torch.Tensor):  # public: X·M = E·M + a·M, nothing to open
-            encoded = self.encoder.encode(right)
-            z = op(self.a, encoded)
-            if rank0:
-                z = z + op(self.epsilon, encoded)
-            encoder = self.encoder
-        else:
-            M: ArithmeticSharedTensor = right._tensor
-            b, c = self.provider.correlated_triple(self.index, self.shape, M.size(), transpose)
-            delta = _crypten.communicator.get().all_reduce(M.share - b)
-            # c + E·b + a·(M - b) + E·(M - b) = a·b + E·M + a·M - a·b = X·M
-            z = c + op(self.epsilon, b) + op(self.a, delta)
-            if rank0:
-                z = z + op(self.epsilon, delta)
-            encoder = M.encoder
+        comm = _crypten.communicator.get()
+        M: ArithmeticSharedTensor = right._tensor
+        b, c = self.provider.correlated_triple(self.index, self.shape, M.size(), transpose)
+        delta = comm.all_reduce(M.share - b)
+        # c + E·b + a·(M - b) + E·(M - b) = a·b + E·M + a·M - a·b = X·M, with the public
+        # E·(M - b) added by rank 0 only: two products with the large E, not three
+        z = c + op(self.epsilon, b + delta if comm.get_rank() == 0 else b) + op(self.a, delta)
         out = _crypten.mpc.MPCTensor.from_shares(z, precision=0)
-        out._tensor.encoder = encoder
+        out._tensor.encoder = M.encoder
         if self.encoder.scale > 1:  # both factors carried the scale: divide one out
             out._tensor.div_(self.encoder.scale)
         return out
