@@ -1,4 +1,4 @@
-"""Triples dealt ahead: the dealer deals a whole session's correlated randomness at its start.
+"""Triples dealt ahead: the dealer streams a session's correlated randomness before it is used.
 
 With CrypTen's TTP provider, every product waits on a synchronous request from the model owner
 (rank 0) to the dealer, which regenerates the masks and returns rank 0's share of the product.
@@ -6,20 +6,22 @@ Yet the requests (their kind, shapes and operation) are a function of the public
 alone: CrypTen's control flow never depends on secret values, and every shape is public. So:
 
 1. **Rehearsal.** The dealer, given the public spec, runs the very session code a model owner
-   runs (explorer.mpc.protocol) on placeholder inputs, as rank 0 of a two-party session, with a
-   stand-in communicator that sends nothing (``_StandIn``). Every provider request of that run
-   is answered by the dealer's own server methods at once, in order, and recorded: the
-   ``Deal``. The dealer's PRGs (one shared with each party, seeded by CrypTen's TTP set-up)
-   advance exactly as they would have serving the requests one by one, so each party's own
-   shares, drawn from its PRG as in CrypTen, stay consistent with the dealt ones.
-2. **One message.** At its first provider request, rank 0 fetches the whole deal from the
-   dealer: the request list and all its shares as one int64 tensor. Rank 1 never talks to the
-   dealer; it draws its shares from its PRG, as in CrypTen.
-3. **Checked pops.** Every later request of rank 0 pops the next dealt entry and must equal it
+   runs (explorer.mpc.protocol) on placeholder inputs, as rank 0 of a two-party session (so
+   CrypTen picks the two-party circuits), with a stand-in communicator that sends nothing
+   (``_StandIn``), in a thread of its own. Each provider request of that run is answered at
+   once by the dealer's server methods, in order, and queued. The dealer's PRGs (one shared
+   with each party, seeded by CrypTen's TTP set-up) advance exactly as they would serving the
+   requests one by one, so each party's own shares, drawn from its PRG as in CrypTen, stay
+   consistent with the dealt ones.
+2. **Pushed ahead.** Rank 0 asks once, when its session starts; the dealer then pushes what
+   it has rehearsed, batch after batch, until the rehearsal ends; a thread of rank 0 receives
+   it. A product waits only while the rehearsal is behind the session, never on a round trip.
+   Rank 1 never talks to the dealer; it draws its shares from its PRG, as in CrypTen.
+3. **Checked pops.** Every request of rank 0 pops the next dealt entry and must equal it
    (kind, shapes, operation, arguments); any difference, a request beyond the deal or a deal
-   not used up raises ``DealMismatch``: a triple for the wrong shape would be a silently wrong
-   value. Without a deal (a dealer started without the spec) requests go to the dealer one by
-   one, as in CrypTen.
+   not used up raises ``DealMismatch`` (rank 0 or the dealer fails the run): a triple for the
+   wrong shape would be a silently wrong value. A dealer started without the spec deals
+   nothing, and rank 0 then sends each request on its own, as CrypTen does.
 
 It also deals masks reused across products (``mask`` / ``correlated_triple``), which
 explorer.mpc.masked uses to open the data owner's features once per session.
