@@ -35,9 +35,17 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
+def ready_app(**kwargs) -> ExplorerApp:
+    """A dashboard whose seed model (fitted in the background) is ready."""
+    app = ExplorerApp(**kwargs)
+    assert app.wait_for_task(60)
+    return app
+
+
 def test_run_fills_every_figure_and_the_table():
     app = ExplorerApp()
-    assert "test accuracy" in app.seed_info.value
+    assert "fitting the seed model" in app.seed_info.value.lower()  # busy, in the background
+    assert app.wait_for_task(60) and "test accuracy" in app.seed_info.value
     app.controls["candidates"].value = 12
     app.controls["appraisers"].value = ("influence", "gradient-norm")
     start = time.perf_counter()
@@ -53,21 +61,25 @@ def test_run_fills_every_figure_and_the_table():
         assert len(app.outputs[name].outputs) == 1, name
     scatter = app.outputs["rank"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
     assert len(points(scatter["data"][0]["x"])) == 12  # one point per candidate
-    assert "results.csv" in app.downloads.value
+    assert "results.csv" in app.figures.downloads.value
+    app.figures.figures_button.click()
+    app.figures.figures_button.click()  # pressed twice: the same links, not twice as many
+    assert app.figures.downloads.value.count("download=") == 1 + 4
+    assert "wdbc, 12 candidates" in app.figures.run_label.value
     print(f"first figure {first_figure:.2f} s after Run")
 
 
 def test_preview_follows_the_market_controls():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["candidates"].value = 7
     assert app.preview.value.count("<tr") == 8  # header + one row per candidate
     app.controls["size"].value = app.controls["size"].max
     app.controls["candidates"].value = 5
-    assert app.error.value == "" and len(app._market) == 5
+    assert app.error.value == "" and len(app.loader.market) == 5
 
 
 def test_errors_are_shown_as_sentences():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["appraisers"].value = ()
     app.run()
     assert app.wait(30)
@@ -76,7 +88,7 @@ def test_errors_are_shown_as_sentences():
 
 
 def test_cancel_stops_a_long_crypten_job_and_its_parties():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["task"].value = "digits"
     app.controls["candidates"].value = 10
     app.controls["size"].value = 100
@@ -102,7 +114,7 @@ def test_upload_appraises_a_users_file(tmp_path):
 
     path = tmp_path / "mine.csv"
     assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
-    app = ExplorerApp()
+    app = ready_app()
     content = path.read_bytes()
     app.upload.value = ({"name": "mine.csv", "type": "text/csv", "size": len(content),
                          "content": memoryview(content), "last_modified": NOW},)
@@ -157,6 +169,7 @@ def test_a_task_whose_data_cannot_be_had_is_shown_unavailable(nothing_on_disk, t
     assert sentence in html.unescape(app.error.value)
 
     app.controls["task"].value = "wdbc"  # the others still work
+    assert app.wait_for_task(60)
     assert "test accuracy" in app.seed_info.value and app.error.value == ""
     app.controls["task"].value = "mnist-3v5"  # known unavailable: said at once
     assert "mnist-3v5 is unavailable" in app.seed_info.value
@@ -202,7 +215,7 @@ def test_missing_mnist_is_downloaded_into_the_cache_without_holding_up_the_inter
     assert app.wait(30) and "still" in app.error.value
     assert wait_for(lambda: "test accuracy" in app.seed_info.value, 120)
     assert time.perf_counter() - start > 2.0  # it did wait for the slow download
-    assert wait_for(lambda: len(app._market) == app.controls["candidates"].value, 10)
+    assert wait_for(lambda: len(app.loader.market) == app.controls["candidates"].value, 10)
     assert sorted(p.name for p in (nothing_on_disk / "mnist").iterdir()) == sorted(
         ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
