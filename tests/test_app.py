@@ -5,6 +5,7 @@ import datetime
 import functools
 import html
 import http.server
+import re
 import threading
 import time
 
@@ -222,3 +223,178 @@ def test_missing_mnist_is_downloaded_into_the_cache_without_holding_up_the_inter
     labels = task_labels(app)
     assert labels["mnist"] == "mnist" and labels["mnist-3v5"] == "mnist-3v5"
     assert app.controls["task"].value == "mnist" and app.error.value == ""
+
+
+def text(markup: str) -> str:
+    """What an HTML widget reads as, without its tags."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def upload(app, name: str, content: bytes) -> None:
+    app.upload.value = ({"name": name, "type": "text/csv", "size": len(content),
+                         "content": memoryview(content), "last_modified": NOW},)
+
+
+def test_uploads_can_be_appraised_again_and_a_failure_clears_the_old_result(tmp_path):
+    from explorer.cli import main
+
+    path = tmp_path / "mine.csv"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
+    content = path.read_bytes()
+    app = ready_app()
+    app.controls["appraisers"].value = ("influence",)
+    upload(app, "mine.csv", content)
+    assert app.wait(60) and app.error.value == ""
+    first = text(app.upload_result.value)
+    assert "task wdbc" in first and "plaintext backend" in first and "influence" in first
+    assert "ground truth: only a simulation can know this" in first
+    assert app.upload.value == ()  # cleared: choosing the same file again is a change
+
+    app.controls["appraisers"].value = ("gradient-norm",)
+    upload(app, "mine.csv", content)  # the very same file
+    assert app.wait(60) and app.error.value == ""
+    assert "gradient-norm" in app.upload_result.value
+    assert "influence" not in app.upload_result.value
+
+    app.controls["appraisers"].value = ("finetune",)
+    app.again_button.click()  # without choosing it again
+    assert app.wait(60) and "finetune" in app.upload_result.value
+
+    upload(app, "bad.csv", b"a,b\n1,2\n")
+    assert app.wait(60)
+    assert "bad.csv has no 'label' column" in html.unescape(app.error.value)
+    assert app.upload_result.value == ""  # the previous file's values are gone
+
+
+def test_a_task_switch_during_a_run_changes_nothing_in_its_results():
+    def settings(app):
+        app.controls["candidates"].value = 20
+        app.controls["appraisers"].value = ("influence", "gradient-norm")
+
+    reference = ready_app()
+    settings(reference)
+    reference.run()
+    assert reference.wait(120) and reference.error.value == ""
+    expected = reference.figures.outcome
+
+    app = ready_app()
+    settings(app)
+    app.run()
+    assert wait_for(lambda: "Results of" in app.figures.run_label.value, 30)  # snapshot taken
+    app.controls["task"].value = "digits"
+    app.controls["rate"].value = 5.0  # a price per nat changed mid-run as well
+    assert app.runner.running, "the run ended before the task was switched"
+    assert app.wait(120) and app.error.value == ""
+    got = app.figures.outcome
+    assert got.snapshot.task_name == "wdbc" and "wdbc" in app.figures.run_label.value
+    assert got.results.drop(columns=["seconds", "plaintext_seconds", "truth_seconds",
+                                     "setup_seconds"]).equals(
+        expected.results.drop(columns=["seconds", "plaintext_seconds", "truth_seconds",
+                                       "setup_seconds"]))
+    assert np.array_equal(got.priced.price, expected.priced.price)  # WDBC's rule and rate
+    assert np.array_equal(got.priced.accepted, expected.priced.accepted)
+    assert got.acquisition.equals(expected.acquisition)
+    assert app.wait_for_task(60) and app.loader.task.name == "digits"  # the new choice stands
+
+
+def test_a_task_that_fails_to_load_clears_the_shown_results(nothing_on_disk, tmp_path,
+                                                           monkeypatch):
+    offline = (tmp_path / "offline").as_uri()
+    monkeypatch.setenv("APPRAISAL_EXPLORER_MNIST_URL", offline + "/")
+    app = ready_app()
+    app.controls["candidates"].value = 8
+    app.run()
+    assert app.wait(120) and app.outputs["rank"].outputs and app.preview.value
+    app.controls["task"].value = "mnist"
+    assert wait_for(lambda: "unavailable" in app.seed_info.value, 30)
+    assert app.preview.value == "" and app.results is None
+    assert all(not app.outputs[name].outputs for name in ("rank", "runtime", "table"))
+    assert app.figures.run_label.value == ""
+
+
+def test_mpc_controls_follow_the_backend():
+    app = ready_app()
+    c = app.controls
+    mpc = ("precision_bits", "provider", "reveal", "threshold")
+    assert all(c[name].disabled for name in mpc)
+    assert "no MPC" in app.provider_info.value
+    c["backend"].value = "simulated"
+    assert c["provider"].value == "TFP" and c["provider"].disabled
+    assert "TFP" in app.provider_info.value and "TTP" not in app.provider_info.value
+    assert not c["precision_bits"].disabled and c["threshold"].disabled  # values revealed
+    c["reveal"].value = "bit"
+    assert not c["threshold"].disabled
+    c["backend"].value = "parties"
+    assert not c["provider"].disabled
+    c["provider"].value = "TTP"
+    assert "dealer" in app.provider_info.value
+    c["backend"].value = "plaintext"
+    assert all(c[name].disabled for name in mpc)
+
+
+def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
+    from explorer.app.controls import PRESETS
+
+    app = ready_app()
+    widgets = [*app.controls.values(), *app.attack_controls.values(), app.preset,
+               app.run_button, app.runner.cancel_button, app.upload, app.again_button,
+               app.attack_button, app.figures.scatter_choice, app.figures.figures_button]
+    assert all(widget.tooltip for widget in widgets)
+    titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
+    for name, preset in PRESETS.items():
+        app.preset.value = name
+        for control, value in preset.settings.items():
+            got = app.controls[control].value
+            assert (tuple(got) if isinstance(value, tuple) else got) == \
+                (tuple(value) if isinstance(value, tuple) else value), (name, control)
+        shown = titles[app.tabs.selected_index]
+        assert shown == ("What a value leaks" if preset.tab == "leakage" else "Rank vs rank")
+        assert html.escape(preset.lesson) in app.lesson.value
+
+    app.preset.value = "why the gradient norm fails"
+    assert app.wait_for_task(60)
+    app.run()
+    assert app.wait(120) and app.error.value == ""
+    assert app.figures.scatter_choice.value == "gradient-norm"
+    assert "rewards exactly the noisiest" in app.figures.scatter_note.value
+
+    app.preset.value = "what a value leaks"
+    app.attack()
+    assert app.wait(120) and app.error.value == ""
+    leak = app.outputs["leakage"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert {t["name"] for t in leak["data"]} == {"value, none", "bit, bit-only",
+                                                  "value, rounding", "value, noise"}
+
+
+def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
+    app = ready_app()
+    c = app.controls
+    c["candidates"].value = 6
+    c["appraisers"].value = ("influence",)
+    c["backend"].value = "parties"
+    c["provider"].value = "TTP"
+    changes: list[tuple[float, str]] = []
+    app.status.observe(lambda ch: changes.append((time.perf_counter(), ch["new"])), "value")
+    app.run()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    lanes = text(app.party_view.lanes.value)
+    account = app.figures.outcome.accounts["influence"]
+    assert account.provider == "TTP" and account.mode == "parties"
+    for wanted in ("Model owner", "Between them", "Data owner", "TTP", "dealer",
+                 "theta (31, 1)", "candidate features A ×2 (6, 30, 31)",
+                 "candidate labels Y ×2 (6, 30, 1)",
+                 f"{account.revealed} values", "to both",
+                 f"{account.party_bytes['model owner'] / 1e6:.2f} MB",
+                 f"{account.party_bytes['data owner'] / 1e6:.2f} MB",
+                 f"{account.party_rounds['data owner']} rounds"):
+        assert wanted in lanes, wanted
+    assert account.revealed == 12 and account.party_bytes["data owner"] > 0
+
+    session = [t for t, s in changes if "encrypted session" in s]
+    acquisition = {s for t, s in changes if "acquisition: greedy" in s}
+    rate = (len(session) - 1) / (session[-1] - session[0])
+    assert rate >= 2.0, f"{rate:.1f} progress updates a second during the session"
+    assert len(acquisition) >= 2  # the acquisition's private rounds move the status too
+    with capsys.disabled():
+        print(f"\nprogress during the encrypted session: {len(session)} updates, "
+              f"{rate:.1f} a second; {len(acquisition)} during the acquisition")
