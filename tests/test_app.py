@@ -348,7 +348,7 @@ def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
             assert (tuple(got) if isinstance(value, tuple) else got) == \
                 (tuple(value) if isinstance(value, tuple) else value), (name, control)
         shown = titles[app.tabs.selected_index]
-        assert shown == ("What a value leaks" if preset.tab == "leakage" else "Rank vs rank")
+        assert shown == ("Leakage" if preset.tab == "leakage" else "Rank vs rank")
         assert html.escape(preset.lesson) in app.lesson.value
 
     app.preset.value = "why the gradient norm fails"

@@ -18,13 +18,16 @@ from explorer.leakage import ATTACKERS, DEFENCES
 from explorer.market import CORRUPTIONS
 from explorer.tasks import TASKS
 
-BACKENDS = (("plaintext", "plaintext"), ("CrypTen, simulated", "simulated"),
-            ("CrypTen, real parties", "parties"))
+BACKENDS = (("plaintext", "plaintext"), ("simulated", "simulated"),
+            ("real parties", "parties"))
+BACKEND_TIPS = ["No MPC: the model owner sees the candidates (for reference).",
+                "CrypTen, one process playing both parties (TFP triples).",
+                "CrypTen, one process per party (and a dealer for TTP)."]
 # what only a private backend uses: greyed out under plaintext
 MPC_CONTROLS = ("precision_bits", "provider", "reveal", "threshold")
 SIMULATED_PROVIDER = "TFP"  # one process plays both parties: there is no dealer to ask
-STYLE = {"description_width": "120px"}
-WIDE = w.Layout(width="330px")
+STYLE = {"description_width": "110px"}
+CONTROL_WIDTH = "310px"  # inside a 350 px sidebar, with the accordion's padding
 
 TOOLTIPS = {
     "task": "The model owner's task: its seed training set, its test set and the pool the "
@@ -83,11 +86,12 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "newton_steps": w.BoundedIntText(value=DEFAULT_NEWTON_STEPS, min=1, max=64,
                                          description="newton steps"),
         "backend": w.ToggleButtons(options=BACKENDS, value="plaintext", description="backend",
-                                   style={**STYLE, "button_width": "100px"}),
+                                   tooltips=BACKEND_TIPS,
+                                   style={"description_width": "50px", "button_width": "86px"}),
         "precision_bits": w.IntSlider(value=16, min=12, max=28, description="precision bits"),
         "provider": w.Dropdown(options=list(PROVIDERS), value="TTP", description="provider"),
         "reveal": w.ToggleButtons(options=["value", "bit"], value="value", description="reveal",
-                                  style={**STYLE, "button_width": "90px"}),
+                                  style={"description_width": "50px", "button_width": "80px"}),
         "threshold": w.FloatText(value=0.0, description="bit threshold"),
         "rate": w.FloatText(value=1000.0, description="price per nat"),
     }
@@ -95,9 +99,7 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         _tip(widget, name)
         if name not in ("backend", "reveal"):
             widget.style = STYLE
-            widget.layout = w.Layout(width="330px")
-    if "levels" in c:
-        c["levels"].layout.width = "330px"
+            widget.layout = w.Layout(width=CONTROL_WIDTH)
     return c
 
 

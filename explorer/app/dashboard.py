@@ -44,8 +44,12 @@ from explorer.errors import ExplorerError
 
 TABS = (("rank", "Rank vs rank"), ("parties", "Who sees what"), ("acquisition", "Acquisition"),
         ("runtime", "Runtime"), ("prices", "Prices"), ("table", "Results"),
-        ("upload", "Your data"), ("leakage", "What a value leaks"))
+        ("upload", "Your data"), ("leakage", "Leakage"))
 SIDEBAR_WIDTH = "350px"
+# Voila sets 28 px lines on every HTML widget: too loose for a projector's 720 px
+CSS = ("<style>.ae-root .widget-html-content{line-height:1.35}"
+       ".ae-root .widget-tab>.p-TabBar .p-TabBar-tab,.ae-root .widget-tab>.lm-TabBar "
+       ".lm-TabBar-tab{min-width:0;flex:0 1 auto;padding:0 10px}</style>")
 NO_PRESET = "(choose a lesson)"
 
 
@@ -74,10 +78,11 @@ class ExplorerApp:
         self._last_upload: tuple[str, bytes] | None = None
         self.preset = w.Dropdown(options=[NO_PRESET, *PRESETS], value=NO_PRESET,
                                  description="lesson", style={"description_width": "50px"},
-                                 layout=w.Layout(width="330px"),
+                                 layout=w.Layout(width="340px"),
                                  tooltip="Set everything for one lesson, then press Run.")
         self.lesson = w.HTML()
         self.attack_button = w.Button(description="Run the attack", icon="play",
+                                      layout=w.Layout(width="auto"),
                                       tooltip="Attack the chosen task's seed model (or a "
                                               "candidate) under each defence.")
         self._preset_scatter: str | None = None
@@ -132,13 +137,15 @@ class ExplorerApp:
         self.tabs = w.Tab(children=[contents.get(key) or f.tab(key) for key, _ in TABS])
         for i, (_, title) in enumerate(TABS):
             self.tabs.set_title(i, title)
-        header = w.HTML("<div style='margin:2px 0 6px 0'><b style='font-size:18px'>Data "
-                        "appraisal without data sharing</b> &nbsp;A model owner appraises "
-                        "candidate datasets it may not see; under CrypTen only each value, or "
-                        "one bit, is revealed. Higher values are more valuable.</div>")
-        main = w.VBox([run_bar, self.error, f.run_label, f.notes, self.tabs],
+        header = w.HTML(CSS + "<div style='margin:0 0 4px 0'><b style='font-size:17px'>Data "
+                        "appraisal without data sharing</b> &nbsp;Only each value, or one bit, "
+                        "is revealed; higher values are more valuable.</div>")
+        main = w.VBox([run_bar, w.HBox([f.run_label], layout=w.Layout(margin="0 0 2px 0")),
+                       self.error, f.notes, self.tabs],
                       layout=w.Layout(flex="1 1 auto", min_width="0"))
-        return w.VBox([header, w.HBox([sidebar, main], layout=w.Layout(width="100%"))])
+        root = w.VBox([header, w.HBox([sidebar, main], layout=w.Layout(width="100%"))])
+        root.add_class("ae-root")
+        return root
 
     def _ipython_display_(self) -> None:
         display(self.widget)

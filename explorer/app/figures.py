@@ -69,8 +69,8 @@ def diagnostic_notes(results: pd.DataFrame) -> str:
 
 
 def _caption(name: str) -> w.HTML:
-    return w.HTML(f"<div style='font-size:12px;color:#444;max-width:900px'>{CAPTIONS[name]}"
-                  f"</div>")
+    return w.HTML(f"<div style='font-size:12px;line-height:1.3;color:#444;max-width:880px'>"
+                  f"{CAPTIONS[name]}</div>")
 
 
 class Figures:

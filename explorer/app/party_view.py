@@ -17,7 +17,8 @@ from explorer.mpc.session import SessionAccount
 
 GROUND_TRUTH_NOTE = "ground truth: only a simulation can know this"
 CSS = """<style>
-.ae-lanes{display:grid;grid-template-columns:1fr 1fr 1fr;gap:8px;font-size:13px}
+.ae-lanes{display:grid;grid-template-columns:1fr 1fr 1fr;gap:8px;font-size:13px;
+line-height:1.35}
 .ae-lane{border:1px solid #ccc;border-radius:4px;padding:6px 8px;background:#fafafa}
 .ae-lane h4{margin:0 0 4px 0;font-size:14px}
 .ae-lane .k{color:#555;font-weight:bold;margin-top:6px}
@@ -25,6 +26,11 @@ CSS = """<style>
 .ae-mo{border-top:4px solid #1f77b4}.ae-mid{border-top:4px solid #7f7f7f}
 .ae-do{border-top:4px solid #ff7f0e}
 </style>"""
+
+
+FOOTER = ("<p style='font-size:12px;margin:6px 0 0 0'>The figures' <i>utility</i> comes from "
+          "retraining on each candidate, which needs both sides' data in one place: <b>"
+          f"{GROUND_TRUTH_NOTE}</b>.</p>")
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -68,10 +74,11 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                 ("provider", ["none"])]),
             _lane("ae-do", "Data owner", [
                 ("holds in the clear", ["its candidates, now also the model owner's"]),
-                ("learns", ["nothing it did not know, unless told"])])]) + "</div>"
+                ("learns", ["nothing it did not know, unless told"])])]) + "</div>" + FOOTER
     if not accounts:
         return (CSS + "<p>The lanes fill in from each party's own accounting as each private "
-                "appraiser's session ends. Choose a CrypTen backend and press Run.</p>")
+                "appraiser's session ends (backends <i>simulated</i> and <i>real "
+                "parties</i>).</p>" + FOOTER)
     first = next(iter(accounts.values()))
     public = first.spec.public
     mode = first.mode
@@ -97,8 +104,6 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                                                          if params else ""))
     provider = first.provider
     assumes = PROVIDERS[provider]
-    who_deals = ("a third process, the dealer" if provider == "TTP"
-                 else "the model owner's own process")
     threshold = [f"its threshold {first.threshold:g} (1,)"] if first.threshold is not None \
         else []
     if one_process:
@@ -125,8 +130,7 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                 + (", each value twice from independent sharings" if first.spec.verify
                    else ""),
                 "appraisers: " + "; ".join(publics)]),
-            ("triple provider", [f"<b>{provider}</b>: {who_deals} deals the multiplication "
-                                 f"triples; {html.escape(assumes)}"]),
+            ("triple provider (actually used)", [f"<b>{provider}</b>: {html.escape(assumes)}"]),
             ("revealed", revealed)]),
         _lane("ae-do", "Data owner", [
             ("holds in the clear", [f"its {public.n_candidates} candidates (features and "
@@ -136,7 +140,7 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
             ("learns", [f"the revealed {first.unit}, nothing else: not θ̂, not the seed or "
                         f"test data"])]),
     ]
-    return CSS + f"<div class='ae-lanes'>{''.join(lanes)}</div>"
+    return CSS + f"<div class='ae-lanes'>{''.join(lanes)}</div>" + FOOTER
 
 
 class PartyView:

@@ -121,7 +121,8 @@ def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResul
 
 
 def _ticking(on_wait: Callable[[float, int], None] | None, stop: threading.Event) -> None:
-    """A simulated session runs in this process without heartbeats: tick like the launcher."""
+    """Tick like the launcher's heartbeat where it is silent: a simulated session runs in this
+    process, and the launcher says nothing while it boots the processes."""
     start = time.perf_counter()
     while on_wait is not None and not stop.wait(HEARTBEAT_SECONDS):
         on_wait(time.perf_counter() - start, 1)
@@ -160,11 +161,30 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             reports = (report,)
             wall = time.perf_counter() - start
         else:
-            launched = run_parties(appraisal_party,
-                                   {MODEL_OWNER: {"spec": spec, "input": model_owner},
-                                    DATA_OWNER: {"spec": spec, "input": data_owner}},
-                                   config=config, timeout=timeout, cancel=cancel,
-                                   on_wait=on_wait)
+            # the launcher is silent while it hands the payloads to processes still importing
+            # CrypTen: tick until its own heartbeats begin
+            heard, stop = threading.Event(), threading.Event()
+
+            def waited(elapsed: float, up: int) -> None:
+                heard.set()
+                if on_wait is not None:
+                    on_wait(elapsed, up)
+
+            def until_heard(elapsed: float, up: int) -> None:
+                if not heard.is_set() and on_wait is not None:
+                    on_wait(elapsed, 0)
+
+            ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
+            ticker.start()
+            try:
+                launched = run_parties(appraisal_party,
+                                       {MODEL_OWNER: {"spec": spec, "input": model_owner},
+                                        DATA_OWNER: {"spec": spec, "input": data_owner}},
+                                       config=config, timeout=timeout, cancel=cancel,
+                                       on_wait=waited)
+            finally:
+                stop.set()
+                ticker.join()
             reports, wall = tuple(launched.results), launched.wall_s
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
