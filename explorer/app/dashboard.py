@@ -68,7 +68,7 @@ class ExplorerApp:
         self.loader = TaskLoader(self.controls, self._show_error, self._task_changed, data_dir)
         self.provider_info = w.HTML()
         self.upload = w.FileUpload(accept=".csv,.npz", multiple=False,
-                                   description="Appraise my file",
+                                   description="Appraise my file", layout=w.Layout(width="auto"),
                                    tooltip="A CSV or NPZ with the task's feature columns in "
                                            "order (raw units) and a label column.")
         self.again_button = w.Button(description="Appraise again", icon="refresh",
