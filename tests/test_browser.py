@@ -94,7 +94,8 @@ def open_dashboard(browser, server, viewport=VIEWPORT):
 
     page = browser.new_page(viewport=viewport)
     start = time.perf_counter()
-    page.goto(f"{server.url}/voila/render/explorer.ipynb", wait_until="domcontentloaded")
+    page.goto(f"{server.url}/voila/render/explorer.ipynb", wait_until="domcontentloaded",
+              timeout=RENDER_TIMEOUT_MS)
     expect(run_button(page)).to_be_visible(timeout=RENDER_TIMEOUT_MS)
     return page, time.perf_counter() - start
 

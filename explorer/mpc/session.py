@@ -18,7 +18,7 @@ from explorer.appraisers.base import (
     report_progress,
 )
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
-from explorer.appraisers.config import MPCOptions
+from explorer.appraisers.config import PROVIDERS, MPCOptions
 from explorer.errors import Cancelled, ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.crypten_compat import MPCConfig
@@ -80,6 +80,20 @@ class SessionAccount:
     @property
     def unit(self) -> str:
         return "bits" if self.spec.reveal == "bit" else "values"
+
+    def lines(self) -> list[str]:
+        """The account as text, one line per lane (the command line prints these)."""
+        def shapes(named: dict[str, tuple[int, ...]]) -> str:
+            return ", ".join(f"{k} {tuple(v)}" for k, v in named.items())
+
+        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB, "
+                         f"{self.party_rounds[who]} rounds" for who in self.party_bytes)
+        return [f"model owner encrypts {shapes(self.model_owner_encrypted)}",
+                f"data owner encrypts {shapes(self.data_owner_encrypted)}",
+                f"sent: {sent} ({self.mode}, {self.sessions} session"
+                f"{'s' if self.sessions > 1 else ''})",
+                f"provider {self.provider}: {PROVIDERS[self.provider]}",
+                f"revealed to both: {self.revealed} {self.unit}"]
 
 
 def _encrypted(spec: SessionSpec, appraiser: Appraiser, threshold: float
