@@ -86,6 +86,7 @@ class ExplorerApp:
                                       tooltip="Attack the chosen task's seed model (or a "
                                               "candidate) under each defence.")
         self._preset_scatter: str | None = None
+        self._provider_for_parties = self.controls["provider"].value
         self._wire()
         self.widget = self._layout()
         sync_backend(self.controls)
@@ -100,7 +101,8 @@ class ExplorerApp:
         self.again_button.on_click(lambda _: self._appraise_last_upload())
         self.attack_button.on_click(lambda _: self.attack())
         self.preset.observe(self._preset_chosen, "value")
-        for name in ("backend", "provider", "reveal"):
+        c["backend"].observe(self._backend_changed, "value")
+        for name in ("provider", "reveal"):
             c[name].observe(lambda _: (sync_backend(c), self._describe_provider()), "value")
 
     def _layout(self) -> w.Widget:
@@ -201,6 +203,17 @@ class ExplorerApp:
         if not ok and not self.runner.running:
             self.figures.clear()
             self.party_view.clear()
+
+    def _backend_changed(self, change) -> None:
+        """Simulated mode can only use TFP: the provider chosen for real parties comes back
+        when they are chosen again."""
+        provider = self.controls["provider"]
+        if change["new"] == "simulated":
+            self._provider_for_parties = provider.value
+        elif change["old"] == "simulated":
+            provider.value = self._provider_for_parties
+        sync_backend(self.controls)
+        self._describe_provider()
 
     def _describe_provider(self) -> None:
         self.provider_info.value = (f"<div style='font-size:12px;max-width:320px'>"

@@ -18,9 +18,8 @@ import plotly.io as pio
 from explorer import plots
 from explorer.app.party_view import GROUND_TRUTH_NOTE
 from explorer.app.runner import RunOutcome, UploadOutcome
+from explorer.app.task_loader import TABLE_CSS
 
-TABLE_CSS = ("<style>.ae-table table{border-collapse:collapse;font-size:12px}"
-             ".ae-table th,.ae-table td{padding:2px 10px;text-align:right}</style>")
 FIGURES = ("rank", "acquisition", "runtime", "prices", "table", "leakage")
 UTILITY = (f"<i>utility</i> is the test-loss reduction from retraining on a candidate "
            f"(nats): <b>{GROUND_TRUTH_NOTE}</b>; no party could compute it in a real market.")

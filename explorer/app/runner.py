@@ -157,7 +157,6 @@ class UploadOutcome:
     task_name: str
     backend: str
     frame: pd.DataFrame
-    accounts: dict[str, SessionAccount]
 
 
 def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, seed: SeedModel,
@@ -176,8 +175,7 @@ def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, s
     appraisers = config.build_all()
     progress = EventProgress(on_event, config.names) if on_event else None
     frame = appraise_market(seed, [cand], appraisers, progress=progress, cancel=cancel)
-    accounts = {a.name: a.session_account_ for a in appraisers if hasattr(a, "session_account_")}
-    return UploadOutcome(filename, len(y), task_name, backend, frame, accounts)
+    return UploadOutcome(filename, len(y), task_name, backend, frame)
 
 
 def attack_curves(seed: SeedModel, attacker: str, defences: tuple[str, ...],
@@ -255,7 +253,6 @@ class JobRunner:
         self.progress = w.IntProgress(value=0, min=0, max=1000,
                                       layout=w.Layout(width="220px"))
         self.status = w.HTML("Choose a seed model and a market, then press Run.")
-        self.updates = 0  # status updates shown, for measuring the update rate
         self._show_error = show_error
         self._thread: threading.Thread | None = None
         self._plan = ProgressPlan()
@@ -309,7 +306,6 @@ class JobRunner:
         self.progress.value = max(self.progress.value,
                                   min(self.progress.max, math.floor(position * self.progress.max)))
         self.status.value = f"{describe(event)} ({now - self._started:.1f} s)"
-        self.updates += 1
 
     def say(self, text: str) -> None:
         self.status.value = text

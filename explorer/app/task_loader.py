@@ -21,6 +21,7 @@ from explorer.market import Candidate, make_market
 from explorer.seed import SeedModel, fit_seed_model
 from explorer.tasks import TASKS, Task, data_on_disk, load_task
 
+# shared with explorer.app.figures' results table
 TABLE_CSS = ("<style>.ae-table table{border-collapse:collapse;font-size:12px}"
              ".ae-table th,.ae-table td{padding:2px 10px;text-align:right}</style>")
 BUSY = ("<span style='display:inline-block;animation:ae-spin 1s linear infinite'>⏳</span>"
