@@ -1,10 +1,15 @@
-"""The dashboard as a person uses it: Voila serves notebooks/explorer.ipynb on 127.0.0.1, headless
-Chromium (Debian's, driven by Playwright) picks WDBC, clicks Run and waits for the rank scatter;
-and the kernel each page load starts goes away when the page is reloaded or closed.
+"""The dashboard as a person uses it: Voila serves notebooks/explorer.ipynb on 127.0.0.1 (the
+kernel imports this checkout: jupyter_env puts it first on PYTHONPATH) and headless Chromium
+(Debian's, driven by Playwright) uses it on a 1280x720 screen, a projector's:
 
-Timings are printed (``pytest -s`` shows them); the screenshot is kept in the test's tmp folder and
-copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it is missing.
-"""
+- Run on WDBC draws one point per candidate, with the figure on screen without scrolling;
+- a real-parties run (TTP, influence) fills the three party lanes, and the status moves at least
+  twice a second during the encrypted session;
+- a task chosen mid-run changes nothing in that run; a failed upload clears the previous result;
+- the kernel each page load starts goes away when the page is left or closed.
+
+Timings are printed (``pytest -s`` shows them); screenshots are kept in each test's tmp folder and
+copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it is missing."""
 
 from __future__ import annotations
 
