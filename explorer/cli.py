@@ -403,6 +403,9 @@ def cmd_appraise(args) -> int:
                   f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent, "
                   f"{g.rounds.sum():.0f} rounds ({args.mode}, {args.provider}, "
                   f"{args.precision_bits} bits, reveal {args.reveal})")
+        for appraiser in appraisers:  # who sees what (the dashboard's party lanes)
+            for line in appraiser.session_account_.lines():
+                print(f"session {appraiser.name}: {line}")
         print(_ledger_line(appraisers))
     return 0
 

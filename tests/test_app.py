@@ -5,6 +5,7 @@ import datetime
 import functools
 import html
 import http.server
+import re
 import threading
 import time
 
@@ -35,8 +36,15 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
+def ready_app(**kwargs) -> ExplorerApp:
+    """A dashboard whose seed model (fitted in the background) is ready."""
+    app = ExplorerApp(**kwargs)
+    assert app.wait_for_task(60)
+    return app
+
+
 def test_run_fills_every_figure_and_the_table():
-    app = ExplorerApp()
+    app = ready_app()
     assert "test accuracy" in app.seed_info.value
     app.controls["candidates"].value = 12
     app.controls["appraisers"].value = ("influence", "gradient-norm")
@@ -53,21 +61,38 @@ def test_run_fills_every_figure_and_the_table():
         assert len(app.outputs[name].outputs) == 1, name
     scatter = app.outputs["rank"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
     assert len(points(scatter["data"][0]["x"])) == 12  # one point per candidate
-    assert "results.csv" in app.downloads.value
+    assert "results.csv" in app.figures.downloads.value
+    app.figures.figures_button.click()
+    app.figures.figures_button.click()  # pressed twice: the same links, not twice as many
+    assert app.figures.downloads.value.count("download=") == 1 + 4
+    assert "wdbc, 12 candidates" in app.figures.run_label.value
     print(f"first figure {first_figure:.2f} s after Run")
 
 
+def test_the_seed_model_is_fitted_in_the_background_and_run_waits_for_it():
+    app = ready_app()
+    app.controls["candidates"].value = 6
+    app.controls["appraisers"].value = ("gradient-norm",)
+    app.controls["task"].value = "digits"
+    assert "Fitting the seed model of digits" in app.seed_info.value  # busy, not blocking
+    assert app.preview.value == ""  # WDBC's candidates are not shown as the digits market
+    app.run()  # before the seed model is there: the run waits for it
+    assert app.wait(120) and app.error.value == "", app.error.value
+    assert app.figures.outcome.snapshot.task_name == "digits"
+    assert "test accuracy" in app.seed_info.value and "10 classes" in app.seed_info.value
+
+
 def test_preview_follows_the_market_controls():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["candidates"].value = 7
     assert app.preview.value.count("<tr") == 8  # header + one row per candidate
     app.controls["size"].value = app.controls["size"].max
     app.controls["candidates"].value = 5
-    assert app.error.value == "" and len(app._market) == 5
+    assert app.error.value == "" and len(app.loader.market) == 5
 
 
 def test_errors_are_shown_as_sentences():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["appraisers"].value = ()
     app.run()
     assert app.wait(30)
@@ -76,7 +101,7 @@ def test_errors_are_shown_as_sentences():
 
 
 def test_cancel_stops_a_long_crypten_job_and_its_parties():
-    app = ExplorerApp()
+    app = ready_app()
     app.controls["task"].value = "digits"
     app.controls["candidates"].value = 10
     app.controls["size"].value = 100
@@ -95,25 +120,6 @@ def test_cancel_stops_a_long_crypten_job_and_its_parties():
 
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
-
-
-def test_upload_appraises_a_users_file(tmp_path):
-    from explorer.cli import main
-
-    path = tmp_path / "mine.csv"
-    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
-    app = ExplorerApp()
-    content = path.read_bytes()
-    app.upload.value = ({"name": "mine.csv", "type": "text/csv", "size": len(content),
-                         "content": memoryview(content), "last_modified": NOW},)
-    assert app.wait(60)
-    assert "utility by retraining" in app.upload_result.value
-    assert "influence" in app.upload_result.value and app.error.value == ""
-    bad = b"a,b\n1,2\n"
-    app.upload.value = ({"name": "bad.csv", "type": "text/csv", "size": len(bad),
-                         "content": memoryview(bad), "last_modified": NOW},)
-    assert app.wait(60)
-    assert "bad.csv has no 'label' column" in html.unescape(app.error.value)
 
 
 def task_labels(app):
@@ -157,6 +163,7 @@ def test_a_task_whose_data_cannot_be_had_is_shown_unavailable(nothing_on_disk, t
     assert sentence in html.unescape(app.error.value)
 
     app.controls["task"].value = "wdbc"  # the others still work
+    assert app.wait_for_task(60)
     assert "test accuracy" in app.seed_info.value and app.error.value == ""
     app.controls["task"].value = "mnist-3v5"  # known unavailable: said at once
     assert "mnist-3v5 is unavailable" in app.seed_info.value
@@ -202,10 +209,193 @@ def test_missing_mnist_is_downloaded_into_the_cache_without_holding_up_the_inter
     assert app.wait(30) and "still" in app.error.value
     assert wait_for(lambda: "test accuracy" in app.seed_info.value, 120)
     assert time.perf_counter() - start > 2.0  # it did wait for the slow download
-    assert wait_for(lambda: len(app._market) == app.controls["candidates"].value, 10)
+    assert wait_for(lambda: len(app.loader.market) == app.controls["candidates"].value, 10)
     assert sorted(p.name for p in (nothing_on_disk / "mnist").iterdir()) == sorted(
         ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
     labels = task_labels(app)
     assert labels["mnist"] == "mnist" and labels["mnist-3v5"] == "mnist-3v5"
     assert app.controls["task"].value == "mnist" and app.error.value == ""
+
+
+def text(markup: str) -> str:
+    """What an HTML widget reads as, without its tags."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def upload(app, name: str, content: bytes) -> None:
+    app.upload.value = ({"name": name, "type": "text/csv", "size": len(content),
+                         "content": memoryview(content), "last_modified": NOW},)
+
+
+def test_uploads_can_be_appraised_again_and_a_failure_clears_the_old_result(tmp_path):
+    from explorer.cli import main
+
+    path = tmp_path / "mine.csv"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
+    content = path.read_bytes()
+    app = ready_app()
+    app.controls["appraisers"].value = ("influence",)
+    upload(app, "mine.csv", content)
+    assert app.wait(60) and app.error.value == ""
+    first = text(app.upload_result.value)
+    assert "task wdbc" in first and "plaintext backend" in first and "influence" in first
+    assert "ground truth: only a simulation can know this" in first
+    assert app.upload.value == ()  # cleared: choosing the same file again is a change
+
+    app.controls["appraisers"].value = ("gradient-norm",)
+    upload(app, "mine.csv", content)  # the very same file
+    assert app.wait(60) and app.error.value == ""
+    assert "gradient-norm" in app.upload_result.value
+    assert "influence" not in app.upload_result.value
+
+    app.controls["appraisers"].value = ("finetune",)
+    app.again_button.click()  # without choosing it again
+    assert app.wait(60) and "finetune" in app.upload_result.value
+
+    upload(app, "bad.csv", b"a,b\n1,2\n")
+    assert app.wait(60)
+    assert "bad.csv has no 'label' column" in html.unescape(app.error.value)
+    assert app.upload_result.value == ""  # the previous file's values are gone
+
+
+def test_a_task_switch_during_a_run_changes_nothing_in_its_results():
+    def settings(app):
+        app.controls["candidates"].value = 20
+        app.controls["appraisers"].value = ("influence", "gradient-norm")
+
+    reference = ready_app()
+    settings(reference)
+    reference.run()
+    assert reference.wait(120) and reference.error.value == ""
+    expected = reference.figures.outcome
+
+    app = ready_app()
+    settings(app)
+    app.run()
+    assert wait_for(lambda: "Results of" in app.figures.run_label.value, 30)  # snapshot taken
+    app.controls["task"].value = "digits"
+    app.controls["rate"].value = 5.0  # a price per nat changed mid-run as well
+    assert app.runner.running, "the run ended before the task was switched"
+    assert app.wait(120) and app.error.value == ""
+    got = app.figures.outcome
+    assert got.snapshot.task_name == "wdbc" and "wdbc" in app.figures.run_label.value
+    assert got.results.drop(columns=["seconds", "plaintext_seconds", "truth_seconds",
+                                     "setup_seconds"]).equals(
+        expected.results.drop(columns=["seconds", "plaintext_seconds", "truth_seconds",
+                                       "setup_seconds"]))
+    assert np.array_equal(got.priced.price, expected.priced.price)  # WDBC's rule and rate
+    assert np.array_equal(got.priced.accepted, expected.priced.accepted)
+    assert got.acquisition.equals(expected.acquisition)
+    assert app.wait_for_task(60) and app.loader.task.name == "digits"  # the new choice stands
+
+
+def test_a_task_that_fails_to_load_clears_the_shown_results(nothing_on_disk, tmp_path,
+                                                           monkeypatch):
+    offline = (tmp_path / "offline").as_uri()
+    monkeypatch.setenv("APPRAISAL_EXPLORER_MNIST_URL", offline + "/")
+    app = ready_app()
+    app.controls["candidates"].value = 8
+    app.run()
+    assert app.wait(120) and app.outputs["rank"].outputs and app.preview.value
+    app.controls["task"].value = "mnist"
+    assert wait_for(lambda: "unavailable" in app.seed_info.value, 30)
+    assert app.preview.value == "" and app.results is None
+    assert all(not app.outputs[name].outputs for name in ("rank", "runtime", "table"))
+    assert app.figures.run_label.value == ""
+
+
+def test_mpc_controls_follow_the_backend():
+    app = ready_app()
+    c = app.controls
+    mpc = ("precision_bits", "provider", "reveal", "threshold")
+    assert all(c[name].disabled for name in mpc)
+    assert "no MPC" in app.provider_info.value
+    c["backend"].value = "simulated"
+    assert c["provider"].value == "TFP" and c["provider"].disabled
+    assert "TFP" in app.provider_info.value and "TTP" not in app.provider_info.value
+    assert not c["precision_bits"].disabled and c["threshold"].disabled  # values revealed
+    c["reveal"].value = "bit"
+    assert not c["threshold"].disabled
+    c["backend"].value = "parties"
+    assert not c["provider"].disabled
+    assert c["provider"].value == "TTP"  # the real parties' provider comes back
+    assert "dealer" in app.provider_info.value
+    c["backend"].value = "plaintext"
+    assert all(c[name].disabled for name in mpc)
+
+
+def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
+    from explorer.app.controls import PRESETS
+
+    app = ready_app()
+    widgets = [*app.controls.values(), *app.attack_controls.values(), app.preset,
+               app.run_button, app.runner.cancel_button, app.upload, app.again_button,
+               app.attack_button, app.figures.scatter_choice, app.figures.figures_button]
+    assert all(widget.tooltip for widget in widgets)
+    titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
+    for name, preset in PRESETS.items():
+        app.preset.value = name
+        for control, value in preset.settings.items():
+            got = app.controls[control].value
+            assert (tuple(got) if isinstance(value, tuple) else got) == \
+                (tuple(value) if isinstance(value, tuple) else value), (name, control)
+        shown = titles[app.tabs.selected_index]
+        assert shown == ("Leakage" if preset.tab == "leakage" else "Rank vs rank")
+        assert html.escape(preset.lesson) in app.lesson.value
+
+    app.preset.value = "why the gradient norm fails"
+    assert app.wait_for_task(60)
+    app.run()
+    assert app.wait(120) and app.error.value == ""
+    assert app.figures.scatter_choice.value == "gradient-norm"
+    assert "rewards exactly the noisiest" in app.figures.scatter_note.value
+
+    app.preset.value = "what a value leaks"
+    app.attack()
+    assert app.wait(120) and app.error.value == ""
+    leak = app.outputs["leakage"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert {t["name"] for t in leak["data"]} == {"value, none", "bit, bit-only",
+                                                  "value, rounding", "value, noise"}
+
+
+def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
+    app = ready_app()
+    c = app.controls
+    c["candidates"].value = 6
+    c["appraisers"].value = ("influence",)
+    c["backend"].value = "parties"
+    c["provider"].value = "TTP"
+    changes: list[tuple[float, str]] = []
+    app.status.observe(lambda ch: changes.append((time.perf_counter(), ch["new"])), "value")
+    app.run()
+
+    def acquiring() -> set[str]:
+        return {s for t, s in changes if "acquisition: greedy" in s}
+
+    # the lanes fill in when the appraisal's session ends; then the acquisition's private
+    # rounds move the status too, and the run is cancelled there to keep the test short
+    assert wait_for(lambda: len(acquiring()) >= 2 or not app.runner.running, 300)
+    app.cancel()
+    assert app.wait(60) and app.error.value == "", app.error.value
+    lanes = text(app.party_view.lanes.value)
+    account = app.figures.outcome.accounts["influence"]
+    assert account.provider == "TTP" and account.mode == "parties"
+    for wanted in ("Model owner", "Between them", "Data owner", "TTP", "dealer",
+                 "theta (31, 1)", "candidate features A ×2 (6, 30, 31)",
+                 "candidate labels Y ×2 (6, 30, 1)",
+                 f"{account.revealed} values", "to both",
+                 f"{account.party_bytes['model owner'] / 1e6:.2f} MB",
+                 f"{account.party_bytes['data owner'] / 1e6:.2f} MB",
+                 f"{account.party_rounds['data owner']} rounds"):
+        assert wanted in lanes, wanted
+    assert account.revealed == 12 and account.party_bytes["data owner"] > 0
+
+    session = [t for t, s in changes if "encrypted session" in s]
+    acquisition = acquiring()
+    rate = (len(session) - 1) / (session[-1] - session[0])
+    assert rate >= 2.0, f"{rate:.1f} progress updates a second during the session"
+    assert len(acquisition) >= 2
+    with capsys.disabled():
+        print(f"\nprogress during the encrypted session: {len(session)} updates, "
+              f"{rate:.1f} a second; {len(acquisition)} during the acquisition")

@@ -1,10 +1,15 @@
-"""The dashboard as a person uses it: Voila serves notebooks/explorer.ipynb on 127.0.0.1, headless
-Chromium (Debian's, driven by Playwright) picks WDBC, clicks Run and waits for the rank scatter;
-and the kernel each page load starts goes away when the page is reloaded or closed.
+"""The dashboard as a person uses it: Voila serves notebooks/explorer.ipynb on 127.0.0.1 (the
+kernel imports this checkout: jupyter_env puts it first on PYTHONPATH) and headless Chromium
+(Debian's, driven by Playwright) uses it on a 1280x720 screen, a projector's:
 
-Timings are printed (``pytest -s`` shows them); the screenshot is kept in the test's tmp folder and
-copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it is missing.
-"""
+- Run on WDBC draws one point per candidate, with the figure on screen without scrolling;
+- a real-parties run (TTP, influence) fills the three party lanes, and the status moves at least
+  twice a second during the encrypted session;
+- a task chosen mid-run changes nothing in that run; a failed upload clears the previous result;
+- the kernel each page load starts goes away when the page is left or closed.
+
+Timings are printed (``pytest -s`` shows them); screenshots are kept in each test's tmp folder and
+copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it is missing."""
 
 from __future__ import annotations
 
@@ -80,24 +85,53 @@ def dropdown(page, option_label: str):
         has=page.locator("option", has_text=re.compile(f"^{re.escape(option_label)}$")))
 
 
-def test_dashboard_runs_wdbc_and_draws_one_point_per_candidate(voila, app_defaults, tmp_path):
+VIEWPORT = {"width": 1280, "height": 720}  # a projector
+
+
+def launch(p, tmp_path):
+    return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                             env=isolated_env(tmp_path / "chromium-home"))
+
+
+def open_dashboard(browser, server, viewport=VIEWPORT):
+    """A page showing the dashboard, and the seconds from navigation to its Run button."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=viewport)
+    start = time.perf_counter()
+    page.goto(f"{server.url}/voila/render/explorer.ipynb", wait_until="domcontentloaded",
+              timeout=RENDER_TIMEOUT_MS)
+    expect(run_button(page)).to_be_visible(timeout=RENDER_TIMEOUT_MS)
+    return page, time.perf_counter() - start
+
+
+def run_button(page):
+    return page.locator(".widget-button", has_text=re.compile(r"^\s*Run\s*$"))
+
+
+def status_line(page):
+    """The status next to the progress bar."""
+    return page.locator(".widget-hprogress + .widget-html")
+
+
+def keep(shots: list[Path]) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    for png in shots:
+        shutil.copy(png, SHOTS / png.name)
+
+
+def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defaults, tmp_path):
+    """At 1280x720 the Run button and the figure's top are on screen without scrolling; one
+    point per candidate; the first render and the first figure are timed."""
     from playwright.sync_api import expect, sync_playwright
 
     before = set(descendants(os.getpid()))
     n = app_defaults["candidates"]
-    shot = tmp_path / "dashboard.png"
+    shot = tmp_path / "projector-1280x720.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                    env=isolated_env(tmp_path / "chromium-home"))
+        browser = launch(p, tmp_path)
         try:
-            # tall: Voila scrolls inside its own panel, so a full-page shot is one viewport
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            start = time.perf_counter()
-            page.goto(f"{voila.url}/voila/render/explorer.ipynb", wait_until="domcontentloaded")
-            run = page.locator(".widget-button", has_text=re.compile(r"^\s*Run\s*$"))
-            expect(run).to_be_visible(timeout=RENDER_TIMEOUT_MS)
-            first_render = time.perf_counter() - start
-
+            page, first_render = open_dashboard(browser, voila)
             dropdown(page, app_defaults["wdbc"]).select_option(label=app_defaults["wdbc"])
             if app_defaults["backend"] != "plaintext":  # a ToggleButtons: click "plaintext"
                 page.locator(".widget-toggle-button",
@@ -108,25 +142,139 @@ def test_dashboard_runs_wdbc_and_draws_one_point_per_candidate(voila, app_defaul
             expect(points).to_have_count(0)
 
             clicked = time.perf_counter()
-            run.click()
+            run_button(page).click()
             expect(points.first).to_be_attached(timeout=RUN_TIMEOUT_MS)
             first_point = time.perf_counter() - clicked
             expect(points).to_have_count(n)
             bar = page.locator(".widget-hprogress .progress-bar").first
             expect(bar).to_have_attribute("style", re.compile(r"width:\s*100%"))
             expect(page.get_by_text("Traceback")).to_have_count(0)
-            page.screenshot(path=str(shot), full_page=True)
+            figure = scatter.bounding_box()
+            run = run_button(page).bounding_box()
+            scrolled = page.evaluate("document.scrollingElement.scrollTop")
+            page.screenshot(path=str(shot))
             scatter.screenshot(path=str(tmp_path / "rank-scatter.png"))
         finally:
             browser.close()
-    SHOTS.mkdir(exist_ok=True)
-    for png in (shot, tmp_path / "rank-scatter.png"):
-        shutil.copy(png, SHOTS / png.name)
+    keep([shot, tmp_path / "rank-scatter.png"])
     print(f"\nvoila first render (navigation to Run button): {first_render:.1f} s; click to first "
-          f"scatter point: {first_point:.1f} s; {n} points; screenshots in {SHOTS}")
+          f"scatter point: {first_point:.1f} s; {n} points; figure from y={figure['y']:.0f} to "
+          f"{figure['y'] + figure['height']:.0f} of {VIEWPORT['height']}; screenshots in {SHOTS}")
+    assert scrolled == 0
+    assert run["y"] >= 0 and run["y"] + run["height"] <= VIEWPORT["height"]
+    assert 0 <= figure["y"] < VIEWPORT["height"] - 100, "the figure starts below the screen"
     server = {voila.process.pid, *descendants(voila.process.pid)}  # stopped by the fixture
     leftover = set(descendants(os.getpid())) - before - server
     assert not leftover, f"processes left behind by the browser: {sorted(leftover)}"
+
+
+def test_party_lanes_fill_in_from_a_real_parties_run(voila, tmp_path):
+    """WDBC, influence, real parties with the TTP dealer: the lanes show each party's encrypted
+    inputs with shapes, its bytes and rounds, the provider, and what was revealed to whom; the
+    status moves at least twice a second during the encrypted session."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = [tmp_path / "parties-live.png", tmp_path / "parties-lanes.png"]
+    with sync_playwright() as p:
+        browser = launch(p, tmp_path)
+        try:
+            page, _ = open_dashboard(browser, voila)
+            page.get_by_text("3. Appraisers").click()
+            page.get_by_label("appraisers").select_option(["influence"])
+            page.get_by_text("4. Backend and privacy").click()
+            page.locator(".widget-toggle-button", has_text="real parties").click()
+            expect(page.get_by_text("a third dealer process")).to_be_visible()
+            # every change of the status line, timed in the page
+            status_line(page).evaluate("""el => { window.aeChanges = [];
+                new MutationObserver(() => window.aeChanges.push([performance.now(),
+                    el.textContent])).observe(el, {subtree: true, childList: true,
+                                                   characterData: true}); }""")
+            run_button(page).click()
+            page.get_by_role("tab", name="Who sees what").click()
+            expect(page.get_by_text("encrypted session").first).to_be_visible(
+                timeout=RUN_TIMEOUT_MS)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots[0]))
+            lanes = page.locator(".ae-lanes")
+            expect(lanes).to_be_visible(timeout=RUN_TIMEOUT_MS)
+            text = lanes.inner_text()
+            page.screenshot(path=str(shots[1]))
+            changes = page.evaluate("window.aeChanges")
+            page.locator(".widget-button", has_text="Cancel").click()  # skip the acquisition
+            expect(status_line(page)).to_have_text(re.compile("cancelled|done"),
+                                                   timeout=60_000)
+        finally:
+            browser.close()
+    keep(shots)
+    for wanted in ("Model owner", "Between them", "Data owner", "TTP", "a third dealer process",
+                   "theta (31, 1)", "candidate features A ×2 (20, 30, 31)",
+                   "candidate labels Y ×2 (20, 30, 1)", "40 values", "to both", " MB",
+                   " rounds", "not θ̂"):
+        assert wanted in text, wanted
+    assert "TFP" not in text
+    session = [t for t, s in changes if "encrypted session" in s]
+    rate = 1000 * (len(session) - 1) / (session[-1] - session[0])
+    print(f"\nstatus updates during the encrypted session: {len(session)}, {rate:.1f} a second")
+    assert rate >= 2.0
+
+
+def test_a_task_switch_mid_run_and_a_failed_upload(voila, tmp_path):
+    """A run keeps the task it started with when another is chosen meanwhile; a failed upload
+    clears the previous file's result; the same file can be chosen again."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from explorer.cli import main
+
+    good = tmp_path / "mine.csv"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(good)]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    shots = [tmp_path / "task-switch.png", tmp_path / "upload-good.png",
+             tmp_path / "upload-failed.png"]
+    with sync_playwright() as p:
+        browser = launch(p, tmp_path)
+        try:
+            page, _ = open_dashboard(browser, voila)
+            run_button(page).click()
+            label = page.get_by_text("Results of")
+            expect(label).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the run's snapshot is taken
+            dropdown(page, "digits").select_option(label="digits")
+            running = "done" not in status_line(page).inner_text()
+            expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
+            expect(page.get_by_text("10 classes")).to_be_visible(timeout=60_000)  # digits now
+            run_label = page.locator(".widget-html", has_text="Results of").inner_text()
+            scatter = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="influence vs utility"))
+            expect(scatter.locator(".scatterlayer .point")).to_have_count(20)
+            page.screenshot(path=str(shots[0]))
+
+            dropdown(page, "wdbc").select_option(label="wdbc")
+            expect(page.get_by_text("2 classes")).to_be_visible(timeout=60_000)
+            page.get_by_role("tab", name="Your data").click()
+            result = page.locator(".widget-html", has_text="appraised for task")
+
+            def choose(path: Path) -> None:
+                """Through the upload button's own file dialog, as a person does."""
+                with page.expect_file_chooser() as chooser:
+                    page.locator(".widget-upload").click()
+                chooser.value.set_files(str(path))
+
+            choose(good)
+            expect(result).to_contain_text("task wdbc with the plaintext backend",
+                                           timeout=RUN_TIMEOUT_MS)
+            page.screenshot(path=str(shots[1]))
+            choose(bad)
+            expect(page.get_by_text("has no 'label' column")).to_be_visible(
+                timeout=RUN_TIMEOUT_MS)
+            expect(result).to_have_count(0)
+            page.screenshot(path=str(shots[2]))
+            choose(good)  # the same file again
+            expect(result).to_contain_text("mine.csv", timeout=RUN_TIMEOUT_MS)
+        finally:
+            browser.close()
+    keep(shots)
+    assert running, "the run ended before the task was switched"
+    assert "wdbc, 20 candidates" in run_label
 
 
 def kernels(server) -> list[int]:
@@ -161,7 +309,7 @@ def test_a_page_left_or_closed_gives_its_kernel_back(culling_voila, tmp_path):
     kernel down at once (the page's shutdown request is accepted); a page gone without a word
     (closed without unload handlers, as a crashed tab or a lost connection) has its kernel culled.
     """
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     server = culling_voila
     before = set(descendants(os.getpid()))
@@ -171,20 +319,15 @@ def test_a_page_left_or_closed_gives_its_kernel_back(culling_voila, tmp_path):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                     env=isolated_env(tmp_path / "chromium-home"))
         try:
-            def open_dashboard():
-                page = browser.new_page(viewport={"width": 1280, "height": 720})
-                start = time.perf_counter()
-                page.goto(f"{server.url}/voila/render/explorer.ipynb",
-                          wait_until="domcontentloaded")
-                expect(page.locator(".widget-button", has_text=re.compile(r"^\s*Run\s*$"))
-                       ).to_be_visible(timeout=RENDER_TIMEOUT_MS)
-                return page, time.perf_counter(), time.perf_counter() - start
+            def open_page():
+                page, seconds = open_dashboard(browser, server)
+                return page, time.perf_counter(), seconds
 
-            closed, closed_ready, first_render = open_dashboard()
+            closed, closed_ready, first_render = open_page()
             (closed_kernel,) = kernels(server)
             one_kernel = rss_mb([server.process.pid, closed_kernel])
             assert "_xsrf" in {c["name"] for c in closed.context.cookies()}
-            left, _, second_render = open_dashboard()
+            left, _, second_render = open_page()
             (left_kernel,) = set(kernels(server)) - {closed_kernel}
 
             # the first page has sat idle past the cull timeout: connected, so never culled

@@ -169,3 +169,22 @@ def test_lam_by_cross_validation_and_newton(capsys, tmp_path):
 def test_new_options_are_validated(capsys, argv, message):
     code, _, err = run(capsys, "appraise", "--task", "wdbc", *argv)
     assert code == 2 and re.search(message, err), err
+
+
+def test_a_private_appraisal_says_who_encrypted_and_learned_what(capsys):
+    """The dashboard's party lanes, on the command line: each party's encrypted inputs with
+    their shapes, the bytes, the provider actually used, and what was revealed."""
+    code, out, err = run(capsys, "appraise", "--task", "wdbc", "--candidates", "3", "--size",
+                         "20", "--appraisers", "influence", "--backend", "crypten", "--mode",
+                         "simulated", "--provider", "TFP")
+    assert code == 0, err
+    session = [line for line in out.splitlines() if line.startswith("session influence: ")]
+    assert session == [
+        "session influence: model owner encrypts theta (31, 1), unscale (1,), weights (31, 1)",
+        "session influence: data owner encrypts candidate features A ×2 (3, 20, 31), "
+        "candidate labels Y ×2 (3, 20, 1)",
+        "session influence: sent: both (one process) 0.00 MB, 0 rounds (simulated, 1 session)",
+        "session influence: provider TFP: the model owner's process generates every triple "
+        "itself: fast, but it could then recover the data owner's inputs, so use it only for "
+        "teaching and testing",
+        "session influence: revealed to both: 6 values"]

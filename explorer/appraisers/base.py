@@ -32,6 +32,60 @@ from explorer.seed import SeedModel
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
+# The phases of a job an interface shows (ProgressEvent.phase).
+GROUND_TRUTH, APPRAISE, ENCRYPTED, ACQUISITION = ("ground truth", "appraise",
+                                                  "encrypted session", "acquisition")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a job, structured so an interface never parses text: the phase, the
+    appraiser it concerns (None for the ground truth), candidates done of total, and during an
+    encrypted session its elapsed seconds and how many of its processes are up."""
+
+    phase: str
+    appraiser: str | None
+    done: int
+    total: int
+    elapsed: float | None = None
+    parties_up: int | None = None
+
+    @property
+    def text(self) -> str:
+        """The event as one line (what a plain ``Progress`` receives as its phase)."""
+        who = self.appraiser or self.phase
+        if self.phase == ENCRYPTED:
+            return f"{who}: encrypted session, {self.elapsed or 0.0:.1f} s"
+        return who
+
+
+class EventProgress:
+    """A ``Progress`` that hands structured events to ``on_event``. Code that knows only
+    ``(phase, done, total)`` (explorer.experiments names the ground truth or an appraiser) is
+    turned into the same events; the appraisers send theirs directly (``report_progress``)."""
+
+    def __init__(self, on_event: Callable[[ProgressEvent], None], appraisers: Iterable[str]):
+        self.on_event, self.appraisers = on_event, frozenset(appraisers)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase in self.appraisers:
+            self.on_event(ProgressEvent(APPRAISE, phase, done, total))
+        else:
+            self.on_event(ProgressEvent(phase, None, done, total))
+
+    def event(self, event: ProgressEvent) -> None:
+        self.on_event(event)
+
+
+def report_progress(progress: Progress | None, event: ProgressEvent) -> None:
+    """Send ``event`` as an event to an ``EventProgress``, as one line to any other Progress."""
+    if progress is None:
+        return
+    if isinstance(progress, EventProgress):
+        progress.event(event)
+    else:
+        progress(event.text, event.done, event.total)
+
 # Plaintext batches are cut so that one chunk holds about this many float64 values per tensor.
 _CHUNK_VALUES = 4_000_000
 
@@ -236,8 +290,7 @@ class Appraiser(ABC):
                 rows.append({"value": float(v), "seconds": seconds,
                              "plaintext_seconds": seconds + self.setup_seconds_ / n,
                              "private_seconds": 0.0, "bytes": 0, "rounds": 0})
-            if progress:
-                progress(self.name, len(rows), n)
+            report_progress(progress, ProgressEvent(APPRAISE, self.name, len(rows), n))
         return rows
 
     def _work_per_row(self) -> int:

@@ -394,7 +394,7 @@ def warm_parties(size: int = 3) -> Iterator[None]:
 def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig | None = None,
                 timeout: float = 120.0, stall_timeout: float = STALL_SECONDS,
                 key: bytes | None = None, cancel: threading.Event | None = None,
-                on_wait: Callable[[float], None] | None = None,
+                on_wait: Callable[[float, int], None] | None = None,
                 dealer_payload: Any = None) -> LaunchResult:
     """Run ``fn(rank, world_size, payloads[rank])`` in one process per rank (ranks 0..max),
     plus the dealer for the TTP provider; return the results by rank. With ``dealer_payload``
@@ -402,10 +402,11 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
     session ahead (explorer.mpc.dealer).
 
     ``timeout`` bounds the whole run, ``stall_timeout`` the silence of any one process.
-    ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds at
-    every heartbeat. ``key`` is the session key (a fresh one by default). Raises LaunchError
-    (naming the failing party), LaunchTimeout or LaunchCancelled; in every case all processes
-    are killed and reaped and the private store directory is removed.
+    ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds and
+    how many processes have started at every heartbeat. ``key`` is the session key (a fresh one
+    by default). Raises LaunchError (naming the failing party), LaunchTimeout or
+    LaunchCancelled; in every case all processes are killed and reaped and the private store
+    directory is removed.
     """
     config = config or MPCConfig()
     world_size = max(payloads) + 1
@@ -446,7 +447,7 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
 
 
 def _collect(children: list[_Child], deadline: float, timeout: float, stall: float,
-             cancel: threading.Event | None, on_wait: Callable[[float], None] | None,
+             cancel: threading.Event | None, on_wait: Callable[[float, int], None] | None,
              pids: dict[str, int]) -> dict[int, Any]:
     """Results by rank; the first failure (after a short settle for its root cause) raises."""
     pending = {c.result: c for c in children}
@@ -464,7 +465,7 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
             raise LaunchCancelled("the session was cancelled; its processes were stopped.",
                                   pids=pids)
         if on_wait is not None:
-            on_wait(now - (deadline - timeout))
+            on_wait(now - (deadline - timeout), sum(c.last_seen is not None for c in children))
         for conn in wait(list(pending), timeout=min(deadline - now, HEARTBEAT_SECONDS)):
             child = pending[conn]
             try:

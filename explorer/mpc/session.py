@@ -9,13 +9,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explorer.appraisers.base import Appraiser, Progress
+from explorer.appraisers.base import (
+    APPRAISE,
+    ENCRYPTED,
+    Appraiser,
+    Progress,
+    ProgressEvent,
+    report_progress,
+)
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
-from explorer.appraisers.config import MPCOptions
+from explorer.appraisers.config import PROVIDERS, MPCOptions
 from explorer.errors import Cancelled, ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import (
+    HEARTBEAT_SECONDS,
     LaunchCancelled,
     LaunchError,
     LaunchTimeout,
@@ -49,6 +57,91 @@ class SessionResult:
     reports: tuple[PartyReport, ...]
 
 
+@dataclass(frozen=True)
+class SessionAccount:
+    """Who held, encrypted, sent and learned what in an appraiser's private sessions: the public
+    spec both parties agreed on, the inputs each party encrypted (name -> shape, each sharing),
+    per party its bytes sent, rounds and encrypted seconds summed over the sessions (a run is
+    repeated for candidates whose copies disagree), the values or bits revealed (to both
+    parties), and the triple provider actually used."""
+
+    spec: SessionSpec
+    mode: str  # "parties" | "simulated"
+    provider: str  # "TTP" | "TFP"
+    threshold: float | None  # the model owner's, encrypted in bit mode
+    model_owner_encrypted: dict[str, tuple[int, ...]]
+    data_owner_encrypted: dict[str, tuple[int, ...]]
+    party_bytes: dict[str, int]
+    party_rounds: dict[str, int]
+    party_seconds: dict[str, float]
+    revealed: int  # values or bits revealed to both parties, over all sessions
+    sessions: int
+
+    @property
+    def unit(self) -> str:
+        return "bits" if self.spec.reveal == "bit" else "values"
+
+    def lines(self) -> list[str]:
+        """The account as text, one line per lane (the command line prints these)."""
+        def shapes(named: dict[str, tuple[int, ...]]) -> str:
+            return ", ".join(f"{k} {tuple(v)}" for k, v in named.items())
+
+        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB, "
+                         f"{self.party_rounds[who]} rounds" for who in self.party_bytes)
+        return [f"model owner encrypts {shapes(self.model_owner_encrypted)}",
+                f"data owner encrypts {shapes(self.data_owner_encrypted)}",
+                f"sent: {sent} ({self.mode}, {self.sessions} session"
+                f"{'s' if self.sessions > 1 else ''})",
+                f"provider {self.provider}: {PROVIDERS[self.provider]}",
+                f"revealed to both: {self.revealed} {self.unit}"]
+
+
+def _encrypted(spec: SessionSpec, appraiser: Appraiser, threshold: float
+               ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Each party's encrypted inputs by name and shape, as explorer.mpc.protocol shares them
+    (every copy of the candidates is shared afresh)."""
+    public = spec.public
+    mo = dict(sorted(appraiser.model_owner_shapes(public).items()))
+    if spec.reveal == "bit":
+        mo["threshold"] = (1,)
+    B, m = public.n_candidates, public.size
+    copies = f" ×{spec.copies}" if spec.copies > 1 else ""
+    do = {f"candidate features A{copies}": (B, m, public.d1),
+          f"candidate labels Y{copies}": (B, m, public.n_outputs)}
+    return mo, do
+
+
+def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResult]
+             ) -> SessionAccount:
+    """The account of an appraiser's sessions (``results``, the first with ``spec``)."""
+    options: MPCOptions = appraiser.mpc
+    roles = ("model owner", "data owner") if options.mode == "parties" else \
+        ("both (one process)",)
+    party_bytes = dict.fromkeys(roles, 0)
+    party_rounds = dict.fromkeys(roles, 0)
+    party_seconds = dict.fromkeys(roles, 0.0)
+    for result in results:
+        for who, report in zip(roles, result.reports, strict=True):
+            party_bytes[who] += report.bytes
+            party_rounds[who] += report.rounds
+            party_seconds[who] += report.seconds
+    mo, do = _encrypted(spec, appraiser, options.threshold)
+    return SessionAccount(
+        spec=spec, mode=options.mode, provider=options.provider,
+        threshold=options.threshold if spec.reveal == "bit" else None,
+        model_owner_encrypted=mo, data_owner_encrypted=do, party_bytes=party_bytes,
+        party_rounds=party_rounds, party_seconds=party_seconds,
+        revealed=sum(r.values.size for r in results), sessions=len(results))
+
+
+def _ticking(on_wait: Callable[[float, int], None] | None, stop: threading.Event) -> None:
+    """Tick like the launcher's heartbeat where it is silent: a simulated session runs in this
+    process, and the launcher says nothing while it boots the processes."""
+    start = time.perf_counter()
+    while on_wait is not None and not stop.wait(HEARTBEAT_SECONDS):
+        on_wait(time.perf_counter() - start, 1)
+
+
 def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
     return MPCConfig(precision_bits=precision_bits, provider=provider, verbose=True,
                      sqrt_nr_iters=SQRT_ITERATIONS)
@@ -57,11 +150,11 @@ def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
 def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: CandidateBatch,
                 mode: str = "parties", provider: str = "TTP", timeout: float = 600.0,
                 cancel: threading.Event | None = None,
-                on_wait: Callable[[float], None] | None = None) -> SessionResult:
+                on_wait: Callable[[float, int], None] | None = None) -> SessionResult:
     """Appraise the data owner's candidates against the model owner's inputs under MPC.
 
     ``cancel`` stops a running session (raising Cancelled); ``on_wait`` receives the elapsed
-    seconds several times a second while the parties compute.
+    seconds and how many processes are up several times a second while the parties compute.
     """
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
                precision_bits=spec.precision_bits, timeout=timeout)  # validates
@@ -70,17 +163,42 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
         raise Cancelled("the appraisal was cancelled.")
     try:
         if mode == "simulated":
-            start = time.perf_counter()
-            report = run_simulated(appraisal_party, {"spec": spec, "input": model_owner,
-                                                     "data": data_owner}, config=config)
+            start, stop = time.perf_counter(), threading.Event()
+            ticker = threading.Thread(target=_ticking, args=(on_wait, stop), daemon=True)
+            ticker.start()
+            try:
+                report = run_simulated(appraisal_party, {"spec": spec, "input": model_owner,
+                                                         "data": data_owner}, config=config)
+            finally:
+                stop.set()
+                ticker.join()
             reports = (report,)
             wall = time.perf_counter() - start
         else:
-            launched = run_parties(appraisal_party,
-                                   {MODEL_OWNER: {"spec": spec, "input": model_owner},
-                                    DATA_OWNER: {"spec": spec, "input": data_owner}},
-                                   config=config, timeout=timeout, cancel=cancel,
-                                   on_wait=on_wait, dealer_payload={"spec": spec})
+            # the launcher is silent while it hands the payloads to processes still importing
+            # CrypTen: tick until its own heartbeats begin
+            heard, stop = threading.Event(), threading.Event()
+
+            def waited(elapsed: float, up: int) -> None:
+                heard.set()
+                if on_wait is not None:
+                    on_wait(elapsed, up)
+
+            def until_heard(elapsed: float, up: int) -> None:
+                if not heard.is_set() and on_wait is not None:
+                    on_wait(elapsed, 0)
+
+            ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
+            ticker.start()
+            try:
+                launched = run_parties(appraisal_party,
+                                       {MODEL_OWNER: {"spec": spec, "input": model_owner},
+                                        DATA_OWNER: {"spec": spec, "input": data_owner}},
+                                       config=config, timeout=timeout, cancel=cancel,
+                                       on_wait=waited, dealer_payload={"spec": spec})
+            finally:
+                stop.set()
+                ticker.join()
             reports, wall = tuple(launched.results), launched.wall_s
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
@@ -132,7 +250,7 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
     """One MPC session for all candidates [(X, y), ...] with the appraiser's own definition;
     per candidate its value and an even share of the sessions' cost (private seconds, bytes
     and rounds). ``progress`` hears from the session several times a second; ``cancel`` stops
-    it.
+    it. ``appraiser.session_account_`` then says who held, encrypted and learned what.
 
     Verified: every value is computed twice from independent sharings. A candidate whose two
     copies disagree beyond the appraiser's tolerance, or whose value breaks a public invariant,
@@ -145,10 +263,13 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
     ledger, counterparty = _ledger(appraiser)
     todo = list(range(n))
     cost = {"private": 0.0, "bytes": 0, "rounds": 0, "wall": 0.0, "prep": 0.0, "sessions": 0}
+    sessions: list[SessionResult] = []
+    first_spec: SessionSpec | None = None
     for _ in range(RETRIES + 1):
         start = time.perf_counter()
         spec, mo, batch = session_inputs(appraiser, [candidates[i] for i in todo])
         cost["prep"] += time.perf_counter() - start
+        first_spec = first_spec or spec
         if ledger is not None:  # both roles are played here: each counts what it reveals
             revealed = {"bits" if options.reveal == "bit" else "values":
                         len(todo) * spec.copies}
@@ -156,9 +277,11 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
                 appraiser.ledger_counts_ = ledger.spend(role_, counterparty, options.budget,
                                                         **revealed)
 
-        def heartbeat(elapsed: float) -> None:
-            if progress:
-                progress(f"{appraiser.name}: encrypted session, {elapsed:.1f} s", 0, n)
+        done = n - len(todo)  # verified in earlier sessions
+
+        def heartbeat(elapsed: float, up: int, done: int = done) -> None:
+            report_progress(progress, ProgressEvent(ENCRYPTED, appraiser.name, done, n,
+                                                    elapsed, up))
 
         result = run_session(spec, mo, batch, options.mode, options.provider, options.timeout,
                              cancel=cancel, on_wait=heartbeat)
@@ -167,6 +290,8 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
             cost[key] += getattr(result, field_)
         cost["sessions"] += 1
         appraiser.last_session_ = result
+        sessions.append(result)
+        appraiser.session_account_ = _account(appraiser, first_spec, sessions)
         good = appraiser.verified(result.values, options.reveal == "bit")
         for j, i in enumerate(todo):
             if good[j]:
@@ -187,8 +312,7 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
             f"({len(todo)} of {n} candidates failed {RETRIES + 1} sessions: their two "
             f"independently shared copies disagreed, or broke a bound every value obeys); use "
             f"fewer precision bits (16 is the default) or standardised features.")
-    if progress:
-        progress(appraiser.name, n, n)
+    report_progress(progress, ProgressEvent(APPRAISE, appraiser.name, n, n))
     appraiser.session_costs_ = cost
     return [{"value": float(v), "seconds": cost["wall"] / n,
              "plaintext_seconds": (appraiser.setup_seconds_ + cost["prep"]) / n,

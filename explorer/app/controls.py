@@ -1,0 +1,216 @@
+"""The dashboard's controls: every widget a user sets, its tooltip, what it means for the
+appraisal (an ``AppraiserConfig``), which controls matter under which backend, and the presets
+that set everything for one lesson. No science here: the numbers come from explorer.*.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+import ipywidgets as w
+
+from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
+from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, PROVIDERS
+from explorer.errors import ExplorerError
+from explorer.leakage import ATTACKERS, DEFENCES
+from explorer.market import CORRUPTIONS
+from explorer.tasks import TASKS
+
+BACKENDS = (("plaintext", "plaintext"), ("simulated", "simulated"),
+            ("real parties", "parties"))
+BACKEND_TIPS = ["No MPC: the model owner sees the candidates (for reference).",
+                "CrypTen, one process playing both parties (TFP triples).",
+                "CrypTen, one process per party (and a dealer for TTP)."]
+# what only a private backend uses: greyed out under plaintext
+MPC_CONTROLS = ("precision_bits", "provider", "reveal", "threshold")
+SIMULATED_PROVIDER = "TFP"  # one process plays both parties: there is no dealer to ask
+STYLE = {"description_width": "110px"}
+CONTROL_WIDTH = "310px"  # inside a 350 px sidebar, with the accordion's padding
+
+TOOLTIPS = {
+    "task": "The model owner's task: its seed training set, its test set and the pool the "
+            "candidates are drawn from.",
+    "lam": "L2 strength of the seed model's logistic regression (the task's default).",
+    "lam_cv": "Choose λ by 5-fold cross-validation on the seed training set instead.",
+    "corruption": "How the candidates are spoiled: their level sets how much (0 = clean).",
+    "candidates": "How many candidate datasets the data owners offer.",
+    "size": "Samples in each candidate dataset.",
+    "levels": "Corruption levels, spread evenly over this range across the candidates.",
+    "seed": "Random seed of the market (which samples, which corruptions).",
+    "appraisers": "Which appraisers value the candidates (ctrl/cmd-click for several).",
+    "lr": "Learning rate of the fine-tuning appraiser.",
+    "steps": "Gradient steps of the fine-tuning appraiser.",
+    "newton_steps": "Safeguarded Newton steps of the newton appraiser.",
+    "backend": "Plaintext: no privacy, for reference. CrypTen simulated: one process plays "
+               "both parties. CrypTen real parties: one process per party (and a dealer).",
+    "precision_bits": "Fixed-point fractional bits of the encrypted computation.",
+    "provider": "Who deals the multiplication triples (and what that assumes).",
+    "reveal": "What the session reveals to both parties: each value, or only the bit "
+              "value > threshold.",
+    "threshold": "The model owner's private threshold in bit mode (same units as the values).",
+    "rate": "Price per nat of test-loss reduction (Prices tab).",
+    "attacker": "Who attacks: the data owner (recovers the model) or the model owner "
+                "(recovers the candidate's gradient).",
+    "defences": "Defences to compare (ctrl/cmd-click for several).",
+}
+
+
+def _tip(widget: w.Widget, name: str) -> w.Widget:
+    """Attach ``name``'s tooltip to the widget (ipywidgets 8's ``tooltip``: shown on the
+    description and the control)."""
+    widget.tooltip = TOOLTIPS[name]
+    return widget
+
+
+def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widget]:
+    """Every control, by name, with its tooltip and default."""
+    c: dict[str, w.Widget] = {
+        "task": w.Dropdown(options=task_labels, value="wdbc", description="task"),
+        "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
+                                  description="L2 strength λ"),
+        "lam_cv": w.Checkbox(value=False, description="λ by cross-validation", indent=False),
+        "corruption": w.Dropdown(options=list(CORRUPTIONS), value="label-noise",
+                                 description="corruption"),
+        "candidates": w.IntSlider(value=20, min=2, max=100, description="candidates"),
+        "size": w.IntSlider(value=30, min=5, max=500, description="samples each"),
+        "levels": w.FloatRangeSlider(value=(0.0, 0.5), min=0.0, max=1.0, step=0.01,
+                                     description="level range"),
+        "seed": w.IntText(value=0, description="random seed"),
+        "appraisers": w.SelectMultiple(options=APPRAISER_NAMES,
+                                       value=("influence", "gradient-norm"),
+                                       description="appraisers", rows=4),
+        "lr": w.BoundedFloatText(value=0.1, min=1e-6, max=100.0, description="fine-tune lr"),
+        "steps": w.BoundedIntText(value=16, min=1, max=1000, description="fine-tune steps"),
+        "newton_steps": w.BoundedIntText(value=DEFAULT_NEWTON_STEPS, min=1, max=64,
+                                         description="newton steps"),
+        "backend": w.ToggleButtons(options=BACKENDS, value="plaintext", description="backend",
+                                   tooltips=BACKEND_TIPS,
+                                   style={"description_width": "50px", "button_width": "86px"}),
+        "precision_bits": w.IntSlider(value=16, min=12, max=28, description="precision bits"),
+        "provider": w.Dropdown(options=list(PROVIDERS), value="TTP", description="provider"),
+        "reveal": w.ToggleButtons(options=["value", "bit"], value="value", description="reveal",
+                                  style={"description_width": "50px", "button_width": "80px"}),
+        "threshold": w.FloatText(value=0.0, description="bit threshold"),
+        "rate": w.FloatText(value=1000.0, description="price per nat"),
+    }
+    for name, widget in c.items():
+        _tip(widget, name)
+        if name not in ("backend", "reveal"):
+            widget.style = STYLE
+            widget.layout = w.Layout(width=CONTROL_WIDTH)
+    return c
+
+
+def build_attack_controls() -> dict[str, w.Widget]:
+    """The leakage tab's choices: who attacks, and which defences to compare."""
+    return {"attacker": _tip(w.ToggleButtons(options=list(ATTACKERS), value="data-owner",
+                                             description="attacker", style=STYLE), "attacker"),
+            "defences": _tip(w.SelectMultiple(options=list(DEFENCES),
+                                              value=("none", "rounding", "noise"),
+                                              description="defences", rows=5, style=STYLE),
+                             "defences")}
+
+
+def provider_used(controls: dict[str, w.Widget]) -> str | None:
+    """The triple provider a run with these controls actually uses (None in plaintext)."""
+    backend = controls["backend"].value
+    if backend == "plaintext":
+        return None
+    return SIMULATED_PROVIDER if backend == "simulated" else controls["provider"].value
+
+
+def provider_text(controls: dict[str, w.Widget]) -> str:
+    """One sentence (HTML) on the provider actually used and what it assumes."""
+    used = provider_used(controls)
+    if used is None:
+        return ("<i>Plaintext: no MPC, so no provider; the model owner would have to see the "
+                "data (the Catch-22).</i>")
+    why = (" (simulated mode runs one process, so there is no dealer)"
+           if controls["backend"].value == "simulated" else "")
+    return f"<b>{used}</b>{why}: {html.escape(PROVIDERS[used])}"
+
+
+def sync_backend(controls: dict[str, w.Widget]) -> None:
+    """Grey out what the backend does not use: the MPC controls under plaintext; the provider
+    in simulated mode, where it can only be TFP; the threshold unless only bits are revealed."""
+    backend = controls["backend"].value
+    plaintext = backend == "plaintext"
+    for name in MPC_CONTROLS:
+        controls[name].disabled = plaintext
+    if backend == "simulated":
+        controls["provider"].value = SIMULATED_PROVIDER
+        controls["provider"].disabled = True
+    controls["threshold"].disabled = plaintext or controls["reveal"].value != "bit"
+
+
+def appraiser_config(controls: dict[str, w.Widget]) -> AppraiserConfig:
+    """The appraisal the controls describe (validated by AppraiserConfig)."""
+    backend = controls["backend"].value
+    if not controls["appraisers"].value:
+        raise ExplorerError("choose at least one appraiser.")
+    private: dict[str, Any] = {}
+    if backend != "plaintext":
+        private = {"mode": backend, "precision_bits": controls["precision_bits"].value,
+                   "provider": provider_used(controls), "reveal": controls["reveal"].value,
+                   "threshold": controls["threshold"].value}
+    return AppraiserConfig(names=tuple(controls["appraisers"].value),
+                           backend="plaintext" if backend == "plaintext" else "crypten",
+                           lr=controls["lr"].value, steps=controls["steps"].value,
+                           newton_steps=controls["newton_steps"].value, **private)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one lesson needs: control values (set in this order), the tab to show, the
+    appraiser the scatter shows, and what to look for."""
+
+    settings: dict[str, Any]
+    tab: str
+    lesson: str
+    scatter: str | None = None
+    attack: dict[str, Any] = field(default_factory=dict)
+
+
+_BASE = {"task": "wdbc", "lam": TASKS["wdbc"].lam, "lam_cv": False, "candidates": 20,
+         "size": 30, "seed": 0, "backend": "plaintext"}
+
+PRESETS: dict[str, Preset] = {
+    "label noise": Preset(
+        {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
+         "appraisers": ("influence", "gradient-norm")}, "rank",
+        "Candidates with more flipped labels should be worth less: influence ranks them as "
+        "retraining does.", scatter="influence"),
+    "why the gradient norm fails": Preset(
+        {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
+         "appraisers": ("gradient-norm", "influence")}, "rank",
+        "Wrong labels make large gradients: the gradient norm rewards exactly the noisiest "
+        "candidates, so its ranks run against utility (ρ < 0).", scatter="gradient-norm"),
+    "the duplicates trap": Preset(
+        {**_BASE, "corruption": "duplicates", "levels": (0.0, 1.0),
+         "appraisers": ("influence", "gradient-norm")}, "rank",
+        "Copies of the model owner's own training rows teach it nothing: a good appraiser "
+        "prices them near zero.", scatter="influence"),
+    "far from the training mix": Preset(
+        {**_BASE, "corruption": "imbalance", "levels": (0.0, 1.0),
+         "appraisers": ("influence", "gradient-norm")}, "rank",
+        "The level is one class's share: candidates far from the training mix of classes "
+        "help less, on both sides.", scatter="influence"),
+    "what a value leaks": Preset(
+        {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
+         "appraisers": ("influence",)}, "leakage",
+        "MPC hides the inputs, not the outputs: crafted candidates recover the model from the "
+        "revealed values; bits, policies, rounding and noise slow that down.",
+        attack={"attacker": "data-owner", "defences": ("none", "bit-only", "rounding",
+                                                       "noise")}),
+}
+
+
+def apply_preset(controls: dict[str, w.Widget], attack: dict[str, w.Widget],
+                 preset: Preset) -> None:
+    """Set the controls (and the attack's) to the preset's values."""
+    for name, value in preset.settings.items():
+        controls[name].value = value
+    for name, value in preset.attack.items():
+        attack[name].value = value
