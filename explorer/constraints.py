@@ -192,9 +192,9 @@ CONSTRAINTS: dict[str, Any] = {
     "grid": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no rounding)"),
     "noise": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no noise)"),
     "weight_bound": _Real(0.0, 1e6, low_open=True, optional=True,
-                          words="a positive number up to 1e+06 (or None: no bound)"),
+                          words="a positive number up to 1e+06"),
     "row_bound": _Real(0.0, 1e6, low_open=True, optional=True,
-                       words="a positive number up to 1e+06 (or None: no clipping)"),
+                       words="a positive number up to 1e+06"),
 }
 
 
