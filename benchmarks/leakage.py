@@ -1,11 +1,12 @@
 """What the revealed values leak: revealed values or bits each attack needs to reach 10% error.
 
-    python benchmarks/leakage.py [--tasks wdbc,digits] [--repeat 64] [--draws 20]
+    python benchmarks/leakage.py [--tasks wdbc,digits] [--repeat 64] [--draws 20] [--bit-budget N]
 
 For WDBC (sigmoid) and digits (softmax), each attacker (data owner -> theta_hat; model owner ->
 G(D_a) of a 5-row candidate), each reveal mode and each defence: the fewest revealed values or
 bits after which the relative L2 error is at most 10%, and the error at the end of the budget.
-Budgets: what the attack needs; under noise or rounding (both random: the grid rounds
+Budgets: what the attack needs (bit mode: at most --bit-budget bits, if given); under noise or
+rounding (both random: the grid rounds
 stochastically) the value-mode attacker repeats its queries --repeat times and averages. Runs
 in plaintext, which applies the protocol's own reveal defences (explorer.appraisers.reveal):
 the curves under CrypTen agree up to fixed point (tests/test_leakage.py). Defaults: grid and
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="wdbc,digits")
     parser.add_argument("--repeat", type=int, default=64)
     parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--bit-budget", type=int, default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"{'task':7} {'attacker':12} {'target':6} {'reveal':6} {'defence':10} "
@@ -75,7 +77,7 @@ def main() -> None:
                           f"{'n/a':>16}  (the "
                           f"bit attack is written for binary models)")
                     continue
-                queries = None
+                queries = args.bit_budget if reveal == "bit" else None
                 if defence in RANDOM and reveal == "value":
                     if attacker == "data-owner" and seed.theta.shape[1] > 1:
                         queries = None  # the softmax fit is not repeated

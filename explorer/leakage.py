@@ -23,11 +23,10 @@ Defences (``Defence``): ``bit-only`` and a public ``Policy`` need no protocol ch
 protocol's own reveal defences (explorer.appraisers.reveal), run here exactly as a session
 runs them, under plaintext or CrypTen, with the public weight bound that keeps the model owner
 from scaling its weights past them. Both are random (the grid rounds stochastically), so the
-value-mode attackers repeat their queries and average when the budget allows.
-``run_attack`` measures an attack under one defence
-and returns the curve: relative L2 error of the attacker's estimate against the number of values
-or bits revealed. Only the scorer reads the truth; the attackers see their own inputs, the
-public metadata and what is revealed.
+value-mode attackers repeat their queries and average when the budget allows. ``run_attack``
+measures an attack under one defence and returns the curve: relative L2 error of the
+attacker's estimate against the number of values or bits revealed. Only the scorer reads the
+truth; the attackers see their own inputs, the public metadata and what is revealed.
 """
 
 from __future__ import annotations
