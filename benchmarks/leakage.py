@@ -1,6 +1,7 @@
 """What the revealed values leak: revealed values or bits each attack needs to reach 10% error.
 
     python benchmarks/leakage.py [--tasks wdbc,digits] [--repeat 64] [--draws 20] [--bit-budget N]
+                                 [--parts table,trade-off]
 
 For WDBC (sigmoid) and digits (softmax), each attacker (data owner -> theta_hat; model owner ->
 G(D_a) of a 5-row candidate), each reveal mode and each defence: the fewest revealed values or
@@ -60,7 +61,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=64)
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--bit-budget", type=int, default=None)
+    parser.add_argument("--parts", default="table,trade-off")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     warnings.simplefilter("ignore")
     print(f"{'task':7} {'attacker':12} {'target':6} {'reveal':6} {'defence':10} "
           f"{'to 10% error':>16} "
@@ -69,7 +72,7 @@ def main() -> None:
         task = load_task(name, seed=0)
         seed = fit_seed_model(task)
         (c,) = make_market(task, "none", 1, 5, seed=0)
-        for attacker in ("data-owner", "model-owner"):
+        for attacker in ("data-owner", "model-owner") if "table" in parts else ():
             targets = ("theta", "v") if attacker == "data-owner" else ("G",)
             for reveal, defence in CASES:
                 if attacker == "data-owner" and reveal == "bit" and seed.theta.shape[1] > 1:
@@ -94,7 +97,8 @@ def main() -> None:
                     print(f"{name:7} {attacker:12} {goal:6} {reveal:6} {defence:10} "
                           f"{shown:>16} {f.relative_error.iloc[-1]:12.3g} {r.queries:7d} "
                           f"{seconds:8.1f}", flush=True)
-        trade_off(name, task, seed, args.repeat, args.draws)
+        if "trade-off" in parts:
+            trade_off(name, task, seed, args.repeat, args.draws)
 
 
 LEVELS = (0.01, 0.05, 0.2)  # of the spread of the honest values
@@ -129,8 +133,8 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
             errors = []
             for attacker in ("data-owner", "model-owner"):
                 for queries in (None, repeat):
-                    if attacker == "data-owner" and C > 1 and queries is not None:
-                        errors.append("n/a")  # the softmax fit is not repeated
+                    if attacker == "data-owner" and C > 1:
+                        errors.append("n/a")  # the softmax fit: minutes a run, not repeated
                         continue
                     budget = None if queries is None else queries * needed(seed, attacker)
                     r = run_attack(seed, attacker, "value", defence, queries=budget,
