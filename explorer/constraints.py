@@ -191,8 +191,9 @@ CONSTRAINTS: dict[str, Any] = {
     # defences applied inside the protocol before the reveal (explorer.appraisers.reveal)
     "grid": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no rounding)"),
     "noise": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no noise)"),
-    "weight_bound": _Real(0.0, 1e6, low_open=True, optional=True,
-                          words="a positive number up to 1e+06"),
+    # W <= 1: the check's 1/W keeps its relative encoding error within 2^-17 (reveal.py)
+    "weight_bound": _Real(0.0, 1.0, low_open=True, optional=True,
+                          words="a positive number up to 1"),
     "row_bound": _Real(0.0, 1e6, low_open=True, optional=True,
                        words="a positive number up to 1e+06"),
 }

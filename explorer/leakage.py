@@ -43,7 +43,7 @@ from explorer.appraisers.base import Appraiser
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.config import AppraiserConfig
 from explorer.appraisers.logistic import gradient_sums
-from explorer.appraisers.reveal import WEIGHT_MARGIN, Defences, clip_rows, compute_defended
+from explorer.appraisers.reveal import Defences, clip_rows, compute_defended, weight_margin
 from explorer.errors import ExplorerError
 from explorer.mpc.protocol import ModelOwnerInput, SessionSpec, definition
 from explorer.seed import SeedModel
@@ -166,14 +166,15 @@ def make_defence(name: str, weight_bound: float | None = None, policy: Policy | 
 def public_weight_bound(appraiser: Appraiser) -> float:
     """The bound the model owner announces for rounding and noise: its honest weight norm,
     with room for the check's margin, rounded up to a power of two (one public number)."""
-    norm = float(appraiser.weights_.norm()) / (1 - 2 * WEIGHT_MARGIN)
+    weights = appraiser.weights_
+    norm = float(weights.norm()) / (1 - 2 * weight_margin(weights.numel()))
     return 2.0 ** math.ceil(math.log2(norm)) if norm > 0 else 1.0
 
 
-def attacker_gain(defence: Defence) -> float:
-    """The largest weight norm a model owner can use and pass the weight-bound check."""
+def attacker_gain(defence: Defence, n_weights: int) -> float:
+    """About the largest weight norm a model owner can use and pass the weight-bound check."""
     bound = defence.weight_bound
-    return bound * (1 - 2 * WEIGHT_MARGIN) if bound is not None else 1.0
+    return bound * (1 - 2 * weight_margin(n_weights)) if bound is not None else 1.0
 
 
 def _has_repeated_rows(X) -> bool:
@@ -595,7 +596,7 @@ def model_owner_attack(appraiser: Appraiser, party: DataOwnerParty, reveal: str 
     shape = (public.d1, public.n_outputs)
     P = public.d1 * public.n_outputs
     theta = appraiser.seed_.theta
-    gain = attacker_gain(defence)
+    gain = attacker_gain(defence, P)
 
     def ask(k: int, threshold: float = 0.0) -> float:
         weights = torch.zeros(P, dtype=torch.float64)
@@ -617,7 +618,7 @@ def _mo_values(ask: Callable, P: int, shape, queries, defence: Defence) -> Trace
     sums, counts = np.zeros(P), np.zeros(P)
     trace = Trace()
     trace.add(0, {"G": np.zeros(shape)})
-    gain = attacker_gain(defence)
+    gain = attacker_gain(defence, P)
     for q in range(budget):
         k = q % P
         try:

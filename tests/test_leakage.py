@@ -16,7 +16,6 @@ from explorer.appraisers import make_appraiser
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.logistic import gradient_sums
 from explorer.appraisers.reveal import (
-    WEIGHT_MARGIN,
     Defences,
     WeightBoundRefused,
     compute_defended,
@@ -25,6 +24,7 @@ from explorer.appraisers.reveal import (
     stochastic_round,
     value_sensitivity,
     weight_bound_bit,
+    weight_margin,
 )
 from explorer.cli import main
 from explorer.errors import ExplorerError
@@ -349,7 +349,7 @@ def test_the_weight_check_is_one_bit_on_the_inputs(wdbc_seed, weights, unscale, 
         return weight_bound_bit(appraiser, encrypted, public, bound).get_plain_text().item()
 
     assert run_simulated(party, None, config=mpc_config(16, "TFP")) == (1 if within else 0)
-    assert 0.97 ** 2 < 1 - WEIGHT_MARGIN < 1.0
+    assert 0.97 ** 2 < 1 - weight_margin(public.d1) < 1.0
 
 
 def test_plaintext_refusal_is_a_weight_bound_refusal(wdbc_seed):

@@ -11,10 +11,11 @@ and the same definition runs in plaintext (``compute_defended``) and inside MPC
    own privacy rests on.
 2. **Weight bound W** (checked inside MPC, one revealed bit, before any value exists): the
    model owner's effective influence weights w = weights x unscale (d+1, C) must satisfy
-   ||w||_F <= W. The check also bounds every weight entry by 1 and unscale by 4 W, so that no
-   product in it can wrap the fixed-point ring; it refuses when ||w||²/W² > 1 - 2^-6, which
-   leaves room for its own fixed-point error (below 2^-8 for up to 10^5 weights). A refused
-   session raises before any value is computed.
+   ||w||_F <= W (W <= 1). The check also bounds every weight entry by 1 and unscale by 4 W, so
+   that no product in it can wrap the fixed-point ring; it refuses when ||w||²/W² exceeds
+   1 - ``weight_margin``(P), which leaves room for its own fixed-point error (16-bit fixed point
+   assumed in that bound; more precision bits only shrink it). A refused session raises before
+   any value is computed.
 3. **Noise τ** (nats, each party): the model owner and the data owner each draw N(0, τ²) per
    candidate value on their own machine (a torch generator seeded by ``secrets``), encrypt it
    as their own input and add it to the encrypted value. Each sees the value plus the other's
@@ -62,8 +63,15 @@ from explorer.errors import ExplorerError
 if TYPE_CHECKING:
     from explorer.appraisers.base import Appraiser, Public
 
-# The weight check refuses ||w||²/W² above 1 - WEIGHT_MARGIN: room for its fixed-point error.
-WEIGHT_MARGIN = 2.0 ** -6
+def weight_margin(n_weights: int) -> float:
+    """The weight check refuses ||w||²/W² above 1 - weight_margin(P): room for the check's own
+    fixed-point error with P weights and W <= 1. That error is at most about
+    (6 sqrt(P) + 18) 2^-16 (16-bit fixed point): the squared norm is one matmul (one
+    truncation), and c = unscale / W (at most 4, truncated once, 1/W encoded within 2^-17)
+    enters the ratio as s c², whose error 2 s c dc is largest, 2 dc / c, when c is smallest,
+    sqrt(1/P) at the boundary. The margin takes 2^-6 plus (8 sqrt(P) + 32) 2^-16."""
+    return 2.0 ** -6 + (8.0 * math.sqrt(n_weights) + 32.0) * 2.0 ** -16
+
 # ... and unscale above UNSCALE_CAP x W (the honest one is at most 2 W), so that no product
 # in the check can wrap the ring.
 UNSCALE_CAP = 4.0
