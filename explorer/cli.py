@@ -166,6 +166,29 @@ def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True) -> N
                    help="seconds before a private session is stopped")
 
 
+def _add_defence_options(p, defaults: bool = True) -> None:
+    """The reveal defences (explorer.appraisers.reveal), public settings both parties agree
+    on; without ``defaults`` they stay None when not given (see APPRAISE_DEFAULTS)."""
+    def default(value):
+        return value if defaults else None
+
+    g = p.add_argument_group("reveal defences (both backends; the same in every party)")
+    g.add_argument("--grid", type=_option("grid", whole=False), default=default(0.0),
+                   help="reveal only multiples of this step (nats), rounded stochastically "
+                   "inside MPC; value mode only (default 0: off)")
+    g.add_argument("--noise", type=_option("noise", whole=False), default=default(0.0),
+                   help="each party adds its own Gaussian noise of this standard deviation "
+                   "(nats) inside MPC before the reveal; needs --weight-bound and --row-bound "
+                   "(default 0: off)")
+    g.add_argument("--weight-bound", type=_option("weight_bound", whole=False),
+                   help="influence only: refuse the session, before any value is revealed, "
+                   "unless the model owner's weights (v / n_seed) have at most this norm "
+                   "(checked inside MPC, one revealed bit)")
+    g.add_argument("--row-bound", type=_option("row_bound", whole=False),
+                   help="the data owner scales each of its rows to at most this feature norm "
+                   "(standardised units) before entering it")
+
+
 def _add_budget_options(p) -> None:
     for what in ("sessions", "values", "bits"):
         p.add_argument(f"--budget-{what}", type=_option("budget_count", whole=True),
@@ -198,7 +221,7 @@ APPRAISE_DEFAULTS = {
     "newton_steps": DEFAULT_NEWTON_STEPS, "preconditioner": "auto", "mode": "parties",
     "provider": "TTP", "reveal": "value", "precision_bits": DEFAULT_PRECISION_BITS,
     "threshold": 0.0, "timeout": 600.0, "budget_sessions": None, "budget_values": None,
-    "budget_bits": None,
+    "budget_bits": None, "grid": 0.0, "noise": 0.0, "weight_bound": None, "row_bound": None,
 }
 APPRAISE_APPLIES_ONLY = (
     (("corruption", "candidates", "size", "max_level", "min_level"),
@@ -263,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=_option("batch_size", whole=True),
                    help="fine-tuning batch size (full batch if omitted)")
     _add_private_options(a, defaults=False)
+    _add_defence_options(a, defaults=False)
     a.add_argument("--candidate-file", type=_path, help="appraise your own dataset instead: a "
                    "CSV with a header naming the task's feature columns and a label column (or "
                    ".npz with X, y)")
@@ -322,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TTP (needs the dealer) or TFP")
         r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
         _add_budget_options(r)
+        _add_defence_options(r)
     mo.add_argument("--threshold", type=_option("threshold", whole=False), default=0.0,
                     help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
@@ -346,7 +371,10 @@ def _config(args, names=None) -> AppraiserConfig:
         threshold=getattr(args, "threshold", 0.0), timeout=getattr(args, "timeout", 600.0),
         budget=Budget(getattr(args, "budget_sessions", None),
                       getattr(args, "budget_values", None),
-                      getattr(args, "budget_bits", None)))
+                      getattr(args, "budget_bits", None)),
+        grid=getattr(args, "grid", 0.0), noise=getattr(args, "noise", 0.0),
+        weight_bound=getattr(args, "weight_bound", None),
+        row_bound=getattr(args, "row_bound", None))
 
 
 def _task(args):
@@ -385,6 +413,9 @@ def cmd_appraise(args) -> int:
         print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
               f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test "
               f"accuracy {seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
+        defences = _defence_line(config, int(seed.theta.shape[1]))
+        if defences:
+            print(defences)
         results = appraise_market(seed, candidates, appraisers, progress=_progress())
     if args.out is not None:
         _write_csv(results, args.out)
@@ -474,6 +505,11 @@ def cmd_party(args) -> int:
                       for f in args.candidate_file]
         report = run_data_owner(enc, appraiser, candidates,
                                 session_key(args.session_key_file))
+    n_outputs = appraiser.seed_.theta.shape[1] if args.role == "model-owner" \
+        else enc["n_outputs"]
+    defences = _defence_line(_config(args, names=(args.appraiser,)), int(n_outputs))
+    if defences:
+        print(defences)
     _print_party_report(appraiser.name, report, args.reveal)
     return 0
 
@@ -491,6 +527,29 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _defence_line(config: AppraiserConfig, n_outputs: int) -> str | None:
+    """One line on the reveal defences in force, with the privacy the noise buys."""
+    from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
+
+    d = config.defences()
+    if not d.active:
+        return None
+    parts = [f"grid {d.grid:g}" if d.grid else "", f"weight bound {d.weight_bound:g}"
+             if d.weight_bound is not None else "", f"row bound {d.row_bound:g}"
+             if d.row_bound is not None else ""]
+    if d.noise:
+        delta = DP_DELTA
+        eps = gaussian_epsilon(d.noise, delta, value_sensitivity(d.weight_bound, d.row_bound,
+                                                                 n_outputs))
+        parts.append(f"noise {d.noise:g} per party (each value ({eps:.3g}, {delta:g})-DP for "
+                     f"one row of a candidate, against the model owner; see README)")
+    return "defences: " + ", ".join(p for p in parts if p)
+
+
+# The δ at which the command line reports the noise's ε.
+DP_DELTA = 1e-5
+
+
 def _positive(whole: bool):
     """The argparse type of a positive (whole or finite) number."""
     def parse(text: str):
@@ -503,7 +562,13 @@ def _positive(whole: bool):
 
 
 def _add_attack_parser(sub) -> None:
-    from explorer.leakage import ATTACKERS, DEFAULT_GRID, DEFAULT_NOISE, DEFENCES
+    from explorer.leakage import (
+        ATTACKERS,
+        DEFAULT_GRID,
+        DEFAULT_NOISE,
+        DEFAULT_ROW_BOUND,
+        DEFENCES,
+    )
 
     k = sub.add_parser("attack", help="measure what repeated appraisals leak: reconstruct the "
                        "model (data-owner attacker) or the candidate's gradient (model-owner "
@@ -518,11 +583,20 @@ def _add_attack_parser(sub) -> None:
                    "attacker may ask for (default: what the attack needs)")
     k.add_argument("--defence", default="none", choices=DEFENCES, help="bit-only, policy "
                    "(min size 10, 8 candidates a session, 4 sessions, no repeated rows), or "
-                   "rounding / noise (protocol additions, simulated on the revealed values)")
-    k.add_argument("--grid", type=_positive(whole=False), default=DEFAULT_GRID,
-                   help="rounding: public grid of the per-row value, nats")
-    k.add_argument("--noise", type=_positive(whole=False), default=DEFAULT_NOISE,
-                   help="noise: standard deviation on the per-row value, nats")
+                   "rounding / noise (applied by the protocol before the reveal, with the "
+                   "model owner's weight bound checked inside MPC)")
+    k.add_argument("--grid", type=_positive(whole=False),
+                   help=f"rounding: the public grid step of revealed values, nats (default "
+                   f"{DEFAULT_GRID:g})")
+    k.add_argument("--noise", type=_positive(whole=False),
+                   help=f"noise: each party's standard deviation, nats (default "
+                   f"{DEFAULT_NOISE:g})")
+    k.add_argument("--weight-bound", type=_option("weight_bound", whole=False),
+                   help="rounding, noise: the public bound of the model owner's weight norm "
+                   "(default: the honest norm rounded up to a power of two)")
+    k.add_argument("--row-bound", type=_option("row_bound", whole=False),
+                   help=f"noise: the data owner's public bound of a row's feature norm "
+                   f"(default {DEFAULT_ROW_BOUND:g})")
     k.add_argument("--size", type=_option("size", whole=True), default=5,
                    help="model-owner attacker: rows of the data owner's candidate (drawn from "
                    "the task's pool)")
@@ -538,11 +612,20 @@ def _add_attack_parser(sub) -> None:
 
 
 def cmd_attack(args) -> int:
-    from explorer.leakage import run_attack
+    from explorer.leakage import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND, run_attack
 
     reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
     if args.defence == "bit-only" and reveal != "bit":
         raise ExplorerError("the bit-only defence reveals bits; drop --reveal value.")
+    if args.defence == "rounding" and reveal == "bit":
+        raise ExplorerError("the rounding defence rounds revealed values; drop --reveal bit.")
+    # each defence's settings, refused beside another defence rather than silently ignored
+    uses = {"grid": ("rounding",), "noise": ("noise",), "weight_bound": ("rounding", "noise"),
+            "row_bound": ("noise",)}
+    idle = [k for k, on in uses.items() if getattr(args, k) is not None and args.defence not in on]
+    if idle:
+        raise ExplorerError(f"{_option_name(idle[0])} applies only with --defence "
+                            f"{' or '.join(uses[idle[0]])}; drop it.")
     check_output_file(args.out)
     task = _task(args)
     seed = _seed(args, task)
@@ -553,12 +636,13 @@ def cmd_attack(args) -> int:
     result = run_attack(seed, args.attacker, reveal, args.defence, args.backend, args.mode,
                         args.queries, candidate, random_state=args.seed,
                         precision_bits=args.precision_bits, timeout=args.timeout,
-                        grid=args.grid, noise=args.noise)
+                        grid=args.grid or DEFAULT_GRID, noise=args.noise or DEFAULT_NOISE,
+                        weight_bound=args.weight_bound,
+                        row_bound=args.row_bound or DEFAULT_ROW_BOUND)
     _write_csv(result.frame, args.out)
     target = "theta_hat" if args.attacker == "data-owner" else "G(D_a)"
-    simulated = " (simulated in plaintext)" if args.defence in ("rounding", "noise") else ""
     print(f"attack: {args.attacker} on task {task.name}, target {target}, reveal {reveal}, "
-          f"defence {args.defence}{simulated}, backend {args.backend}"
+          f"defence {args.defence}, backend {args.backend}"
           + (f" ({args.mode})" if args.backend == "crypten" else ""))
     print(f"relative reconstruction error {result.error:.3g} after {result.queries} revealed "
           f"{result.unit}")

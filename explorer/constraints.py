@@ -52,8 +52,11 @@ class _Real:
     high: float | None = None
     low_open: bool = False
     words: str | None = None  # how describe() says it, when the bounds alone read badly
+    optional: bool = False  # None allowed (a setting that is off)
 
     def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
         if not is_real(value):
             return False
         if self.low is not None and not (value > self.low if self.low_open
@@ -185,6 +188,14 @@ CONSTRAINTS: dict[str, Any] = {
     "timeout": _Real(0.0, 7 * 86400.0, low_open=True),
     "verify": _Bool(),
     "budget_count": _Whole(0, None),
+    # defences applied inside the protocol before the reveal (explorer.appraisers.reveal)
+    "grid": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no rounding)"),
+    "noise": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no noise)"),
+    # W <= 1: the check's 1/W keeps its relative encoding error within 2^-17 (reveal.py)
+    "weight_bound": _Real(0.0, 1.0, low_open=True, optional=True,
+                          words="a positive number up to 1"),
+    "row_bound": _Real(0.0, 1e6, low_open=True, optional=True,
+                       words="a positive number up to 1e+06"),
 }
 
 
@@ -220,6 +231,10 @@ LABELS = {
     "timeout": "the timeout (--timeout)",
     "verify": "verify",
     "budget_count": "a ledger budget (--budget-sessions, --budget-values, --budget-bits)",
+    "grid": "the rounding grid (--grid)",
+    "noise": "the noise level (--noise)",
+    "weight_bound": "the weight bound (--weight-bound)",
+    "row_bound": "the row bound (--row-bound)",
 }
 assert set(LABELS) == set(CONSTRAINTS)
 

@@ -18,18 +18,19 @@ freely. Two attacks on the influence appraiser, each written against what its pa
   (``DataOwnerParty`` is the honest data owner, who enters its candidate into each session). In
   bit mode it also sets the threshold, and bisects each coordinate.
 
-Defences (``Defence``): ``bit-only`` and a public ``Policy`` need no protocol change; ``rounding``
-(a public grid on the revealed per-row value) and ``noise`` (added inside MPC) do, and are
-*simulated* here on the revealed values in plaintext, with the clip of the model owner's
-weights that they need (see ``protect``). ``run_attack`` measures an attack under one defence
-and returns the curve: relative L2 error of the attacker's estimate against the number of values
-or bits revealed. Only the scorer reads the truth; the attackers see their own inputs, the
-public metadata and what is revealed.
+Defences (``Defence``): ``bit-only`` and a public ``Policy`` need no protocol change;
+``rounding`` (a public grid) and ``noise`` (each party's own, added inside MPC) are the
+protocol's own reveal defences (explorer.appraisers.reveal), run here exactly as a session
+runs them, under plaintext or CrypTen, with the public weight bound that keeps the model owner
+from scaling its weights past them. Both are random (the grid rounds stochastically), so the
+value-mode attackers repeat their queries and average when the budget allows. ``run_attack``
+measures an attack under one defence and returns the curve: relative L2 error of the
+attacker's estimate against the number of values or bits revealed. Only the scorer reads the
+truth; the attackers see their own inputs, the public metadata and what is revealed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from explorer.appraisers.base import Appraiser
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.config import AppraiserConfig
 from explorer.appraisers.logistic import gradient_sums
+from explorer.appraisers.reveal import Defences, clip_rows, compute_defended, weight_margin
 from explorer.errors import ExplorerError
 from explorer.mpc.protocol import ModelOwnerInput, SessionSpec, definition
 from explorer.seed import SeedModel
@@ -49,16 +51,17 @@ from explorer.seed import SeedModel
 ATTACKERS = ("data-owner", "model-owner")
 REVEALS = ("value", "bit")
 DEFENCES = ("none", "bit-only", "policy", "rounding", "noise")
-# Defences that need a protocol change; their effect is simulated on the revealed values.
-SIMULATED = ("rounding", "noise")
 # Targets: theta (theta_hat, classes centred for softmax), v (the influence weights v / n_seed,
 # the same relative error as v), G (G(D_a), the candidate's summed gradient at theta_hat).
 COLUMNS = ["attacker", "reveal", "defence", "queries", "target", "relative_error"]
 
-# Public grid (nats per candidate row) and noise standard deviation (nats per row) of the
-# simulated defences: about a tenth of a typical WDBC row's influence, see benchmarks/leakage.py.
-DEFAULT_GRID = 1e-4
-DEFAULT_NOISE = 1e-4
+# Public grid step and each party's noise standard deviation, nats on the revealed value: about
+# 4% of the spread of WDBC's 30-row candidate values (benchmarks/leakage.py).
+DEFAULT_GRID = 0.01
+DEFAULT_NOISE = 0.01
+# Public bound of a candidate row's feature norm (standardised units) that noise needs; WDBC's
+# rows reach about 17, so the honest data owner's rows are not clipped.
+DEFAULT_ROW_BOUND = 32.0
 # Copies of each crafted row: lifts a one-row value (~1e-3 on WDBC) far above fixed point's 2^-16.
 DEFAULT_COPIES = 64
 # Depth of the data owner's bit-mode bisection: N = 2^depth copies per candidate.
@@ -118,69 +121,60 @@ class Policy:
 
 @dataclass(frozen=True)
 class Defence:
-    """What limits the leak: the reveal (``bits_only``), a public ``policy``, and the two
-    protocol additions simulated here, a public ``grid`` and Gaussian ``noise`` on the
-    revealed per-row value (nats; 0 = off), which come with a public bound ``weight_bound`` on
-    the norm of the model owner's effective weights (weights x unscale), enforced inside MPC."""
+    """What limits the leak: the reveal (``bits_only``), a public ``policy``, and the
+    protocol's reveal ``defences`` (a public grid or each party's noise, with the weight bound
+    checked inside MPC and, for noise, the data owner's row bound)."""
 
     name: str = "none"
     bits_only: bool = False
     policy: Policy | None = None
-    grid: float = 0.0
-    noise: float = 0.0
-    weight_bound: float | None = None
+    defences: Defences = field(default_factory=Defences)
 
     @property
-    def simulated(self) -> bool:
-        return self.grid > 0 or self.noise > 0
+    def random(self) -> bool:
+        """Whether a repeated query reveals a fresh draw (noise, or stochastic rounding)."""
+        return self.defences.grid > 0 or self.defences.noise > 0
+
+    @property
+    def weight_bound(self) -> float | None:
+        return self.defences.weight_bound
 
 
 def make_defence(name: str, weight_bound: float | None = None, policy: Policy | None = None,
-                 grid: float = DEFAULT_GRID, noise: float = DEFAULT_NOISE) -> Defence:
+                 grid: float = DEFAULT_GRID, noise: float = DEFAULT_NOISE,
+                 row_bound: float = DEFAULT_ROW_BOUND) -> Defence:
     """A defence by its command-line name. ``weight_bound`` is the public bound of the model
     owner's weight norm that rounding and noise need (``public_weight_bound``)."""
     if name not in DEFENCES:
         raise ExplorerError(f"unknown defence {name!r}; choose one of {', '.join(DEFENCES)}.")
-    if name in SIMULATED:
-        for label, value in (("grid", grid), ("noise", noise)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ExplorerError(f"the {label} must be a positive number, got {value!r}.")
+    defences = Defences()
+    if name in ("rounding", "noise"):
+        if weight_bound is None:
+            raise ExplorerError(f"the {name} defence needs the model owner's public weight "
+                                f"bound (public_weight_bound).")
+        level = grid if name == "rounding" else noise
+        if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
+            raise ExplorerError(f"the {'grid' if name == 'rounding' else 'noise'} must be a "
+                                f"positive number, got {level!r}.")
+        defences = Defences(grid=level, weight_bound=weight_bound) if name == "rounding" \
+            else Defences(noise=level, weight_bound=weight_bound, row_bound=row_bound)
     return Defence(name=name, bits_only=name == "bit-only",
                    policy=(policy or Policy()) if name == "policy" else None,
-                   grid=grid if name == "rounding" else 0.0,
-                   noise=noise if name == "noise" else 0.0,
-                   weight_bound=weight_bound if name in SIMULATED else None)
+                   defences=defences)
 
 
 def public_weight_bound(appraiser: Appraiser) -> float:
-    """The bound the model owner announces for rounding and noise: its honest weight norm
-    rounded up to a power of two (one number, revealed once)."""
-    norm = float(appraiser.weights_.norm())
+    """The bound the model owner announces for rounding and noise: its honest weight norm,
+    with room for the check's margin, rounded up to a power of two (one public number)."""
+    weights = appraiser.weights_
+    norm = float(weights.norm()) / (1 - 2 * weight_margin(weights.numel()))
     return 2.0 ** math.ceil(math.log2(norm)) if norm > 0 else 1.0
 
 
-def protect(values: np.ndarray, sizes: Sequence[int], defence: Defence,
-            rng: np.random.Generator, weight_norm: float | None = None) -> np.ndarray:
-    """What a protocol with rounding or noise would reveal (simulated in plaintext).
-
-    Inside MPC the protocol would (1) scale the model owner's effective weights down to the
-    public bound (value x min(1, bound / ||weights x unscale||)), (2) round the per-row value
-    value / m to the public grid, or add noise of that standard deviation per row (each party
-    adds a secret share of it, so neither knows the total), and (3) reveal m x the result. Per
-    row, so that m copies of a row gain no precision.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if not defence.simulated:
-        return values
-    if defence.weight_bound is not None and weight_norm is not None and weight_norm > 0:
-        values = values * min(1.0, defence.weight_bound / weight_norm)
-    m = np.asarray(sizes, dtype=np.float64)
-    per_row = values / m
-    if defence.grid > 0:
-        per_row = defence.grid * np.round(per_row / defence.grid)
-    if defence.noise > 0:
-        per_row = per_row + defence.noise * rng.standard_normal(per_row.shape)
-    return per_row * m
+def attacker_gain(defence: Defence, n_weights: int) -> float:
+    """About the largest weight norm a model owner can use and pass the weight-bound check."""
+    bound = defence.weight_bound
+    return bound * (1 - 2 * weight_margin(n_weights)) if bound is not None else 1.0
 
 
 def _has_repeated_rows(X) -> bool:
@@ -196,28 +190,27 @@ class AppraisalService:
     X, labels y), receive one revealed value or bit each, or a Refused under the public policy.
 
     ``appraiser`` is a fitted influence appraiser (plaintext or private, built with
-    AppraiserConfig); a private one in bit mode reveals bits itself, in plaintext the bit
-    ``value > threshold`` is taken here as the protocol would. The simulated defences need the
-    value underneath (``build_service`` arranges that).
+    AppraiserConfig, whose reveal defences it applies); a private one in bit mode reveals bits
+    itself, in plaintext the bit ``value > threshold`` is taken here as the protocol would.
     """
 
     def __init__(self, appraiser: Appraiser, reveal: str = "value", threshold: float = 0.0,
-                 defence: Defence | None = None, rng: np.random.Generator | None = None):
+                 defence: Defence | None = None):
         if reveal not in REVEALS:
             raise ExplorerError(f"unknown reveal {reveal!r}; choose value or bit.")
         self.appraiser = appraiser
         self.reveal = reveal
         self.threshold = float(threshold)
         self.defence = defence or Defence()
-        self.rng = rng or np.random.default_rng(0)
         self.sessions = 0
         self.revealed = 0
         mpc = appraiser.mpc
         self._bits_inside = mpc is not None and mpc.reveal == "bit"
-        if self._bits_inside and (reveal != "bit" or self.defence.simulated
-                                  or mpc.threshold != self.threshold):
-            raise ExplorerError("a private appraiser that reveals bits serves bit mode "
-                                "without simulated defences, at its own threshold.")
+        if self._bits_inside and (reveal != "bit" or mpc.threshold != self.threshold):
+            raise ExplorerError("a private appraiser that reveals bits serves bit mode at its "
+                                "own threshold.")
+        if appraiser.defences != self.defence.defences:
+            raise ExplorerError("the appraiser's reveal defences are not the service's.")
 
     def appraise(self, candidates: Sequence[tuple]) -> np.ndarray:
         sizes = [len(y) for _, y in candidates]
@@ -233,7 +226,6 @@ class AppraisalService:
         self.revealed += len(values)
         if self._bits_inside:
             return values
-        values = protect(values, sizes, self.defence, self.rng)
         if self.reveal == "bit":
             return (values > self.threshold).astype(np.float64)
         return values
@@ -241,18 +233,22 @@ class AppraisalService:
 
 def build_service(seed: SeedModel, reveal: str, defence: Defence, backend: str = "plaintext",
                   mode: str = "simulated", threshold: float = 0.0, precision_bits: int = 16,
-                  timeout: float = 600.0, rng: np.random.Generator | None = None
-                  ) -> AppraisalService:
-    """The model owner's appraisal service for this defence, on a fitted influence appraiser."""
-    bits_inside = backend == "crypten" and reveal == "bit" and not defence.simulated
+                  timeout: float = 600.0) -> AppraisalService:
+    """The model owner's appraisal service for this defence, on a fitted influence appraiser
+    that applies the defence's reveal defences (in plaintext or inside MPC)."""
+    if reveal == "bit" and defence.defences.grid > 0:
+        raise ExplorerError("the rounding defence rounds revealed values; bit mode reveals "
+                            "bits.")
     options = {}
     if backend == "crypten":
         options = {"mode": mode, "provider": "TFP" if mode == "simulated" else "TTP",
                    "precision_bits": precision_bits, "timeout": timeout,
-                   "reveal": "bit" if bits_inside else "value", "threshold": threshold}
-    appraiser = AppraiserConfig(names=("influence",), backend=backend, **options) \
-        .build("influence").fit(seed)
-    return AppraisalService(appraiser, reveal, threshold, defence, rng)
+                   "reveal": reveal, "threshold": threshold}
+    d = defence.defences
+    appraiser = AppraiserConfig(names=("influence",), backend=backend, grid=d.grid,
+                                noise=d.noise, weight_bound=d.weight_bound,
+                                row_bound=d.row_bound, **options).build("influence").fit(seed)
+    return AppraisalService(appraiser, reveal, threshold, defence)
 
 
 # -- the data owner's side, as the model owner meets it ------------------------------------------
@@ -261,19 +257,19 @@ def build_service(seed: SeedModel, reveal: str, defence: Defence, backend: str =
 class DataOwnerParty:
     """An honest data owner: it enters its candidate, as it is, into each session the model
     owner opens (until its ledger's budget, the policy's ``max_sessions``, is spent) and sees
-    the revealed values. ``backend`` plaintext runs the appraiser's ``compute`` on the model
-    owner's inputs; crypten runs a real session (``explorer.mpc.session.run_session``)."""
+    the revealed values. ``backend`` plaintext runs the session's definition with its reveal
+    defences in the clear (``compute_defended``); crypten runs a real session
+    (``explorer.mpc.session.run_session``). It joins only sessions with the agreed defences."""
 
     def __init__(self, seed_check: SeedModel, X, y, backend: str = "plaintext",
-                 mode: str = "simulated", defence: Defence | None = None, timeout: float = 600.0,
-                 rng: np.random.Generator | None = None):
+                 mode: str = "simulated", defence: Defence | None = None,
+                 timeout: float = 600.0):
         self._candidate = seed_check.check_candidate(X, y)  # validated like any candidate
         self.backend = backend
         self.mode = mode
         self.provider = "TFP" if mode == "simulated" else "TTP"
         self.defence = defence or Defence()
         self.timeout = timeout
-        self.rng = rng or np.random.default_rng(0)
         self.sessions = 0
 
     @property
@@ -289,27 +285,21 @@ class DataOwnerParty:
                           f"this candidate and they are spent.")
         if spec.public.sizes != self.sizes:
             raise Refused("the session's sizes are not this candidate's.")
+        if spec.defences != self.defence.defences:
+            raise Refused("the session's reveal defences are not the agreed ones.")
         self.sessions += 1
-        underneath = dataclasses.replace(spec, reveal="value") if self.defence.simulated \
-            else spec
         batch = candidate_batch([self._candidate], spec.public.n_outputs)
         if self.backend == "plaintext":
-            values = definition(spec.public).compute(mo.inputs, batch.A, batch.Y,
-                                                     spec.public).numpy()
-            if underneath.reveal == "bit":
+            values = compute_defended(definition(spec.public), mo.inputs, batch.A, batch.Y,
+                                      spec.public, spec.defences).numpy()
+            if spec.reveal == "bit":
                 values = (values > mo.threshold).astype(np.float64)
         else:
             from explorer.mpc.session import run_session
 
-            values = run_session(underneath, mo, batch, self.mode, self.provider,
+            values = run_session(spec, mo, batch, self.mode, self.provider,
                                  self.timeout).values[0]  # the first of the verified copies
-        if not self.defence.simulated:
-            return np.asarray(values, dtype=np.float64)
-        norm = float((mo.inputs["weights"] * mo.inputs["unscale"]).norm())
-        values = protect(values, self.sizes, self.defence, self.rng, weight_norm=norm)
-        if spec.reveal == "bit":
-            return (values > mo.threshold).astype(np.float64)
-        return values
+        return np.asarray(values, dtype=np.float64)
 
 
 # -- traces ----------------------------------------------------------------------------------
@@ -429,8 +419,8 @@ def data_owner_attack(service: AppraisalService, n_features: int, n_outputs: int
 
 
 def _repeats(service: AppraisalService, needed: int, queries: int | None) -> int:
-    """Under noise the attacker repeats its probe set and averages."""
-    if service.defence.noise > 0 and queries is not None and queries > needed:
+    """Under noise or stochastic rounding the attacker repeats its probe set and averages."""
+    if service.defence.random and queries is not None and queries > needed:
         return max(1, queries // needed)
     return 1
 
@@ -596,16 +586,17 @@ def model_owner_attack(appraiser: Appraiser, party: DataOwnerParty, reveal: str 
     ``appraiser`` is the model owner's own fitted influence appraiser: it supplies theta_hat
     and the public metadata; the weights and unscale are the model owner's free choice. The
     attacker sees the public sizes and what each session reveals. With a public weight bound
-    (rounding, noise) it scales its weights up to the bound.
+    (rounding, noise) it scales its weights up to what the bound's check lets through.
     """
     defence = defence or Defence()
     public = appraiser.public(party.sizes)
     precision = appraiser.mpc.precision_bits if appraiser.mpc is not None else 16
-    spec = SessionSpec(public, reveal=reveal, precision_bits=precision)
+    spec = SessionSpec(public, reveal=reveal, precision_bits=precision,
+                       defences=defence.defences)
     shape = (public.d1, public.n_outputs)
     P = public.d1 * public.n_outputs
     theta = appraiser.seed_.theta
-    gain = defence.weight_bound if defence.weight_bound is not None else 1.0
+    gain = attacker_gain(defence, P)
 
     def ask(k: int, threshold: float = 0.0) -> float:
         weights = torch.zeros(P, dtype=torch.float64)
@@ -622,12 +613,12 @@ def model_owner_attack(appraiser: Appraiser, party: DataOwnerParty, reveal: str 
 
 def _mo_values(ask: Callable, P: int, shape, queries, defence: Defence) -> Trace:
     budget = queries if queries is not None else P
-    if defence.noise == 0:
+    if not defence.random:
         budget = min(budget, P)  # repeating a deterministic value gains nothing
     sums, counts = np.zeros(P), np.zeros(P)
     trace = Trace()
     trace.add(0, {"G": np.zeros(shape)})
-    gain = defence.weight_bound if defence.weight_bound is not None else 1.0
+    gain = attacker_gain(defence, P)
     for q in range(budget):
         k = q % P
         try:
@@ -677,7 +668,7 @@ def _mo_bits(ask: Callable, P: int, shape, queries) -> Trace:
 
 @dataclass(frozen=True)
 class AttackResult:
-    """The curve (tidy: ``COLUMNS`` plus backend and whether the defence is simulated), and
+    """The curve (tidy: ``COLUMNS`` plus the backend), and
     the final error of the main target (theta for the data owner, G for the model owner)."""
 
     frame: pd.DataFrame
@@ -696,11 +687,14 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
                random_state: int = 0, precision_bits: int = 16, timeout: float = 600.0,
                copies: int = DEFAULT_COPIES, depth: int = DEFAULT_DEPTH,
                grid: float = DEFAULT_GRID, noise: float = DEFAULT_NOISE,
-               policy: Policy | None = None) -> AttackResult:
+               policy: Policy | None = None, weight_bound: float | None = None,
+               row_bound: float = DEFAULT_ROW_BOUND) -> AttackResult:
     """Run one attack under one defence and score it against the truth.
 
     ``candidate`` (X, y) is the data owner's candidate for the model-owner attack. Defence
-    ``bit-only`` turns a value-mode run into bit mode.
+    ``bit-only`` turns a value-mode run into bit mode. Rounding and noise use the public
+    ``weight_bound`` (default: ``public_weight_bound`` of the honest model owner) and noise the
+    data owner's ``row_bound``.
     """
     if attacker not in ATTACKERS:
         raise ExplorerError(f"unknown attacker {attacker!r}; choose data-owner or model-owner.")
@@ -712,12 +706,13 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
                             f"{queries!r}.")
     rng = np.random.default_rng(random_state)
     honest = AppraiserConfig(names=("influence",)).build("influence").fit(seed)
-    chosen = make_defence(defence, public_weight_bound(honest), policy, grid, noise)
+    bound = weight_bound if weight_bound is not None else public_weight_bound(honest)
+    chosen = make_defence(defence, bound, policy, grid, noise, row_bound)
     if chosen.bits_only:
         reveal = "bit"
     if attacker == "data-owner":
         service = build_service(seed, reveal, chosen, backend, mode,
-                                precision_bits=precision_bits, timeout=timeout, rng=rng)
+                                precision_bits=precision_bits, timeout=timeout)
         trace = data_owner_attack(service, seed.n_features, seed.theta.shape[1], queries,
                                   copies=copies, depth=depth, rng=rng)
         truth = {"theta": _centre_classes(seed.theta.numpy()), "v": honest.weights_.numpy()}
@@ -732,10 +727,12 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
                        "precision_bits": precision_bits, "timeout": timeout}
         own = AppraiserConfig(names=("influence",), backend=backend, **options) \
             .build("influence").fit(seed)
-        party = DataOwnerParty(seed, X, y, backend, mode, chosen, timeout, rng)
+        party = DataOwnerParty(seed, X, y, backend, mode, chosen, timeout)
         trace = model_owner_attack(own, party, reveal, queries, chosen)
         batch = candidate_batch([seed.check_candidate(X, y)], seed.theta.shape[1])
-        truth = {"G": gradient_sums(batch.A, batch.Y, seed.theta)[0].numpy()}
+        # what the data owner enters: its rows clipped to the public row bound, if any
+        A = clip_rows(batch.A, chosen.defences.row_bound)
+        truth = {"G": gradient_sums(A, batch.Y, seed.theta)[0].numpy()}
         main = "G"
     rows = []
     for q, est in trace.points:
@@ -746,9 +743,8 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
             rows.append({"attacker": attacker, "reveal": reveal, "defence": defence,
                          "queries": q, "target": target,
                          "relative_error": relative_error(value, truth[target]),
-                         "backend": _backend_label(backend, mode),
-                         "simulated_defence": defence in SIMULATED})
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "backend", "simulated_defence"])
+                         "backend": _backend_label(backend, mode)})
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "backend"])
     last = frame[frame.target == main]
     return AttackResult(frame=frame, error=float(last.relative_error.iloc[-1]),
                         queries=int(last.queries.iloc[-1]),

@@ -243,7 +243,7 @@ def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) ->
     public = appraiser.public(sizes)
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
-                       verify=mpc.verify)
+                       verify=mpc.verify, defences=mpc.defences)
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
     _spend("model owner", fingerprint(key), mpc, len(sizes))
     return _verified(appraiser, _run(0, spec, mo, mpc.provider, key))
@@ -263,7 +263,7 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                     n_test=enc["n_test"], lam=enc["lam"])
     mpc = appraiser.mpc
     spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
-                       verify=mpc.verify)
+                       verify=mpc.verify, defences=mpc.defences)
     # the data owner knows the model owner by its encoding, which a fresh key does not change
     _spend("data owner", fingerprint(enc), mpc, len(candidates))
     return _verified(appraiser, _run(1, spec, candidate_batch(standardised, public.n_outputs),

@@ -284,7 +284,8 @@ def leakage_curves(curves: pd.DataFrame,
         fig.update_yaxes(type="log", range=[-6.2, 1.2], title_text="relative reconstruction "
                          "error (1e-6: exact)", row=1, col=col)
     fig.add_annotation(text="lower = more of the other side's secret recovered; rounding and "
-                       "noise simulated on the revealed values", xref="paper", yref="paper",
+                       "noise applied by the protocol before the reveal", xref="paper",
+                       yref="paper",
                        x=0, y=-0.28, showarrow=False, font={"size": 11})
     return _layout(fig, title, legend={"title": {"text": "reveal, defence"}},
                    margin={"b": 110})

@@ -267,7 +267,7 @@ LEAKAGE_RUNS = (("value", "none"), ("bit", "none"), ("value", "policy"),
 def leakage(opts: Options) -> Reproduction:
     """The paper's §6 made concrete on WDBC: both reconstruction attacks against influence,
     their error against the values or bits revealed, per reveal mode and defence (rounding and
-    noise simulated on the revealed values)."""
+    noise as the protocol applies them before the reveal; one query each, not repeated)."""
     from explorer.leakage import run_attack
 
     task = load_task("wdbc", seed=opts.seed)

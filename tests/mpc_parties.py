@@ -221,3 +221,12 @@ def dealt_party(rank: int, world_size: int, payload: Any) -> float:
     if dealt is not None:
         dealt.check_used_up()
     return total
+
+
+def truncation_party(rank: int, world_size: int, payload: torch.Tensor) -> torch.Tensor:
+    """Party 0 enters ``payload`` (float64); both divide its fixed-point encoding by
+    2^precision_bits, CrypTen's local truncation, and reveal the integers."""
+    crypten = load_crypten()
+    y = crypten.cryptensor(payload.double() if rank == 0 else torch.zeros_like(payload.double()),
+                           src=0)
+    return y.div(2 ** crypten.cfg.encoder.precision_bits).reveal()

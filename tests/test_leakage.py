@@ -1,14 +1,33 @@
 """What the revealed values leak: both reconstruction attacks, under plaintext and CrypTen, bit
 mode against value mode, each defence's direction, and the attack command."""
 
+import math
+import os
+import time
+from pathlib import Path
+
+import mpc_parties
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from explorer.appraisers import make_appraiser
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.logistic import gradient_sums
+from explorer.appraisers.reveal import (
+    Defences,
+    WeightBoundRefused,
+    compute_defended,
+    gaussian_epsilon,
+    gaussian_sigma,
+    stochastic_round,
+    value_sensitivity,
+    weight_bound_bit,
+    weight_margin,
+)
 from explorer.cli import main
+from explorer.errors import ExplorerError
 from explorer.leakage import (
     COLUMNS,
     Defence,
@@ -17,11 +36,15 @@ from explorer.leakage import (
     build_service,
     data_owner_attack,
     make_defence,
+    public_weight_bound,
     queries_to_reach,
     relative_error,
     run_attack,
 )
 from explorer.market import make_market
+from explorer.mpc.launcher import run_parties, run_simulated
+from explorer.mpc.protocol import SessionSpec, public_settings
+from explorer.mpc.session import mpc_config
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +155,6 @@ def test_each_defence_raises_the_error_at_the_value_mode_budget(wdbc_seed, five_
                               queries=budget, depth=6)
         assert at(defended, budget, target) > at(base, budget, target) + 1e-3, defence
         assert set(defended.frame.defence) == {defence}
-        assert defended.frame.simulated_defence.all() == (defence in ("rounding", "noise"))
     # the policy's budget is what binds: 4 sessions of 8 candidates, or 4 sessions in all
     policy = run_attack(wdbc_seed, attacker, "value", "policy", candidate=five_rows)
     assert policy.queries == (32 if attacker == "data-owner" else 4)
@@ -195,3 +217,217 @@ def test_attack_bad_input_is_one_sentence(tmp_path, capsys, argv, message):
     _, err = capsys.readouterr()
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.csv").exists()
+
+
+# -- the reveal defences inside the protocol ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def market(wdbc):
+    return [(c.X, c.y) for c in make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)]
+
+
+@pytest.fixture(scope="module")
+def plain_values(wdbc_seed, market):
+    return np.array([r["value"] for r in make_appraiser("influence").fit(wdbc_seed)
+                     .appraise_many(market)])
+
+
+def values_of(appraiser, seed, candidates) -> np.ndarray:
+    return np.array([r["value"] for r in appraiser.fit(seed).appraise_many(candidates)])
+
+
+@pytest.mark.parametrize("backend, mode", [("plaintext", None), ("crypten", "simulated"),
+                                           ("crypten", "parties")])
+def test_a_grid_reveals_only_multiples_of_its_step(wdbc_seed, market, plain_values, backend,
+                                                   mode):
+    """Plaintext, simulated and real parties agree: a multiple of the step within one step
+    of the plaintext value (plus MPC's own error)."""
+    step = 0.05 * np.ptp(plain_values)
+    options = {} if backend == "plaintext" else {
+        "mode": mode, "provider": "TFP" if mode == "simulated" else "TTP"}
+    appraiser = make_appraiser("influence", backend, grid=step, **options)
+    got = values_of(appraiser, wdbc_seed, market)
+    units = got / step
+    assert np.abs(units - np.round(units)).max() < 1e-9
+    slack = 0.0 if backend == "plaintext" else 0.01 * np.abs(plain_values).max()
+    assert np.abs(got - plain_values).max() <= step + slack
+    assert len(np.unique(np.round(units))) >= 8  # a grid, not one value
+    if mode == "parties":  # what each party saw: the very same multiples
+        owner, data = appraiser.last_session_.reports
+        assert torch.equal(owner.values, data.values)
+        both = owner.values.numpy() / step
+        assert np.abs(both - np.round(both)).max() < 1e-9
+
+
+def test_two_party_truncation_is_stochastic_rounding(monkeypatch):
+    """The grid's rounding: CrypTen's local truncation between two real parties rounds 0.3 up
+    in 30% of draws and -2.75 up in 25%, unbiased (4000 draws each: 5 standard errors)."""
+    # party processes start with `python -m`: they find mpc_parties through PYTHONPATH
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p))
+    y = torch.tensor([0.3] * 4000 + [-2.75] * 4000, dtype=torch.float64)
+    run = run_parties(mpc_parties.truncation_party, {0: y, 1: torch.zeros_like(y)},
+                      config=mpc_config(16, "TTP"), timeout=120)
+    k = run.results[0].double()
+    assert torch.equal(run.results[0], run.results[1])
+    for part, value, low in ((k[:4000], 0.3, 0.0), (k[4000:], -2.75, -3.0)):
+        assert set(part.unique().tolist()) == {low, low + 1}
+        p = value - low
+        assert abs(float(part.mean()) - value) < 5 * math.sqrt(p * (1 - p) / 4000)
+
+
+def test_plaintext_stochastic_round_is_unbiased():
+    y = torch.full((20000,), 0.3, dtype=torch.float64)
+    k = stochastic_round(y)
+    assert set(k.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(k.mean()) - 0.3) < 5 * math.sqrt(0.21 / 20000)
+    assert not torch.equal(k, stochastic_round(y))  # fresh randomness every time
+
+
+def noise_ratio(revealed: np.ndarray, noiseless: np.ndarray, tau: float) -> float:
+    """The spread of the revealed values around the noiseless ones, over τ√2 (two parties)."""
+    diff = revealed - noiseless
+    return float(np.sqrt(np.mean(diff ** 2)) / (tau * math.sqrt(2)))
+
+
+@pytest.mark.parametrize("backend, mode, n", [("plaintext", None, 2000),
+                                              ("crypten", "simulated", 400),
+                                              ("crypten", "parties", 200)])
+def test_each_party_adds_its_own_noise(wdbc, wdbc_seed, backend, mode, n):
+    """Revealed minus noiseless spreads as τ√2: both parties' noise, not one's (0.71) nor
+    none. Bounds: 4 standard errors of a sample spread (1 / sqrt(2n))."""
+    candidates = [(c.X, c.y) for c in make_market(wdbc, "none", n, 5, seed=3)]
+    honest = make_appraiser("influence").fit(wdbc_seed)
+    noiseless = values_of(make_appraiser("influence"), wdbc_seed, candidates)
+    tau = 0.02
+    options = {"noise": tau, "weight_bound": public_weight_bound(honest), "row_bound": 32.0}
+    if backend == "crypten":
+        options.update(mode=mode, provider="TFP" if mode == "simulated" else "TTP")
+    got = values_of(make_appraiser("influence", backend, **options), wdbc_seed, candidates)
+    ratio = noise_ratio(got, noiseless, tau)
+    assert abs(ratio - 1) < 4 / math.sqrt(2 * n), ratio
+
+
+def test_the_weight_bound_refuses_before_any_value(wdbc_seed, market):
+    honest = make_appraiser("influence").fit(wdbc_seed)
+    norm = float(honest.weights_.norm())
+    for backend, options in (("plaintext", {}),
+                             ("crypten", {"mode": "simulated", "provider": "TFP"}),
+                             ("crypten", {"mode": "parties", "provider": "TTP"})):
+        tight = make_appraiser("influence", backend, weight_bound=norm * 0.9, **options)
+        with pytest.raises(ExplorerError, match="refused before any value is revealed"):
+            tight.fit(wdbc_seed).appraise_many(market[:2])
+        assert not hasattr(tight, "last_session_") or tight.last_session_ is None
+        loose = make_appraiser("influence", backend, weight_bound=norm * 1.1, **options)
+        assert len(loose.fit(wdbc_seed).appraise_many(market[:2])) == 2
+
+
+@pytest.mark.parametrize("weights, unscale, within", [
+    (1.0, 0.97, True),   # ||w|| = 0.97 W: passes
+    (1.0, 1.01, False),  # ||w|| = 1.01 W
+    (4.0, 0.125, False),  # ||w|| = W / 2, but an entry beyond 1 (could wrap the ring)
+    (2.0 ** -4, 8.0, False),  # ||w|| = W / 2, but unscale beyond 4 W
+])
+def test_the_weight_check_is_one_bit_on_the_inputs(wdbc_seed, weights, unscale, within):
+    """The check itself, in plaintext and on CrypTensors: one entry of weights, W = 0.01."""
+    appraiser = make_appraiser("influence").fit(wdbc_seed)
+    public = appraiser.public([5])
+    bound = 0.01
+    w = torch.zeros(public.d1, 1, dtype=torch.float64)
+    w[3, 0] = weights
+    inputs = {"theta": wdbc_seed.theta, "weights": w,
+              "unscale": torch.tensor([unscale * bound], dtype=torch.float64)}
+    assert bool(weight_bound_bit(appraiser, inputs, public, bound)) == within
+
+    def party(rank, world_size, payload):
+        from explorer.mpc.crypten_compat import load_crypten
+
+        crypten = load_crypten()
+        encrypted = {k: crypten.cryptensor(v) for k, v in inputs.items()}
+        return weight_bound_bit(appraiser, encrypted, public, bound).get_plain_text().item()
+
+    assert run_simulated(party, None, config=mpc_config(16, "TFP")) == (1 if within else 0)
+    assert 0.97 ** 2 < 1 - weight_margin(public.d1) < 1.0
+
+
+def test_plaintext_refusal_is_a_weight_bound_refusal(wdbc_seed):
+    appraiser = make_appraiser("influence").fit(wdbc_seed)
+    public = appraiser.public([5])
+    batch = candidate_batch([(torch.zeros(5, wdbc_seed.n_features), torch.zeros(5))], 1)
+    with pytest.raises(WeightBoundRefused):
+        compute_defended(appraiser, appraiser.model_owner_inputs(public), batch.A, batch.Y,
+                         public, Defences(weight_bound=1e-9))
+
+
+def test_the_data_owner_attack_error_grows_with_noise(wdbc_seed):
+    errors = [run_attack(wdbc_seed, "data-owner", "value", "noise", noise=tau).error
+              for tau in (1e-4, 1e-3, 1e-2)]
+    assert errors[0] < errors[1] < errors[2], errors
+    assert errors[0] > 1e-6  # noise at all: the undefended attack reaches 1e-14
+
+
+def test_stochastic_rounding_is_averaged_away_like_noise(wdbc_seed):
+    d1 = wdbc_seed.n_features + 1
+    few = run_attack(wdbc_seed, "data-owner", "value", "rounding")
+    many = run_attack(wdbc_seed, "data-owner", "value", "rounding", queries=2 * d1 * 64)
+    assert many.error < few.error / 2
+
+
+def test_the_defences_are_public_settings(wdbc_seed):
+    public = make_appraiser("influence").fit(wdbc_seed).public([5])
+    settings = public_settings(SessionSpec(public, defences=Defences(0.01, 0.02, 0.5, 8.0)))
+    assert {k: settings[k] for k in ("grid", "noise", "weight_bound", "row_bound")} == \
+        {"grid": 0.01, "noise": 0.02, "weight_bound": 0.5, "row_bound": 8.0}
+
+
+def test_the_gaussian_mechanism_helpers():
+    sensitivity = value_sensitivity(0.01, 8.0, 1)
+    assert sensitivity == pytest.approx(2 * 0.01 * math.sqrt(65))
+    assert value_sensitivity(0.01, 8.0, 3) == pytest.approx(sensitivity * math.sqrt(2))
+    tau = gaussian_sigma(0.5, 1e-5, sensitivity)
+    classical = sensitivity * math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.5
+    assert 0.5 * classical < tau < classical  # the analytic mechanism is tighter
+    assert gaussian_epsilon(tau, 1e-5, sensitivity) == pytest.approx(0.5, rel=1e-6)
+    # k releases compose exactly into one of sensitivity sqrt(k) Δ
+    assert gaussian_epsilon(tau, 1e-5, sensitivity, count=16) == \
+        pytest.approx(gaussian_epsilon(tau, 1e-5, 4 * sensitivity), rel=1e-9)
+    assert gaussian_epsilon(tau, 1e-5, sensitivity, count=16) > 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["appraise", "--task", "wdbc", "--appraisers", "influence", "--noise", "0.01"],
+     "needs a weight bound"),
+    (["appraise", "--task", "wdbc", "--appraisers", "influence", "--grid", "-1"],
+     "rounding grid must be"),
+    (["appraise", "--task", "wdbc", "--appraisers", "influence", "--weight-bound", "0"],
+     "weight bound must be a positive number"),
+    (["appraise", "--task", "wdbc", "--weight-bound", "0.1"], "influence appraiser only"),
+    (["appraise", "--task", "wdbc", "--appraisers", "influence", "--backend", "crypten",
+      "--reveal", "bit", "--grid", "0.01"], "bit mode reveals bits"),
+    (["appraise", "--task", "wdbc", "--appraisers", "influence", "--backend", "crypten",
+      "--grid", "1e-9"], "finer than 16-bit fixed point"),
+    (["party", "model-owner", "--task", "wdbc", "--sizes", "5", "--row-bound", "nan"],
+     "expected a finite number"),
+    (["attack", "--task", "wdbc", "--attacker", "data-owner", "--grid", "0.1"],
+     "--grid applies only with --defence rounding"),
+    (["attack", "--task", "wdbc", "--attacker", "data-owner", "--defence", "rounding",
+      "--reveal", "bit"], "rounds revealed values"),
+])
+def test_bad_defence_flags_exit_2_with_one_sentence(tmp_path, capsys, argv, message):
+    code = main([*argv, "--out", str(tmp_path / "a.csv")] if argv[0] != "party" else argv)
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_attack_command_with_a_real_defence(tmp_path, capsys):
+    out = tmp_path / "attack.csv"
+    start = time.perf_counter()
+    code = main(["attack", "--task", "wdbc", "--attacker", "model-owner", "--defence", "noise",
+                 "--noise", "0.05", "--out", str(out)])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert "simulated" not in text and time.perf_counter() - start < 60
+    assert float(text.strip().splitlines()[-1].split()[3]) > 0.5

@@ -155,3 +155,33 @@ def test_bad_encoding_files(tmp_path):
     (tmp_path / "y.json").write_text("{not json")
     with pytest.raises(ExplorerError, match="not an encoding file"):
         read_encoding(tmp_path / "y.json")
+
+
+def test_separately_started_parties_reveal_only_multiples_of_the_agreed_grid(files):
+    step = 0.005
+    grid = ["--provider", "TFP", "--grid", str(step), *KEY]
+    results = start_parties(files, [
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25", *grid]),
+        (1, [*DATA_OWNER, *grid]),
+    ])
+    (c0, out0, err0, _), (c1, out1, err1, _) = results
+    assert (c0, c1) == (0, 0), err0 + err1
+    seen = [[float(line.split()[-1]) for line in out.splitlines() if line.startswith("value")]
+            for out in (out0, out1)]
+    assert seen[0] == seen[1] and len(seen[0]) == 2
+    for v in seen[0]:  # printed to 6 significant digits
+        assert abs(v / step - round(v / step)) < 1e-4 * max(1.0, abs(v / step)), v
+    assert "defences: grid 0.005" in out0 and "defences: grid 0.005" in out1
+
+
+def test_parties_that_disagree_on_a_defence_stop_before_computing(files):
+    noise = ["--noise", "0.01", "--weight-bound", "0.0156", "--row-bound", "16"]
+    results = start_parties(files, [
+        (0, ["model-owner", "--task", "wdbc", "--sizes", "25,25", "--provider", "TFP", *noise,
+             *KEY]),
+        (1, [*DATA_OWNER, "--provider", "TFP", *KEY]),
+    ])
+    for code, _, err, seconds in results:
+        assert code == 2 and seconds < 60, (code, seconds, err)
+        assert "disagree before computing" in err and "noise" in err, err
+        assert err.count("\n") == 1, err

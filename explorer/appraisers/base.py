@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from explorer.appraisers.batch import candidate_batch
+from explorer.appraisers.reveal import Defences, compute_defended
 from explorer.errors import Cancelled, ExplorerError
 from explorer.seed import SeedModel
 
@@ -161,6 +162,20 @@ class Appraiser(ABC):
             raise ExplorerError("mpc must be an MPCOptions; build appraisers with "
                                 "AppraiserConfig.")
         self.mpc = (mpc or MPCOptions()) if backend == "crypten" else None
+        self.use_defences(self.mpc.defences if self.mpc is not None else Defences())
+
+    def use_defences(self, defences: Defences) -> Appraiser:
+        """Apply these public reveal defences (explorer.appraisers.reveal); a weight bound, and
+        the noise calibrated with it, exist only for appraisers that declare one."""
+        if not isinstance(defences, Defences):
+            raise ExplorerError("defences must be an explorer.appraisers.reveal.Defences.")
+        if defences.weight_bound is not None and not self.bounds_weights:
+            raise ExplorerError(f"a weight bound (and the noise calibrated with it) is defined "
+                                f"for the influence appraiser only, not {self.name}.")
+        if self.mpc is not None and self.mpc.defences != defences:
+            raise ExplorerError("a private appraiser takes its defences from its MPC options.")
+        self.defences = defences
+        return self
 
     # -- the definition ------------------------------------------------------------------
 
@@ -179,6 +194,14 @@ class Appraiser(ABC):
     @abstractmethod
     def compute(self, inputs: dict, A, Y, public: Public):
         """Values (B,) of the candidates A (B, m, d1), Y (B, m, C); torch or CrypTen."""
+
+    # whether the model owner's inputs have a norm a public weight bound can limit
+    bounds_weights: ClassVar[bool] = False
+
+    def weight_excess(self, inputs: dict, public: Public, weight_bound: float):
+        """A vector that is <= 0 everywhere iff the inputs respect ``weight_bound`` (torch or
+        CrypTen; see explorer.appraisers.reveal)."""
+        raise ExplorerError(f"the {self.name} appraiser has no weight bound.")
 
     def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
         """Refuse inputs that could overflow the fixed-point ring (see explorer.mpc.protocol)."""
@@ -209,11 +232,17 @@ class Appraiser(ABC):
         if bits:
             ok = np.isin(first, (0.0, 1.0))
             return ok & (values[0] == values[-1])
-        # the bounds need the model owner's seed model; a data owner checks agreement only
-        ok = self.possible(first) if hasattr(self, "seed_") else np.isfinite(first)
+        # the bounds need the model owner's seed model; a data owner checks agreement only.
+        # A grid rounds each copy stochastically: within one step of the value, and of the
+        # other copy (both copies carry the same noise, see explorer.appraisers.reveal)
+        step = self.defences.grid
+        if hasattr(self, "seed_"):
+            ok = self.possible(first - step) | self.possible(first + step)
+        else:
+            ok = np.isfinite(first)
         if len(values) > 1:
             floor = float(np.median(np.abs(values)))
-            tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor)
+            tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor) + step
             ok &= np.abs(values[0] - values[1]) <= tol
         return ok
 
@@ -281,7 +310,8 @@ class Appraiser(ABC):
             start = time.perf_counter()
             public = self.public([len(y) for _, y in part])
             batch = candidate_batch(part, public.n_outputs)
-            values = self.compute(self.model_owner_inputs(public), batch.A, batch.Y, public)
+            values = compute_defended(self, self.model_owner_inputs(public), batch.A, batch.Y,
+                                      public, self.defences)
             seconds = (time.perf_counter() - start) / len(part)
             for v in values.tolist():
                 if not math.isfinite(v):

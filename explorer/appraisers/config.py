@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from explorer.appraisers.reveal import Defences
 from explorer.constraints import (  # noqa: F401 - the table and its options, re-exported here
     BACKENDS,
     CONSTRAINTS,
@@ -60,14 +61,25 @@ class MPCOptions:
     timeout: float = 600.0
     verify: bool = True  # every value twice, from independent sharings (README)
     budget: Budget = field(default_factory=Budget)  # the query ledger's limits (real parties)
+    defences: Defences = field(default_factory=Defences)  # rounding, noise, their bounds
 
     def __post_init__(self) -> None:
-        check_params({k: v for k, v in asdict(self).items() if k != "budget"})
+        check_params({k: v for k, v in asdict(self).items() if k not in ("budget", "defences")})
         if not isinstance(self.budget, Budget):
             raise ExplorerError("budget must be an explorer.ledger.Budget.")
+        if not isinstance(self.defences, Defences):
+            raise ExplorerError("defences must be an explorer.appraisers.reveal.Defences.")
         if self.mode == "simulated" and self.provider == "TTP":
             raise ExplorerError("simulated mode runs one process and has no dealer; use "
                                 "provider TFP or mode parties.")
+        grid = self.defences.grid
+        if grid > 0 and self.reveal == "bit":
+            raise ExplorerError("the grid (--grid) rounds revealed values; bit mode reveals "
+                                "bits, so drop one of them.")
+        if 0 < grid < 2.0 ** -self.precision_bits:
+            raise ExplorerError(f"the grid (--grid) {grid:g} is finer than "
+                                f"{self.precision_bits}-bit fixed point resolves; use at least "
+                                f"{2.0 ** -self.precision_bits:.3g}.")
 
 
 def _check_extra(extra: Any) -> None:
@@ -112,6 +124,10 @@ class AppraiserConfig:
     timeout: float = 600.0
     verify: bool = True
     budget: Budget = field(default_factory=Budget)
+    grid: float = 0.0
+    noise: float = 0.0
+    weight_bound: float | None = None
+    row_bound: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. influence's solver
 
     def __new__(cls, *args, **kwargs):
@@ -128,15 +144,25 @@ class AppraiserConfig:
         _check_extra(self.extra)
         check_params({f.name: getattr(self, f.name) for f in fields(self)
                       if f.name in CONSTRAINTS})
+        defences = self.defences()  # cross-field rules
+        if defences.weight_bound is not None and set(self.names) != {"influence"}:
+            raise ExplorerError("a weight bound (and the noise calibrated with it) is defined "
+                                "for the influence appraiser only; appraise with influence "
+                                "alone.")
         if self.backend == "crypten":
             self.mpc_options()  # cross-field rules
             if self.batch_size is not None and "finetune" in self.names:
                 raise ExplorerError("private fine-tuning takes full-batch steps; drop the "
                                     "batch size or use the plaintext backend.")
 
+    def defences(self) -> Defences:
+        """The public reveal defences (explorer.appraisers.reveal), for either backend."""
+        return Defences(self.grid, self.noise, self.weight_bound, self.row_bound)
+
     def mpc_options(self):
         return MPCOptions(self.mode, self.precision_bits, self.provider, self.reveal,
-                          self.threshold, self.timeout, self.verify, self.budget)
+                          self.threshold, self.timeout, self.verify, self.budget,
+                          defences=self.defences())
 
     def hyper_parameters(self, name: str) -> dict:
         """The constructor arguments of appraiser ``name`` (besides backend and MPC)."""
@@ -150,7 +176,10 @@ class AppraiserConfig:
 
         (name,) = parse_appraiser_names([name])
         mpc = self.mpc_options() if self.backend == "crypten" else None
-        return APPRAISERS[name](**self.hyper_parameters(name), backend=self.backend, mpc=mpc)
+        appraiser = APPRAISERS[name](**self.hyper_parameters(name), backend=self.backend,
+                                     mpc=mpc)
+        # plaintext applies the same defences as the protocol (explorer.appraisers.reveal)
+        return appraiser if mpc is not None else appraiser.use_defences(self.defences())
 
     def build_all(self) -> list:
         return [self.build(n) for n in self.names]

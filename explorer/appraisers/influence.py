@@ -10,6 +10,7 @@ from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.config import check_params
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
 from explorer.appraisers.logistic import probabilities
+from explorer.appraisers.reveal import UNSCALE_CAP, weight_margin
 from explorer.appraisers.tensors import cat, matmul
 from explorer.seed import SeedModel
 
@@ -75,3 +76,20 @@ class Influence(Appraiser):
         Z = matmul(A, cat([inputs["theta"], inputs["weights"]], dim=1))  # (B, m, 2C)
         R = probabilities(Z[..., :C], C) - Y
         return (R * Z[..., C:]).sum(dim=-1).sum(dim=-1) * inputs["unscale"]
+
+    bounds_weights = True
+
+    def weight_excess(self, inputs: dict, public: Public, weight_bound: float):
+        """(2P + 3,) entries that are all <= 0 iff the effective weights w = weights x unscale
+        have ||w||_F² <= (1 - weight_margin(P)) W². Every weight entry within [-1, 1] and unscale
+        within 4 W are checked on the inputs themselves, before any product: a larger input
+        could wrap the ring and make the norm look small."""
+        P = public.d1 * public.n_outputs
+        w = inputs["weights"].reshape(P)
+        unscale = inputs["unscale"]
+        s = w.reshape(1, P).matmul(w.reshape(P, 1)).reshape(1)  # one truncation, not P
+        c = unscale * (1.0 / weight_bound)
+        ratio = s * c * c
+        cap = UNSCALE_CAP * weight_bound
+        return cat([w - 1.0, w * -1.0 - 1.0, unscale - cap, unscale * -1.0 - cap,
+                    ratio - (1.0 - weight_margin(P))])

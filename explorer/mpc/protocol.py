@@ -24,6 +24,12 @@ Opened along the way (masked, as Beaver's protocol does): the candidates' featur
 session (explorer.mpc.masked), then only the smaller operands of each product. With a dealer,
 the dealer runs this same function on the spec alone to rehearse the session and deal its
 triples ahead (explorer.mpc.dealer).
+
+With the public ``Defences`` (explorer.appraisers.reveal) the data owner clips its rows before
+encrypting them; one bit, whether the model owner's weights respect the weight bound, is
+revealed before anything else is computed (the session ends there if not); each party adds its
+own encrypted noise to the values; and a grid reveals only multiples of its step, rounded
+stochastically by the local truncation of 2-party CrypTen.
 """
 
 from __future__ import annotations
@@ -38,6 +44,16 @@ from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import CandidateBatch
 from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.appraisers.fixed_point import check_dataset, check_fixed_point, ring_limit
+from explorer.appraisers.reveal import (
+    Defences,
+    blur,
+    clip_rows,
+    grid_units,
+    party_noise,
+    refuse_weights,
+    stochastic_round,
+    weight_bound_bit,
+)
 from explorer.errors import ExplorerError
 from explorer.mpc.crypten_compat import load_crypten
 
@@ -54,6 +70,7 @@ class SessionSpec:
     precision_bits: int = DEFAULT_PRECISION_BITS
     verify: bool = True  # compute every value twice, from independent sharings
     return_shares: bool = False  # tests only: each party returns its shares of the secrets
+    defences: Defences = field(default_factory=Defences)  # public grid, noise, their bounds
 
     @property
     def copies(self) -> int:
@@ -146,6 +163,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if rank == do_src:
         batch = payload["data"] if world_size == 1 else mine
         check_data_owner_input(spec, batch)
+        batch = dataclasses.replace(batch, A=clip_rows(batch.A, spec.defences.row_bound))
     if mo is not None:
         check_model_owner_input(spec, appraiser, mo)
     dealt = None
@@ -167,11 +185,32 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
                      for _ in range(copies)])
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
               for name, shape in sorted(shapes.items())}
+    defences = spec.defences
+    if defences.weight_bound is not None:
+        bit = weight_bound_bit(appraiser, inputs, public, defences.weight_bound).get_plain_text()
+        # the dealer's rehearsal (rank == world_size) opens placeholders: only the parties decide
+        if rank < world_size and bit.item() != 1:
+            raise refuse_weights(defences.weight_bound)  # one bit, before any value exists
     # the candidates' features are opened once for all their products (explorer.mpc.masked)
     value = appraiser.compute(inputs, masked.opened_once(A), Y,
                               dataclasses.replace(public, sizes=public.sizes * copies))
+    if defences.noise > 0:
+        # each party's own draw, entered as its own input; both copies carry the same noise
+        sources = (MODEL_OWNER, DATA_OWNER) if world_size > 1 else (MODEL_OWNER, MODEL_OWNER)
+        noises = [_encrypt(crypten, party_noise(B, defences.noise) if rank == src else None,
+                           (B,), src, rank) for src in sources]
+        value = blur(value, [crypten.cat([n] * copies) for n in noises])
 
-    if spec.reveal == "bit":
+    if defences.grid > 0:  # value mode only (MPCOptions)
+        y = grid_units(value, defences.grid)
+        if world_size > 1:
+            # the shares' local truncation by 2^b is stochastic rounding to an integer
+            k = y.div(2 ** spec.precision_bits).reveal().to(torch.float64)
+        else:
+            # one process plays both parties: it draws the same rounding itself
+            k = stochastic_round(_reveal(y, spec.precision_bits))
+        revealed = k * defences.grid
+    elif spec.reveal == "bit":
         threshold = _encrypt(crypten, torch.tensor([mo.threshold]) if mo else None, (1,),
                              MODEL_OWNER, rank)
         revealed = (value > threshold).get_plain_text().to(torch.float64).round()

@@ -157,7 +157,8 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
     seconds and how many processes are up several times a second while the parties compute.
     """
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
-               precision_bits=spec.precision_bits, timeout=timeout)  # validates
+               precision_bits=spec.precision_bits, timeout=timeout,
+               defences=spec.defences)  # validates
     config = mpc_config(spec.precision_bits, provider)
     if cancel is not None and cancel.is_set():
         raise Cancelled("the appraisal was cancelled.")
@@ -225,7 +226,8 @@ def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
     public = appraiser.public([len(y) for _, y in checked])
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
     spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits,
-                       verify=options.verify, return_shares=return_shares)
+                       verify=options.verify, return_shares=return_shares,
+                       defences=options.defences)
     return spec, mo, candidate_batch(checked, public.n_outputs)
 
 
