@@ -919,14 +919,14 @@ def paper_comparison_bars(frame: pd.DataFrame, title: str = "Ours beside the pap
 
 
 def placeholder(message: str) -> go.Figure:
-    """An empty figure carrying a message, shown before any result exists; the message is
-    also its caption."""
+    """An empty figure carrying a message, shown before any result exists."""
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
                        yref="paper", font={"size": 14, "color": "#777777"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, "", message, axis_px=20)
+    return _layout(fig, "", "Nothing is plotted yet: the figure appears here once there is a "
+                   "result.", axis_px=20)
 
 
 def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:
