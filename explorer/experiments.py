@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ from explorer.appraisers import Appraiser, AppraiserConfig
 from explorer.appraisers.base import Progress
 from explorer.errors import AppraisalWarning, Cancelled, ExplorerError
 from explorer.market import Candidate, make_market
+from explorer.pricing import PricingRule
 from explorer.seed import SeedModel, fit_seed_model
 from explorer.tasks import load_task
 from explorer.utility import absorb, ground_truth
@@ -163,14 +164,21 @@ def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: 
     return pd.concat(frames, ignore_index=True)
 
 
-ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "loss_change",
-                       "normalised_change"]
+ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "loss_reduction",
+                       "relative_reduction"]
+# "oracle" buys by utility (retraining on every remaining candidate): a reference line only a
+# simulation can draw, since no party may see the other's data.
+ACQUISITION_STRATEGIES = ("influence", "random", "oracle")
 
 
 def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strategy: str,
              rng: np.random.Generator, config: AppraiserConfig,
              cancel: threading.Event | None) -> list[dict]:
-    """One acquisition sequence: rows (round, candidate, test_loss) from round 0."""
+    """One acquisition sequence: rows (round, candidate, test_loss) from round 0.
+
+    ``strategy`` is "influence" (the highest influence under the current model), "random" or
+    "oracle" (the highest utility under the current model: ground truth, simulation only).
+    """
     current, remaining = start, list(market)
     rows = [{"round": 0, "candidate": -1, "test_loss": start.test_loss}]
     for r in range(1, rounds + 1):
@@ -181,6 +189,8 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
             values = [a["value"] for a in
                       appraiser.appraise_many([(c.X, c.y) for c in remaining], cancel=cancel)]
             pick = int(np.argmax(values))
+        elif strategy == "oracle":
+            pick = int(np.argmax([ground_truth(current, c.X, c.y).utility for c in remaining]))
         else:
             pick = int(rng.integers(len(remaining)))
         chosen = remaining.pop(pick)
@@ -189,71 +199,76 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
     return rows
 
 
-def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add loss_change (vs round 0) and normalised_change (by random's best mean reduction
-    in the run; by the largest |change| if random never reduced the loss)."""
+def _reductions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add loss_reduction (nats: the seed model's test loss minus this round's; positive =
+    better) and relative_reduction (that divided by the seed model's test loss: a fixed scale,
+    the same for every strategy, round and run)."""
     base = frame.groupby("run").test_loss.transform("first")
-    frame["loss_change"] = frame.test_loss - base
-    random = frame[frame.strategy == "random"]
-    best = -random.groupby(["run", "round"]).loss_change.mean().groupby("run").min()
-    scale = frame.run.map(best.where(best > 0, frame.loss_change.abs().max() or 1.0))
-    frame["normalised_change"] = frame.loss_change / scale
+    frame["loss_reduction"] = base - frame.test_loss
+    frame["relative_reduction"] = frame.loss_reduction / base
     return frame[ACQUISITION_COLUMNS]
 
 
-def _check_rounds(rounds: int, n_candidates: int) -> None:
+def _check_acquisition(rounds: int, n_candidates: int, strategies: Sequence[str]) -> None:
     if rounds < 1 or rounds > n_candidates:
         raise ExplorerError(f"rounds must be between 1 and the number of candidates "
                             f"({n_candidates}), got {rounds}.")
+    unknown = [s for s in strategies if s not in ACQUISITION_STRATEGIES]
+    if unknown or not strategies:
+        raise ExplorerError(f"acquisition strategies must be among "
+                            f"{', '.join(ACQUISITION_STRATEGIES)}, got {list(strategies)}.")
 
 
 def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
                        max_level: float, rounds: int, runs: int = 5, min_level: float = 0.0,
                        task_options: dict | None = None, config: AppraiserConfig = INFLUENCE,
-                       first_run: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+                       first_run: int = 0, progress: Progress | None = None,
+                       strategies: Sequence[str] = ("influence", "random")) -> pd.DataFrame:
     """Greedy acquisition by influence versus random acquisition (the paper's Figure 8).
 
     Each round the model owner appraises the remaining candidates with its current model,
-    acquires one (the highest influence, or a random one) and refits on everything acquired so
-    far. ``loss_change`` is the test loss minus the seed model's (negative = better);
-    ``normalised_change`` divides it by the largest test-loss reduction the random strategy
-    reached in that run, so that random's best is -1.
+    acquires one (the highest influence, or a random one; "oracle" in ``strategies`` adds
+    buying by utility) and refits on everything acquired so far. Columns as
+    ACQUISITION_COLUMNS: ``loss_reduction`` is the seed model's test loss minus the current one
+    (nats, positive = better), ``relative_reduction`` the same as a fraction of the seed
+    model's test loss (round 0 is 0 for every strategy).
     """
-    _check_rounds(rounds, n_candidates)
+    _check_acquisition(rounds, n_candidates, strategies)
     rows = []
     for run in range(first_run, first_run + runs):
         task = load_task(task_name, seed=run, **(task_options or {}))
         start = fit_seed_model(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run)
         rng = np.random.default_rng([run, 5])
-        for strategy in ("influence", "random"):
+        for strategy in strategies:
             rows += [{"run": run, "strategy": strategy, **row} for row in
                      _acquire(start, market, rounds, strategy, rng, config, None)]
         if progress:
             progress("acquisition", run - first_run + 1, runs)
-    return _normalised(pd.DataFrame(rows))
+    return _reductions(pd.DataFrame(rows))
 
 
 def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
                        random_orders: int = 5, config: AppraiserConfig = INFLUENCE,
-                       random_seed: int = 0,
-                       cancel: threading.Event | None = None) -> pd.DataFrame:
+                       random_seed: int = 0, cancel: threading.Event | None = None,
+                       oracle: bool = False) -> pd.DataFrame:
     """Greedy-by-influence and random acquisition on one given market (the dashboard's view).
 
-    Greedy is one sequence; random is repeated over ``random_orders`` orders (its band). All
-    rows share run 0 for the normalisation; columns as ACQUISITION_COLUMNS plus ``order``.
+    Greedy (and, with ``oracle``, buying by utility: ground truth, simulation only) is one
+    sequence with run 0; random is repeated over ``random_orders`` orders, runs 0, 1, ...
+    (its band). Columns as ACQUISITION_COLUMNS; every run starts from the same seed model, so
+    relative_reduction has the same scale in all of them.
     """
-    _check_rounds(rounds, len(candidates))
-    rows = [{"strategy": "influence", "order": 0, **row} for row in
-            _acquire(seed, candidates, rounds, "influence", np.random.default_rng(0), config,
-                     cancel)]
-    for order in range(random_orders):
-        rng = np.random.default_rng([random_seed, 6, order])
-        rows += [{"strategy": "random", "order": order, **row} for row in
-                 _acquire(seed, candidates, rounds, "random", rng, config, cancel)]
-    frame = pd.DataFrame(rows).assign(run=0)
-    orders = frame.order
-    return _normalised(frame).assign(run=orders)
+    strategies = ("influence", "random", *(("oracle",) if oracle else ()))
+    _check_acquisition(rounds, len(candidates), strategies)
+    rows = []
+    for strategy in strategies:
+        orders = range(random_orders) if strategy == "random" else (0,)
+        for order in orders:
+            rng = np.random.default_rng([random_seed, 6, order])
+            rows += [{"run": order, "strategy": strategy, **row} for row in
+                     _acquire(seed, candidates, rounds, strategy, rng, config, cancel)]
+    return _reductions(pd.DataFrame(rows))
 
 
 BREAKDOWN_COLUMNS = ["appraiser", "backend", "candidates", "plaintext_seconds",
@@ -294,22 +309,43 @@ def finetune_grid(seed: SeedModel, candidates: Sequence[Candidate], utilities: p
     return pd.DataFrame(rows)
 
 
+def finetune_steps(budget: float, n_seed: int, size: int) -> int:
+    """Full-batch fine-tuning steps that fit in ``budget`` times influence's work on one
+    candidate of ``size`` samples, from public sizes only: the same on any machine, at any load.
+
+    Cost model, in per-sample gradient passes (one forward and backward pass of the model on
+    one sample, what both appraisers are made of): influence appraises a candidate with one
+    pass over its ``size`` samples (its v = H^-1 g_te is the model owner's one-off set-up,
+    shared by every candidate of a market, and not charged); a full-batch fine-tuning step
+    makes one pass over D_tr ∪ D_a, ``n_seed + size`` samples. Neither fine-tuning's final
+    test-loss reading nor influence's dot product with v is charged. At least one step.
+    """
+    if budget <= 0 or n_seed < 1 or size < 1:
+        raise ExplorerError(f"the budget and the sizes must be positive, got budget "
+                            f"{budget:g}, n_seed {n_seed}, size {size}.")
+    return max(1, int(round(budget * size / (n_seed + size))))
+
+
 def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
                      lrs: Sequence[float] = (0.001, 0.1, 10.0),
                      budgets: Sequence[int] = (1, 4, 16)) -> pd.DataFrame:
-    """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's runtime per
-    candidate, at several learning rates. Columns: lr, budget, steps, spearman,
-    spearman_level, influence_spearman, influence_spearman_level, diverges (a learning rate at
-    which the steps cannot converge is not run: its rhos are NaN and ``diverges`` is True)."""
+    """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's work per candidate
+    (``finetune_steps``: a cost model of public sizes, not a clock), at several learning rates.
+
+    Columns: lr, budget, steps, spearman, spearman_level, influence_spearman,
+    influence_spearman_level, diverges (a learning rate at which the steps cannot converge is
+    not run: its rhos are NaN and ``diverges`` is True). The ``_level`` rhos rank against
+    minus the noise level (less noise = more valuable).
+    """
+    sizes = sorted({c.size for c in candidates})
+    if len(sizes) != 1:
+        raise ExplorerError(f"finetune_budgets needs candidates of one size (its budget is per "
+                            f"candidate), got sizes {sizes}.")
     inf = appraise_market(seed, candidates, INFLUENCE.build_all(), utilities)
-    per_candidate = (inf.seconds.sum() + inf.setup_seconds.iloc[0]) / len(candidates)
     finetune = AppraiserConfig(names=("finetune",))
-    one_step = appraise_market(seed, candidates, [finetune.with_(steps=1).build("finetune")],
-                               utilities)
-    step_seconds = one_step.seconds.mean()
     rows = []
     for budget in budgets:
-        steps = max(1, int(round(budget * per_candidate / step_seconds)))
+        steps = finetune_steps(budget, seed.n_seed, sizes[0])
         for lr in lrs:
             row = {"lr": lr, "budget": budget, "steps": steps,
                    "influence_spearman": spearman(inf.value, inf.utility),
@@ -346,6 +382,70 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
             market.append(Candidate(len(market), c.X, c.y, c.kind, c.level, c.details))
     results = appraise_market(seed, market, INFLUENCE.build_all())
     prices = rule.prices(results.value)
-    return results.assign(price=prices, accepted=results.value > rule.threshold)[
+    return results.assign(price=prices, accepted=results.value > rule.threshold,
+                          threshold=rule.threshold)[
         ["candidate", "kind", "level", "value", "utility", "accuracy_change", "price",
-         "accepted"]]
+         "accepted", "threshold"]]
+
+
+def own_data_thresholds(seed: SeedModel, config: AppraiserConfig, size: int, z: float = 3.0,
+                        samples: int = 20, random_state: int = 0) -> dict[str, float]:
+    """A bit-mode threshold per appraiser, each on that appraiser's own scale.
+
+    The model owner appraises, in plaintext, ``samples`` random ``size``-sample subsets of its
+    own training set (drawn without replacement when size <= n_seed): data it already holds,
+    so buying a candidate should beat them. Each threshold is the mean of those values plus
+    ``z`` sample standard deviations, in the appraiser's unit (nats for influence, finetune and
+    newton; the gradient norm's own unit). One number cannot serve every appraiser: their
+    scales differ by orders of magnitude, and the gradient norm's is not a loss at all.
+    """
+    if size < 1 or samples < 2:
+        raise ExplorerError(f"own_data_thresholds needs a positive size and at least two "
+                            f"samples, got size {size} and {samples} samples.")
+    rng = np.random.default_rng([random_state, 7])
+    subsets = []
+    for _ in range(samples):
+        rows = rng.choice(seed.n_seed, size, replace=size > seed.n_seed)
+        subsets.append((seed.X_train[rows].numpy(), seed.y_train[rows].numpy()))
+    plain = config.with_(backend="plaintext")
+    thresholds = {}
+    for name in config.names:
+        with warnings.catch_warnings():
+            # own data can trip the linearisation and stability notes meant for candidates
+            warnings.simplefilter("ignore", AppraisalWarning)
+            appraiser = plain.build(name).fit(seed)
+            values = np.array([r["value"] for r in appraiser.appraise_many(subsets)])
+        thresholds[name] = float(values.mean() + z * values.std(ddof=1))
+    return thresholds
+
+
+def bit_appraisers(config: AppraiserConfig, thresholds: Mapping[str, float]) -> list[Appraiser]:
+    """The configuration's appraisers in bit mode, each with its own threshold (e.g. from
+    ``own_data_thresholds``): only value > threshold is revealed, per candidate."""
+    if config.backend != "crypten":
+        raise ExplorerError("bit mode needs the crypten backend: in plaintext the value itself "
+                            "is computed in the clear.")
+    missing = [n for n in config.names if n not in thresholds]
+    if missing:
+        raise ExplorerError(f"bit mode needs a threshold for every appraiser; none for "
+                            f"{', '.join(missing)}.")
+    return [config.with_(reveal="bit", threshold=float(thresholds[n])).build(n)
+            for n in config.names]
+
+
+def bit_prices(results: pd.DataFrame, flat: float, floor: float = 0.0,
+               thresholds: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Bit-mode results (``value`` is the revealed bit, 1 = value > threshold) with
+    ``accepted`` and the flat ``price``: ``flat`` for an accepted candidate, ``floor`` for the
+    rest (currency units). A bit that is NaN (not verified) is not accepted. With
+    ``thresholds`` (appraiser -> threshold), a ``threshold`` column records each row's."""
+    rule = PricingRule(rate=0.0, threshold=0.0, floor=floor, flat=flat)
+    bits = results["value"].to_numpy(float)
+    accepted = np.nan_to_num(bits, nan=0.0) > 0.5
+    out = results.assign(accepted=accepted, price=rule.prices(accepted.astype(float)))
+    if thresholds is not None:
+        missing = sorted(set(out["appraiser"]) - set(thresholds))
+        if missing:
+            raise ExplorerError(f"no threshold for {', '.join(missing)}.")
+        out = out.assign(threshold=out["appraiser"].map(thresholds).astype(float))
+    return out

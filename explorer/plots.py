@@ -4,38 +4,52 @@ This is the figure layer: data flows task -> market -> appraisers -> experiments
 widgets, so this module only reads DataFrames and never imports anything that computes
 appraisals. Higher appraisal value = more valuable, everywhere; ranks are 1 for the lowest value.
 
+Every figure carries a caption saying what is plotted and which way is better. It is drawn in
+the figure, under the plot area (so it survives an HTML export), and kept as
+``fig.layout.meta["caption"]``; ``caption(fig)`` returns it for a widget to show beside the
+figure. Utility (the test-loss reduction from retraining with a candidate, which needs both
+parties' data) is labelled everywhere as ground truth that only a simulation can know.
+
 The frames each figure reads (a missing column raises ExplorerError naming it):
 
 - ``rank_scatter``: candidate, level, utility, accuracy_change, appraiser, value, optional run
   (repeats pooled). Ranks (ties averaged) and Spearman's rho are over the kept rows: those of
   the appraiser, with level in the closed interval ``level_range`` when given.
-- ``acquisition_curves``: run, strategy, round, normalised_change. Band: sample sd over runs
-  (zero width with a single run).
-- ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes and
-  rounds. Rows with the same appraiser and backend are summed (per-candidate shares of one
-  session add up to the session's cost).
+- ``correlation_table``: appraiser, value and the ground-truth column (default utility).
+- ``acquisition_curves``: run, strategy, round, relative_reduction (fraction of the seed
+  model's test loss; positive = better). Band: sample sd over runs (zero width with one run).
+- ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
+  (sent on the wire) and rounds (on the critical path). Rows with the same appraiser and
+  backend are summed (per-candidate shares of one session add up to the session's cost).
 - ``finetune_grid_heatmaps``: batch_size (a number, or 'full', None or NaN for full batch),
   epochs, spearman, seconds. Repeated cells are averaged.
 - ``gradient_norm_panels``: panel, level, utility, value (the gradient-norm appraisal).
-- ``budget_heatmap``: lr, budget (multiples of influence's runtime), spearman, optional
-  influence_spearman (one value, repeated). Repeated cells are averaged.
-- ``price_bars``: candidate, kind, level, price, optional utility and accepted (bool; bars of
-  candidates not accepted are hatched).
+- ``budget_heatmap``: lr, budget (multiples of influence's per-candidate work), spearman,
+  optional steps and influence_spearman (one value each, repeated). Repeated cells averaged.
+- ``price_bars``: candidate, kind, level, price, optional value, utility, accepted (bool; bars
+  of candidates not accepted are hatched) and threshold (one value: the pricing threshold).
+- ``bit_decisions``: candidate, appraiser, value (the revealed bit), utility; a threshold per
+  appraiser (argument or column).
+- ``flat_price_bars``: candidate, appraiser, price, accepted, optional utility; a threshold per
+  appraiser (argument or column).
 
 Every figure uses the same template, height and colours (``APPRAISER_COLOURS``,
-``BACKEND_COLOURS``, ``KIND_COLOURS``) and reads the same in a Jupyter notebook and in the
-standalone HTML file that ``write_html`` writes (plotly.js inlined, no CDN).
+``BACKEND_COLOURS``, ``KIND_COLOURS``) and reads the same in a Jupyter notebook (after
+``use_notebook_renderer()``) and in the standalone HTML file that ``write_html`` writes
+(plotly.js inlined, no CDN).
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 from scipy import stats
 
@@ -43,13 +57,14 @@ from explorer.errors import ExplorerError
 from explorer.output import write_atomic
 
 TEMPLATE = "plotly_white"
-HEIGHT = 420
+HEIGHT = 420  # px of the figure without its caption; the caption adds its own lines
 
 # Okabe-Ito colours (colour-blind safe): one per appraiser, one per backend.
 APPRAISER_COLOURS: dict[str, str] = {
     "influence": "#0072B2",
     "gradient-norm": "#E69F00",
     "finetune": "#009E73",
+    "newton": "#CC79A7",
     "random": "#7F7F7F",
 }
 BACKEND_COLOURS: dict[str, str] = {
@@ -66,14 +81,31 @@ KIND_COLOURS: dict[str, str] = {
     "feature-noise": "#AA4499",
 }
 UTILITY_COLOUR = "#222222"  # the ground truth (utility by retraining)
-FALLBACK_COLOURS = ("#44AA99", "#882255", "#999933", "#661100", "#6699CC", "#CC79A7")
+ACCEPTED_COLOUR, REJECTED_COLOUR = "#009E73", "#BBBBBB"
+FALLBACK_COLOURS = ("#44AA99", "#882255", "#999933", "#661100", "#6699CC", "#DDCC77")
 LEVEL_COLOURSCALE = "Viridis"  # continuous: corruption level
 RHO_COLOURSCALE = "RdBu"  # diverging, fixed to [-1, 1]: Spearman's rho (blue = agrees)
 SECONDS_COLOURSCALE = "Viridis"  # continuous: runtime
-# Figures with a secondary y axis put their legend under the plot: on the right it can cover
-# the secondary axis' title.
-BOTTOM_LEGEND = {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom",
-                 "x": 0.5, "xanchor": "center"}
+
+# The words every figure uses for the quantities a class most easily misreads.
+GROUND_TRUTH = "ground truth: only a simulation can know this"
+UTILITY_TEXT = ("utility = the test-loss reduction from retraining with the candidate added "
+                f"(nats; {GROUND_TRUTH}, since it needs both parties' data)")
+GRADIENT_NORM_TEXT = ("The gradient norm measures how much a candidate surprises the model, not "
+                      "how much it helps: noisy labels surprise it most, so its ρ with utility "
+                      "can be strongly negative.")
+TIES_TEXT = ("Only bits were revealed, so all accepted candidates tie (they share one average "
+             "rank), as do all rejected ones; ρ on bits can only say whether the accepted "
+             "were the better ones.")
+ACQUISITION_SCALE = "% of the seed model's test loss"
+
+# Caption layout: plotly does not wrap text, so captions are wrapped at a width that fits a
+# figure of about 800 px (notebook cells, the dashboard, a 1024 px projector).
+CAPTION_CHARS = 115
+CAPTION_LINE_PX = 15
+CAPTION_FONT = {"size": 11, "color": "#444444"}
+AXIS_PX = 64  # tick labels and the x axis' title under the plot area
+LEGEND_ROW_PX = 26
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], figure: str) -> None:
@@ -106,7 +138,8 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 
 
 def _spearman(values: Sequence[float], reference: Sequence[float]) -> float:
-    """Spearman's rho (scipy); NaN when fewer than two points or either side is constant."""
+    """Spearman's rho (scipy, ties averaged); NaN when fewer than two points or either side is
+    constant."""
     values, reference = np.asarray(values, float), np.asarray(reference, float)
     if len(values) < 2 or np.ptp(values) == 0 or np.ptp(reference) == 0:
         return float("nan")
@@ -156,17 +189,101 @@ def _columns(columns: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _layout(fig: go.Figure, title: str, **kwargs: object) -> go.Figure:
-    """Apply the common template, height and title."""
-    fig.update_layout(template=TEMPLATE, height=HEIGHT, title={"text": title, "x": 0.02},
-                      **kwargs)
+def _truth_label(column: str) -> str:
+    """How a ground-truth column is named on an axis."""
+    return {"utility": f"utility ({GROUND_TRUTH})",
+            "accuracy_change": f"accuracy change by retraining ({GROUND_TRUTH})",
+            "level": "corruption level (set by the simulation)"}.get(column, column)
+
+
+def _one_value(frame: pd.DataFrame, column: str, figure: str) -> float | None:
+    """The single value a column repeats, None when absent or all NaN; more than one refused."""
+    if column not in frame.columns:
+        return None
+    values = pd.unique(frame[column].dropna())
+    if len(values) > 1:
+        raise ExplorerError(f"{figure}: {column} must be one value repeated, not {len(values)} "
+                            f"different values.")
+    return float(values[0]) if len(values) else None
+
+
+def _thresholds(frame: pd.DataFrame, thresholds: Mapping[str, float] | None,
+                figure: str) -> dict[str, float]:
+    """One threshold per appraiser of ``frame``: from the mapping, else the threshold column."""
+    appraisers = list(dict.fromkeys(frame["appraiser"]))
+    if thresholds is None and "threshold" in frame.columns:
+        thresholds = {a: _one_value(frame[frame["appraiser"] == a], "threshold",
+                                    f"{figure} ({a})") for a in appraisers}
+    thresholds = {k: v for k, v in (thresholds or {}).items() if v is not None}
+    missing = [a for a in appraisers if a not in thresholds]
+    if missing:
+        raise ExplorerError(f"{figure} needs a threshold per appraiser (their scales differ), "
+                            f"and has none for {', '.join(missing)}.")
+    return {a: float(thresholds[a]) for a in appraisers}
+
+
+def caption(fig: go.Figure) -> str:
+    """The caption of a figure made here (what is plotted, which way is better); '' if none."""
+    meta = fig.layout.meta
+    return str(meta.get("caption", "")) if isinstance(meta, Mapping) else ""
+
+
+def _wrap(text: str) -> list[str]:
+    """Caption lines: paragraphs split at newlines, each wrapped at CAPTION_CHARS."""
+    return [line for paragraph in text.split("\n")
+            for line in textwrap.wrap(paragraph, CAPTION_CHARS, break_on_hyphens=False)
+            or [""]]
+
+
+def _layout(fig: go.Figure, title: str, caption_text: str, *, axis_px: int = AXIS_PX,
+            legend_rows: int = 0, plot_px: int = HEIGHT, **kwargs: object) -> go.Figure:
+    """Apply the common template and title, and the caption under the plot area.
+
+    The figure is ``plot_px`` high plus the caption and a bottom legend, so the plot area
+    keeps its size whatever the caption's length. With
+    ``legend_rows`` the legend lies horizontally between the x axis and the caption (on the
+    right it can cover a secondary axis' title).
+    """
+    lines = _wrap(caption_text)
+    caption_px = len(lines) * CAPTION_LINE_PX + 10
+    legend_px = legend_rows * LEGEND_ROW_PX
+    bottom = axis_px + legend_px + caption_px
+    height = plot_px + legend_px + caption_px
+    margin = {**dict(kwargs.pop("margin", {}) or {}), "b": bottom}
+    if legend_rows:
+        kwargs["legend"] = {**dict(kwargs.get("legend", {}) or {}), "orientation": "h",
+                            "yref": "container", "y": (caption_px + 4) / height,
+                            "yanchor": "bottom", "x": 0.5, "xanchor": "center"}
+    fig.update_layout(template=TEMPLATE, height=height, title={"text": title, "x": 0.02},
+                      margin=margin, meta={"caption": caption_text}, **kwargs)
+    # The caption's bottom sits 4 px above the figure's: y=0 is the plot area's bottom edge,
+    # ``bottom`` px above the figure's.
+    fig.add_annotation(name="caption", text="<br>".join(lines), showarrow=False, align="left",
+                       xref="paper", yref="paper", x=0, y=0, xanchor="left", yanchor="bottom",
+                       xshift=-60, yshift=-(bottom - 4), font=CAPTION_FONT)
     return fig
+
+
+def use_notebook_renderer() -> str:
+    """Make plotly figures in this kernel render both as plotly's JSON mimetype (drawn by
+    JupyterLab, Notebook 7, Voila and VS Code) and as HTML with plotly.js inlined once (what
+    ``jupyter nbconvert --to html`` and nbviewer show, offline). Returns the renderer string.
+
+    Called at the top of the notebooks: with the mimetype alone an HTML export has no figure.
+    """
+    renderer = "plotly_mimetype+notebook"
+    pio.renderers.default = renderer
+    return renderer
 
 
 def rank_scatter(results: pd.DataFrame, appraiser: str = "influence", against: str = "utility",
                  level_range: tuple[float, float] | None = None,
                  title: str | None = None) -> go.Figure:
-    """Draw a scatter of value rank vs ground-truth rank for one appraiser, coloured by level."""
+    """Draw a scatter of value rank vs ground-truth rank for one appraiser, coloured by level.
+
+    Ranks are 1 for the lowest (ties averaged); points on the dotted diagonal are ranked as the
+    ground truth ranks them, and Spearman's rho (in the title) near +1 is better.
+    """
     _require(results, ["candidate", "level", "utility", "appraiser", "value", against],
              "rank_scatter")
     kept = results[results["appraiser"] == appraiser]
@@ -185,15 +302,15 @@ def rank_scatter(results: pd.DataFrame, appraiser: str = "influence", against: s
             raise ExplorerError(f"rank_scatter found no rows of {appraiser!r} with level in "
                                 f"[{lo:g}, {hi:g}].")
         scope = f", level in [{lo:g}, {hi:g}]"
-    rho = _rho_text(_spearman(kept["value"], kept[against]))
-    heading = f"{appraiser} vs {against}{scope}: {rho}"
+    rho = _spearman(kept["value"], kept[against])
+    heading = f"{appraiser} vs {against}{scope}: {_rho_text(rho)}"
     if title is not None:
         heading = f"{title} ({heading})"
 
     x = kept[against].rank(method="average").to_numpy(float)
     y = kept["value"].rank(method="average").to_numpy(float)
     hover = [("candidate", "candidate", ""), ("run", "run", ""), ("level", "level", ":.3g"),
-             ("value", "value", ":.4g"), ("utility", "utility (nats)", ":.4g")]
+             ("value", "value", ":.4g"), ("utility", "utility (ground truth, nats)", ":.4g")]
     if against not in ("utility", "level", "value"):
         hover.append((against, against, ":.4g"))
     hover = [h for h in hover if h[0] in kept.columns]
@@ -213,43 +330,111 @@ def rank_scatter(results: pd.DataFrame, appraiser: str = "influence", against: s
     # ground truth does.
     fig.add_shape(type="line", x0=1, y0=1, x1=n, y1=n, layer="below",
                   line={"color": "#BBBBBB", "dash": "dot", "width": 1})
-    fig.update_xaxes(title_text=f"rank of {against} (1 = lowest)")
+    fig.update_xaxes(title_text=f"rank of {_truth_label(against)}; 1 = lowest")
     fig.update_yaxes(title_text=f"rank of {appraiser} value (1 = lowest)")
-    return _layout(fig, heading, showlegend=False)
+    truth = UTILITY_TEXT if against == "utility" else _truth_label(against)
+    text = (f"Each point is a candidate: across, its rank by {truth}; up, its rank by "
+            f"{appraiser}'s value (higher = appraised as more valuable). Points on the dotted "
+            f"diagonal are ranked as the ground truth ranks them: ρ near +1 is better, 0 is "
+            f"no better than chance, below 0 ranks the wrong way round.")
+    if appraiser == "gradient-norm":
+        text += " " + GRADIENT_NORM_TEXT
+    if kept["value"].dropna().nunique() <= 2:
+        text += " " + TIES_TEXT
+    return _layout(fig, heading, text, showlegend=False)
+
+
+def correlation_table(results: pd.DataFrame, against: str = "utility",
+                      title: str = "How well each appraiser ranks the candidates") -> go.Figure:
+    """Draw a table of Spearman's rho of each appraiser's values against a ground-truth column
+    (ties averaged), with a line saying how to read it; +1 is best."""
+    _require(results, ["appraiser", "value", against], "correlation_table")
+    appraisers = _ordered(results["appraiser"], APPRAISER_COLOURS)
+    rhos, readings = [], []
+    for name in appraisers:
+        rows = results[results["appraiser"] == name]
+        rho = _spearman(rows["value"], rows[against])
+        rhos.append("n/a" if np.isnan(rho) else f"{rho:+.3f}")
+        if name == "gradient-norm":
+            readings.append("measures surprise, not helpfulness: negative under label noise")
+        elif rows["value"].dropna().nunique() <= 2:
+            readings.append("bits only: accepted candidates tie, as do rejected")
+        elif np.isnan(rho):
+            readings.append("undefined: one side is constant")
+        else:
+            readings.append("ranks like the ground truth" if rho >= 0.8 else
+                            "partly like the ground truth" if rho > 0 else
+                            "the wrong way round")
+    fig = go.Figure(go.Table(
+        columnwidth=[1.2, 1, 3.5],
+        header={"values": ["appraiser", f"Spearman ρ with {against}", "reading"],
+                "align": "left", "fill_color": "#EEEEEE"},
+        cells={"values": [appraisers, rhos, readings], "align": "left", "height": 26}))
+    truth = UTILITY_TEXT if against == "utility" else _truth_label(against)
+    text = (f"Spearman's ρ between each appraiser's values and {truth}, over "
+            f"{results['candidate'].nunique() if 'candidate' in results else len(results)} "
+            f"candidates: +1 = ranks them exactly as the ground truth (better), 0 = chance, "
+            f"-1 = exactly reversed.")
+    if "gradient-norm" in appraisers:
+        text += " " + GRADIENT_NORM_TEXT
+    return _layout(fig, title, text, axis_px=20, plot_px=110 + 26 * len(appraisers),
+                   margin={"t": 60, "l": 70, "r": 20})
 
 
 def acquisition_curves(curves: pd.DataFrame,
                        title: str = "Greedy acquisition by influence vs random") -> go.Figure:
-    """Draw the mean normalised test-loss change per acquisition round and strategy, ±1 sd."""
-    _require(curves, ["run", "strategy", "round", "normalised_change"], "acquisition_curves")
-    summary = (curves.groupby(["strategy", "round"], sort=False)["normalised_change"]
+    """Draw the mean test-loss reduction per acquisition round and strategy, ±1 sd over runs.
+
+    y = 100 * relative_reduction: the seed model's test loss minus the current one, as a
+    percentage of the seed model's test loss (a fixed scale for every strategy, round and run).
+    Higher is better; below zero the purchases made the model worse.
+    """
+    _require(curves, ["run", "strategy", "round", "relative_reduction"], "acquisition_curves")
+    summary = (curves.groupby(["strategy", "round"], sort=False)["relative_reduction"]
                .agg(["mean", "std", "count"]).reset_index())
     summary["std"] = summary["std"].fillna(0.0)
-    strategies = _ordered(curves["strategy"], APPRAISER_COLOURS)
-    colours = _colours(strategies, APPRAISER_COLOURS)
+    summary[["mean", "std"]] *= 100.0  # percent
+    strategies = _ordered(curves["strategy"], [*APPRAISER_COLOURS, "oracle"])
+    colours = _colours(strategies, {**APPRAISER_COLOURS, "oracle": UTILITY_COLOUR})
+    names = {"oracle": "oracle: by utility (ground truth)", "random": "random",
+             "influence": "greedy by influence"}
     fig = go.Figure()
+    fig.add_hline(y=0, line={"color": "#999999", "width": 1})
     for strategy in strategies:
         s = summary[summary["strategy"] == strategy].sort_values("round")
         rounds = s["round"].to_numpy()
         mean, sd = s["mean"].to_numpy(float), s["std"].to_numpy(float)
+        name = names.get(strategy, strategy)
         # Band first so that the line is drawn over it: upper edge forwards, lower edge back.
         fig.add_trace(go.Scatter(
             x=np.concatenate([rounds, rounds[::-1]]),
             y=np.concatenate([mean + sd, (mean - sd)[::-1]]),
             fill="toself", fillcolor=_rgba(colours[strategy], 0.2), line={"width": 0},
-            mode="lines", name=f"{strategy} ± 1 sd", legendgroup=strategy,
+            mode="lines", name=f"{name} ± 1 sd", legendgroup=strategy,
             showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(
-            x=rounds, y=mean, mode="lines+markers", name=strategy, legendgroup=strategy,
-            line={"color": colours[strategy], "width": 2}, marker={"size": 7},
+            x=rounds, y=mean, mode="lines+markers", name=name, legendgroup=strategy,
+            line={"color": colours[strategy], "width": 2,
+                  "dash": "dash" if strategy == "oracle" else "solid"}, marker={"size": 7},
             customdata=np.column_stack([sd, s["count"].to_numpy()]),
-            hovertemplate=f"{strategy}<br>round %{{x}}<br>mean %{{y:.3g}}"
-                          "<br>sd %{customdata[0]:.3g} over %{customdata[1]} runs<extra></extra>"))
-    fig.update_xaxes(title_text="round (datasets acquired)")
+            hovertemplate=f"{name}<br>round %{{x}}<br>reduction %{{y:.3g}}%"
+                          "<br>sd %{customdata[0]:.3g} over %{customdata[1]} runs"
+                          "<extra></extra>"))
+    fig.update_xaxes(title_text="round (candidates acquired)")
     if curves["round"].max() <= 20:
         fig.update_xaxes(tickmode="linear", dtick=1)  # whole rounds only
-    fig.update_yaxes(title_text="normalised test-loss change")
-    return _layout(fig, title, legend={"title": {"text": "strategy"}})
+    fig.update_yaxes(title_text=f"test-loss reduction ({ACQUISITION_SCALE})",
+                     ticksuffix="%")
+    runs = curves.groupby("strategy")["run"].nunique().max()
+    text = (f"Each line: how much lower the test loss is after buying that many candidates "
+            f"than the seed model's, as a {ACQUISITION_SCALE} (a fixed scale for every "
+            f"strategy and run); mean and ±1 sd over up to {runs} runs. Higher is better; below "
+            f"0 the purchases made the model worse. Greedy buys the candidate with the highest "
+            f"influence under the current model and refits; random buys any one.")
+    if "oracle" in strategies:
+        text += (f" The dashed oracle buys the highest utility ({GROUND_TRUTH}): the best "
+                 f"greedy can do.")
+    return _layout(fig, title, text, legend={"title": {"text": "strategy"}})
 
 
 def leakage_curves(curves: pd.DataFrame,
@@ -283,16 +468,21 @@ def leakage_curves(curves: pd.DataFrame,
         fig.update_xaxes(type="log", title_text="values or bits revealed", row=1, col=col)
         fig.update_yaxes(type="log", range=[-6.2, 1.2], title_text="relative reconstruction "
                          "error (1e-6: exact)", row=1, col=col)
-    fig.add_annotation(text="lower = more of the other side's secret recovered; rounding and "
-                       "noise applied by the protocol before the reveal", xref="paper",
-                       yref="paper",
-                       x=0, y=-0.28, showarrow=False, font={"size": 11})
-    return _layout(fig, title, legend={"title": {"text": "reveal, defence"}},
-                   margin={"b": 110})
+    text = ("Each line: how far an attacker's reconstruction of the other side's secret is "
+            "from the truth, against how many values or bits it has seen revealed. Lower = "
+            "more of the secret recovered (worse for the victim); a line that stays near 1 "
+            "means the defence holds. Rounding and noise are the protocol's own, applied "
+            "before the reveal.")
+    return _layout(fig, title, text, legend={"title": {"text": "reveal, defence"}})
 
 
 def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:
-    """Draw bars of plaintext and encrypted seconds per appraiser, one panel per backend, log y."""
+    """Draw bars of plaintext and encrypted seconds per appraiser, one panel per backend, on a
+    linear axis with each bar's seconds written on it (lower = cheaper).
+
+    Under each appraiser of a backend with communication: MB sent on the wire and rounds on
+    the critical path (from the bytes and rounds columns, when present).
+    """
     _require(breakdown, ["appraiser", "backend", "plaintext_seconds", "private_seconds"],
              "runtime_bars")
     extras = [c for c in ("bytes", "rounds") if c in breakdown.columns]
@@ -305,39 +495,63 @@ def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:
     parts = {"plaintext_seconds": ("plaintext part", BACKEND_COLOURS["plaintext"]),
              "private_seconds": ("encrypted part", BACKEND_COLOURS["crypten"])}
 
-    # Grouped, not stacked: on a log axis a stacked segment's height is log(a + b) - log(a),
-    # which says nothing about b, and the bottom segment starts at 0 (= -infinity), so plotly
-    # draws it from the axis' lower edge; side-by-side bars keep each part's length readable.
+    # Grouped, linear: each part's bar length compares directly with every other's, and the
+    # label carries the number even where a bar is too short to see (a log axis hid
+    # influence's encrypted bar among fine-tuning's).
     fig = make_subplots(rows=1, cols=len(backends), shared_yaxes=True,
                         subplot_titles=[f"backend: {b}" for b in backends]
                         if len(backends) > 1 else None)
     shown: set[str] = set()
+    communicates = False
     for col, backend in enumerate(backends, start=1):
         rows = totals[totals["backend"] == backend].set_index("appraiser")
         rows = rows.reindex([a for a in appraisers if a in rows.index])
         hover_extra, custom = "", []
+        words = {"bytes": ("sent on the wire", ":.3g} MB"),
+                 "rounds": ("rounds on the critical path", ":.0f}")}
         for i, c in enumerate(extras):
-            fmt = ":.2f} MB" if c == "bytes" else ":.0f}"
-            hover_extra += f"<br>{'sent' if c == 'bytes' else 'rounds'}: %{{customdata[{i}]{fmt}"
+            label, fmt = words[c]
+            hover_extra += f"<br>{label}: %{{customdata[{i}]{fmt}"
             custom.append(rows[c].to_numpy(float))
         for column, (name, colour) in parts.items():
             seconds = rows[column].to_numpy(float)
             if not np.any(seconds > 0):
-                continue  # e.g. no encrypted part in plaintext; a log axis cannot show 0
+                continue  # e.g. no encrypted part in plaintext: no empty bars, no "0 s" labels
             fig.add_trace(go.Bar(
                 x=rows.index.to_list(), y=seconds, name=name, legendgroup=name,
                 showlegend=name not in shown, marker_color=colour,
+                text=[f"{s:.3g} s" if np.isfinite(s) else "" for s in seconds],
+                textposition="outside", cliponaxis=False,
                 customdata=np.column_stack(custom) if custom else None,
                 hovertemplate=f"%{{x}} ({backend})<br>{name}: %{{y:.3g}} s{hover_extra}"
                               "<extra></extra>"), row=1, col=col)
             shown.add(name)
-    fig.update_yaxes(type="log")
-    fig.update_yaxes(title_text="seconds (log scale)", row=1, col=1)
+        sent = rows["bytes"].to_numpy(float) if "bytes" in rows else np.zeros(len(rows))
+        if np.any(np.nan_to_num(sent) > 0):
+            communicates = True
+            rounds = rows["rounds"].to_numpy(float) if "rounds" in rows \
+                else np.full(len(rows), np.nan)
+            ticks = [f"{a}<br>{mb:.3g} MB sent"
+                     + (f"<br>{r:.0f} rounds" if np.isfinite(r) else "")
+                     for a, mb, r in zip(rows.index, sent, rounds, strict=True)]
+            fig.update_xaxes(tickmode="array", tickvals=rows.index.to_list(), ticktext=ticks,
+                             tickangle=0, row=1, col=col)
+    top = np.nanmax(totals[list(parts)].to_numpy(float))
+    fig.update_yaxes(range=[0, 1.15 * top if top > 0 else 1])  # room for the labels
+    fig.update_yaxes(title_text="seconds", row=1, col=1)
     fig.update_xaxes(title_text="appraiser")
     title = "Appraisal runtime: plaintext and encrypted parts"
     if len(backends) == 1:
         title += f" ({backends[0]})"
-    return _layout(fig, title, barmode="group", legend={"title": {"text": "part"}})
+    text = ("Seconds each appraiser took for the whole market, split into its plaintext part "
+            "(the model owner's own set-up and bookkeeping) and its encrypted part (the MPC "
+            "session); lower is cheaper. Linear axis: bar lengths compare directly, and each "
+            "bar is labelled with its seconds.")
+    if communicates:
+        text += (" Under each appraiser: the bytes sent on the wire (MB) and the rounds on the "
+                 "critical path of its session.")
+    return _layout(fig, title, text, axis_px=AXIS_PX + (36 if communicates else 0),
+                   barmode="group", legend={"title": {"text": "part"}})
 
 
 def _batch_size_key(batch: object) -> tuple[float, str]:
@@ -354,7 +568,8 @@ def _batch_size_key(batch: object) -> tuple[float, str]:
 
 
 def finetune_grid_heatmaps(grid: pd.DataFrame) -> go.Figure:
-    """Draw two heatmaps over batch size x epochs: fine-tuning's Spearman rho and its seconds."""
+    """Draw two heatmaps over batch size x epochs: fine-tuning's Spearman rho with utility
+    (+1 best) and its seconds for the market (lower = cheaper)."""
     _require(grid, ["batch_size", "epochs", "spearman", "seconds"], "finetune_grid_heatmaps")
     keys = [_batch_size_key(b) for b in grid["batch_size"]]
     frame = pd.DataFrame({"batch": [k[1] for k in keys],
@@ -386,11 +601,15 @@ def finetune_grid_heatmaps(grid: pd.DataFrame) -> go.Figure:
                      title_text="batch size (samples per step)")
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=epochs)
     fig.update_yaxes(title_text="epochs", row=1, col=1)
-    return _layout(fig, "Fine-tuning grid: rank agreement with utility and runtime")
+    text = (f"Left: Spearman's ρ between fine-tuning's values and {UTILITY_TEXT}; +1 (blue) = "
+            f"ranks the candidates as the ground truth does, better. Right: fine-tuning's "
+            f"seconds for the whole market; lower is cheaper.")
+    return _layout(fig, "Fine-tuning grid: rank agreement with utility and runtime", text)
 
 
 def gradient_norm_panels(frame: pd.DataFrame) -> go.Figure:
-    """Draw the gradient-norm value and the utility against corruption level, one panel each."""
+    """Draw the gradient-norm value and the utility against corruption level, one panel each,
+    with each panel's Spearman rho between them in its title."""
     _require(frame, ["panel", "level", "utility", "value"], "gradient_norm_panels")
     panels = list(dict.fromkeys(frame["panel"]))
     subsets = {p: frame[frame["panel"] == p].sort_values("level", kind="stable") for p in panels}
@@ -401,6 +620,7 @@ def gradient_norm_panels(frame: pd.DataFrame) -> go.Figure:
                         horizontal_spacing=spacing,
                         specs=[[{"secondary_y": True}] * len(panels)])
     value_colour = APPRAISER_COLOURS["gradient-norm"]
+    utility_name = "utility (ground truth)"
     for col, (panel, s) in enumerate(subsets.items(), start=1):
         # Lines only make sense with one point per level; repeats are shown as markers.
         mode = "lines+markers" if s["level"].is_unique else "markers"
@@ -412,56 +632,80 @@ def gradient_norm_panels(frame: pd.DataFrame) -> go.Figure:
             hovertemplate=f"{panel}<br>level %{{x:.3g}}<br>gradient norm %{{y:.4g}}"
                           "<extra></extra>"), row=1, col=col, secondary_y=False)
         fig.add_trace(go.Scatter(
-            x=s["level"], y=s["utility"], mode=mode, name="utility", legendgroup="utility",
-            showlegend=first, line={"color": UTILITY_COLOUR, "dash": "dash"},
+            x=s["level"], y=s["utility"], mode=mode, name=utility_name,
+            legendgroup="utility", showlegend=first,
+            line={"color": UTILITY_COLOUR, "dash": "dash"},
             marker={"color": UTILITY_COLOUR, "size": 7, "symbol": "diamond"},
-            hovertemplate=f"{panel}<br>level %{{x:.3g}}<br>utility %{{y:.4g}} nats"
-                          "<extra></extra>"), row=1, col=col, secondary_y=True)
+            hovertemplate=f"{panel}<br>level %{{x:.3g}}<br>utility %{{y:.4g}} nats "
+                          f"(ground truth)<extra></extra>"), row=1, col=col, secondary_y=True)
     fig.update_xaxes(title_text="corruption level")
     fig.update_yaxes(secondary_y=False, color=value_colour)
     fig.update_yaxes(secondary_y=True, color=UTILITY_COLOUR, showgrid=False)
     fig.update_yaxes(title_text="gradient norm ‖G‖₂ (nats per unit θ)", row=1, col=1,
                      secondary_y=False)
-    fig.update_yaxes(title_text="utility (nats)", row=1, col=len(panels), secondary_y=True)
-    return _layout(fig, "Gradient norm and utility against corruption level",
-                   legend=BOTTOM_LEGEND, margin={"t": 80, "b": 110})
+    fig.update_yaxes(title_text="utility (nats, ground truth)", row=1, col=len(panels),
+                     secondary_y=True)
+    text = (f"Solid: the gradient-norm value of each candidate (higher = appraised as more "
+            f"valuable); dashed: {UTILITY_TEXT}. Where the two rise and fall together (ρ near "
+            f"+1) the gradient norm ranks well. {GRADIENT_NORM_TEXT}")
+    return _layout(fig, "Gradient norm and utility against corruption level", text,
+                   legend_rows=1, margin={"t": 80})
 
 
 def budget_heatmap(frame: pd.DataFrame) -> go.Figure:
-    """Draw a heatmap of fine-tuning's Spearman rho by learning rate and time budget."""
+    """Draw a heatmap of fine-tuning's Spearman rho with utility by learning rate and budget
+    (multiples of influence's per-candidate work); +1 is best, blank cells diverged."""
     _require(frame, ["lr", "budget", "spearman"], "budget_heatmap")
+    budget_values = sorted(set(frame["budget"].astype(float)))
+    budgets = [f"{_number_label(v)}x" for v in budget_values]
+    if "steps" in frame.columns:  # the steps a budget buys, written under it
+        steps = {f"{_number_label(b)}x": _one_value(frame[frame["budget"].astype(float) == b],
+                                                     "steps", "budget_heatmap")
+                 for b in budget_values}
+        ticks = [f"{b} ({steps[b]:.0f} step{'s' if steps[b] != 1 else ''})" for b in budgets]
+    else:
+        ticks = budgets
     lrs = [_number_label(v) for v in sorted(set(frame["lr"].astype(float)))]
-    budgets = [f"{_number_label(v)}x" for v in sorted(set(frame["budget"].astype(float)))]
     cells = pd.DataFrame({"lr": [_number_label(v) for v in frame["lr"]],
                           "budget": [f"{_number_label(v)}x" for v in frame["budget"]],
                           "spearman": frame["spearman"].to_numpy(float)})
     z = _grid(cells, "lr", "budget", ["spearman"], lrs, budgets)["spearman"]
     title = "Fine-tuning's Spearman ρ with utility by learning rate and budget"
-    if "influence_spearman" in frame.columns:
-        reference = frame["influence_spearman"].dropna().unique()
-        if len(reference) > 1:
-            raise ExplorerError(f"influence_spearman must be one value repeated, not "
-                                f"{len(reference)} different values.")
-        if len(reference) == 1:
-            title += f" (influence: {_rho_text(float(reference[0]))})"
+    reference = _one_value(frame, "influence_spearman", "budget_heatmap")
+    if reference is not None:
+        title += f" (influence: {_rho_text(reference)})"
     fig = go.Figure(go.Heatmap(
         z=z, x=budgets, y=lrs, zmin=-1, zmax=1, colorscale=RHO_COLOURSCALE,
         text=[[f"{v:.2f}" if np.isfinite(v) else "" for v in r] for r in z],
         texttemplate="%{text}", name="Spearman ρ", colorbar={"title": {"text": "ρ"}},
         hovertemplate="learning rate %{y}<br>budget %{x}<br>ρ = %{z:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=budgets,
-                     title_text="time budget (multiples of influence's runtime)")
+                     tickmode="array", tickvals=budgets, ticktext=ticks,
+                     title_text="budget (multiples of influence's work per candidate)")
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=lrs,
                      title_text="learning rate (step size)")
-    return _layout(fig, title)
+    text = (f"Spearman's ρ between fine-tuning's values and {UTILITY_TEXT}; +1 (blue) = ranks "
+            f"the candidates as the ground truth does, better. A budget of kx buys the "
+            f"full-batch steps whose gradient passes over the seed set and the candidate add up "
+            f"to k times influence's pass over the candidate (a cost model of public sizes, "
+            f"not a clock, so a seed always gives the same steps). Blank: the learning rate "
+            f"diverges.")
+    return _layout(fig, title, text)
 
 
-def price_bars(prices: pd.DataFrame) -> go.Figure:
-    """Draw a bar of price per candidate coloured by kind, with utility markers if present."""
+def price_bars(prices: pd.DataFrame, threshold: float | None = None) -> go.Figure:
+    """Draw a bar of price per candidate coloured by kind, and on a second axis (nats) the
+    appraised value, the utility (ground truth) and the pricing threshold as a dashed line.
+
+    ``threshold`` (nats of predicted test-loss reduction; default: the frame's threshold
+    column) is where payment starts: price = rate * (value - threshold), floored.
+    """
     _require(prices, ["candidate", "kind", "level", "price"], "price_bars")
+    if threshold is None:
+        threshold = _one_value(prices, "threshold", "price_bars")
     rows = prices.sort_values(["kind", "level", "candidate"], kind="stable")
     order = [str(c) for c in rows["candidate"]]
-    has_utility = "utility" in rows.columns
+    has_value, has_utility = "value" in rows.columns, "utility" in rows.columns
     has_accepted = "accepted" in rows.columns
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     kinds = list(dict.fromkeys(rows["kind"]))
@@ -470,9 +714,11 @@ def price_bars(prices: pd.DataFrame) -> go.Figure:
         k = rows[rows["kind"] == kind]
         hover = [("level", ":.3g")]
         custom = [k["level"].to_numpy(float)]
-        if has_utility:
-            hover.append(("utility (nats)", ":.4g"))
-            custom.append(k["utility"].to_numpy(float))
+        for column, label in (("value", "value (nats)"), ("utility", "utility (ground truth, "
+                                                                     "nats)")):
+            if column in k.columns:
+                hover.append((label, ":.4g"))
+                custom.append(k[column].to_numpy(float))
         marker: dict[str, object] = {"color": colours[kind]}
         accepted_text = ""
         if has_accepted:
@@ -487,27 +733,171 @@ def price_bars(prices: pd.DataFrame) -> go.Figure:
             legendgroup=kind, marker=marker, customdata=_columns(custom),
             hovertemplate=f"candidate %{{x}} ({kind})<br>price %{{y:.4g}}{lines}"
                           f"{accepted_text}<extra></extra>"), secondary_y=False)
+    if has_value:
+        fig.add_trace(go.Scatter(
+            x=order, y=rows["value"].to_numpy(float), mode="markers", name="value",
+            marker={"color": APPRAISER_COLOURS["influence"], "symbol": "circle", "size": 8},
+            hovertemplate="candidate %{x}<br>value %{y:.4g} nats<extra></extra>"),
+            secondary_y=True)
     if has_utility:
         fig.add_trace(go.Scatter(
-            x=order, y=rows["utility"].to_numpy(float), mode="markers", name="utility",
-            marker={"color": UTILITY_COLOUR, "symbol": "diamond", "size": 8},
-            hovertemplate="candidate %{x}<br>utility %{y:.4g} nats<extra></extra>"),
+            x=order, y=rows["utility"].to_numpy(float), mode="markers",
+            name="utility (ground truth)",
+            marker={"color": UTILITY_COLOUR, "symbol": "diamond-open", "size": 9},
+            hovertemplate="candidate %{x}<br>utility %{y:.4g} nats (ground truth)"
+                          "<extra></extra>"), secondary_y=True)
+    if threshold is not None:
+        # A line across the whole plot on the nats axis, and a legend entry naming it (a
+        # shape has none).
+        fig.add_shape(type="line", name="threshold", xref="x domain", x0=0, x1=1, yref="y2",
+                      y0=threshold, y1=threshold,
+                      line={"color": "#D55E00", "dash": "dash", "width": 2})
+        fig.add_trace(go.Scatter(
+            x=[order[0]], y=[threshold], mode="lines", name=f"threshold {threshold:.4g} nats",
+            line={"color": "#D55E00", "dash": "dash", "width": 2}, hoverinfo="skip"),
             secondary_y=True)
-        fig.update_yaxes(title_text="utility (nats)", secondary_y=True, showgrid=False)
+    if has_value or has_utility or threshold is not None:
+        fig.update_yaxes(title_text="nats of test-loss reduction", secondary_y=True,
+                         showgrid=False, zeroline=True, tickformat=".2g")
     x_title = "candidate (sorted by kind, then level)"
     if has_accepted:
         x_title += "; hatched = not accepted"
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                      title_text=x_title)
-    fig.update_yaxes(title_text="price (currency units)", secondary_y=False)
-    # Each candidate has one bar, so stacking ("relative") keeps bars full width; "group"
-    # would reserve a slot per kind at every candidate.
-    return _layout(fig, "Prices of the candidate datasets", barmode="relative",
-                   legend=BOTTOM_LEGEND, margin={"t": 80, "b": 110})
+    fig.update_yaxes(title_text="price (currency units)", secondary_y=False, rangemode="tozero")
+    text = ("Bars: the price offered for each candidate (currency units; higher = paid more), "
+            "coloured by how the candidate was made.")
+    if has_value:
+        text += (" Dots: its appraised value, the predicted test-loss reduction (nats; higher "
+                 "= more valuable).")
+    if threshold is not None:
+        text += (f" Dashed line: the threshold ({threshold:.4g} nats); a candidate is paid "
+                 f"rate × (value − threshold) only above it, the floor below.")
+    if has_utility:
+        text += f" Open diamonds: {UTILITY_TEXT}."
+    return _layout(fig, "Prices of the candidate datasets", text, legend_rows=2,
+                   barmode="relative", margin={"t": 80})
+
+
+def _bit_order(frame: pd.DataFrame) -> tuple[list[str], pd.Series | None]:
+    """Candidates as category labels, the highest utility first when utility is known."""
+    if "utility" in frame.columns:
+        utility = frame.groupby("candidate", sort=False)["utility"].mean()
+        utility = utility.sort_values(ascending=False, kind="stable")
+        return [str(c) for c in utility.index], utility
+    return [str(c) for c in dict.fromkeys(frame["candidate"])], None
+
+
+def bit_decisions(results: pd.DataFrame, thresholds: Mapping[str, float] | None = None,
+                  title: str = "What bit mode revealed: accepted or rejected") -> go.Figure:
+    """Draw, per appraiser, which candidates its revealed bit accepted (value > its own
+    threshold), under the candidates' utility (ground truth), best candidate first.
+
+    ``value`` is the revealed bit (1 = accepted, 0 = rejected, NaN = not verified);
+    ``thresholds`` maps every appraiser to its threshold (default: the threshold column).
+    """
+    _require(results, ["candidate", "appraiser", "value", "utility"], "bit_decisions")
+    limits = _thresholds(results, thresholds, "bit_decisions")
+    bits = results["value"].dropna()
+    if not bits.isin([0.0, 1.0]).all():
+        raise ExplorerError("bit_decisions needs revealed bits (value 0 or 1); these are "
+                            "values: show them with rank_scatter.")
+    order, utility = _bit_order(results)
+    appraisers = _ordered(results["appraiser"], APPRAISER_COLOURS)
+    share = 44 * len(appraisers) / (160 + 44 * len(appraisers))  # ~44 px per appraiser
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[1 - share, share])
+    fig.add_trace(go.Bar(
+        x=order, y=utility.to_numpy(float), name="utility (ground truth)",
+        marker_color=UTILITY_COLOUR, showlegend=True,
+        hovertemplate="candidate %{x}<br>utility %{y:.4g} nats (ground truth)<extra></extra>"),
+        row=1, col=1)
+    labels = {}
+    for name in appraisers:
+        rows = results[results["appraiser"] == name]
+        accepted = int((rows["value"] == 1).sum())
+        rho = _spearman(rows["value"].fillna(0.0), rows["utility"])
+        labels[name] = (f"{name} > {limits[name]:.3g}<br>{accepted} of {len(rows)} accepted, "
+                        f"{_rho_text(rho)}")
+    for verdict, bit, symbol, colour in (("accepted", 1.0, "circle", ACCEPTED_COLOUR),
+                                         ("rejected", 0.0, "x-thin-open", REJECTED_COLOUR),
+                                         ("not verified", np.nan, "question", "#D55E00")):
+        pick = results["value"].isna() if np.isnan(bit) else results["value"] == bit
+        rows = results[pick]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[str(c) for c in rows["candidate"]], y=[labels[a] for a in rows["appraiser"]],
+            mode="markers", name=verdict,
+            marker={"symbol": symbol, "size": 13, "color": colour,
+                    "line": {"width": 2, "color": colour}},
+            customdata=np.column_stack([rows["appraiser"], rows["appraiser"].map(limits)]),
+            hovertemplate=f"candidate %{{x}}<br>%{{customdata[0]}}: {verdict} (threshold "
+                          f"%{{customdata[1]:.4g}})<extra></extra>"), row=2, col=1)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    fig.update_xaxes(title_text="candidate (highest utility first)", row=2, col=1)
+    fig.update_yaxes(title_text="utility (nats)", row=1, col=1)
+    fig.update_yaxes(type="category", categoryorder="array",
+                     categoryarray=[labels[a] for a in appraisers][::-1], row=2, col=1)
+    text = (f"Top: {UTILITY_TEXT}, best candidate first. Bottom: for each appraiser, the one "
+            f"bit that was revealed per candidate, value > that appraiser's own threshold "
+            f"(accepted, filled) or not (rejected, cross). Thresholds differ per appraiser "
+            f"because their values are on different scales. Better = the accepted candidates "
+            f"sit at the left, where utility is highest. {TIES_TEXT}")
+    return _layout(fig, title, text, legend_rows=1, plot_px=260 + 44 * len(appraisers),
+                   margin={"t": 70, "l": 190})
+
+
+def flat_price_bars(prices: pd.DataFrame, thresholds: Mapping[str, float] | None = None,
+                    title: str = "Flat prices from revealed bits") -> go.Figure:
+    """Draw the flat price each appraiser's bit buys per candidate (flat if accepted, the
+    floor otherwise), grouped by candidate, best utility first when utility is known.
+
+    ``thresholds`` maps every appraiser to its threshold (default: the threshold column); the
+    legend shows each.
+    """
+    _require(prices, ["candidate", "appraiser", "price", "accepted"], "flat_price_bars")
+    limits = _thresholds(prices, thresholds, "flat_price_bars")
+    order, utility = _bit_order(prices)
+    appraisers = _ordered(prices["appraiser"], APPRAISER_COLOURS)
+    colours = _colours(appraisers, APPRAISER_COLOURS)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for name in appraisers:
+        rows = prices[prices["appraiser"] == name]
+        accepted = rows["accepted"].fillna(False).astype(bool).to_numpy()
+        fig.add_trace(go.Bar(
+            x=[str(c) for c in rows["candidate"]], y=rows["price"].to_numpy(float),
+            name=f"{name} (threshold {limits[name]:.3g}): {accepted.sum()} of {len(rows)} "
+                 f"bought",
+            marker={"color": colours[name],
+                    "pattern": {"shape": ["" if a else "/" for a in accepted]}},
+            hovertemplate=f"candidate %{{x}}<br>{name}: price %{{y:.4g}}<extra></extra>"),
+            secondary_y=False)
+    if utility is not None:
+        fig.add_trace(go.Scatter(
+            x=order, y=utility.to_numpy(float), mode="markers", name="utility (ground truth)",
+            marker={"color": UTILITY_COLOUR, "symbol": "diamond-open", "size": 9},
+            hovertemplate="candidate %{x}<br>utility %{y:.4g} nats (ground truth)"
+                          "<extra></extra>"), secondary_y=True)
+        fig.update_yaxes(title_text="utility (nats, ground truth)", secondary_y=True,
+                         showgrid=False)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                     title_text="candidate" + (" (highest utility first)" if utility is not None
+                                               else ""))
+    fig.update_yaxes(title_text="price (currency units)", secondary_y=False, rangemode="tozero")
+    text = ("Bars: what each appraiser's revealed bit pays for each candidate: the flat price "
+            "when value > that appraiser's own threshold (accepted), the floor otherwise "
+            "(hatched). The bit says yes or no, never how much, so every accepted candidate "
+            "gets the same price: they tie, as the rejected do.")
+    if utility is not None:
+        text += (f" Open diamonds: {UTILITY_TEXT}; better = money goes to the candidates on the "
+                 f"left.")
+    return _layout(fig, title, text, legend_rows=2, barmode="group", margin={"t": 70})
 
 
 def paper_comparison_bars(frame: pd.DataFrame, title: str = "Ours beside the paper") -> go.Figure:
-    """Our mean (with a ±1 sd error bar) beside the paper's figure, one pair of bars per setting.
+    """Our mean Spearman rho with utility (±1 sd error bar) beside the paper's figure, one pair
+    of bars per setting; higher is better.
 
     Columns: setting, mean, sd, paper_mean, and optionally paper_sd.
     """
@@ -523,7 +913,10 @@ def paper_comparison_bars(frame: pd.DataFrame, title: str = "Ours beside the pap
                                                        "visible": True})
     fig.update_yaxes(title_text="Spearman ρ with utility")
     fig.update_xaxes(title_text="setting")
-    return _layout(fig, title, barmode="group")
+    text = (f"Mean Spearman's ρ over runs between the appraised values and {UTILITY_TEXT}, "
+            f"±1 sd, ours beside the paper's; +1 = ranks the candidates as the ground truth "
+            f"does, higher is better.")
+    return _layout(fig, title, text, barmode="group")
 
 
 def placeholder(message: str) -> go.Figure:
@@ -533,7 +926,8 @@ def placeholder(message: str) -> go.Figure:
                        yref="paper", font={"size": 14, "color": "#777777"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, "")
+    return _layout(fig, "", "Nothing is plotted yet: the figure appears here once there is a "
+                   "result.", axis_px=20)
 
 
 def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:

@@ -12,12 +12,19 @@ from explorer.experiments import (
     RESULT_COLUMNS,
     acquisition_curves,
     appraise_market,
+    bit_appraisers,
+    bit_prices,
+    finetune_budgets,
     finetune_grid,
+    finetune_steps,
+    market_acquisition,
     market_utilities,
+    own_data_thresholds,
     repeated_rank_correlations,
     runtime_breakdown,
 )
 from explorer.market import make_market
+from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
@@ -37,17 +44,106 @@ def test_acquisition_curve_starts_at_the_seed_models_test_loss():
     for run in (0, 1):
         start = fit_seed_model(load_task("wdbc", seed=run)).test_loss
         first = frame[(frame.run == run) & (frame["round"] == 0)]
-        assert np.allclose(first.test_loss, start) and (first.loss_change == 0).all()
+        assert np.allclose(first.test_loss, start) and (first.loss_reduction == 0).all()
         for _, curve in frame[frame.run == run].groupby("strategy"):
             picked = curve.candidate[curve["round"] > 0]
             assert picked.is_unique  # acquired without replacement
-    random_best = frame[frame.strategy == "random"].groupby("run").normalised_change.min()
-    assert ((random_best == -1) | (random_best >= 0)).all()
+        seed_loss = first.test_loss.iloc[0]
+        rows = frame[frame.run == run]
+        # reduction = seed loss - current loss (positive = better), on the seed loss' scale
+        np.testing.assert_allclose(rows.loss_reduction, seed_loss - rows.test_loss)
+        np.testing.assert_allclose(rows.relative_reduction, rows.loss_reduction / seed_loss)
 
 
 def test_acquisition_rejects_more_rounds_than_candidates():
     with pytest.raises(ExplorerError, match="rounds"):
         acquisition_curves("wdbc", "none", 3, 10, 0.0, rounds=4, runs=1)
+    with pytest.raises(ExplorerError, match="strategies"):
+        acquisition_curves("wdbc", "none", 3, 10, 0.0, rounds=2, runs=1,
+                           strategies=("influence", "best"))
+
+
+def test_buying_by_utility_beats_random_and_reads_higher(wdbc, wdbc_seed):
+    """On a small real market the oracle (buying by utility) reduces the test loss more than
+    random buying: with reductions, the better strategy has the higher curve."""
+    market = make_market(wdbc, "label-noise", 10, 30, 0.5, seed=3)
+    frame = market_acquisition(wdbc_seed, market, rounds=3, random_orders=4, oracle=True)
+    assert list(frame.columns) == ACQUISITION_COLUMNS
+    assert sorted(frame.run[frame.strategy == "random"].unique()) == [0, 1, 2, 3]
+    mean = frame.groupby(["strategy", "round"]).relative_reduction.mean()
+    for r in (1, 2, 3):
+        assert mean["oracle", r] > mean["random", r]
+    # round 1 of the oracle buys the best candidate: its reduction is the highest utility
+    best = market_utilities(wdbc_seed, market).utility.max()
+    oracle = frame[(frame.strategy == "oracle") & (frame["round"] == 1)]
+    assert oracle.loss_reduction.iloc[0] == pytest.approx(best, rel=1e-6, abs=1e-9)
+    assert best > 0
+
+
+def test_finetune_steps_is_a_function_of_public_sizes():
+    assert finetune_steps(16, 600, 740) == round(16 * 740 / 1340) == 9
+    assert finetune_steps(4, 600, 200) == 1 and finetune_steps(1, 600, 200) == 1  # at least 1
+    assert finetune_steps(16, 600, 200) == 4
+    with pytest.raises(ExplorerError, match="positive"):
+        finetune_steps(0, 600, 200)
+
+
+def test_finetune_budgets_ignore_the_clock(wdbc, wdbc_seed, monkeypatch):
+    """Table 1's steps and rhos are the same whatever the clock says (a loaded machine, a
+    faster one): two runs under clocks of different speeds give identical frames."""
+    import time
+
+    market = make_market(wdbc, "label-noise", 5, 30, 1.0, 0.2, seed=0)
+    truth = market_utilities(wdbc_seed, market)
+    frames = []
+    for speed in (1.0, 37.0):
+        ticks = iter(np.cumsum(np.random.default_rng(int(speed)).uniform(0, speed, 10**6)))
+        monkeypatch.setattr(time, "perf_counter", lambda ticks=ticks: float(next(ticks)))
+        frames.append(finetune_budgets(wdbc_seed, market, truth, lrs=(0.1,),
+                                       budgets=(1, 4, 16)))
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert frames[0].steps.tolist() == [finetune_steps(b, wdbc_seed.n_seed, 30)
+                                        for b in (1, 4, 16)]
+    with pytest.raises(ExplorerError, match="one size"):
+        finetune_budgets(wdbc_seed, [*market, make_market(wdbc, "none", 1, 20)[0]], truth)
+
+
+def test_own_data_thresholds_per_appraiser(wdbc_seed):
+    config = AppraiserConfig(names=("influence", "gradient-norm"))
+    thresholds = own_data_thresholds(wdbc_seed, config, size=30, samples=200)
+    assert set(thresholds) == {"influence", "gradient-norm"}
+    # different scales: one number could not serve both
+    assert thresholds["gradient-norm"] > 10 * abs(thresholds["influence"])
+    # influence's agrees with pricing's exact own-data baseline (mean + 3 sd)
+    exact = PricingRule.calibrated(wdbc_seed, 30, rate=1.0).threshold
+    assert thresholds["influence"] == pytest.approx(exact, rel=0.2)
+    assert own_data_thresholds(wdbc_seed, config, 30, samples=5) == \
+        own_data_thresholds(wdbc_seed, config, 30, samples=5)
+
+
+def test_bit_appraisers_take_each_its_threshold():
+    config = AppraiserConfig(names=("influence", "gradient-norm"), backend="crypten",
+                             provider="TFP")
+    built = bit_appraisers(config, {"influence": 0.05, "gradient-norm": 9.0})
+    assert [(a.name, a.mpc.reveal, a.mpc.threshold) for a in built] == [
+        ("influence", "bit", 0.05), ("gradient-norm", "bit", 9.0)]
+    with pytest.raises(ExplorerError, match="gradient-norm"):
+        bit_appraisers(config, {"influence": 0.05})
+    with pytest.raises(ExplorerError, match="crypten"):
+        bit_appraisers(config.with_(backend="plaintext"), {"influence": 0.05,
+                                                           "gradient-norm": 9.0})
+
+
+def test_bit_prices_are_flat():
+    results = pd.DataFrame({"candidate": [0, 1, 2, 0], "appraiser": ["influence"] * 3 + ["x"],
+                            "value": [1.0, 0.0, np.nan, 1.0]})
+    priced = bit_prices(results, flat=50.0, floor=2.0, thresholds={"influence": 0.1, "x": 3.0})
+    assert priced.accepted.tolist() == [True, False, False, True]  # NaN: not verified
+    assert priced.price.tolist() == [50.0, 2.0, 2.0, 50.0]
+    assert priced.threshold.tolist() == [0.1, 0.1, 0.1, 3.0]
+    with pytest.raises(ExplorerError, match="x"):
+        bit_prices(results, flat=50.0, thresholds={"influence": 0.1})
 
 
 def test_runtime_breakdown_sums_the_market(wdbc, wdbc_seed):

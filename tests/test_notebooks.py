@@ -64,3 +64,34 @@ def test_notebook_executes_without_errors(name, tmp_path):
     else:
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                    for o in displayed)
+
+
+@pytest.mark.parametrize("name", ("tutorial", "reproduce_paper"))
+def test_notebooks_with_figures_set_the_html_renderer(name):
+    """A notebook that shows plotly figures sets plots.use_notebook_renderer() before them, or
+    its HTML export has no figure."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    first = next(i for i, source in enumerate(code) if "use_notebook_renderer()" in source)
+    assert not any("plotly_mimetype\"" in source for source in code)  # the mimetype alone
+    assert all("plots." not in source or i >= first for i, source in enumerate(code))
+
+
+def test_html_export_keeps_the_figures(tmp_path):
+    """Executed and exported like `jupyter nbconvert --to html --execute`, a notebook that
+    calls use_notebook_renderer keeps its plotly figure (a div and plotly.js, inlined)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                              "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("from explorer import plots\n"
+                                          "plots.use_notebook_renderer();"),
+                nbformat.v4.new_code_cell("plots.placeholder('a figure kept in HTML')")]
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120)
+    with patched_environ(isolated_env(tmp_path)):
+        client.execute()
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert html.count('class="plotly-graph-div"') == 1
+    assert "Plotly.newPlot" in html and "a figure kept in HTML" in html
+    assert "plotly.js v" in html  # inlined: the export draws offline

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 from scipy import stats
 
@@ -59,7 +60,7 @@ def test_rank_scatter_ranks_rho_and_colour(results):
     assert title_of(fig) == f"influence vs utility: {expected_rho(kept['value'], kept['utility'])}"
     assert "rank of utility" in fig.layout.xaxis.title.text
     assert "rank of influence value" in fig.layout.yaxis.title.text
-    assert fig.layout.height == plots.HEIGHT
+    assert fig.layout.height > plots.HEIGHT  # the plot area's height plus the caption's
     assert fig.layout.template.layout.paper_bgcolor is not None  # a template is applied
     for field in ("candidate", "run", "level", "value", "utility"):
         assert f"{field}:" in trace.hovertemplate or f"{field} (" in trace.hovertemplate
@@ -107,27 +108,30 @@ def curves():
     rng = np.random.default_rng(1)
     rows = []
     for run in range(4):
-        for strategy, slope in (("influence", -0.2), ("random", -0.05)):
+        for strategy, slope in (("influence", 0.2), ("random", 0.05)):
             for rnd in range(6):
                 change = 0.0 if rnd == 0 else slope * rnd + rng.normal(0, 0.05)
                 rows.append({"run": run, "strategy": strategy, "round": rnd,
-                             "normalised_change": change})
+                             "relative_reduction": change})
     return pd.DataFrame(rows)
 
 
 def test_acquisition_curves_mean_lines_and_sd_bands(curves):
     fig = plots.acquisition_curves(curves)
     assert title_of(fig) == "Greedy acquisition by influence vs random"
-    assert fig.layout.xaxis.title.text == "round (datasets acquired)"
-    assert fig.layout.yaxis.title.text == "normalised test-loss change"
+    assert fig.layout.xaxis.title.text == "round (candidates acquired)"
+    assert fig.layout.yaxis.title.text == ("test-loss reduction (% of the seed model's test "
+                                           "loss)")
+    assert "Higher is better" in plots.caption(fig)
     lines = [t for t in fig.data if t.showlegend is not False]
     bands = [t for t in fig.data if t.fill == "toself"]
-    assert [t.name for t in lines] == ["influence", "random"]
+    assert [t.name for t in lines] == ["greedy by influence", "random"]
     assert len(bands) == 2 and all(t.showlegend is False for t in bands)
     for line, band in zip(lines, bands, strict=True):
-        values = np.array([curves[(curves["strategy"] == line.name) & (curves["round"] == r)]
-                           ["normalised_change"].to_numpy() for r in range(6)])  # rounds x runs
-        mean, sd = values.mean(axis=1), values.std(axis=1, ddof=1)
+        strategy = line.legendgroup
+        values = np.array([curves[(curves["strategy"] == strategy) & (curves["round"] == r)]
+                           ["relative_reduction"].to_numpy() for r in range(6)])  # rounds x runs
+        mean, sd = 100 * values.mean(axis=1), 100 * values.std(axis=1, ddof=1)  # percent
         assert "lines" in line.mode and "markers" in line.mode
         np.testing.assert_array_equal(line.x, np.arange(6))
         np.testing.assert_allclose(line.y, mean)
@@ -135,11 +139,22 @@ def test_acquisition_curves_mean_lines_and_sd_bands(curves):
         np.testing.assert_allclose(band_y[:6], mean + sd)
         np.testing.assert_allclose(band_y[6:], (mean - sd)[::-1])
         np.testing.assert_array_equal(band.x, np.r_[np.arange(6), np.arange(6)[::-1]])
-        colour = plots.APPRAISER_COLOURS[line.name]
+        colour = plots.APPRAISER_COLOURS[strategy]
         assert line.line.color == colour
         rgb = ", ".join(str(int(colour[i:i + 2], 16)) for i in (1, 3, 5))
         assert band.fillcolor == f"rgba({rgb}, 0.2)"
     assert sd[1:].min() > 0  # the bands have width
+    # higher is better: the strategy that reduces the loss more is drawn above
+    influence, random = lines
+    assert np.all(np.asarray(influence.y)[1:] > np.asarray(random.y)[1:])
+
+
+def test_acquisition_curves_oracle_is_dashed_and_named_ground_truth(curves):
+    oracle = curves[curves["strategy"] == "influence"].assign(strategy="oracle")
+    fig = plots.acquisition_curves(pd.concat([curves, oracle]))
+    (line,) = [t for t in fig.data if t.legendgroup == "oracle" and t.showlegend is not False]
+    assert line.line.dash == "dash" and "ground truth" in line.name
+    assert "only a simulation can know this" in plots.caption(fig)
 
 
 # --- runtime_bars -----------------------------------------------------------------------------
@@ -156,14 +171,15 @@ def breakdown():
     })
 
 
-def test_runtime_bars_log_axis_facets_and_parts(breakdown):
+def test_runtime_bars_linear_axis_labels_facets_and_parts(breakdown):
     fig = plots.runtime_bars(breakdown)
     axes = [fig.layout[k] for k in fig.layout if k.startswith("yaxis")]
-    assert len(axes) == 2 and all(a.type == "log" for a in axes)
-    assert fig.layout.yaxis.title.text == "seconds (log scale)"
+    assert len(axes) == 2 and all(a.type in (None, "linear") for a in axes)
+    assert fig.layout.yaxis.title.text == "seconds"
+    assert fig.layout.yaxis.range[1] > 6.16  # room above the tallest bar for its label
     assert fig.layout.barmode == "group"
     assert all(t.type == "bar" for t in fig.data)
-    # plaintext panel: only a plaintext part (0 s cannot be drawn on a log axis)
+    # plaintext panel: only a plaintext part (no empty encrypted bars labelled 0 s)
     by_panel = {}
     for t in fig.data:
         by_panel.setdefault(t.xaxis, []).append(t)
@@ -174,18 +190,28 @@ def test_runtime_bars_log_axis_facets_and_parts(breakdown):
     np.testing.assert_allclose(encrypted.y, [0.19, 0.55, 6.16])
     np.testing.assert_allclose(np.asarray(encrypted.customdata, float)[:, 0], [2.3, 2.4, 108.8])
     np.testing.assert_allclose(np.asarray(encrypted.customdata, float)[:, 1], [105, 293, 3513])
-    assert "MB" in encrypted.hovertemplate and "rounds" in encrypted.hovertemplate
+    assert list(encrypted.text) == ["0.19 s", "0.55 s", "6.16 s"]  # readable however short
+    assert encrypted.textposition == "outside"
+    assert "sent on the wire" in encrypted.hovertemplate
+    assert "rounds on the critical path" in encrypted.hovertemplate
+    # the encrypted panel names each appraiser's communication under it; plaintext sends none
+    assert list(fig.layout.xaxis2.ticktext) == ["influence<br>2.3 MB sent<br>105 rounds",
+                                                "gradient-norm<br>2.4 MB sent<br>293 rounds",
+                                                "finetune<br>109 MB sent<br>3513 rounds"]
+    assert fig.layout.xaxis.ticktext is None
+    assert "bytes sent on the wire" in plots.caption(fig)
     assert encrypted.marker.color != by_panel["x2"][0].marker.color
     assert [t.showlegend for t in fig.data] == [True, False, True]
-    titles = [a.text for a in fig.layout.annotations]
+    titles = [a.text for a in fig.layout.annotations if a.name != "caption"]
     assert titles == ["backend: plaintext", "backend: crypten"]
 
 
 def test_runtime_bars_sums_shares_and_works_without_costs(breakdown):
     shares = pd.concat([breakdown, breakdown]).drop(columns=["bytes", "rounds"])
     fig = plots.runtime_bars(shares[shares["backend"] == "crypten"])
-    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    assert len(fig.data) == 2
     np.testing.assert_allclose(fig.data[1].y, [0.38, 1.10, 12.32])
+    assert fig.layout.xaxis.ticktext is None and "on the wire" not in plots.caption(fig)
     assert fig.data[1].customdata is None and "MB" not in fig.data[1].hovertemplate
     assert "crypten" in title_of(fig)
 
@@ -250,8 +276,9 @@ def norms():
 def test_gradient_norm_panels_secondary_axes_and_rho(norms):
     fig = plots.gradient_norm_panels(norms)
     assert len(fig.data) == 4
-    assert [t.name for t in fig.data] == ["gradient norm", "utility"] * 2
-    titles = [a.text for a in fig.layout.annotations]
+    assert [t.name for t in fig.data] == ["gradient norm", "utility (ground truth)"] * 2
+    assert "surprises the model, not how much it helps" in plots.caption(fig)
+    titles = [a.text for a in fig.layout.annotations if a.name != "caption"]
     for k, panel in enumerate(["MNIST label noise", "class imbalance"]):
         rows = norms[norms["panel"] == panel]
         value, utility = fig.data[2 * k], fig.data[2 * k + 1]
@@ -264,7 +291,7 @@ def test_gradient_norm_panels_secondary_axes_and_rho(norms):
         np.testing.assert_allclose(utility.y, rows["utility"].to_numpy()[order])
         assert titles[k] == f"{panel}: {expected_rho(rows['value'], rows['utility'])}"
     assert fig.layout.yaxis.title.text.startswith("gradient norm")
-    assert fig.layout.yaxis4.title.text == "utility (nats)"
+    assert fig.layout.yaxis4.title.text == "utility (nats, ground truth)"
     assert [t.showlegend for t in fig.data] == [True, True, False, False]
 
 
@@ -302,11 +329,12 @@ def prices():
     levels = [0.4, 0.0, 0.2, 0.1, 0.6, 0.0, 0.25]
     return pd.DataFrame({"candidate": range(7), "kind": kinds, "level": levels,
                          "price": rng.uniform(1, 10, 7), "utility": rng.normal(0, 0.1, 7),
+                         "value": rng.normal(0, 0.1, 7), "threshold": 0.05,
                          "accepted": [True, False, True, True, False, True, False]})
 
 
 def test_price_bars_order_colours_and_utility(prices):
-    fig = plots.price_bars(prices)
+    fig = plots.price_bars(prices.drop(columns="threshold"))
     assert title_of(fig) == "Prices of the candidate datasets"
     bars = [t for t in fig.data if t.type == "bar"]
     assert [t.name for t in bars] == ["imbalance", "label-noise", "none"]
@@ -318,14 +346,28 @@ def test_price_bars_order_colours_and_utility(prices):
             assert y == pytest.approx(prices.loc[int(x), "price"])
     label_noise = bars[1]
     assert list(label_noise.marker.pattern.shape) == ["", "/", ""]  # candidates 3, 6, 0
-    (utility,) = [t for t in fig.data if t.type == "scatter"]
-    assert utility.yaxis == "y2" and utility.name == "utility"
+    value, utility = [t for t in fig.data if t.type == "scatter"]
+    assert utility.yaxis == value.yaxis == "y2" and utility.name == "utility (ground truth)"
     np.testing.assert_allclose(utility.y, prices.loc[[2, 4, 3, 6, 0, 1, 5], "utility"])
-    assert fig.layout.yaxis2.title.text == "utility (nats)"
+    np.testing.assert_allclose(value.y, prices.loc[[2, 4, 3, 6, 0, 1, 5], "value"])
+    assert fig.layout.yaxis2.title.text == "nats of test-loss reduction"
+    assert not [s for s in fig.layout.shapes if s.name == "threshold"]  # none given
+
+
+def test_price_bars_draw_the_threshold_on_the_value_axis(prices):
+    for fig in (plots.price_bars(prices), plots.price_bars(prices.drop(columns="threshold"),
+                                                           threshold=0.05)):
+        (line,) = [s for s in fig.layout.shapes if s.name == "threshold"]
+        assert line.yref == "y2" and line.y0 == line.y1 == 0.05
+        assert (line.xref, line.x0, line.x1) == ("x domain", 0, 1)  # across the whole plot
+        assert any(t.name == "threshold 0.05 nats" for t in fig.data)  # named in the legend
+        assert "threshold (0.05 nats)" in plots.caption(fig)
+    with pytest.raises(ExplorerError, match="one value"):
+        plots.price_bars(prices.assign(threshold=np.arange(7.0)))
 
 
 def test_price_bars_without_optional_columns(prices):
-    fig = plots.price_bars(prices.drop(columns=["utility", "accepted"]))
+    fig = plots.price_bars(prices.drop(columns=["utility", "accepted", "value", "threshold"]))
     assert all(t.type == "bar" for t in fig.data) and len(fig.data) == 3
     assert all(t.marker.pattern.shape is None for t in fig.data)
 
@@ -336,7 +378,7 @@ def test_price_bars_without_optional_columns(prices):
     (plots.rank_scatter, pd.DataFrame({"candidate": [0], "level": [0.0], "appraiser": ["a"]}),
      ["utility", "value"]),
     (plots.acquisition_curves, pd.DataFrame({"run": [0], "round": [0]}),
-     ["strategy", "normalised_change"]),
+     ["strategy", "relative_reduction"]),
     (plots.runtime_bars, pd.DataFrame({"appraiser": ["a"], "backend": ["crypten"],
                                        "plaintext_seconds": [1.0]}), ["private_seconds"]),
     (plots.finetune_grid_heatmaps, pd.DataFrame({"epochs": [1], "spearman": [0.1]}),
@@ -388,3 +430,163 @@ def test_write_html_refuses_a_missing_directory_and_non_figures(tmp_path):
     with pytest.raises(ExplorerError, match="Figure"):
         plots.write_html({"data": []}, tmp_path / "f.html")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- captions ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def bits():
+    """Bit-mode results: 6 candidates, two appraisers on different scales, each its threshold."""
+    utility = [0.3, -0.2, 0.1, 0.5, -0.4, 0.0]
+    rows = []
+    for appraiser, threshold, accepted in (("influence", 0.02, [1, 0, 1, 1, 0, 0]),
+                                           ("gradient-norm", 9.1, [0, 1, 0, 0, 1, 1])):
+        for candidate, (u, bit) in enumerate(zip(utility, accepted, strict=True)):
+            rows.append({"candidate": candidate, "appraiser": appraiser, "value": float(bit),
+                         "utility": u, "threshold": threshold, "accepted": bool(bit),
+                         "price": 50.0 if bit else 0.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def figures(results, curves, breakdown, grid, norms, prices, bits):
+    """Every figure function's output, by function name."""
+    leak = pd.DataFrame({"attacker": ["data-owner"] * 3, "reveal": "value", "defence": "none",
+                         "queries": [1, 10, 100], "relative_error": [1.0, 0.1, 1e-7]})
+    budget = pd.DataFrame({"lr": [0.1, 0.1], "budget": [1, 4], "steps": [1, 2],
+                           "spearman": [0.5, 0.9]})
+    paper = pd.DataFrame({"setting": ["none"], "mean": [0.8], "sd": [0.1], "paper_mean": [0.88]})
+    return {
+        "rank_scatter": plots.rank_scatter(results),
+        "correlation_table": plots.correlation_table(results),
+        "acquisition_curves": plots.acquisition_curves(curves),
+        "leakage_curves": plots.leakage_curves(leak),
+        "runtime_bars": plots.runtime_bars(breakdown),
+        "finetune_grid_heatmaps": plots.finetune_grid_heatmaps(grid),
+        "gradient_norm_panels": plots.gradient_norm_panels(norms),
+        "budget_heatmap": plots.budget_heatmap(budget),
+        "price_bars": plots.price_bars(prices),
+        "bit_decisions": plots.bit_decisions(bits),
+        "flat_price_bars": plots.flat_price_bars(bits),
+        "paper_comparison_bars": plots.paper_comparison_bars(paper),
+        "placeholder": plots.placeholder("Press Run to appraise the market."),
+    }
+
+
+def test_every_figure_function_is_covered(figures):
+    """A new figure function must join the caption checks below."""
+    made = {name for name, f in vars(plots).items() if callable(f) and not name.startswith("_")
+            and getattr(f, "__module__", "") == plots.__name__
+            and f.__annotations__.get("return") == "go.Figure"}
+    assert made == set(figures)
+
+
+def test_every_figure_carries_its_caption_under_the_plot(figures, tmp_path):
+    for name, fig in figures.items():
+        text = plots.caption(fig)
+        assert len(text) > 10, name
+        (note,) = [a for a in fig.layout.annotations if a.name == "caption"]
+        assert note.text.replace("<br>", " ") == " ".join(text.split()), name  # wrapped only
+        assert note.yref == "paper" and note.y == 0 and note.yshift < 0, name  # below the plot
+        # the bottom margin holds the axis, the legend and every caption line
+        lines = note.text.count("<br>") + 1
+        assert fig.layout.margin.b >= lines * plots.CAPTION_LINE_PX, name
+        assert all(len(line) <= plots.CAPTION_CHARS for line in note.text.split("<br>")), name
+        html = plots.write_html(fig, tmp_path / f"{name}.html").read_text(encoding="utf-8")
+        # the caption's first plain-ASCII words (the HTML escapes ρ, quotes and the like)
+        words = re.match(r"[A-Za-z0-9 ,:;()=+-]*", note.text).group(0)
+        assert len(words) >= 8 and words in html, name
+    assert plots.caption(go.Figure()) == ""
+
+
+def test_captions_say_which_way_is_better(figures):
+    for name in ("rank_scatter", "correlation_table", "acquisition_curves",
+                 "finetune_grid_heatmaps", "budget_heatmap", "paper_comparison_bars"):
+        assert "better" in plots.caption(figures[name]), name
+    for name in ("runtime_bars", "leakage_curves"):
+        assert "lower" in plots.caption(figures[name]).lower(), name
+
+
+def test_utility_is_ground_truth_wherever_it_appears(figures):
+    for name in ("rank_scatter", "correlation_table", "finetune_grid_heatmaps",
+                 "gradient_norm_panels", "budget_heatmap", "price_bars", "bit_decisions",
+                 "flat_price_bars", "paper_comparison_bars"):
+        assert plots.GROUND_TRUTH in plots.caption(figures[name]), name
+    assert plots.GROUND_TRUTH in figures["rank_scatter"].layout.xaxis.title.text
+
+
+def test_gradient_norm_sign_is_explained_in_scatter_and_table(results):
+    frame = results.replace({"appraiser": {"finetune": "gradient-norm"}})
+    fig = plots.rank_scatter(frame, appraiser="gradient-norm")
+    assert plots.GRADIENT_NORM_TEXT in plots.caption(fig)
+    assert plots.GRADIENT_NORM_TEXT not in plots.caption(plots.rank_scatter(frame))
+    table = plots.correlation_table(frame)
+    assert plots.GRADIENT_NORM_TEXT in plots.caption(table)
+    appraisers, rhos, readings = table.data[0].cells["values"]
+    assert list(appraisers) == ["influence", "gradient-norm"]
+    assert "surprise, not helpfulness" in readings[1]
+    kept = frame[frame["appraiser"] == "gradient-norm"]
+    assert rhos[1] == f"{stats.spearmanr(kept['value'], kept['utility']).statistic:+.3f}"
+
+
+def test_rank_scatter_explains_tied_ranks_of_bits(results):
+    as_bits = results.assign(value=(results["value"] > 0).astype(float))
+    assert plots.TIES_TEXT in plots.caption(plots.rank_scatter(as_bits))
+    assert plots.TIES_TEXT not in plots.caption(plots.rank_scatter(results))
+
+
+# --- bit mode ---------------------------------------------------------------------------------
+
+def test_bit_decisions_per_appraiser_thresholds_and_order(bits):
+    fig = plots.bit_decisions(bits)
+    utility, accepted, rejected = fig.data
+    assert utility.type == "bar" and "ground truth" in utility.name
+    assert list(utility.x) == ["3", "0", "2", "5", "1", "4"]  # highest utility first
+    labels = list(fig.layout.yaxis2.categoryarray)
+    assert labels[1].startswith("influence > 0.02<br>3 of 6 accepted")
+    assert labels[0].startswith("gradient-norm > 9.1<br>3 of 6 accepted")
+    # influence accepted exactly candidates 0, 2 and 3; gradient-norm 1, 4 and 5
+    got = {(x, y.split(" >")[0]) for x, y in zip(accepted.x, accepted.y, strict=True)}
+    assert got == {("0", "influence"), ("2", "influence"), ("3", "influence"),
+                   ("1", "gradient-norm"), ("4", "gradient-norm"), ("5", "gradient-norm")}
+    assert len(rejected.x) == 6 and accepted.name == "accepted" and rejected.name == "rejected"
+    assert plots.TIES_TEXT in plots.caption(fig)
+    # the same from an argument instead of the column
+    again = plots.bit_decisions(bits.drop(columns="threshold"),
+                                {"influence": 0.02, "gradient-norm": 9.1})
+    assert list(again.layout.yaxis2.categoryarray) == labels
+
+
+def test_bit_views_refuse_one_missing_threshold_and_values(bits):
+    with pytest.raises(ExplorerError, match=r"threshold per appraiser.*gradient-norm"):
+        plots.bit_decisions(bits.drop(columns="threshold"), {"influence": 0.02})
+    with pytest.raises(ExplorerError, match="threshold per appraiser"):
+        plots.flat_price_bars(bits.drop(columns="threshold"))
+    with pytest.raises(ExplorerError, match="bits"):
+        plots.bit_decisions(bits.assign(value=bits["value"] * 0.3))
+
+
+def test_flat_price_bars_tie_the_accepted_and_name_each_threshold(bits):
+    fig = plots.flat_price_bars(bits)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [t.name for t in bars] == ["influence (threshold 0.02): 3 of 6 bought",
+                                      "gradient-norm (threshold 9.1): 3 of 6 bought"]
+    for t in bars:
+        assert set(t.y) == {0.0, 50.0}  # one flat price: every accepted candidate ties
+        assert [s == "" for s in t.marker.pattern.shape] == [y > 0 for y in t.y]
+    (utility,) = [t for t in fig.data if t.type == "scatter"]
+    assert utility.yaxis == "y2" and list(utility.x) == ["3", "0", "2", "5", "1", "4"]
+    assert "tie" in plots.caption(fig)
+
+
+# --- notebooks --------------------------------------------------------------------------------
+
+def test_notebook_renderer_also_writes_html(prices):
+    before = pio.renderers.default
+    try:
+        assert plots.use_notebook_renderer() == pio.renderers.default
+        bundle = pio.renderers._build_mime_bundle(plots.price_bars(prices).to_dict())
+    finally:
+        pio.renderers.default = before
+    assert "application/vnd.plotly.v1+json" in bundle  # JupyterLab, Voila, VS Code
+    assert "plotly-graph-div" in bundle["text/html"]  # nbconvert --to html, nbviewer

@@ -49,3 +49,20 @@ def test_reproduce_creates_its_output_directory_and_takes_a_seed(tmp_path, capsy
     out = tmp_path / "new" / "nested"
     assert main(["reproduce", "pricing", "--quick", "--seed", "7", "--out", str(out)]) == 0
     assert (out / "pricing.csv").is_file() and (out / "pricing.html").is_file()
+
+
+def test_table1_is_the_same_for_the_same_seed():
+    """Table 1's fine-tuning budget is counted from public sizes, not timed: two runs with the
+    same seed give identical numbers, steps included."""
+    if not mnist_available():
+        pytest.skip("MNIST files are not on this machine")
+    from explorer.experiments import finetune_steps
+    from explorer.reproduce import Options, reproduce
+
+    first, second = (reproduce("table1", Options(quick=True, seed=3)) for _ in range(2))
+    pd.testing.assert_frame_equal(first.frame, second.frame)
+    assert first.headlines == second.headlines
+    n_seed = len(load_task("mnist", seed=3).X_train)
+    steps = first.frame.groupby("budget").steps.first()
+    assert steps.to_dict() == {b: finetune_steps(b, n_seed, 200) for b in steps.index}
+    assert first.headlines[1].count("steps of") == 1
