@@ -40,6 +40,7 @@ from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.appraisers.fixed_point import check_dataset, check_fixed_point, ring_limit
 from explorer.errors import ExplorerError
 from explorer.mpc.crypten_compat import load_crypten
+from explorer.mpc.wire import wire_counter
 
 MODEL_OWNER = 0
 DATA_OWNER = 1
@@ -75,8 +76,8 @@ class PartyReport:
 
     values: torch.Tensor  # (copies, B) float64 values, or 0/1 bits
     seconds: float  # encrypted computation, this party's wall time
-    bytes: int  # sent by this party
-    rounds: int  # communication rounds of this party
+    bytes: int  # payload bytes this party sent on the wire (explorer.mpc.wire)
+    rounds: int  # sequential communication rounds this party waited through
     shares: dict = field(default_factory=dict)  # tests only
 
 
@@ -154,8 +155,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         if rank == MODEL_OWNER:
             dealt = dealer.expect_deal()
 
-    comm = crypten.communicator.get()
-    comm.reset_communication_stats()
+    # one process plays both parties in simulated mode: nothing goes on a wire
+    wire = wire_counter() if world_size > 1 else None
+    if wire is not None:
+        wire.reset()
     start = time.perf_counter()
 
     # each copy of the candidates is shared afresh: a truncation failure, which depends on the
@@ -182,11 +185,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if dealt is not None:
         dealt.check_used_up()
     seconds = time.perf_counter() - start
-    stats = comm.get_communication_stats()
+    sent = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
     return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
-                       bytes=int(stats["bytes"]),
-                       rounds=int(stats["rounds"]), shares=shares)
+                       bytes=sent["bytes"], rounds=sent["rounds"], shares=shares)
 
 
 def public_settings(spec: SessionSpec) -> dict:

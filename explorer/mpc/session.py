@@ -45,9 +45,10 @@ SQRT_ITERATIONS = 12
 
 @dataclass(frozen=True)
 class SessionResult:
-    """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party),
-    bytes sent by all parties together, communication rounds (most of any party), and whole
-    wall time including process start-up."""
+    """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party);
+    bytes sent on the wire by the model owner, the data owner and the dealer, each byte counted
+    once; rounds of the critical path (the most sequential rounds of any party, see
+    explorer.mpc.wire); and whole wall time including process start-up (seconds)."""
 
     values: np.ndarray
     private_seconds: float
@@ -55,6 +56,18 @@ class SessionResult:
     rounds: int
     wall_seconds: float
     reports: tuple[PartyReport, ...]
+    dealer_bytes: int = 0  # included in bytes
+
+    @classmethod
+    def of(cls, reports: Sequence[PartyReport], dealer: dict | None,
+           wall_seconds: float) -> SessionResult:
+        """The session's result from every party's report and the dealer's wire count."""
+        dealer_bytes = int(dealer["bytes"]) if dealer else 0
+        return cls(values=reports[0].values.numpy(),
+                   private_seconds=max(r.seconds for r in reports),
+                   bytes=sum(r.bytes for r in reports) + dealer_bytes,
+                   rounds=max(r.rounds for r in reports), wall_seconds=wall_seconds,
+                   reports=tuple(reports), dealer_bytes=dealer_bytes)
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,8 @@ def _ticking(on_wait: Callable[[float, int], None] | None, stop: threading.Event
 
 
 def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
-    return MPCConfig(precision_bits=precision_bits, provider=provider, verbose=True,
+    # CrypTen's own counters stay off (verbose): explorer.mpc.wire counts what is sent
+    return MPCConfig(precision_bits=precision_bits, provider=provider,
                      sqrt_nr_iters=SQRT_ITERATIONS)
 
 
@@ -172,7 +186,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             finally:
                 stop.set()
                 ticker.join()
-            reports = (report,)
+            reports, dealer = (report,), None
             wall = time.perf_counter() - start
         else:
             # the launcher is silent while it hands the payloads to processes still importing
@@ -199,7 +213,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             finally:
                 stop.set()
                 ticker.join()
-            reports, wall = tuple(launched.results), launched.wall_s
+            reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
             from exc
@@ -208,11 +222,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
     except LaunchError as exc:
         raise ExplorerError(f"the private appraisal failed: {exc}") from exc
-    values = reports[0].values.numpy()  # (copies, B)
-    return SessionResult(values=values, private_seconds=max(r.seconds for r in reports),
-                         bytes=sum(r.bytes for r in reports),
-                         rounds=max(r.rounds for r in reports), wall_seconds=wall,
-                         reports=reports)
+    return SessionResult.of(reports, dealer, wall)
 
 
 def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
