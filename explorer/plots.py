@@ -11,8 +11,8 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
   the appraiser, with level in the closed interval ``level_range`` when given.
 - ``acquisition_curves``: run, strategy, round, normalised_change. Band: sample sd over runs
   (zero width with a single run).
-- ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes and
-  rounds. Rows with the same appraiser and backend are summed (per-candidate shares of one
+- ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
+  (sent on the wire by all parties and the dealer) and rounds (of the critical path). Rows with the same appraiser and backend are summed (per-candidate shares of one
   session add up to the session's cost).
 - ``finetune_grid_heatmaps``: batch_size (a number, or 'full', None or NaN for full batch),
   epochs, spearman, seconds. Repeated cells are averaged.
@@ -317,7 +317,8 @@ def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:
         hover_extra, custom = "", []
         for i, c in enumerate(extras):
             fmt = ":.2f} MB" if c == "bytes" else ":.0f}"
-            hover_extra += f"<br>{'sent' if c == 'bytes' else 'rounds'}: %{{customdata[{i}]{fmt}"
+            label = "sent on the wire" if c == "bytes" else "rounds (critical path)"
+            hover_extra += f"<br>{label}: %{{customdata[{i}]{fmt}"
             custom.append(rows[c].to_numpy(float))
         for column, (name, colour) in parts.items():
             seconds = rows[column].to_numpy(float)

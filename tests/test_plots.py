@@ -174,7 +174,8 @@ def test_runtime_bars_log_axis_facets_and_parts(breakdown):
     np.testing.assert_allclose(encrypted.y, [0.19, 0.55, 6.16])
     np.testing.assert_allclose(np.asarray(encrypted.customdata, float)[:, 0], [2.3, 2.4, 108.8])
     np.testing.assert_allclose(np.asarray(encrypted.customdata, float)[:, 1], [105, 293, 3513])
-    assert "MB" in encrypted.hovertemplate and "rounds" in encrypted.hovertemplate
+    assert "MB" in encrypted.hovertemplate and "sent on the wire" in encrypted.hovertemplate
+    assert "rounds (critical path)" in encrypted.hovertemplate
     assert encrypted.marker.color != by_panel["x2"][0].marker.color
     assert [t.showlegend for t in fig.data] == [True, False, True]
     titles = [a.text for a in fig.layout.annotations]

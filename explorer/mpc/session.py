@@ -259,8 +259,9 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
                        cancel: threading.Event | None) -> list[dict]:
     """One MPC session for all candidates [(X, y), ...] with the appraiser's own definition;
     per candidate its value and an even share of the sessions' cost (private seconds, bytes
-    and rounds). ``progress`` hears from the session several times a second; ``cancel`` stops
-    it. ``appraiser.session_account_`` then says who held, encrypted and learned what.
+    sent on the wire, rounds of the critical path). ``progress`` hears from the session several
+    times a second; ``cancel`` stops it. ``appraiser.session_account_`` then says who held,
+    encrypted and learned what.
 
     Verified: every value is computed twice from independent sharings. A candidate whose two
     copies disagree beyond the appraiser's tolerance, or whose value breaks a public invariant,
