@@ -400,9 +400,9 @@ def cmd_appraise(args) -> int:
     if args.backend == "crypten":
         for name, g in results.groupby("appraiser", sort=False):
             print(f"cost {name}: plaintext {g.plaintext_seconds.sum():.2f} s, encrypted "
-                  f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent on the wire, "
-                  f"{g.rounds.sum():.0f} rounds (critical path) ({args.mode}, {args.provider}, "
-                  f"{args.precision_bits} bits, reveal {args.reveal})")
+                  f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent on the "
+                  f"wire, {g.rounds.sum():.0f} rounds (critical path) ({args.mode}, "
+                  f"{args.provider}, {args.precision_bits} bits, reveal {args.reveal})")
         for appraiser in appraisers:  # who sees what (the dashboard's party lanes)
             for line in appraiser.session_account_.lines():
                 print(f"session {appraiser.name}: {line}")

@@ -12,8 +12,9 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
 - ``acquisition_curves``: run, strategy, round, normalised_change. Band: sample sd over runs
   (zero width with a single run).
 - ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
-  (sent on the wire by all parties and the dealer) and rounds (of the critical path). Rows with the same appraiser and backend are summed (per-candidate shares of one
-  session add up to the session's cost).
+  (sent on the wire by all parties and the dealer) and rounds (of the critical path). Rows
+  with the same appraiser and backend are summed (per-candidate shares of one session add up
+  to the session's cost).
 - ``finetune_grid_heatmaps``: batch_size (a number, or 'full', None or NaN for full batch),
   epochs, spearman, seconds. Repeated cells are averaged.
 - ``gradient_norm_panels``: panel, level, utility, value (the gradient-norm appraisal).
