@@ -11,6 +11,13 @@ from explorer.appraisers import make_appraiser
 from explorer.market import make_market
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import run_parties
+from explorer.mpc.limit import (
+    RING_BYTES,
+    Link,
+    Nonlinearity,
+    influence_limit,
+    measure_nonlinearity,
+)
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
 from explorer.mpc.session import SessionResult, mpc_config, session_inputs
 
@@ -77,3 +84,25 @@ def test_rounds_are_the_model_owners_path(counted):
     assert session.rounds == owner.rounds
     # CrypTen counted every call: the model owner's request, its size and its tensor apart
     assert run.results[0]["crypten"]["rounds"] > owner.rounds
+
+
+def test_the_sigmoid_takes_23_rounds():
+    """DESIGN §4b: CrypTen's sigmoid is 23 exchanges (comparison 8, sign 1, exp 9, reciprocal
+    3, select 2); the data owner, who never talks to the dealer, waits through exactly those."""
+    sigmoid = measure_nonlinearity(100, 1, timeout=120)
+    assert sigmoid.rounds == 23
+    assert sigmoid.bytes_per_row > 23 * 2 * RING_BYTES  # at least one element each way a round
+
+
+def test_the_limit_adds_the_ideal_protocols_parts():
+    """100 WDBC candidates of 30 rows, 31 features with the bias, one logit, one copy."""
+    link = Link(rtt_seconds=1e-4, bandwidth=1e9)
+    sigmoid = Nonlinearity(rounds=23, bytes_per_row=1000.0)
+    one = influence_limit(100, 30, 31, 1, 1, link, sigmoid)
+    features = 2 * (3000 * 31 + 31 * 2) + 3000 * 2  # X - A and [theta V] - B', the dealer's C
+    product = 2 * 2 * 3000 + 3000
+    assert one.rounds == 26
+    assert one.bytes == (features + product + 2 * 100) * 8 + 3000 * 1000
+    assert one.seconds == pytest.approx(26e-4 + one.bytes / 1e9)
+    two = influence_limit(100, 30, 31, 1, 2, link, sigmoid)
+    assert (two.rounds, two.bytes) == (26, 2 * one.bytes)
