@@ -2,6 +2,7 @@
 own TCP counters and against counts known by hand."""
 
 import dataclasses
+import threading
 
 import mpc_parties as mp
 import pytest
@@ -20,6 +21,7 @@ from explorer.mpc.limit import (
 )
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
 from explorer.mpc.session import SessionResult, mpc_config, session_inputs
+from explorer.mpc.wire import WireCounter
 
 TOLERANCE = 0.10  # gloo's message headers are in the kernel's count, not in ours
 
@@ -106,3 +108,24 @@ def test_the_limit_adds_the_ideal_protocols_parts():
     assert one.seconds == pytest.approx(26e-4 + one.bytes / 1e9)
     two = influence_limit(100, 30, 31, 1, 2, link, sigmoid)
     assert (two.rounds, two.bytes) == (26, 2 * one.bytes)
+
+
+def test_a_background_receiver_is_not_on_the_critical_path():
+    """Rounds are counted per thread: a thread that only receives (e.g. the dealer's pushes)
+    waits once in all, while the computing thread's exchanges and requests count each."""
+    counter = WireCounter()
+    for _ in range(3):  # exchanges: send, then wait for the peer
+        counter.posted(80, sends=True)
+        counter.waited()
+    counter.waited()  # a second receive from the same burst: the same round
+
+    def receive() -> None:
+        for _ in range(5):
+            counter.waited()
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    thread.join()
+    assert counter.snapshot() == {"bytes": 240, "rounds": 3}
+    counter.reset()
+    assert counter.snapshot() == {"bytes": 0, "rounds": 0}

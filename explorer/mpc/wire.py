@@ -15,9 +15,11 @@ happens (everything CrypTen and the dealer send goes through them):
 * ``rounds``: how often this process waits for a peer's data after it has sent something
   since its previous wait: an exchange where both parties send and then receive is one round,
   a dealer request and its reply (one object and one tensor, back to back) is one round trip,
-  and several asynchronous exchanges posted together and then waited for are one round. The
-  model owner takes part in every exchange and every dealer request, so the most rounds of any
-  party is the critical path.
+  and several asynchronous exchanges posted together and then waited for are one round. Each
+  thread counts its own rounds (a thread that receives the dealer's pushes in the background
+  is not on the critical path of the thread that computes) and a process's rounds are its
+  busiest thread's. The model owner takes part in every exchange and every dealer request, so
+  the most rounds of any party is the critical path.
 
 Counting starts when :func:`wire_counter` is first called in a process (it wraps the functions
 of ``torch.distributed`` for the rest of the process) and restarts with ``reset``.
@@ -42,33 +44,37 @@ class WireCounter:
     """Payload bytes sent (bytes) and sequential rounds waited for (count) by this process."""
 
     bytes_sent: int = 0
-    rounds: int = 0
-    # True when this process has sent since it last waited, so its next receive starts a
-    # round; True at the start, so that a process whose first act is to wait counts it
-    sent_since_wait: bool = True
+    rounds: dict[int, int] = field(default_factory=dict)  # by thread id
+    # threads that have sent since they last waited, so that their next receive starts a
+    # round; a thread not seen yet counts as having sent, so that waiting first counts too
+    waiting: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reset(self) -> None:
         with self.lock:
-            self.bytes_sent, self.rounds, self.sent_since_wait = 0, 0, True
+            self.bytes_sent = 0
+            self.rounds.clear()
+            self.waiting.clear()
 
     def posted(self, sent: int, sends: bool) -> None:
-        """An operation was started that sends ``sent`` payload bytes (when ``sends``)."""
+        """This thread started an operation that sends ``sent`` payload bytes (if ``sends``)."""
         with self.lock:
             self.bytes_sent += sent
-            self.sent_since_wait = self.sent_since_wait or sends
+            if sends:
+                self.waiting.discard(threading.get_ident())
 
     def waited(self) -> None:
-        """A receive completed: a new round if this process sent since its last wait."""
+        """A receive of this thread completed: a new round if it sent since its last wait."""
+        me = threading.get_ident()
         with self.lock:
-            if self.sent_since_wait:
-                self.rounds += 1
-                self.sent_since_wait = False
+            if me not in self.waiting:
+                self.rounds[me] = self.rounds.get(me, 0) + 1
+                self.waiting.add(me)
 
     def snapshot(self) -> dict[str, int]:
-        """{"bytes": bytes sent, "rounds": rounds} so far."""
+        """{"bytes": bytes sent, "rounds": the rounds of its busiest thread} so far."""
         with self.lock:
-            return {"bytes": self.bytes_sent, "rounds": self.rounds}
+            return {"bytes": self.bytes_sent, "rounds": max(self.rounds.values(), default=0)}
 
 
 _COUNTER: WireCounter | None = None
