@@ -155,10 +155,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         if rank == MODEL_OWNER:
             dealt = dealer.expect_deal()
 
-    # one process plays both parties in simulated mode: nothing goes on a wire
+    # one process plays both parties in simulated mode: nothing goes on a wire. The count is
+    # read, not reset, so that whatever else this process counts (a dealer) keeps its own
     wire = wire_counter() if world_size > 1 else None
-    if wire is not None:
-        wire.reset()
+    before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
     start = time.perf_counter()
 
     # each copy of the candidates is shared afresh: a truncation failure, which depends on the
@@ -185,10 +185,11 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if dealt is not None:
         dealt.check_used_up()
     seconds = time.perf_counter() - start
-    sent = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
+    after = wire.snapshot() if wire is not None else before
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
     return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
-                       bytes=sent["bytes"], rounds=sent["rounds"], shares=shares)
+                       bytes=after["bytes"] - before["bytes"],
+                       rounds=after["rounds"] - before["rounds"], shares=shares)
 
 
 def public_settings(spec: SessionSpec) -> dict:
