@@ -280,5 +280,7 @@ def wire_checked_party(rank: int, world_size: int, payload: dict) -> dict[str, A
     report = appraisal_party(rank, world_size, payload)
     # the model owner's last receive completes after every process's last send
     after = tcp_bytes_sent(session) if rank == 0 else {}
+    # the data owner closes its sockets only after the count has been read
+    dist.barrier(group=comm.main_group)
     return {"report": report, "kernel": {p: after[p] - before[p] for p in after},
             "crypten": dict(comm.get_communication_stats())}  # counted with verbose only
