@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# the torch.distributed functions that move data; each is counted by _SENT/_RECEIVES below
+# the torch.distributed functions that move data; _traffic says what each call sends
 _COUNTED = ("send", "isend", "recv", "irecv", "broadcast", "all_reduce", "reduce",
             "all_gather", "gather", "scatter", "barrier")
 
