@@ -74,9 +74,10 @@ class SessionResult:
 class SessionAccount:
     """Who held, encrypted, sent and learned what in an appraiser's private sessions: the public
     spec both parties agreed on, the inputs each party encrypted (name -> shape, each sharing),
-    per party its bytes sent, rounds and encrypted seconds summed over the sessions (a run is
-    repeated for candidates whose copies disagree), the values or bits revealed (to both
-    parties), and the triple provider actually used."""
+    per party its bytes sent on the wire, rounds and encrypted seconds summed over the sessions
+    (a run is repeated for candidates whose copies disagree; the dealer: its bytes only, its
+    rounds being the model owner's requests), the values or bits revealed (to both parties),
+    and the triple provider actually used."""
 
     spec: SessionSpec
     mode: str  # "parties" | "simulated"
@@ -99,8 +100,10 @@ class SessionAccount:
         def shapes(named: dict[str, tuple[int, ...]]) -> str:
             return ", ".join(f"{k} {tuple(v)}" for k, v in named.items())
 
-        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB, "
-                         f"{self.party_rounds[who]} rounds" for who in self.party_bytes)
+        # the dealer's rounds are the model owner's requests, already in its count
+        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB"
+                         + (f", {self.party_rounds[who]} rounds" if who in self.party_rounds
+                            else "") for who in self.party_bytes)
         return [f"model owner encrypts {shapes(self.model_owner_encrypted)}",
                 f"data owner encrypts {shapes(self.data_owner_encrypted)}",
                 f"sent: {sent} ({self.mode}, {self.sessions} session"
@@ -138,6 +141,8 @@ def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResul
             party_bytes[who] += report.bytes
             party_rounds[who] += report.rounds
             party_seconds[who] += report.seconds
+    if any(r.dealer_bytes for r in results):  # the dealer sends too: its bytes count
+        party_bytes["dealer"] = sum(r.dealer_bytes for r in results)
     mo, do = _encrypted(spec, appraiser, options.threshold)
     return SessionAccount(
         spec=spec, mode=options.mode, provider=options.provider,
