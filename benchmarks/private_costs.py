@@ -19,11 +19,24 @@ session for the whole market. Measures:
    ``--separate-budget`` only some are timed and the rest extrapolated, as printed).
 4. Private influence against private fine-tuning (the paper's Figure 4): ratios of encrypted
    seconds and of bytes, beside the target "at least 10x cheaper".
+5. First, the limit table (DESIGN §4b): the loopback round-trip time and bandwidth measured in
+   this run, the limit of private influence computed from them (explorer.mpc.limit: the ideal
+   protocol's rounds x RTT + bytes / bandwidth, its bytes derived from the shapes and from the
+   project's sigmoid or softmax measured between real parties), and private influence between
+   warm parties (explorer.mpc.launcher.warm_parties) beside it as ratios: session wall,
+   encrypted seconds, rounds of the critical path, bytes sent on the wire. Rows: 100 WDBC
+   candidates of 30, MNIST-sized (20 x 500 x 785, 10 classes; when MNIST is on disk) and,
+   with ``--cifar``, CIFAR-sized (100 x 440 x 3073, task cifar-planecar; when on disk). Then
+   one batched session against one session per candidate, both with warm parties.
+
+Bytes are what the model owner, the data owner and the dealer send on the wire, each byte
+once; rounds are the sequential rounds of the critical path (explorer.mpc.wire).
 
 No ground truth is needed (``--truth`` adds rho against the retrained utility). Not a test:
 figures beside targets. Timings depend on the machine and on what else it runs.
 
     .venv/bin/python benchmarks/private_costs.py [--skip-mnist] [--quick] [--data-dir DIR]
+        [--limit-only] [--cifar]
 """
 
 from __future__ import annotations
@@ -45,8 +58,10 @@ from explorer.experiments import (
     spearman,
 )
 from explorer.market import make_market
+from explorer.mpc.launcher import warm_parties
+from explorer.mpc.limit import influence_limit, measure_link, measure_nonlinearity
 from explorer.seed import fit_seed_model
-from explorer.tasks import load_task
+from explorer.tasks import data_on_disk, load_task
 
 APPRAISERS = ("influence", "gradient-norm", "finetune", "newton")
 # fine-tuning: lr 0.1, 16 full-batch steps in both backends; newton: the defaults
@@ -55,6 +70,17 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = PROJECT.parent / "shared" / "data" / "mnist"
 BATCH_TARGET = 20.0  # one batched session at least 20x faster than one session per candidate
 FIGURE4_TARGET = 10.0  # private influence at least 10x cheaper than private fine-tuning
+# issue 9's targets for private influence between warm parties, by row of the limit table
+LIMIT_TARGETS = {
+    "wdbc": {"wall": 0.4, "private": 0.06, "rounds": 30, "bytes_ratio": 1.3},
+    "mnist-sized": {"private": 1.0},
+    "cifar-sized": {"private": 15.0, "bytes": 2.5e9},
+}
+NONLINEARITY_ROWS = 20_000  # the sigmoid or softmax is measured on at most this many rows
+# before each timed warm session: the pool refills as a session takes its processes, and the
+# new processes' imports (seconds on a loaded machine) would otherwise compete with the next
+# session; a dashboard user's clicks are this far apart too
+WARM_PAUSE = 10.0
 
 
 def private(name: str, timeout: float):
@@ -271,6 +297,106 @@ def verification_cost(label: str, seed, market, timeout: float) -> None:
           f"time, x{on['bytes'] / off['bytes']:.2f} bytes)", flush=True)
 
 
+def _target(row: str, key: str, got: float) -> str:
+    target = LIMIT_TARGETS.get(row, {}).get(key)
+    if target is None:
+        return ""
+    shown = {"wall": secs(target), "private": secs(target), "rounds": f"{target:.0f}",
+             "bytes_ratio": f"{target:g}x the limit", "bytes": mb(target)}[key]
+    return f"  (target <= {shown}: {'met' if got <= target else 'NOT met'})"
+
+
+def limit_row(label: str, task, n: int, size: int, link, timeout: float, seed: int) -> None:
+    """Private influence between warm parties against the limit, for one market."""
+    seed_model = fit_seed_model(task)
+    market = make_market(task, "label-noise", n, size, max_level=0.5, seed=seed)
+    pairs = [(c.X, c.y) for c in market]
+    appraiser = private("influence", timeout).fit(seed_model)
+    d1, C = seed_model.n_features + 1, seed_model.theta.shape[1]
+    copies = 2 if appraiser.mpc.verify else 1
+    m = max(len(y) for _, y in pairs)
+    rows = min(n * m, NONLINEARITY_ROWS)
+    nonlinear = measure_nonlinearity(rows, C, timeout=timeout)
+    limit = influence_limit(n, m, d1, C, copies, link, nonlinear)
+    with warm_parties():
+        appraiser.appraise_many(pairs)  # takes the pool's first processes; refills it
+        sessions = []
+        for _ in range(3):
+            time.sleep(WARM_PAUSE)
+            appraiser.appraise_many(pairs)
+            sessions.append(appraiser.last_session_)
+    s = sorted(sessions, key=lambda x: x.wall_seconds)[1]  # the median session
+    print(f"{label}: {n} candidates x {m} rows x {d1} features (with the bias), {C} logit(s), "
+          f"{copies} copies (verified); limit {limit.rounds} rounds x {link.rtt_seconds * 1e3:.3f}"
+          f" ms + {mb(limit.bytes)} / {link.bandwidth / 1e9:.2f} GB/s = {secs(limit.seconds)} "
+          f"({'sigmoid' if C == 1 else 'softmax'}: {nonlinear.rounds} rounds, "
+          f"{nonlinear.bytes_per_row:.0f} bytes a row, measured on {rows} rows)")
+    print(f"{label}   {'':34s} {'project':>10s} {'limit':>10s} {'ratio':>7s}")
+    lines = [("session wall, warm parties (median of 3)", secs(s.wall_seconds),
+              secs(limit.seconds), s.wall_seconds / limit.seconds, "wall", s.wall_seconds),
+             ("encrypted seconds", secs(s.private_seconds), secs(limit.seconds),
+              s.private_seconds / limit.seconds, "private", s.private_seconds),
+             ("rounds (critical path)", f"{s.rounds}", f"{limit.rounds}",
+              s.rounds / limit.rounds, "rounds", s.rounds),
+             ("bytes sent on the wire", mb(s.bytes), mb(limit.bytes), s.bytes / limit.bytes,
+              "bytes", s.bytes)]
+    for name, got, lim, ratio, key, value in lines:
+        target = _target(label, key, value)
+        if key == "bytes":
+            target = _target(label, "bytes_ratio", ratio) + target
+        print(f"{label}   {name:42s} {got:>10s} {lim:>10s} {times(ratio):>7s}{target}",
+              flush=True)
+
+
+def separate_warm(task, n: int, size: int, separate: int, timeout: float, seed: int) -> None:
+    """One batched influence session against one session per candidate (the first
+    ``separate``, extrapolated to all), every session on warm parties, back to back (so each
+    may wait for the pool's refill)."""
+    seed_model = fit_seed_model(task)
+    market = make_market(task, "label-noise", n, size, max_level=0.5, seed=seed)
+    appraiser = private("influence", timeout).fit(seed_model)
+    with warm_parties():
+        appraiser.appraise_many([(c.X, c.y) for c in market])  # warm-up
+        appraiser.appraise_many([(c.X, c.y) for c in market])
+        batched = appraiser.last_session_.wall_seconds
+        walls = []
+        for c in market[:separate]:
+            appraiser.appraise_many([(c.X, c.y)])
+            walls.append(appraiser.last_session_.wall_seconds)
+    speed = np.mean(walls) * n / batched
+    print(f"wdbc batched vs one session per candidate, warm parties: {secs(batched)} against "
+          f"{len(walls)} x {np.mean(walls):.3f} s (extrapolated to {n}: "
+          f"{secs(np.mean(walls) * n)}): {times(speed)}  (target at least "
+          f"{BATCH_TARGET:.0f}x: {'met' if speed >= BATCH_TARGET else 'NOT met'})", flush=True)
+
+
+def part_limit(args) -> None:
+    link = measure_link(args.timeout)
+    print(f"loopback link: round trip {link.rtt_seconds * 1e3:.3f} ms (median of gloo "
+          f"ping-pongs), bandwidth {link.bandwidth / 1e9:.2f} GB/s (one 64 MB send)",
+          flush=True)
+    limit_row("wdbc", load_task("wdbc", seed=args.seed), args.candidates, 30, link,
+              args.timeout, args.seed)
+    if not args.skip_mnist:
+        data_dir = args.data_dir or (SHARED_MNIST if SHARED_MNIST.is_dir() else None)
+        try:
+            task = load_task("mnist", seed=args.seed, data_dir=data_dir, allow_download=False)
+            limit_row("mnist-sized", task, args.mnist_candidates, 500, link, args.timeout,
+                      args.seed)
+        except ExplorerError as exc:
+            print(f"mnist-sized skipped: {exc}")
+    if args.cifar:
+        if data_on_disk("cifar-planecar"):
+            limit_row("cifar-sized", load_task("cifar-planecar", seed=args.seed), 100, 440,
+                      link, args.timeout, args.seed)
+        else:
+            print("cifar-sized skipped: CIFAR-10 is not on disk")
+    if not args.skip_separate:
+        # warm sessions of one candidate vary little: 10 timed, extrapolated
+        separate_warm(load_task("wdbc", seed=args.seed), args.candidates, 30,
+                      min(args.separate, 10), args.timeout, args.seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -296,6 +422,10 @@ def main() -> None:
     parser.add_argument("--truth", action="store_true",
                         help="also compute ground truth by retraining and print rho vs utility")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-only", action="store_true",
+                        help="only the limit table (and batched vs separate, warm)")
+    parser.add_argument("--cifar", action="store_true",
+                        help="add the CIFAR-sized row to the limit table (minutes, GBs)")
     args = parser.parse_args()
     if args.quick:
         args.candidates, args.mnist_candidates, args.separate = 20, 4, 5
@@ -307,9 +437,10 @@ def main() -> None:
           f"{CONFIG.newton_steps} steps; seed {args.seed}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start "
           f"(other work on the machine slows every timing)", flush=True)
-    if not args.skip_wdbc:
+    part_limit(args)
+    if not args.limit_only and not args.skip_wdbc:
         part_wdbc(args)
-    if not args.skip_mnist:
+    if not args.limit_only and not args.skip_mnist:
         part_mnist(args)
     print(f"load average {os.getloadavg()[0]:.2f} at the end; total "
           f"{time.perf_counter() - start:.0f} s")

@@ -431,9 +431,9 @@ def cmd_appraise(args) -> int:
     if args.backend == "crypten":
         for name, g in results.groupby("appraiser", sort=False):
             print(f"cost {name}: plaintext {g.plaintext_seconds.sum():.2f} s, encrypted "
-                  f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent, "
-                  f"{g.rounds.sum():.0f} rounds ({args.mode}, {args.provider}, "
-                  f"{args.precision_bits} bits, reveal {args.reveal})")
+                  f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent on the "
+                  f"wire, {g.rounds.sum():.0f} rounds (critical path) ({args.mode}, "
+                  f"{args.provider}, {args.precision_bits} bits, reveal {args.reveal})")
         for appraiser in appraisers:  # who sees what (the dashboard's party lanes)
             for line in appraiser.session_account_.lines():
                 print(f"session {appraiser.name}: {line}")
@@ -481,8 +481,8 @@ def _print_party_report(name: str, report, reveal: str) -> None:
     label = "bit" if reveal == "bit" else "value"
     for i, v in enumerate(report.values.tolist()):
         print(f"{label} {name} candidate {i} {v:.6g}")
-    print(f"cost {name}: encrypted {report.seconds:.2f} s, {report.bytes / 1e6:.2f} MB sent, "
-          f"{report.rounds} rounds")
+    print(f"cost {name}: encrypted {report.seconds:.2f} s, {report.bytes / 1e6:.2f} MB sent on "
+          f"the wire by this party, {report.rounds} rounds it waited through")
 
 
 def cmd_party(args) -> int:

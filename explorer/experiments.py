@@ -55,7 +55,8 @@ def appraise_market(seed: SeedModel, candidates: Sequence[Candidate],
     wall time including process start-up, divided evenly); ``setup_seconds`` the appraiser's
     one-off plaintext work on the model owner's side (e.g. v = H^-1 g_te); ``plaintext_seconds``
     the candidate's share of all plaintext work, ``private_seconds`` of the encrypted
-    computation, ``bytes`` and ``rounds`` of the communication (0 in plaintext).
+    computation, ``bytes`` sent on the wire (by both parties and the dealer, each byte once)
+    and ``rounds`` of the communication's critical path (0 in plaintext).
     ``on_appraiser`` receives the rows so far each time an appraiser finishes (live figures);
     setting ``cancel`` stops the job with Cancelled.
     """
@@ -278,7 +279,8 @@ BREAKDOWN_COLUMNS = ["appraiser", "backend", "candidates", "plaintext_seconds",
 def runtime_breakdown(seed: SeedModel, candidates: Sequence[Candidate],
                       appraisers: Sequence[Appraiser]) -> pd.DataFrame:
     """Cost of appraising a market, per appraiser: plaintext seconds (set-up included),
-    encrypted seconds, whole wall seconds, bytes and rounds, summed over candidates."""
+    encrypted seconds, whole wall seconds, bytes sent on the wire and rounds of the critical
+    path, summed over candidates (so over the sessions, which run one after another)."""
     rows = []
     for appraiser in appraisers:
         appraiser.fit(seed)

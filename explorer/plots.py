@@ -19,8 +19,9 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
 - ``acquisition_curves``: run, strategy, round, relative_reduction (fraction of the seed
   model's test loss; positive = better). Band: sample sd over runs (zero width with one run).
 - ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
-  (sent on the wire) and rounds (on the critical path). Rows with the same appraiser and
-  backend are summed (per-candidate shares of one session add up to the session's cost).
+  (sent on the wire by all parties and the dealer) and rounds (on the critical path). Rows
+  with the same appraiser and backend are summed (per-candidate shares of one session add up
+  to the session's cost).
 - ``finetune_grid_heatmaps``: batch_size (a number, or 'full', None or NaN for full batch),
   epochs, spearman, seconds. Repeated cells are averaged.
 - ``gradient_norm_panels``: panel, level, utility, value (the gradient-norm appraisal).

@@ -1,5 +1,6 @@
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,19 @@ def private_ledger(tmp_path_factory):
         os.environ.pop("APPRAISAL_EXPLORER_CACHE")
     else:
         os.environ["APPRAISAL_EXPLORER_CACHE"] = before
+
+
+@pytest.fixture(scope="module")
+def party_functions_importable():
+    """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
+    tests = str(Path(__file__).parent)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, before) if p)
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -230,3 +231,65 @@ def truncation_party(rank: int, world_size: int, payload: torch.Tensor) -> torch
     y = crypten.cryptensor(payload.double() if rank == 0 else torch.zeros_like(payload.double()),
                            src=0)
     return y.div(2 ** crypten.cfg.encoder.precision_bits).reveal()
+
+
+# --------------------------------------------------------------------------- the kernel's count
+
+
+def tcp_bytes_sent(pids: set[int]) -> dict[int, int]:
+    """Bytes each process in ``pids`` has sent over TCP, by pid: the kernel's ``bytes_sent``
+    of each of its sockets (``ss -tinpH``, iproute2), summed. TCP payload, so gloo's message
+    headers are in it, TCP/IP headers are not."""
+    out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout
+    sent = dict.fromkeys(pids, 0)
+    owner: int | None = None
+    for line in out.splitlines():
+        if not line.startswith("\t"):  # a socket; its counters follow on an indented line
+            found = [int(p) for p in re.findall(r"pid=(\d+)", line)]
+            owner = next((p for p in found if p in pids), None)
+        elif owner is not None:
+            match = re.search(r"\bbytes_sent:(\d+)", line)
+            sent[owner] += int(match.group(1)) if match else 0
+    return sent
+
+
+def product_party(rank: int, world_size: int, n: int) -> dict[str, Any]:
+    """One product of two encrypted n-vectors (the model owner's and the data owner's) and
+    its reveal; returns the product and this process's wire count of just that."""
+    from explorer.mpc.wire import wire_counter
+
+    crypten = load_crypten()
+    mine = torch.arange(n, dtype=torch.float64) / n + rank
+    zeros = torch.zeros(n, dtype=torch.float64)
+    x = crypten.cryptensor(mine if rank == 0 else zeros, src=0)
+    y = crypten.cryptensor(mine if rank == 1 else zeros, src=1)
+    wire = wire_counter()
+    wire.reset()
+    z = (x * y).get_plain_text()
+    return {"product": z, "wire": wire.snapshot()}
+
+
+def wire_checked_party(rank: int, world_size: int, payload: dict) -> dict[str, Any]:
+    """``appraisal_party``, with the model owner reading the kernel's TCP counters of every
+    process of the session (its siblings: the data owner and the dealer) just before and just
+    after: the difference is what they sent on the wire during the session."""
+    import torch.distributed as dist
+
+    from explorer.mpc.protocol import appraisal_party
+
+    if rank == world_size:  # the dealer's rehearsal: nothing to count here
+        return appraisal_party(rank, world_size, payload)
+    comm = load_crypten().communicator.get()
+    session = {os.getpid(), *children_of(os.getppid())} if rank == 0 else set()
+    before = tcp_bytes_sent(session) if rank == 0 else {}
+    # the data owner starts only once the count has: otherwise its first sends could escape it
+    dist.barrier(group=comm.main_group)
+    comm.reset_communication_stats()
+    report = appraisal_party(rank, world_size, payload)
+    # the model owner's last receive completes after every process's last send
+    after = tcp_bytes_sent(session) if rank == 0 else {}
+    # the data owner closes its sockets only after the count has been read
+    dist.barrier(group=comm.main_group)
+    return {"report": report, "kernel": {p: after[p] - before[p] for p in after},
+            "crypten": dict(comm.get_communication_stats())}  # counted with verbose only

@@ -105,6 +105,18 @@ def test_minibatches_cover_the_whole_union_each_epoch(wdbc, wdbc_seed):
     assert got == pytest.approx(expected, rel=1e-10)
 
 
+def test_minibatch_finetuning_of_many_candidates_is_each_ones_own(digits, digits_seed):
+    """Candidates of one size step together; of another size, apart: each value is what the
+    candidate gets when appraised alone (softmax model, two sizes)."""
+    market = make_market(digits, "label-noise", 3, 40, max_level=0.5, seed=2)
+    pairs = [(c.X, c.y) for c in market] + [(c.X[:25], c.y[:25]) for c in market[:2]]
+    appraiser = FineTune(steps=9, batch_size=16, batch_seed=3).fit(digits_seed)
+    together = [r["value"] for r in appraiser.appraise_many(pairs)]
+    alone = [appraiser.value(X, y) for X, y in pairs]
+    assert together == pytest.approx(alone, rel=1e-12, abs=1e-15)
+    assert len(set(together)) == len(pairs)
+
+
 @pytest.mark.parametrize("name", list(APPRAISERS))
 def test_appraisers_validate_candidates(wdbc_seed, name):
     appraiser = make_appraiser(name)

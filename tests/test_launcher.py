@@ -32,19 +32,9 @@ B = torch.tensor([1.5, 0.75, -2.25, 0.125], dtype=torch.float64)  # party 1's ve
 DOT = float(A @ B)  # -4.25
 SUM = float((A + B).sum())  # 4.875
 TOL = 1e-3  # 16 fractional bits: each product is off by a few 2^-16 at most
-TESTS = str(Path(__file__).parent)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def party_functions_importable():
-    """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, before) if p)
-    yield
-    if before is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = before
+pytestmark = pytest.mark.usefixtures("party_functions_importable")
 
 
 # --------------------------------------------------------------------------- leak checks
@@ -129,7 +119,7 @@ def test_two_parties_dot_product_and_sum(tfp_run: LaunchResult) -> None:
 
 def test_ttp_dealer_run(ttp_run: LaunchResult) -> None:
     assert set(ttp_run.pids) == {"model owner", "data owner", "dealer"}
-    assert len(ttp_run.results) == 2  # the dealer reports no result
+    assert len(ttp_run.results) == 2 and ttp_run.dealer["bytes"] > 0  # its wire count
     for rank, result in enumerate(ttp_run.results):
         assert result["dot"] == pytest.approx(DOT, abs=TOL), rank
     assert ttp_run.pids["dealer"] in ttp_run.results[0]["siblings_listen"]

@@ -11,7 +11,6 @@ import torch
 from explorer.appraisers.base import Public, penalty_mask
 from explorer.appraisers.config import check_params
 from explorer.appraisers.logistic import (
-    gradient_sums,
     repeat,
     test_loss_reductions,
     union_gradient_sums,
@@ -101,25 +100,32 @@ class FineTune(UnionAppraiser):
         return test_loss_reductions(inputs["A_test"], inputs["Y_test"], inputs["theta"], thetas)
 
     def _minibatch(self, inputs: dict, A: torch.Tensor, Y: torch.Tensor, public: Public):
-        """Mini-batch steps, one candidate at a time, with the same step as full batch."""
-        values = []
+        """Mini-batch steps with the same step as full batch. Each candidate samples its
+        batches from a generator seeded with ``batch_seed``, so candidates of one size (one
+        union size) draw the same batches: they step together, as one batch of candidates."""
+        values = torch.empty(public.n_candidates, dtype=A.dtype)
         mask = penalty_mask(public.d1, public.n_outputs)
         A_tr, Y_tr = inputs["A_train"], inputs["Y_train"]
-        for b, m in enumerate(public.sizes):
-            A_u, Y_u = torch.cat([A_tr, A[b, :m]]), torch.cat([Y_tr, Y[b, :m]])
-            n = len(A_u)
+        n_tr = len(A_tr)
+        for m in sorted(set(public.sizes)):
+            group = [b for b, size in enumerate(public.sizes) if size == m]
+            A_g, Y_g = A[group, :m], Y[group, :m]
+            n = n_tr + m
             decay = public.lam * public.n_seed / n * mask
             rng = np.random.default_rng(self.batch_seed)
             batches: list[np.ndarray] = []
-            theta = inputs["theta"]
+            thetas = repeat(inputs["theta"], len(group))
             for _ in range(self.steps):
                 if not batches:
                     order = rng.permutation(n)
                     batches = [order[i:i + self.batch_size]
                                for i in range(0, n, self.batch_size)][::-1]
                 idx = torch.from_numpy(batches.pop())
-                G = gradient_sums(A_u[idx][None], Y_u[idx][None], theta)[0]
-                theta = theta - (G / len(idx) + theta * decay) * self.lr
-            values.append(test_loss_reductions(inputs["A_test"], inputs["Y_test"],
-                                               inputs["theta"], theta[None]))
-        return torch.cat(values)
+                # union row i < n_tr is the seed set's, the rest the candidate's
+                seed_rows, own = idx[idx < n_tr], idx[idx >= n_tr] - n_tr
+                G = union_gradient_sums(A_tr[seed_rows], Y_tr[seed_rows], A_g[:, own],
+                                        Y_g[:, own], thetas)
+                thetas = thetas - (G / len(idx) + thetas * decay) * self.lr
+            values[group] = test_loss_reductions(inputs["A_test"], inputs["Y_test"],
+                                                 inputs["theta"], thetas)
+        return values

@@ -51,6 +51,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from explorer.mpc.crypten_compat import MPCConfig, apply_config, crypten_config, load_crypten
+from explorer.mpc.wire import wire_counter
 
 __all__ = [
     "LaunchCancelled",
@@ -88,6 +89,7 @@ class LaunchResult:
     results: list[Any]  # index = party rank
     wall_s: float
     pids: dict[str, int]  # by role
+    dealer: Any = None  # what the dealer returned: its wire count, {"bytes", "rounds"}
 
 
 class LaunchError(RuntimeError):
@@ -230,9 +232,8 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
         rank, world_size = boot["rank"], boot["world_size"]
         if boot["dealer"]:
             fn, payload = boot["fn"], boot["payload"]
-            serve_as_dealer(crypten, boot["key"], world_size,
-                            None if fn is None else lambda: fn(rank, world_size, payload))
-            result = None
+            result = serve_as_dealer(crypten, boot["key"], world_size,
+                                     None if fn is None else lambda: fn(rank, world_size, payload))
         else:
             crypten.init()
             authenticate(boot["key"], crypten.communicator.get().ttp_group, rank, world_size)
@@ -254,19 +255,23 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
 
 
 def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
-                    rehearsal: Callable[[], Any] | None = None) -> None:
+                    rehearsal: Callable[[], Any] | None = None) -> dict[str, int]:
     """CrypTen's TTP server (explorer.mpc.dealer.Dealer), with the session-key proof after its
     set-up. With ``rehearsal`` (the model owner's code on placeholders, built from the public
-    spec) it first deals the whole session ahead. It ends when rank 0 sends "terminate"; a
-    broken session raises (CrypTen's own loop returns quietly)."""
+    spec) it first deals the whole session ahead. It ends when rank 0 sends "terminate",
+    returning what the dealer sent after the proof (explorer.mpc.wire); a broken session raises
+    (CrypTen's own loop returns quietly)."""
     from explorer.mpc.dealer import Dealer
 
     crypten.init()
     server = Dealer()  # seeds the PRGs it shares with each party
     authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
+    wire = wire_counter()
+    wire.reset()
     if rehearsal is not None:
         server.rehearse(rehearsal)
     server.serve()
+    return wire.snapshot()
 
 
 def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
@@ -439,7 +444,7 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
         results = _collect(children, start + timeout, timeout, stall_timeout, cancel, on_wait,
                            pids)
         return LaunchResult([results[r] for r in range(world_size)],
-                            time.monotonic() - start, pids)
+                            time.monotonic() - start, pids, results.get(world_size))
     finally:
         for child in children:
             child.close()
@@ -451,7 +456,7 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
              pids: dict[str, int]) -> dict[int, Any]:
     """Results by rank; the first failure (after a short settle for its root cause) raises."""
     pending = {c.result: c for c in children}
-    results: dict[int, Any] = {}
+    results: dict[int, Any] = {}  # the dealer's under its rank, world size
     failures: list[tuple[str, str, BaseException | None, bool]] = []  # who, what, exc, comm?
     settle: float | None = None
     while pending and (settle is None or time.monotonic() < settle):
@@ -481,8 +486,7 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
                 continue
             del pending[conn]
             if message[0] == "ok":
-                if child.label != "dealer":
-                    results[child.rank] = message[1]
+                results[child.rank] = message[1]
                 continue
             _, name, text, blob = message
             original = None
@@ -681,7 +685,7 @@ def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float =
     apply_config(config)
     set_collective_timeout(stall_timeout)
     with _settings_exchange({"provider": "TTP"}, stall_timeout):
-        serve_as_dealer(crypten, key, world_size)
+        serve_as_dealer(crypten, key, world_size)  # its count stays on its own machine
 
 
 if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher

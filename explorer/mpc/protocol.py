@@ -56,6 +56,7 @@ from explorer.appraisers.reveal import (
 )
 from explorer.errors import ExplorerError
 from explorer.mpc.crypten_compat import load_crypten
+from explorer.mpc.wire import wire_counter
 
 MODEL_OWNER = 0
 DATA_OWNER = 1
@@ -92,8 +93,8 @@ class PartyReport:
 
     values: torch.Tensor  # (copies, B) float64 values, or 0/1 bits
     seconds: float  # encrypted computation, this party's wall time
-    bytes: int  # sent by this party
-    rounds: int  # communication rounds of this party
+    bytes: int  # payload bytes this party sent on the wire (explorer.mpc.wire)
+    rounds: int  # sequential communication rounds this party waited through
     shares: dict = field(default_factory=dict)  # tests only
 
 
@@ -172,8 +173,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         if rank == MODEL_OWNER:
             dealt = dealer.expect_deal()
 
-    comm = crypten.communicator.get()
-    comm.reset_communication_stats()
+    # one process plays both parties in simulated mode: nothing goes on a wire. The count is
+    # read, not reset, so that whatever else this process counts (a dealer) keeps its own
+    wire = wire_counter() if world_size > 1 else None
+    before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
     start = time.perf_counter()
 
     # each copy of the candidates is shared afresh: a truncation failure, which depends on the
@@ -221,11 +224,11 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if dealt is not None:
         dealt.check_used_up()
     seconds = time.perf_counter() - start
-    stats = comm.get_communication_stats()
+    after = wire.snapshot() if wire is not None else before
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
     return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
-                       bytes=int(stats["bytes"]),
-                       rounds=int(stats["rounds"]), shares=shares)
+                       bytes=after["bytes"] - before["bytes"],
+                       rounds=after["rounds"] - before["rounds"], shares=shares)
 
 
 def public_settings(spec: SessionSpec) -> dict:

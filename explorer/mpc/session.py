@@ -45,9 +45,10 @@ SQRT_ITERATIONS = 12
 
 @dataclass(frozen=True)
 class SessionResult:
-    """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party),
-    bytes sent by all parties together, communication rounds (most of any party), and whole
-    wall time including process start-up."""
+    """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party);
+    bytes sent on the wire by the model owner, the data owner and the dealer, each byte counted
+    once; rounds of the critical path (the most sequential rounds of any party, see
+    explorer.mpc.wire); and whole wall time including process start-up (seconds)."""
 
     values: np.ndarray
     private_seconds: float
@@ -55,15 +56,28 @@ class SessionResult:
     rounds: int
     wall_seconds: float
     reports: tuple[PartyReport, ...]
+    dealer_bytes: int = 0  # included in bytes
+
+    @classmethod
+    def of(cls, reports: Sequence[PartyReport], dealer: dict | None,
+           wall_seconds: float) -> SessionResult:
+        """The session's result from every party's report and the dealer's wire count."""
+        dealer_bytes = int(dealer["bytes"]) if dealer else 0
+        return cls(values=reports[0].values.numpy(),
+                   private_seconds=max(r.seconds for r in reports),
+                   bytes=sum(r.bytes for r in reports) + dealer_bytes,
+                   rounds=max(r.rounds for r in reports), wall_seconds=wall_seconds,
+                   reports=tuple(reports), dealer_bytes=dealer_bytes)
 
 
 @dataclass(frozen=True)
 class SessionAccount:
     """Who held, encrypted, sent and learned what in an appraiser's private sessions: the public
     spec both parties agreed on, the inputs each party encrypted (name -> shape, each sharing),
-    per party its bytes sent, rounds and encrypted seconds summed over the sessions (a run is
-    repeated for candidates whose copies disagree), the values or bits revealed (to both
-    parties), and the triple provider actually used."""
+    per party its bytes sent on the wire, rounds and encrypted seconds summed over the sessions
+    (a run is repeated for candidates whose copies disagree; the dealer: its bytes only, its
+    rounds being the model owner's requests), the values or bits revealed (to both parties),
+    and the triple provider actually used."""
 
     spec: SessionSpec
     mode: str  # "parties" | "simulated"
@@ -86,8 +100,10 @@ class SessionAccount:
         def shapes(named: dict[str, tuple[int, ...]]) -> str:
             return ", ".join(f"{k} {tuple(v)}" for k, v in named.items())
 
-        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB, "
-                         f"{self.party_rounds[who]} rounds" for who in self.party_bytes)
+        # the dealer's rounds are the model owner's requests, already in its count
+        sent = "; ".join(f"{who} {self.party_bytes[who] / 1e6:.2f} MB"
+                         + (f", {self.party_rounds[who]} rounds" if who in self.party_rounds
+                            else "") for who in self.party_bytes)
         return [f"model owner encrypts {shapes(self.model_owner_encrypted)}",
                 f"data owner encrypts {shapes(self.data_owner_encrypted)}",
                 f"sent: {sent} ({self.mode}, {self.sessions} session"
@@ -125,6 +141,8 @@ def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResul
             party_bytes[who] += report.bytes
             party_rounds[who] += report.rounds
             party_seconds[who] += report.seconds
+    if any(r.dealer_bytes for r in results):  # the dealer sends too: its bytes count
+        party_bytes["dealer"] = sum(r.dealer_bytes for r in results)
     mo, do = _encrypted(spec, appraiser, options.threshold)
     return SessionAccount(
         spec=spec, mode=options.mode, provider=options.provider,
@@ -143,7 +161,8 @@ def _ticking(on_wait: Callable[[float, int], None] | None, stop: threading.Event
 
 
 def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
-    return MPCConfig(precision_bits=precision_bits, provider=provider, verbose=True,
+    # CrypTen's own counters stay off (verbose): explorer.mpc.wire counts what is sent
+    return MPCConfig(precision_bits=precision_bits, provider=provider,
                      sqrt_nr_iters=SQRT_ITERATIONS)
 
 
@@ -173,7 +192,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             finally:
                 stop.set()
                 ticker.join()
-            reports = (report,)
+            reports, dealer = (report,), None
             wall = time.perf_counter() - start
         else:
             # the launcher is silent while it hands the payloads to processes still importing
@@ -200,7 +219,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             finally:
                 stop.set()
                 ticker.join()
-            reports, wall = tuple(launched.results), launched.wall_s
+            reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
             from exc
@@ -209,11 +228,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
     except LaunchError as exc:
         raise ExplorerError(f"the private appraisal failed: {exc}") from exc
-    values = reports[0].values.numpy()  # (copies, B)
-    return SessionResult(values=values, private_seconds=max(r.seconds for r in reports),
-                         bytes=sum(r.bytes for r in reports),
-                         rounds=max(r.rounds for r in reports), wall_seconds=wall,
-                         reports=reports)
+    return SessionResult.of(reports, dealer, wall)
 
 
 def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple],
@@ -251,8 +266,9 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
                        cancel: threading.Event | None) -> list[dict]:
     """One MPC session for all candidates [(X, y), ...] with the appraiser's own definition;
     per candidate its value and an even share of the sessions' cost (private seconds, bytes
-    and rounds). ``progress`` hears from the session several times a second; ``cancel`` stops
-    it. ``appraiser.session_account_`` then says who held, encrypted and learned what.
+    sent on the wire, rounds of the critical path). ``progress`` hears from the session several
+    times a second; ``cancel`` stops it. ``appraiser.session_account_`` then says who held,
+    encrypted and learned what.
 
     Verified: every value is computed twice from independent sharings. A candidate whose two
     copies disagree beyond the appraiser's tolerance, or whose value breaks a public invariant,

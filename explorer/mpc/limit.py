@@ -1,0 +1,144 @@
+"""The performance limit of private influence on this machine (DESIGN §4b).
+
+The limit is what the ideal protocol costs on the measured link: its sequential rounds times
+the loopback round-trip time, plus its bytes over the loopback bandwidth. The ideal protocol
+for B candidates of m rows (d1 = d + 1 features with the bias, C logits) is the one of the
+issue "each input opened once", with every triple dealt ahead:
+
+1. one Beaver product of the data owner's features X (B, m, d1) with the model owner's
+   [theta V] (d1, 2C): both parties open X - A and [theta V] - B', the dealer sends the model
+   owner its share of the product (B, m, 2C);
+2. the residuals R = probabilities(X theta) - Y (the project's own sigmoid or softmax, whose
+   rounds and bytes per row are measured here between real parties);
+3. one elementwise product of R with U = X V (B, m, C): both open two (B, m, C) tensors, the
+   dealer sends a share of one;
+4. the B sums are local; both open them.
+
+Every element is 8 bytes (CrypTen's 64-bit ring); verified sessions compute ``copies`` = 2
+copies side by side, which doubles the bytes and not the rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from explorer.appraisers.logistic import probabilities
+from explorer.mpc.crypten_compat import MPCConfig, load_crypten
+from explorer.mpc.launcher import run_parties
+from explorer.mpc.wire import wire_counter
+
+RING_BYTES = 8  # bytes per element of CrypTen's ring
+PINGS = 2000  # round trips timed for the median
+BULK_BYTES = 64 * 2 ** 20  # one large send, for the bandwidth
+
+
+@dataclass(frozen=True)
+class Link:
+    """The loopback link between two party processes, as gloo uses it."""
+
+    rtt_seconds: float  # median round trip of a one-element tensor
+    bandwidth: float  # bytes per second of one large send
+
+
+@dataclass(frozen=True)
+class Nonlinearity:
+    """What the residuals' probabilities cost per row of C logits between real parties."""
+
+    rounds: int  # exchanges on the critical path (dealer requests excluded: dealt ahead)
+    bytes_per_row: float  # sent on the wire by both parties and the dealer
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The ideal protocol's rounds and bytes, and the seconds they take on ``link``."""
+
+    rounds: int
+    bytes: int
+    seconds: float
+
+
+def link_party(rank: int, world_size: int, payload: None) -> dict[str, float]:
+    """Party function: time ``PINGS`` ping-pongs of one int64 between ranks 0 and 1 on
+    CrypTen's gloo group, then one send of BULK_BYTES acknowledged by one int64 (best of
+    three). Rank 0 returns {"rtt": median seconds, "bandwidth": bytes per second}."""
+    import torch.distributed as dist
+
+    group = load_crypten().communicator.get().main_group
+    peer = 1 - rank
+    tiny = torch.zeros(1, dtype=torch.int64)
+    rtts = []
+    for i in range(PINGS + 100):  # the first 100 warm the connection up
+        start = time.perf_counter()
+        if rank == 0:
+            dist.send(tiny, peer, group=group)
+            dist.recv(tiny, peer, group=group)
+        else:
+            dist.recv(tiny, peer, group=group)
+            dist.send(tiny, peer, group=group)
+        if i >= 100:
+            rtts.append(time.perf_counter() - start)
+    bulk = torch.zeros(BULK_BYTES // RING_BYTES, dtype=torch.int64)
+    rtt = statistics.median(rtts)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        if rank == 0:
+            dist.send(bulk, peer, group=group)
+            dist.recv(tiny, peer, group=group)
+        else:
+            dist.recv(bulk, peer, group=group)
+            dist.send(tiny, peer, group=group)
+        best = min(best, time.perf_counter() - start)
+    return {"rtt": rtt, "bandwidth": BULK_BYTES / max(best - rtt, 1e-9)}
+
+
+def nonlinearity_party(rank: int, world_size: int, shape: tuple[int, int]) -> dict[str, int]:
+    """Party function: the probabilities of encrypted logits of ``shape`` (rows, C) from the
+    data owner; returns this party's wire count of just that."""
+    crypten = load_crypten()
+    Z = crypten.cryptensor(torch.zeros(shape, dtype=torch.float64), src=1)
+    wire = wire_counter()
+    wire.reset()
+    probabilities(Z, shape[1])
+    return wire.snapshot()
+
+
+def measure_link(timeout: float = 300.0) -> Link:
+    """Round-trip time and bandwidth of the loopback link between two party processes."""
+    run = run_parties(link_party, {0: None, 1: None}, config=MPCConfig(), timeout=timeout)
+    return Link(rtt_seconds=run.results[0]["rtt"], bandwidth=run.results[0]["bandwidth"])
+
+
+def measure_nonlinearity(rows: int, n_outputs: int, precision_bits: int = 16,
+                         timeout: float = 600.0) -> Nonlinearity:
+    """Rounds and bytes per row of the project's sigmoid (C = 1) or softmax, measured on
+    ``rows`` rows between real parties and the dealer."""
+    config = MPCConfig(precision_bits=precision_bits, provider="TTP")
+    shape = (rows, n_outputs)
+    run = run_parties(nonlinearity_party, {0: shape, 1: shape}, config=config,
+                      timeout=timeout)
+    owner, data = run.results
+    sent = owner["bytes"] + data["bytes"] + (run.dealer or {}).get("bytes", 0)
+    # the data owner never talks to the dealer: its rounds are the exchanges alone
+    return Nonlinearity(rounds=data["rounds"], bytes_per_row=sent / rows)
+
+
+def influence_limit(n_candidates: int, size: int, d1: int, n_outputs: int, copies: int,
+                    link: Link, nonlinear: Nonlinearity) -> Limit:
+    """The ideal protocol of the module docstring for B = ``n_candidates`` of m = ``size``
+    rows: its rounds, bytes and seconds (rounds x RTT + bytes / bandwidth)."""
+    B, m, C = n_candidates, size, n_outputs
+    rows = B * m
+    matmul = 2 * (rows * d1 + d1 * 2 * C) + rows * 2 * C  # both parties open, dealer deals
+    product = 2 * 2 * rows * C + rows * C
+    reveal = 2 * B
+    elements = matmul + product + reveal
+    per_copy = elements * RING_BYTES + nonlinear.bytes_per_row * rows
+    rounds = 1 + nonlinear.rounds + 1 + 1
+    total = int(round(copies * per_copy))
+    return Limit(rounds=rounds, bytes=total,
+                 seconds=rounds * link.rtt_seconds + total / link.bandwidth)

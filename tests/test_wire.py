@@ -1,0 +1,133 @@
+"""Bytes on the wire and rounds of the critical path (explorer.mpc.wire), against the kernel's
+own TCP counters and against counts known by hand."""
+
+import dataclasses
+import threading
+
+import mpc_parties as mp
+import pytest
+import torch
+
+from explorer.appraisers import make_appraiser
+from explorer.market import make_market
+from explorer.mpc.crypten_compat import MPCConfig
+from explorer.mpc.launcher import run_parties
+from explorer.mpc.limit import (
+    RING_BYTES,
+    Link,
+    Nonlinearity,
+    influence_limit,
+    measure_nonlinearity,
+)
+from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
+from explorer.mpc.session import SessionResult, mpc_config, session_inputs
+from explorer.mpc.wire import WireCounter
+
+TOLERANCE = 0.10  # gloo's message headers are in the kernel's count, not in ours
+
+pytestmark = pytest.mark.usefixtures("party_functions_importable")
+
+
+def test_one_product_and_its_reveal_by_hand():
+    """x * y between two parties and the dealer: the model owner asks the dealer for a triple
+    (one round trip), both open x - a and y - b together (one round), both open the product
+    (one round). Every tensor is n 8-byte ring elements; truncation is local at two parties."""
+    n = 1000
+    run = run_parties(mp.product_party, {0: n, 1: n}, config=MPCConfig(provider="TTP"),
+                      timeout=120)
+    owner, data = (r["wire"] for r in run.results)
+    x = torch.arange(n, dtype=torch.float64) / n
+    assert torch.allclose(run.results[0]["product"].double(), x * (x + 1), atol=1e-3)
+    assert (owner["rounds"], data["rounds"]) == (3, 2)
+    assert data["bytes"] == 3 * n * 8  # x - a, y - b and its share of the product
+    # the model owner also sends its request for the triple: a small pickled dict
+    assert 0 < owner["bytes"] - 3 * n * 8 < 1000
+    # the dealer sends the triple's product share and, first, its size as a pickled object
+    assert 0 < run.dealer["bytes"] - n * 8 < 300
+
+
+@pytest.fixture(scope="module")
+def counted(wdbc_seed, wdbc):
+    """A verified influence session for 20 WDBC candidates between real parties and the
+    dealer, with CrypTen's own counters on and the kernel's read around it."""
+    market = make_market(wdbc, "label-noise", 20, 30, max_level=0.5, seed=0)
+    appraiser = make_appraiser("influence", "crypten").fit(wdbc_seed)
+    spec, mo, do = session_inputs(appraiser, [(c.X, c.y) for c in market])
+    config = dataclasses.replace(mpc_config(spec.precision_bits, "TTP"), verbose=True)
+    run = run_parties(mp.wire_checked_party, {MODEL_OWNER: {"spec": spec, "input": mo},
+                                              DATA_OWNER: {"spec": spec, "input": do}},
+                      config=config, timeout=300, dealer_payload={"spec": spec})
+    session = SessionResult.of([r["report"] for r in run.results], run.dealer, run.wall_s)
+    return run, session
+
+
+def test_bytes_sent_match_the_kernel(counted):
+    run, session = counted
+    kernel = run.results[0]["kernel"]
+    ours = {run.pids["model owner"]: session.reports[0].bytes,
+            run.pids["data owner"]: session.reports[1].bytes,
+            run.pids["dealer"]: session.dealer_bytes}
+    assert set(kernel) == set(ours)
+    for pid, sent in ours.items():
+        assert sent == pytest.approx(kernel[pid], rel=TOLERANCE), (pid, sent, kernel[pid])
+    assert session.bytes == sum(ours.values())
+    assert session.bytes == pytest.approx(sum(kernel.values()), rel=TOLERANCE)
+    # CrypTen's count (sent and received, both parties, dealer left out) does not pass
+    crypten = sum(r["crypten"]["bytes"] for r in run.results)
+    assert crypten > (1 + TOLERANCE) * sum(kernel.values())
+
+
+def test_rounds_are_the_model_owners_path(counted):
+    """Triples are dealt ahead: the dealer waits twice (for the request of the deal and for the
+    closing message) and the model owner's computing thread never waits on it, so both parties
+    wait through the same exchanges, and those are the critical path."""
+    run, session = counted
+    owner, data = session.reports
+    assert run.dealer["rounds"] == 2, run.dealer
+    assert owner.rounds == data.rounds > 0
+    assert session.rounds == owner.rounds
+    # CrypTen counted every call, the dealer's requests and their parts apart
+    assert run.results[0]["crypten"]["rounds"] > owner.rounds
+
+
+def test_the_sigmoid_takes_23_rounds():
+    """DESIGN §4b: CrypTen's sigmoid is 23 exchanges (comparison 8, sign 1, exp 9, reciprocal
+    3, select 2); the data owner, who never talks to the dealer, waits through exactly those."""
+    sigmoid = measure_nonlinearity(100, 1, timeout=300)
+    assert sigmoid.rounds == 23
+    assert sigmoid.bytes_per_row > 23 * 2 * RING_BYTES  # at least one element each way a round
+
+
+def test_the_limit_adds_the_ideal_protocols_parts():
+    """100 WDBC candidates of 30 rows, 31 features with the bias, one logit, one copy."""
+    link = Link(rtt_seconds=1e-4, bandwidth=1e9)
+    sigmoid = Nonlinearity(rounds=23, bytes_per_row=1000.0)
+    one = influence_limit(100, 30, 31, 1, 1, link, sigmoid)
+    features = 2 * (3000 * 31 + 31 * 2) + 3000 * 2  # X - A and [theta V] - B', the dealer's C
+    product = 2 * 2 * 3000 + 3000
+    assert one.rounds == 26
+    assert one.bytes == (features + product + 2 * 100) * 8 + 3000 * 1000
+    assert one.seconds == pytest.approx(26e-4 + one.bytes / 1e9)
+    two = influence_limit(100, 30, 31, 1, 2, link, sigmoid)
+    assert (two.rounds, two.bytes) == (26, 2 * one.bytes)
+
+
+def test_a_background_receiver_is_not_on_the_critical_path():
+    """Rounds are counted per thread: a thread that only receives (e.g. the dealer's pushes)
+    waits once in all, while the computing thread's exchanges and requests count each."""
+    counter = WireCounter()
+    for _ in range(3):  # exchanges: send, then wait for the peer
+        counter.posted(80, sends=True)
+        counter.waited()
+    counter.waited()  # a second receive from the same burst: the same round
+
+    def receive() -> None:
+        for _ in range(5):
+            counter.waited()
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    thread.join()
+    assert counter.snapshot() == {"bytes": 240, "rounds": 3}
+    counter.reset()
+    assert counter.snapshot() == {"bytes": 0, "rounds": 0}
