@@ -58,8 +58,8 @@ from explorer.experiments import (
     spearman,
 )
 from explorer.market import make_market
-from explorer.mpc.launcher import warm_parties
 from explorer.mpc.limit import influence_limit, measure_link, measure_nonlinearity
+from explorer.mpc.session import warm_sessions
 from explorer.seed import fit_seed_model
 from explorer.tasks import data_on_disk, load_task
 
@@ -318,7 +318,7 @@ def limit_row(label: str, task, n: int, size: int, link, timeout: float, seed: i
     rows = min(n * m, NONLINEARITY_ROWS)
     nonlinear = measure_nonlinearity(rows, C, timeout=timeout)
     limit = influence_limit(n, m, d1, C, copies, link, nonlinear)
-    with warm_parties():
+    with warm_sessions("TTP"):
         appraiser.appraise_many(pairs)  # takes the pool's first processes; refills it
         sessions = []
         for _ in range(3):
@@ -355,7 +355,7 @@ def separate_warm(task, n: int, size: int, separate: int, timeout: float, seed: 
     seed_model = fit_seed_model(task)
     market = make_market(task, "label-noise", n, size, max_level=0.5, seed=seed)
     appraiser = private("influence", timeout).fit(seed_model)
-    with warm_parties():
+    with warm_sessions("TTP"):
         appraiser.appraise_many([(c.X, c.y) for c in market])  # warm-up
         appraiser.appraise_many([(c.X, c.y) for c in market])
         batched = appraiser.last_session_.wall_seconds

@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,8 @@ def process_start(pid: int) -> float:
 
 def warm_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
     """This process's pid and start time, and the payload it received."""
-    return {"pid": os.getpid(), "started": process_start(os.getpid()), "payload": payload}
+    return {"pid": os.getpid(), "started": process_start(os.getpid()), "payload": payload,
+            "leakage imported": "explorer.leakage" in sys.modules}
 
 
 def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:

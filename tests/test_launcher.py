@@ -169,7 +169,16 @@ def test_warm_processes_each_serve_one_session(children_before: set[int]) -> Non
     assert [r["payload"] for r in first.results] == ["owner's", "data's"]
     # ... and no process served two sessions
     assert not {r["pid"] for r in first.results} & {r["pid"] for r in second.results}
+    assert not any(r["leakage imported"] for r in first.results)
     assert_nothing_left(children_before, [*first.pids.values(), *second.pids.values()])
+
+
+def test_warm_processes_import_the_preloaded_modules_first(children_before: set[int]) -> None:
+    # what a payload's unpickling would import costs seconds if it waits for the payload
+    with warm_parties(size=2, preload=("explorer.leakage",)):
+        res = run_parties(mp.warm_party, {0: 0, 1: 1}, timeout=90)
+    assert all(r["leakage imported"] for r in res.results)
+    assert_nothing_left(children_before, res.pids.values())
 
 
 # --------------------------------------------------------------------------- failures

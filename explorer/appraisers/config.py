@@ -190,9 +190,9 @@ class AppraiserConfig:
         the other backends and modes."""
         if self.backend != "crypten" or self.mode != "parties":
             return contextlib.nullcontext()
-        from explorer.mpc.launcher import warm_parties
+        from explorer.mpc.session import warm_sessions
 
-        return warm_parties(3 if self.provider == "TTP" else 2)
+        return warm_sessions(self.provider)
 
     def with_(self, **changes) -> AppraiserConfig:
         """A copy with some fields changed (validated again)."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hmac
+import importlib
 import os
 import pickle
 import secrets
@@ -45,7 +46,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -211,13 +212,17 @@ def _heartbeat(pipe: _Pipe, stop: threading.Event) -> None:
             pipe.send(("alive",))
 
 
-def _child_main(fd_in: int, fd_out: int, parent_pid: int) -> None:
-    """Body of every launched process. Never returns (exits with os._exit)."""
+def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str] = ()) -> None:
+    """Body of every launched process. Never returns (exits with os._exit). ``preload`` names
+    modules to import before the payload arrives (those its unpickling would import)."""
     _die_with_parent(parent_pid)
     pipe, code, stop = _Pipe(fd_out), 1, threading.Event()
     try:
         crypten = load_crypten()  # warm: imports happen before any payload exists
         import torch
+
+        for module in preload:
+            importlib.import_module(module)
 
         conn_in = Connection(fd_in, writable=False)
         boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
@@ -330,7 +335,7 @@ class _Child:
                 conn.close()
 
 
-def _start_child() -> _Child:
+def _start_child(preload: Sequence[str] = ()) -> _Child:
     boot_r, boot_w = os.pipe()
     res_r, res_w = os.pipe()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -339,7 +344,7 @@ def _start_child() -> _Child:
     try:
         popen = subprocess.Popen(
             [sys.executable, "-m", "explorer.mpc.launcher", str(boot_r), str(res_w),
-             str(os.getpid())],
+             str(os.getpid()), *preload],
             pass_fds=(boot_r, res_w), start_new_session=True, env=env,
             stdin=subprocess.DEVNULL)
     finally:
@@ -351,8 +356,9 @@ def _start_child() -> _Child:
 class _Pool:
     """Processes that have imported torch and CrypTen and wait for their one payload."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, preload: Sequence[str]):
         self.size, self.idle, self.lock = size, [], threading.Lock()
+        self.preload = tuple(preload)
         self.closed = False
         self.refill()
 
@@ -363,7 +369,7 @@ class _Pool:
             taken, self.idle = alive[:n], alive[n:]
         for child in dead:
             child.close()
-        taken += [_start_child() for _ in range(n - len(taken))]
+        taken += [_start_child(self.preload) for _ in range(n - len(taken))]
         # started from this thread, not a short-lived one: a child's parent-death signal
         # follows the thread that started it
         self.refill()
@@ -372,7 +378,7 @@ class _Pool:
     def refill(self) -> None:
         with self.lock:
             while not self.closed and len(self.idle) < self.size:
-                self.idle.append(_start_child())
+                self.idle.append(_start_child(self.preload))
 
     def close(self) -> None:
         with self.lock:
@@ -385,10 +391,12 @@ _POOL: _Pool | None = None
 
 
 @contextlib.contextmanager
-def warm_parties(size: int = 3) -> Iterator[None]:
-    """Within this block, :func:`run_parties` takes warm processes (module docstring)."""
+def warm_parties(size: int = 3, preload: Sequence[str] = ()) -> Iterator[None]:
+    """Within this block, :func:`run_parties` takes warm processes (module docstring) that
+    have also imported the modules named in ``preload`` (those the party function and its
+    payload need: importing them on arrival would cost seconds of every session)."""
     global _POOL
-    outer, _POOL = _POOL, _Pool(size)
+    outer, _POOL = _POOL, _Pool(size, preload)
     try:
         yield
     finally:
@@ -692,4 +700,4 @@ if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.l
     # run the importable module's copy, so that its exceptions unpickle in the launcher
     from explorer.mpc import launcher
 
-    launcher._child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    launcher._child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])

@@ -29,6 +29,7 @@ from explorer.mpc.launcher import (
     LaunchTimeout,
     run_parties,
     run_simulated,
+    warm_parties,
 )
 from explorer.mpc.protocol import (
     DATA_OWNER,
@@ -38,6 +39,16 @@ from explorer.mpc.protocol import (
     SessionSpec,
     appraisal_party,
 )
+
+# what a party's payload needs imported: a warm process imports it before any payload exists
+PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked")
+
+
+def warm_sessions(provider: str):
+    """A context in which sessions between real parties take warm processes: torch, CrypTen
+    and the protocol already imported (explorer.mpc.launcher.warm_parties)."""
+    return warm_parties(3 if provider == "TTP" else 2, preload=PARTY_MODULES)
+
 
 # Newton iterations of the inverse square root in the gradient norm (CrypTen's default is 3).
 SQRT_ITERATIONS = 12
