@@ -295,3 +295,16 @@ def wire_checked_party(rank: int, world_size: int, payload: dict) -> dict[str, A
     dist.barrier(group=comm.main_group)
     return {"report": report, "kernel": {p: after[p] - before[p] for p in after},
             "crypten": dict(comm.get_communication_stats())}  # counted with verbose only
+
+
+def sending_party(rank: int, world_size: int, n: int) -> int:
+    """Both parties share an n-vector (each sends its share), then wait a second, so that
+    heartbeats report the bytes already sent; returns this process's count."""
+    from explorer.mpc.wire import wire_counter
+
+    crypten = load_crypten()
+    wire = wire_counter()
+    x = crypten.cryptensor(torch.ones(n, dtype=torch.float64), src=0)
+    x.get_plain_text()
+    time.sleep(1.0)
+    return wire.snapshot()["bytes"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -55,6 +56,16 @@ def _state(pid: int) -> str | None:
         return None
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_temporary_directory(tmp_path_factory):
+    """The launcher's store directories go where only this module looks, so another run's
+    sessions on the same machine cannot pass for leftovers of these."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("sessions"))
+    yield
+    tempfile.tempdir = before
+
+
 def _leftovers(children_before: set[int], pids: Iterable[int]) -> list[str]:
     problems = [f"child {pid} [{state}] {_cmdline(pid)}"
                 for pid, state in mp.children_of(os.getpid()).items()
@@ -62,7 +73,7 @@ def _leftovers(children_before: set[int], pids: Iterable[int]) -> list[str]:
     problems += [f"pid {pid} in process group {pgrp}: {_cmdline(pid)}"
                  for pid, state, _, pgrp in mp.processes()
                  if pgrp in set(pids) and state not in ("Z", "X")]
-    stores = [p for p in Path("/tmp").glob("appraisal-session-*")]
+    stores = list(Path(tempfile.gettempdir()).glob("appraisal-session-*"))
     problems += [f"store directory {p} left behind" for p in stores]
     return problems
 
@@ -178,6 +189,17 @@ def test_warm_processes_import_the_preloaded_modules_first(children_before: set[
     with warm_parties(size=2, preload=("explorer.leakage",)):
         res = run_parties(mp.warm_party, {0: 0, 1: 1}, timeout=90)
     assert all(r["leakage imported"] for r in res.results)
+    assert_nothing_left(children_before, res.pids.values())
+
+
+def test_heartbeats_carry_the_bytes_sent_so_far(children_before: set[int]) -> None:
+    seen: list[int] = []
+    res = run_parties(mp.sending_party, {0: 100_000, 1: 100_000}, timeout=90,
+                      on_wait=lambda elapsed, up, sent: seen.append(sent))
+    total = sum(res.results)
+    assert total >= 100_000 * 8  # the reveal alone sends each share
+    assert seen == sorted(seen)  # a running count
+    assert seen[-1] == total  # heard during the parties' last second, before they return
     assert_nothing_left(children_before, res.pids.values())
 
 

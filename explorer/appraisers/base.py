@@ -42,7 +42,8 @@ GROUND_TRUTH, APPRAISE, ENCRYPTED, ACQUISITION = ("ground truth", "appraise",
 class ProgressEvent:
     """One step of a job, structured so an interface never parses text: the phase, the
     appraiser it concerns (None for the ground truth), candidates done of total, and during an
-    encrypted session its elapsed seconds and how many of its processes are up."""
+    encrypted session its elapsed seconds, how many of its processes are up and the bytes they
+    have sent on the wire so far (None in simulated mode, where nothing is sent)."""
 
     phase: str
     appraiser: str | None
@@ -50,13 +51,15 @@ class ProgressEvent:
     total: int
     elapsed: float | None = None
     parties_up: int | None = None
+    bytes_sent: int | None = None
 
     @property
     def text(self) -> str:
         """The event as one line (what a plain ``Progress`` receives as its phase)."""
         who = self.appraiser or self.phase
         if self.phase == ENCRYPTED:
-            return f"{who}: encrypted session, {self.elapsed or 0.0:.1f} s"
+            sent = "" if not self.bytes_sent else f", {self.bytes_sent / 1e6:.1f} MB sent"
+            return f"{who}: encrypted session, {self.elapsed or 0.0:.1f} s{sent}"
         return who
 
 

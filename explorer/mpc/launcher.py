@@ -52,7 +52,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from explorer.mpc.crypten_compat import MPCConfig, apply_config, crypten_config, load_crypten
-from explorer.mpc.wire import wire_counter
+from explorer.mpc.wire import bytes_so_far, wire_counter
 
 __all__ = [
     "LaunchCancelled",
@@ -209,7 +209,7 @@ class _Pipe:
 def _heartbeat(pipe: _Pipe, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_SECONDS):
         with contextlib.suppress(OSError):
-            pipe.send(("alive",))
+            pipe.send(("alive", bytes_so_far()))  # progress: what it has sent on the wire
 
 
 def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str] = ()) -> None:
@@ -311,6 +311,7 @@ class _Child:
     label: str = "idle"
     rank: int = -1
     last_seen: float | None = None  # its last message; None until the first heartbeat
+    sent: int = 0  # bytes it has sent on the wire, as of its last heartbeat
 
     @property
     def pid(self) -> int:
@@ -407,7 +408,7 @@ def warm_parties(size: int = 3, preload: Sequence[str] = ()) -> Iterator[None]:
 def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig | None = None,
                 timeout: float = 120.0, stall_timeout: float = STALL_SECONDS,
                 key: bytes | None = None, cancel: threading.Event | None = None,
-                on_wait: Callable[[float, int], None] | None = None,
+                on_wait: Callable[[float, int, int], None] | None = None,
                 dealer_payload: Any = None) -> LaunchResult:
     """Run ``fn(rank, world_size, payloads[rank])`` in one process per rank (ranks 0..max),
     plus the dealer for the TTP provider; return the results by rank. With ``dealer_payload``
@@ -415,8 +416,9 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
     session ahead (explorer.mpc.dealer).
 
     ``timeout`` bounds the whole run, ``stall_timeout`` the silence of any one process.
-    ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds and
-    how many processes have started at every heartbeat. ``key`` is the session key (a fresh one
+    ``cancel`` stops the run within a heartbeat; ``on_wait`` receives the elapsed seconds, how
+    many processes have started and the bytes they have sent on the wire so far (all of them,
+    the dealer included) at every heartbeat. ``key`` is the session key (a fresh one
     by default). Raises LaunchError (naming the failing party), LaunchTimeout or
     LaunchCancelled; in every case all processes are killed and reaped and the private store
     directory is removed.
@@ -460,7 +462,7 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
 
 
 def _collect(children: list[_Child], deadline: float, timeout: float, stall: float,
-             cancel: threading.Event | None, on_wait: Callable[[float, int], None] | None,
+             cancel: threading.Event | None, on_wait: Callable[[float, int, int], None] | None,
              pids: dict[str, int]) -> dict[int, Any]:
     """Results by rank; the first failure (after a short settle for its root cause) raises."""
     pending = {c.result: c for c in children}
@@ -478,7 +480,8 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
             raise LaunchCancelled("the session was cancelled; its processes were stopped.",
                                   pids=pids)
         if on_wait is not None:
-            on_wait(now - (deadline - timeout), sum(c.last_seen is not None for c in children))
+            on_wait(now - (deadline - timeout), sum(c.last_seen is not None for c in children),
+                    sum(c.sent for c in children))
         for conn in wait(list(pending), timeout=min(deadline - now, HEARTBEAT_SECONDS)):
             child = pending[conn]
             try:
@@ -491,6 +494,7 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
                 continue
             child.last_seen = time.monotonic()
             if message[0] == "alive":
+                child.sent = message[1] if len(message) > 1 else child.sent
                 continue
             del pending[conn]
             if message[0] == "ok":

@@ -163,12 +163,12 @@ def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResul
         revealed=sum(r.values.size for r in results), sessions=len(results))
 
 
-def _ticking(on_wait: Callable[[float, int], None] | None, stop: threading.Event) -> None:
+def _ticking(on_wait: Callable[[float, int, int], None] | None, stop: threading.Event) -> None:
     """Tick like the launcher's heartbeat where it is silent: a simulated session runs in this
     process, and the launcher says nothing while it boots the processes."""
     start = time.perf_counter()
     while on_wait is not None and not stop.wait(HEARTBEAT_SECONDS):
-        on_wait(time.perf_counter() - start, 1)
+        on_wait(time.perf_counter() - start, 1, 0)
 
 
 def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
@@ -180,11 +180,12 @@ def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
 def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: CandidateBatch,
                 mode: str = "parties", provider: str = "TTP", timeout: float = 600.0,
                 cancel: threading.Event | None = None,
-                on_wait: Callable[[float, int], None] | None = None) -> SessionResult:
+                on_wait: Callable[[float, int, int], None] | None = None) -> SessionResult:
     """Appraise the data owner's candidates against the model owner's inputs under MPC.
 
     ``cancel`` stops a running session (raising Cancelled); ``on_wait`` receives the elapsed
-    seconds and how many processes are up several times a second while the parties compute.
+    seconds, how many processes are up and the bytes they have sent on the wire so far, several
+    times a second while the parties compute.
     """
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
                precision_bits=spec.precision_bits, timeout=timeout,
@@ -210,14 +211,14 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             # CrypTen: tick until its own heartbeats begin
             heard, stop = threading.Event(), threading.Event()
 
-            def waited(elapsed: float, up: int) -> None:
+            def waited(elapsed: float, up: int, sent: int) -> None:
                 heard.set()
                 if on_wait is not None:
-                    on_wait(elapsed, up)
+                    on_wait(elapsed, up, sent)
 
-            def until_heard(elapsed: float, up: int) -> None:
+            def until_heard(elapsed: float, up: int, sent: int) -> None:
                 if not heard.is_set() and on_wait is not None:
-                    on_wait(elapsed, 0)
+                    on_wait(elapsed, 0, 0)
 
             ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
             ticker.start()
@@ -308,9 +309,9 @@ def appraise_privately(appraiser: Appraiser, candidates: Sequence[tuple], progre
 
         done = n - len(todo)  # verified in earlier sessions
 
-        def heartbeat(elapsed: float, up: int, done: int = done) -> None:
+        def heartbeat(elapsed: float, up: int, sent: int, done: int = done) -> None:
             report_progress(progress, ProgressEvent(ENCRYPTED, appraiser.name, done, n,
-                                                    elapsed, up))
+                                                    elapsed, up, sent))
 
         result = run_session(spec, mo, batch, options.mode, options.provider, options.timeout,
                              cancel=cancel, on_wait=heartbeat)

@@ -81,6 +81,13 @@ _COUNTER: WireCounter | None = None
 _INSTALL = threading.Lock()
 
 
+def bytes_so_far() -> int:
+    """Payload bytes this process has sent so far (0 before its counter is installed), for the
+    launcher's heartbeats: reading it never installs the counter."""
+    counter = _COUNTER
+    return 0 if counter is None else counter.bytes_sent
+
+
 def _nbytes(tensors: Any) -> int:
     if tensors is None:
         return 0
