@@ -124,12 +124,15 @@ def keep(shots: list[Path]) -> None:
 
 def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defaults, tmp_path):
     """At 1280x720 the Run button and the figure's top are on screen without scrolling; one
-    point per candidate; the first render and the first figure are timed."""
+    point per candidate, the correlation table under the scatter; the Prices tab draws the
+    pricing threshold; the first render and the first figure are timed."""
     from playwright.sync_api import expect, sync_playwright
 
     before = set(descendants(os.getpid()))
     n = app_defaults["candidates"]
     shot = tmp_path / "projector-1280x720.png"
+    shots = [shot, tmp_path / "rank-scatter.png", tmp_path / "rank-and-correlations.png",
+             tmp_path / "prices-value.png"]
     with sync_playwright() as p:
         browser = launch(p, tmp_path)
         try:
@@ -155,16 +158,30 @@ def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defa
             run = run_button(page).bounding_box()
             scrolled = page.evaluate("document.scrollingElement.scrollTop")
             page.screenshot(path=str(shot))
-            scatter.screenshot(path=str(tmp_path / "rank-scatter.png"))
+            scatter.screenshot(path=str(shots[1]))
+            table = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="How well each appraiser ranks"))
+            expect(table).to_be_visible()
+            below = table.bounding_box()["y"] >= figure["y"] + figure["height"] - 1
+            table.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots[2]))
+
+            page.get_by_role("tab", name="Prices").click()
+            prices = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="Prices of the candidate datasets"))
+            threshold = prices.locator(".legendtext", has_text=re.compile(r"^threshold "))
+            expect(threshold).to_have_count(1)
+            page.screenshot(path=str(shots[3]))
         finally:
             browser.close()
-    keep([shot, tmp_path / "rank-scatter.png"])
+    keep(shots)
     print(f"\nvoila first render (navigation to Run button): {first_render:.1f} s; click to first "
           f"scatter point: {first_point:.1f} s; {n} points; figure from y={figure['y']:.0f} to "
           f"{figure['y'] + figure['height']:.0f} of {VIEWPORT['height']}; screenshots in {SHOTS}")
     assert scrolled == 0
     assert run["y"] >= 0 and run["y"] + run["height"] <= VIEWPORT["height"]
     assert 0 <= figure["y"] < VIEWPORT["height"] - 100, "the figure starts below the screen"
+    assert below, "the correlation table is not under the scatter"
     server = {voila.process.pid, *descendants(voila.process.pid)}  # stopped by the fixture
     leftover = set(descendants(os.getpid())) - before - server
     assert not leftover, f"processes left behind by the browser: {sorted(leftover)}"
@@ -263,7 +280,7 @@ def test_bit_mode_shows_its_decisions_and_flat_prices(voila, tmp_path):
                 has=page.locator(".gtitle", has_text="Flat prices from revealed bits"))
             flat.scroll_into_view_if_needed()
             expect(flat.locator(".legendtext", has_text="threshold").first).to_be_visible()
-            legend = " ".join(flat.locator(".legendtext").all_inner_texts())
+            legend = " ".join(flat.locator(".legendtext").all_text_contents())
             page.screenshot(path=str(shots[1]))
 
             page.get_by_role("tab", name="Acquisition").click()
