@@ -460,10 +460,11 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
               f"{rate:.1f} a second; {len(acquisition)} during the acquisition")
 
 
-def test_bit_mode_uses_a_threshold_per_appraiser_and_shows_its_own_prices():
+def test_bit_mode_uses_a_threshold_per_appraiser_and_shows_its_own_prices(tmp_path):
     """Simulated CrypTen, bits revealed: each appraiser is judged against its own-data
     threshold (the snapshot's), the Prices tab shows the decisions and the flat prices with
-    those thresholds, the ties are explained, and acquisition says why it is not run."""
+    those thresholds, the ties are explained, and acquisition says why it is not run; an
+    uploaded file is judged against thresholds for its own size."""
     app = ready_app()
     c = app.controls
     c["candidates"].value = 10
@@ -519,6 +520,18 @@ def test_bit_mode_uses_a_threshold_per_appraiser_and_shows_its_own_prices():
     assert plots.TIES_TEXT in caption(figure(app, "rank"))
     readings = figure(app, "correlations")["data"][0]["cells"]["values"][2]
     assert any("bits only" in r for r in readings)
+
+    from explorer.cli import main
+
+    path = tmp_path / "mine.csv"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
+    upload(app, "mine.csv", path.read_bytes())
+    assert app.wait(120) and app.error.value == "", app.error.value
+    for_file = own_data_thresholds(snapshot.seed, snapshot.config, 25, z=0.0)
+    said = text(app.upload_result.value)
+    for name, threshold in for_file.items():
+        assert re.search(f"{name}(accepted: value > |rejected: value ≤ ){threshold:.4g}",
+                         said), (name, said)
 
 
 def test_acquisition_reports_each_round_to_the_progress_bar():

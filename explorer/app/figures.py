@@ -198,6 +198,15 @@ class Figures:
         self.downloads.value = self._csv_link + "".join(links)
 
 
+def _verdict(bit: float, threshold: float) -> str:
+    """What one revealed bit says, against the appraiser's threshold (HTML)."""
+    if bit == 1:
+        return f"accepted: value &gt; {threshold:.4g}"
+    if bit == 0:
+        return f"rejected: value ≤ {threshold:.4g}"
+    return f"not verified (threshold {threshold:.4g})"
+
+
 def upload_html(outcome: UploadOutcome) -> str:
     """A user's file's appraisal, saying which task and backend produced it."""
     frame = outcome.frame
@@ -206,11 +215,9 @@ def upload_html(outcome: UploadOutcome) -> str:
         rows = "".join(f"<tr><td>{html.escape(r.appraiser)}</td><td>{r.value:.6g}</td></tr>"
                        for r in frame.itertuples())
     else:  # bit mode: the revealed bit, against the appraiser's own threshold
-        rows = "".join(
-            f"<tr><td>{html.escape(r.appraiser)}</td><td>"
-            f"{'accepted' if r.value == 1 else 'rejected' if r.value == 0 else 'not verified'}"
-            f" (value &gt; {outcome.thresholds[r.appraiser]:.4g}?)</td></tr>"
-            for r in frame.itertuples())
+        rows = "".join(f"<tr><td>{html.escape(r.appraiser)}</td><td>"
+                       f"{_verdict(r.value, outcome.thresholds[r.appraiser])}</td></tr>"
+                       for r in frame.itertuples())
     return (f"<p><b>{html.escape(outcome.filename)}</b>: {outcome.samples} samples, appraised "
             f"for task <b>{html.escape(outcome.task_name)}</b> with the "
             f"<b>{html.escape(outcome.backend)}</b> backend.</p>"
