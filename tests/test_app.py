@@ -134,6 +134,8 @@ def test_the_seed_model_is_fitted_in_the_background_and_run_waits_for_it():
     app.run()  # before the seed model is there: the run waits for it
     assert app.wait(120) and app.error.value == "", app.error.value
     assert app.figures.outcome.snapshot.task_name == "digits"
+    assert not app.outputs["prices"].outputs  # no influence, no prices: the tab says why
+    assert "choose influence" in app.figures.notes_of["prices"].value
     assert "test accuracy" in app.seed_info.value and "10 classes" in app.seed_info.value
 
 

@@ -31,6 +31,8 @@ NOTES = {
     "table": "One row per candidate and appraiser. " + html.escape(plots.UTILITY_TEXT) + ".",
     "leakage": "MPC hides each party's inputs, not what is revealed.",
 }
+NO_PRICES = ("Prices are paid per nat of influence's predicted test-loss reduction: choose "
+             "influence among the appraisers to see them.")
 NO_BIT_ACQUISITION = ("Bit mode reveals only accepted or rejected: greedy acquisition buys the "
                       "candidate with the highest value, and a bit cannot say which is highest, "
                       "so it is not run. Reveal values to see it.")
@@ -162,6 +164,8 @@ class Figures:
         elif outcome.priced is not None:  # its threshold column draws the threshold line
             self.notes_of["prices"].value = _note(NOTES["prices"])
             self.set_figure("prices", plots.price_bars(outcome.priced))
+        else:
+            self.notes_of["prices"].value = _note(NO_PRICES)
         if outcome.acquisition is not None:
             self.set_figure("acquisition", plots.acquisition_curves(outcome.acquisition))
         shown = results.drop(columns=["truth_seconds", "setup_seconds"]).round(5)
