@@ -37,6 +37,7 @@ from explorer.app.runner import (
     RunSnapshot,
     appraise_upload,
     attack_curves,
+    reveals_bits,
     run_appraisal,
 )
 from explorer.app.task_loader import TaskLoader
@@ -255,7 +256,7 @@ class ExplorerApp:
         rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
-        if config.backend != "plaintext" and config.reveal == "bit":
+        if reveals_bits(config):
             self.runner.say("setting each appraiser's threshold from the model owner's data…")
         snapshot = RunSnapshot.take(name, task, seed, market, config, rate, flat, threshold_sd)
         self.runner.set_plan(ProgressPlan(config.names, len(market), snapshot.rounds))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import ipywidgets as w
 import pandas as pd
 
-from explorer.appraisers import AppraiserConfig
+from explorer.appraisers import Appraiser, AppraiserConfig
 from explorer.appraisers.base import (
     ACQUISITION,
     APPRAISE,
@@ -55,6 +55,11 @@ TICK_SECONDS = 0.25  # heartbeat of phases that send no events of their own
 OnEvent = Callable[[ProgressEvent], None]
 
 
+def reveals_bits(config: AppraiserConfig) -> bool:
+    """Whether a run with ``config`` reveals only the bit value > threshold (bit mode)."""
+    return config.backend != "plaintext" and config.reveal == "bit"
+
+
 @dataclass(frozen=True)
 class RunSnapshot:
     """Everything a run depends on, fixed when it starts: a control changed mid-run (the task
@@ -79,7 +84,7 @@ class RunSnapshot:
         threshold (``own_data_thresholds``: the mean of its values on random subsets of the
         model owner's training set of the candidates' size, plus ``threshold_sd`` sd)."""
         thresholds = sd = None
-        if config.backend != "plaintext" and config.reveal == "bit" and market:
+        if reveals_bits(config) and market:
             size = max(c.size for c in market)
             thresholds = own_data_thresholds(seed, config, size, z=threshold_sd)
             sd = threshold_sd
@@ -89,7 +94,7 @@ class RunSnapshot:
     @property
     def bits(self) -> bool:
         """Whether only the bit value > threshold is revealed (bit mode)."""
-        return self.config.backend != "plaintext" and self.config.reveal == "bit"
+        return reveals_bits(self.config)
 
     @property
     def backend(self) -> str:
@@ -108,7 +113,7 @@ class RunSnapshot:
             return 0
         return min(self.acquisition_rounds, len(self.market))
 
-    def appraisers(self) -> list:
+    def appraisers(self) -> list[Appraiser]:
         """The run's appraisers; in bit mode each with its own threshold."""
         if self.bits:
             return bit_appraisers(self.config, self.thresholds or {})
