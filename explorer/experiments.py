@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from explorer.appraisers import Appraiser, AppraiserConfig
-from explorer.appraisers.base import Progress
+from explorer.appraisers.base import ACQUISITION, Progress
 from explorer.errors import AppraisalWarning, Cancelled, ExplorerError
 from explorer.market import Candidate, make_market
 from explorer.pricing import PricingRule
@@ -174,11 +174,13 @@ ACQUISITION_STRATEGIES = ("influence", "random", "oracle")
 
 def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strategy: str,
              rng: np.random.Generator, config: AppraiserConfig,
-             cancel: threading.Event | None) -> list[dict]:
+             cancel: threading.Event | None,
+             on_round: Callable[[], None] | None = None) -> list[dict]:
     """One acquisition sequence: rows (round, candidate, test_loss) from round 0.
 
     ``strategy`` is "influence" (the highest influence under the current model), "random" or
     "oracle" (the highest utility under the current model: ground truth, simulation only).
+    ``on_round()`` is called after each round.
     """
     current, remaining = start, list(market)
     rows = [{"round": 0, "candidate": -1, "test_loss": start.test_loss}]
@@ -197,6 +199,8 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
         chosen = remaining.pop(pick)
         current = absorb(current, chosen.X, chosen.y)
         rows.append({"round": r, "candidate": chosen.index, "test_loss": current.test_loss})
+        if on_round:
+            on_round()
     return rows
 
 
@@ -252,23 +256,35 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
 def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
                        random_orders: int = 5, config: AppraiserConfig = INFLUENCE,
                        random_seed: int = 0, cancel: threading.Event | None = None,
-                       oracle: bool = False) -> pd.DataFrame:
+                       oracle: bool = False, progress: Progress | None = None) -> pd.DataFrame:
     """Greedy-by-influence and random acquisition on one given market (the dashboard's view).
 
     Greedy (and, with ``oracle``, buying by utility: ground truth, simulation only) is one
     sequence with run 0; random is repeated over ``random_orders`` orders, runs 0, 1, ...
     (its band). Columns as ACQUISITION_COLUMNS; every run starts from the same seed model, so
     relative_reduction has the same scale in all of them.
+
+    ``progress("acquisition", done, total)`` is called after every round of every sequence:
+    ``done`` rounds made so far of ``total`` = rounds x sequences (greedy, each random order,
+    the oracle), so ``done`` only grows.
     """
     strategies = ("influence", "random", *(("oracle",) if oracle else ()))
     _check_acquisition(rounds, len(candidates), strategies)
+    sequences = [(strategy, order) for strategy in strategies
+                 for order in (range(random_orders) if strategy == "random" else (0,))]
+    total, done = rounds * len(sequences), 0
+
+    def on_round() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(ACQUISITION, done, total)
+
     rows = []
-    for strategy in strategies:
-        orders = range(random_orders) if strategy == "random" else (0,)
-        for order in orders:
-            rng = np.random.default_rng([random_seed, 6, order])
-            rows += [{"run": order, "strategy": strategy, **row} for row in
-                     _acquire(seed, candidates, rounds, strategy, rng, config, cancel)]
+    for strategy, order in sequences:
+        rng = np.random.default_rng([random_seed, 6, order])
+        rows += [{"run": order, "strategy": strategy, **row} for row in
+                 _acquire(seed, candidates, rounds, strategy, rng, config, cancel, on_round)]
     return _reductions(pd.DataFrame(rows))
 
 

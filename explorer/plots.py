@@ -107,6 +107,8 @@ CAPTION_LINE_PX = 15
 CAPTION_FONT = {"size": 11, "color": "#444444"}
 AXIS_PX = 64  # tick labels and the x axis' title under the plot area
 LEGEND_ROW_PX = 26
+TABLE_ROW_PX = 26  # a table row of one line
+TABLE_WRAP_PX = 16  # the extra line of a row whose text wraps
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], figure: str) -> None:
@@ -367,10 +369,11 @@ def correlation_table(results: pd.DataFrame, against: str = "utility",
                             "partly like the ground truth" if rho > 0 else
                             "the wrong way round")
     fig = go.Figure(go.Table(
-        columnwidth=[1.2, 1, 3.5],
+        columnwidth=[1.2, 1.6, 3.5],
         header={"values": ["appraiser", f"Spearman ρ with {against}", "reading"],
-                "align": "left", "fill_color": "#EEEEEE"},
-        cells={"values": [appraisers, rhos, readings], "align": "left", "height": 26}))
+                "align": "left", "fill_color": "#EEEEEE", "height": TABLE_ROW_PX},
+        cells={"values": [appraisers, rhos, readings], "align": "left",
+               "height": TABLE_ROW_PX}))
     truth = UTILITY_TEXT if against == "utility" else _truth_label(against)
     text = (f"Spearman's ρ between each appraiser's values and {truth}, over "
             f"{results['candidate'].nunique() if 'candidate' in results else len(results)} "
@@ -378,7 +381,11 @@ def correlation_table(results: pd.DataFrame, against: str = "utility",
             f"-1 = exactly reversed.")
     if "gradient-norm" in appraisers:
         text += " " + GRADIENT_NORM_TEXT
-    return _layout(fig, title, text, axis_px=20, plot_px=110 + 26 * len(appraisers),
+    # The table needs its header and rows inside the plot area (below the title's 60 px, above
+    # the 20 px axis gap), with room for each row to wrap once in a narrow cell: a table
+    # taller than its area scrolls, hiding rows.
+    rows_px = TABLE_ROW_PX * (1 + len(appraisers)) + TABLE_WRAP_PX * len(appraisers)
+    return _layout(fig, title, text, axis_px=20, plot_px=60 + 20 + rows_px,
                    margin={"t": 60, "l": 70, "r": 20})
 
 
@@ -758,8 +765,10 @@ def price_bars(prices: pd.DataFrame, threshold: float | None = None) -> go.Figur
             line={"color": "#D55E00", "dash": "dash", "width": 2}, hoverinfo="skip"),
             secondary_y=True)
     if has_value or has_utility or threshold is not None:
+        # plotly.js 3 syncs an overlaying axis' ticks to the primary gridlines, which puts
+        # them at odd values with no tick at 0: its own round ticks instead
         fig.update_yaxes(title_text="nats of test-loss reduction", secondary_y=True,
-                         showgrid=False, zeroline=True, tickformat=".2g")
+                         showgrid=False, zeroline=True, tickformat=".2g", tickmode="auto")
     x_title = "candidate (sorted by kind, then level)"
     if has_accepted:
         x_title += "; hatched = not accepted"
@@ -881,7 +890,7 @@ def flat_price_bars(prices: pd.DataFrame, thresholds: Mapping[str, float] | None
             hovertemplate="candidate %{x}<br>utility %{y:.4g} nats (ground truth)"
                           "<extra></extra>"), secondary_y=True)
         fig.update_yaxes(title_text="utility (nats, ground truth)", secondary_y=True,
-                         showgrid=False)
+                         showgrid=False, tickmode="auto")  # round ticks (see price_bars)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                      title_text="candidate" + (" (highest utility first)" if utility is not None
                                                else ""))

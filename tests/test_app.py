@@ -17,7 +17,14 @@ pytest.importorskip("ipywidgets")
 from test_loaders import fake_mnist
 from test_private import children_of_this_process
 
+from explorer import plots
 from explorer.app import ExplorerApp
+from explorer.app.dashboard import TABS
+from explorer.app.runner import RANDOM_ORDERS, ProgressPlan, RunSnapshot, run_appraisal
+from explorer.appraisers import AppraiserConfig
+from explorer.appraisers.base import ACQUISITION
+from explorer.experiments import own_data_thresholds
+from explorer.pricing import PricingRule
 
 
 def points(array):
@@ -25,6 +32,24 @@ def points(array):
     if isinstance(array, dict):
         return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
     return np.asarray(array)
+
+
+def figure(app, name):
+    """The plotly JSON an Output shows."""
+    return app.outputs[name].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+
+
+def caption(fig) -> str:
+    return fig["layout"]["meta"]["caption"]
+
+
+def tab_texts(widget) -> list[str]:
+    """The text of every HTML widget inside a tab."""
+    import ipywidgets as w
+
+    if isinstance(widget, w.HTML):
+        return [text(widget.value)]
+    return [t for child in getattr(widget, "children", ()) for t in tab_texts(child)]
 
 
 def wait_for(predicate, timeout=60.0):
@@ -57,16 +82,46 @@ def test_run_fills_every_figure_and_the_table():
     assert app.progress.value == app.progress.max and app.progress.bar_style == "success"
     assert set(app.results.appraiser) == {"influence", "gradient-norm"}
     assert len(app.results) == 24
-    for name in ("rank", "acquisition", "runtime", "prices", "table"):
+    for name in ("rank", "correlations", "acquisition", "runtime", "prices", "table"):
         assert len(app.outputs[name].outputs) == 1, name
-    scatter = app.outputs["rank"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    for name in ("decisions", "flat_prices"):  # bit mode's views
+        assert not app.outputs[name].outputs, name
+    scatter = figure(app, "rank")
     assert len(points(scatter["data"][0]["x"])) == 12  # one point per candidate
+    table = figure(app, "correlations")["data"][0]
+    assert table["cells"]["values"][0] == ["influence", "gradient-norm"]
     assert "results.csv" in app.figures.downloads.value
     app.figures.figures_button.click()
     app.figures.figures_button.click()  # pressed twice: the same links, not twice as many
-    assert app.figures.downloads.value.count("download=") == 1 + 4
+    assert app.figures.downloads.value.count("download=") == 1 + 5
     assert "wdbc, 12 candidates" in app.figures.run_label.value
     print(f"first figure {first_figure:.2f} s after Run")
+
+
+def test_prices_draw_the_calibrated_threshold_and_each_reading_is_said_once():
+    app = ready_app()
+    app.controls["candidates"].value = 8
+    app.controls["appraisers"].value = ("influence", "gradient-norm")
+    app.run()
+    assert app.wait(120) and app.error.value == "", app.error.value
+    snapshot = app.figures.outcome.snapshot
+    threshold = PricingRule.calibrated(snapshot.seed, 30, snapshot.rate).threshold
+    prices = figure(app, "prices")
+    line = [shape for shape in prices["layout"]["shapes"] if shape.get("name") == "threshold"]
+    assert len(line) == 1 and line[0]["y0"] == pytest.approx(threshold)
+    assert f"threshold {threshold:.4g} nats" in {trace["name"] for trace in prices["data"]}
+    assert (app.figures.outcome.priced.threshold == threshold).all()
+
+    # each figure says its own reading; the tabs add only what a caption cannot say
+    titles = {key: i for i, (key, _) in enumerate(TABS)}
+    for name in ("rank", "acquisition", "runtime", "prices"):
+        said = " ".join(tab_texts(app.tabs.children[titles[name]]))
+        assert caption(figure(app, name))[:60] not in said, name
+        assert plots.UTILITY_TEXT not in said and plots.GRADIENT_NORM_TEXT not in said, name
+    assert plots.UTILITY_TEXT in caption(figure(app, "rank"))
+    assert "own data" in " ".join(tab_texts(app.tabs.children[titles["prices"]]))
+    app.figures.scatter_choice.value = "gradient-norm"
+    assert plots.GRADIENT_NORM_TEXT in caption(figure(app, "rank"))
 
 
 def test_the_seed_model_is_fitted_in_the_background_and_run_waits_for_it():
@@ -79,6 +134,8 @@ def test_the_seed_model_is_fitted_in_the_background_and_run_waits_for_it():
     app.run()  # before the seed model is there: the run waits for it
     assert app.wait(120) and app.error.value == "", app.error.value
     assert app.figures.outcome.snapshot.task_name == "digits"
+    assert not app.outputs["prices"].outputs  # no influence, no prices: the tab says why
+    assert "choose influence" in app.figures.notes_of["prices"].value
     assert "test accuracy" in app.seed_info.value and "10 classes" in app.seed_info.value
 
 
@@ -308,15 +365,19 @@ def test_a_task_that_fails_to_load_clears_the_shown_results(nothing_on_disk, tmp
 def test_mpc_controls_follow_the_backend():
     app = ready_app()
     c = app.controls
-    mpc = ("precision_bits", "provider", "reveal", "threshold")
+    mpc = ("precision_bits", "provider", "reveal", "threshold_sd")
     assert all(c[name].disabled for name in mpc)
-    assert "no MPC" in app.provider_info.value
+    assert c["flat"].disabled and not c["rate"].disabled
+    assert "no MPC" in app.provider_info.value and app.threshold_info.value == ""
     c["backend"].value = "simulated"
     assert c["provider"].value == "TFP" and c["provider"].disabled
     assert "TFP" in app.provider_info.value and "TTP" not in app.provider_info.value
-    assert not c["precision_bits"].disabled and c["threshold"].disabled  # values revealed
+    assert not c["precision_bits"].disabled and c["threshold_sd"].disabled  # values revealed
     c["reveal"].value = "bit"
-    assert not c["threshold"].disabled
+    assert not c["threshold_sd"].disabled and not c["flat"].disabled and c["rate"].disabled
+    assert "A threshold per appraiser" in app.threshold_info.value
+    c["threshold_sd"].value = 1.5
+    assert "plus 1.5 sd" in app.threshold_info.value
     c["backend"].value = "parties"
     assert not c["provider"].disabled
     assert c["provider"].value == "TTP"  # the real parties' provider comes back
@@ -349,7 +410,7 @@ def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
     app.run()
     assert app.wait(120) and app.error.value == ""
     assert app.figures.scatter_choice.value == "gradient-norm"
-    assert "rewards exactly the noisiest" in app.figures.scatter_note.value
+    assert plots.GRADIENT_NORM_TEXT in caption(figure(app, "rank"))
 
     app.preset.value = "what a value leaks"
     app.attack()
@@ -399,3 +460,103 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
     with capsys.disabled():
         print(f"\nprogress during the encrypted session: {len(session)} updates, "
               f"{rate:.1f} a second; {len(acquisition)} during the acquisition")
+
+
+def test_bit_mode_uses_a_threshold_per_appraiser_and_shows_its_own_prices(tmp_path):
+    """Simulated CrypTen, bits revealed: each appraiser is judged against its own-data
+    threshold (the snapshot's), the Prices tab shows the decisions and the flat prices with
+    those thresholds, the ties are explained, and acquisition says why it is not run; an
+    uploaded file is judged against thresholds for its own size."""
+    app = ready_app()
+    c = app.controls
+    c["candidates"].value = 10
+    c["levels"].value = (0.0, 0.5)
+    c["appraisers"].value = ("influence", "gradient-norm")
+    c["backend"].value = "simulated"
+    c["reveal"].value = "bit"
+    c["threshold_sd"].value = 0.0  # the own-data mean: some candidates pass, some do not
+    c["flat"].value = 40.0
+    app.run()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    outcome = app.figures.outcome
+    snapshot = outcome.snapshot
+    expected = own_data_thresholds(snapshot.seed, snapshot.config, 30, z=0.0)
+    assert snapshot.thresholds == expected and snapshot.threshold_sd == 0.0
+    assert expected["gradient-norm"] > 100 * abs(expected["influence"])  # not one scale
+
+    # each bit is that appraiser's value against its own threshold (values from plaintext,
+    # away from the threshold, where fixed point cannot flip the comparison)
+    plain = ready_app()
+    plain.controls["candidates"].value = 10
+    plain.controls["levels"].value = (0.0, 0.5)
+    plain.controls["appraisers"].value = ("influence", "gradient-norm")
+    plain.run()
+    assert plain.wait(120) and plain.error.value == ""
+    values = plain.results.set_index(["appraiser", "candidate"]).value
+    bits = outcome.results.set_index(["appraiser", "candidate"]).value
+    checked = 0
+    for (name, candidate), value in values.items():
+        if abs(value - expected[name]) > 1e-3 * max(1.0, abs(expected[name])):
+            assert bits[name, candidate] == float(value > expected[name]), (name, candidate)
+            checked += 1
+    assert checked >= 15
+    assert 0 < bits.sum() < len(bits)  # a picture with both verdicts
+
+    assert not app.outputs["prices"].outputs  # value mode's bars
+    decisions, flat = figure(app, "decisions"), figure(app, "flat_prices")
+    assert plots.TIES_TEXT in caption(decisions)
+    assert "they tie" in caption(flat)
+    rows = " ".join(decisions["layout"]["yaxis2"]["categoryarray"])  # one row per appraiser
+    for name, threshold in expected.items():
+        assert f"{name} > {threshold:.3g}" in rows, name
+    priced = outcome.priced
+    assert set(priced.price) <= {0.0, 40.0}
+    assert (priced.price == 40.0).sum() == bits.sum()
+    assert (priced.threshold == priced.appraiser.map(expected)).all()
+    prices_tab = " ".join(tab_texts(app.tabs.children[[k for k, _ in TABS].index("prices")]))
+    for name, threshold in expected.items():
+        assert f"{name} {threshold:.4g}" in prices_tab
+    assert "plus 0 sd" in prices_tab and "flat price 40" in prices_tab
+    assert outcome.acquisition is None and not app.outputs["acquisition"].outputs
+    assert "a bit cannot say which is highest" in text(app.figures.notes_of["acquisition"].value)
+    assert plots.TIES_TEXT in caption(figure(app, "rank"))
+    readings = figure(app, "correlations")["data"][0]["cells"]["values"][2]
+    assert any("bits only" in r for r in readings)
+
+    from explorer.cli import main
+
+    path = tmp_path / "mine.csv"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--out", str(path)]) == 0
+    upload(app, "mine.csv", path.read_bytes())
+    assert app.wait(120) and app.error.value == "", app.error.value
+    for_file = own_data_thresholds(snapshot.seed, snapshot.config, 25, z=0.0)
+    said = text(app.upload_result.value)
+    for name, threshold in for_file.items():
+        assert re.search(f"{name}(accepted: value > |rejected: value ≤ ){threshold:.4g}",
+                         said), (name, said)
+
+
+def test_acquisition_reports_each_round_to_the_progress_bar():
+    """run_appraisal passes the acquisition's rounds on as events whose done only grows, up to
+    every round of every sequence; the dashboard's bar moves with them."""
+    app = ready_app()
+    app.controls["candidates"].value = 6
+    name, task, seed, market = app.loader.wait_ready(threading.Event())
+    snapshot = RunSnapshot.take(name, task, seed, market, AppraiserConfig(names=("influence",)),
+                                rate=1000.0)
+    events = []
+    outcome = run_appraisal(snapshot, events.append)
+    rounds = [e for e in events if e.phase == ACQUISITION and e.elapsed is not None]
+    total = snapshot.rounds * (1 + RANDOM_ORDERS)
+    assert snapshot.rounds == 5 and outcome.acquisition is not None
+    done = [e.done for e in rounds]
+    assert done == sorted(done) and set(range(1, total + 1)) <= set(done)
+    assert all(e.total == total for e in rounds)
+
+    # where the bar puts each of them (JobRunner.on_event shows plan.position): forwards,
+    # a step per round, inside the acquisition's segment of the bar
+    plan = ProgressPlan(("influence",), len(market), snapshot.rounds)
+    segment = plan.segments.index(ACQUISITION) / len(plan.segments)
+    positions = [plan.position(e) for e in rounds]
+    assert positions == sorted(positions) and len(set(positions)) >= total
+    assert segment < positions[0] and positions[-1] <= 1.0

@@ -5,6 +5,8 @@ kernel imports this checkout: jupyter_env puts it first on PYTHONPATH) and headl
 - Run on WDBC draws one point per candidate, with the figure on screen without scrolling;
 - a real-parties run (TTP, influence) fills the three party lanes, and the status moves at least
   twice a second during the encrypted session;
+- bit mode (simulated CrypTen, bits revealed) shows each appraiser's own threshold, which
+  candidates its bit accepted and their flat prices, and says why acquisition is not run;
 - a task chosen mid-run changes nothing in that run; a failed upload clears the previous result;
 - the kernel each page load starts goes away when the page is left or closed.
 
@@ -122,12 +124,15 @@ def keep(shots: list[Path]) -> None:
 
 def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defaults, tmp_path):
     """At 1280x720 the Run button and the figure's top are on screen without scrolling; one
-    point per candidate; the first render and the first figure are timed."""
+    point per candidate, the correlation table under the scatter; the Prices tab draws the
+    pricing threshold; the first render and the first figure are timed."""
     from playwright.sync_api import expect, sync_playwright
 
     before = set(descendants(os.getpid()))
     n = app_defaults["candidates"]
     shot = tmp_path / "projector-1280x720.png"
+    shots = [shot, tmp_path / "rank-scatter.png", tmp_path / "rank-and-correlations.png",
+             tmp_path / "prices-value.png"]
     with sync_playwright() as p:
         browser = launch(p, tmp_path)
         try:
@@ -153,16 +158,30 @@ def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defa
             run = run_button(page).bounding_box()
             scrolled = page.evaluate("document.scrollingElement.scrollTop")
             page.screenshot(path=str(shot))
-            scatter.screenshot(path=str(tmp_path / "rank-scatter.png"))
+            scatter.screenshot(path=str(shots[1]))
+            table = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="How well each appraiser ranks"))
+            expect(table).to_be_visible()
+            below = table.bounding_box()["y"] >= figure["y"] + figure["height"] - 1
+            table.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots[2]))
+
+            page.get_by_role("tab", name="Prices").click()
+            prices = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="Prices of the candidate datasets"))
+            threshold = prices.locator(".legendtext", has_text=re.compile(r"^threshold "))
+            expect(threshold).to_have_count(1)
+            page.screenshot(path=str(shots[3]))
         finally:
             browser.close()
-    keep([shot, tmp_path / "rank-scatter.png"])
+    keep(shots)
     print(f"\nvoila first render (navigation to Run button): {first_render:.1f} s; click to first "
           f"scatter point: {first_point:.1f} s; {n} points; figure from y={figure['y']:.0f} to "
           f"{figure['y'] + figure['height']:.0f} of {VIEWPORT['height']}; screenshots in {SHOTS}")
     assert scrolled == 0
     assert run["y"] >= 0 and run["y"] + run["height"] <= VIEWPORT["height"]
     assert 0 <= figure["y"] < VIEWPORT["height"] - 100, "the figure starts below the screen"
+    assert below, "the correlation table is not under the scatter"
     server = {voila.process.pid, *descendants(voila.process.pid)}  # stopped by the fixture
     leftover = set(descendants(os.getpid())) - before - server
     assert not leftover, f"processes left behind by the browser: {sorted(leftover)}"
@@ -216,6 +235,65 @@ def test_party_lanes_fill_in_from_a_real_parties_run(voila, tmp_path):
     rate = 1000 * (len(session) - 1) / (session[-1] - session[0])
     print(f"\nstatus updates during the encrypted session: {len(session)}, {rate:.1f} a second")
     assert rate >= 2.0
+
+
+def test_bit_mode_shows_its_decisions_and_flat_prices(voila, tmp_path):
+    """WDBC, influence and gradient norm, simulated CrypTen revealing bits, thresholds at the
+    own-data mean: the threshold control explains itself, the Prices tab shows each appraiser's
+    threshold, its accept/reject decisions and the flat prices, with the figure's top on a
+    1280x720 screen; the Acquisition tab says why greedy acquisition is not run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = [tmp_path / "bit-prices.png", tmp_path / "bit-flat-prices.png",
+             tmp_path / "bit-scatter.png"]
+    with sync_playwright() as p:
+        browser = launch(p, tmp_path)
+        try:
+            page, _ = open_dashboard(browser, voila)
+            page.get_by_text("4. Backend and privacy").click()
+            page.locator(".widget-toggle-button", has_text="simulated").click()
+            page.locator(".widget-toggle-button", has_text=re.compile(r"^\s*bit\s*$")).click()
+            expect(page.get_by_text("A threshold per appraiser")).to_be_visible()
+            sd = page.get_by_label("threshold: sd")
+            sd.fill("0")
+            sd.press("Enter")
+            expect(page.get_by_text("plus 0 sd. Data like its own")).to_be_visible()
+            started = time.perf_counter()
+            run_button(page).click()
+            expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
+            seconds = time.perf_counter() - started
+            expect(page.get_by_text("Traceback")).to_have_count(0)
+            scatter = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="influence vs utility"))
+            expect(scatter).to_be_visible()
+            page.screenshot(path=str(shots[2]))
+
+            page.get_by_role("tab", name="Prices").click()
+            decisions = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="What bit mode revealed"))
+            expect(decisions).to_be_visible()
+            expect(decisions.locator(".scatterlayer .point").first).to_be_attached()
+            note = page.locator(".widget-html", has_text="Each appraiser's threshold").inner_text()
+            top = decisions.bounding_box()["y"]
+            page.screenshot(path=str(shots[0]))
+            flat = page.locator(".js-plotly-plot").filter(
+                has=page.locator(".gtitle", has_text="Flat prices from revealed bits"))
+            flat.scroll_into_view_if_needed()
+            expect(flat.locator(".legendtext", has_text="threshold").first).to_be_visible()
+            legend = " ".join(flat.locator(".legendtext").all_text_contents())
+            page.screenshot(path=str(shots[1]))
+
+            page.get_by_role("tab", name="Acquisition").click()
+            expect(page.get_by_text("a bit cannot say which is highest")).to_be_visible()
+        finally:
+            browser.close()
+    keep(shots)
+    print(f"\nbit mode, 20 candidates, simulated CrypTen: Run to done {seconds:.1f} s; decisions "
+          f"figure top at y={top:.0f}")
+    assert "influence" in note and "gradient-norm" in note and "plus 0 sd" in note
+    assert re.search(r"influence \(threshold [-0-9.e]+\): \d+ of 20 bought", legend), legend
+    assert re.search(r"gradient-norm \(threshold [0-9.e]+\): \d+ of 20 bought", legend), legend
+    assert 0 <= top < VIEWPORT["height"] - 100, "the decisions figure starts below the screen"
 
 
 def test_a_task_switch_mid_run_and_a_failed_upload(voila, tmp_path):

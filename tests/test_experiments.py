@@ -80,6 +80,18 @@ def test_buying_by_utility_beats_random_and_reads_higher(wdbc, wdbc_seed):
     assert best > 0
 
 
+def test_market_acquisition_reports_every_round(wdbc, wdbc_seed):
+    """One event per round of every sequence (greedy, then each random order), ``done``
+    growing by one up to ``total``; without a callback the curves are the same."""
+    market = make_market(wdbc, "label-noise", 6, 30, 0.5, seed=1)
+    events: list[tuple[str, int, int]] = []
+    frame = market_acquisition(wdbc_seed, market, rounds=3, random_orders=2,
+                               progress=lambda *event: events.append(event))
+    assert events == [("acquisition", done, 9) for done in range(1, 10)]
+    pd.testing.assert_frame_equal(frame, market_acquisition(wdbc_seed, market, rounds=3,
+                                                            random_orders=2))
+
+
 def test_finetune_steps_is_a_function_of_public_sizes():
     assert finetune_steps(16, 600, 740) == round(16 * 740 / 1340) == 9
     assert finetune_steps(4, 600, 200) == 1 and finetune_steps(1, 600, 200) == 1  # at least 1

@@ -579,6 +579,23 @@ def test_flat_price_bars_tie_the_accepted_and_name_each_threshold(bits):
     assert "tie" in plots.caption(fig)
 
 
+def test_value_axes_beside_prices_have_their_own_round_ticks(prices, bits):
+    """plotly.js 3 would sync a secondary axis' ticks to the price gridlines (odd values, no
+    tick at 0); the nats axes ask for their own."""
+    for fig in (plots.price_bars(prices), plots.flat_price_bars(bits)):
+        assert fig.layout.yaxis2.tickmode == "auto"
+
+
+def test_correlation_table_rows_fit_in_its_plot_area(results):
+    """Header and rows, each allowed to wrap once, fit between the title's margin and the
+    bottom gap: a taller table would scroll and hide its last rows."""
+    for frame in (results, results.replace({"appraiser": {"finetune": "gradient-norm"}})):
+        fig = plots.correlation_table(frame)
+        n = frame["appraiser"].nunique()
+        area = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+        assert area >= plots.TABLE_ROW_PX * (n + 1) + plots.TABLE_WRAP_PX * n
+
+
 # --- notebooks --------------------------------------------------------------------------------
 
 def test_notebook_renderer_also_writes_html(prices):

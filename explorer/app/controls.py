@@ -24,7 +24,7 @@ BACKEND_TIPS = ["No MPC: the model owner sees the candidates (for reference).",
                 "CrypTen, one process playing both parties (TFP triples).",
                 "CrypTen, one process per party (and a dealer for TTP)."]
 # what only a private backend uses: greyed out under plaintext
-MPC_CONTROLS = ("precision_bits", "provider", "reveal", "threshold")
+MPC_CONTROLS = ("precision_bits", "provider", "reveal", "threshold_sd")
 SIMULATED_PROVIDER = "TFP"  # one process plays both parties: there is no dealer to ask
 STYLE = {"description_width": "110px"}
 CONTROL_WIDTH = "310px"  # inside a 350 px sidebar, with the accordion's padding
@@ -49,8 +49,12 @@ TOOLTIPS = {
     "provider": "Who deals the multiplication triples (and what that assumes).",
     "reveal": "What the session reveals to both parties: each value, or only the bit "
               "value > threshold.",
-    "threshold": "The model owner's private threshold in bit mode (same units as the values).",
-    "rate": "Price per nat of test-loss reduction (Prices tab).",
+    "threshold_sd": "Bit mode: each appraiser's threshold is the mean of its values on random "
+                    "subsets of the model owner's own training set, plus this many standard "
+                    "deviations (one number on every appraiser's own scale).",
+    "rate": "Price per nat of test-loss reduction (Prices tab, values revealed).",
+    "flat": "Bit mode: the price of a candidate whose bit says accepted (Prices tab); a "
+            "rejected one is paid nothing.",
     "attacker": "Who attacks: the data owner (recovers the model) or the model owner "
                 "(recovers the candidate's gradient).",
     "defences": "Defences to compare (ctrl/cmd-click for several).",
@@ -92,8 +96,10 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "provider": w.Dropdown(options=list(PROVIDERS), value="TTP", description="provider"),
         "reveal": w.ToggleButtons(options=["value", "bit"], value="value", description="reveal",
                                   style={"description_width": "50px", "button_width": "80px"}),
-        "threshold": w.FloatText(value=0.0, description="bit threshold"),
+        "threshold_sd": w.BoundedFloatText(value=3.0, min=0.0, max=10.0, step=0.5,
+                                           description="threshold: sd"),
         "rate": w.FloatText(value=1000.0, description="price per nat"),
+        "flat": w.BoundedFloatText(value=50.0, min=0.0, max=1e6, description="flat price (bit)"),
     }
     for name, widget in c.items():
         _tip(widget, name)
@@ -132,9 +138,25 @@ def provider_text(controls: dict[str, w.Widget]) -> str:
     return f"<b>{used}</b>{why}: {html.escape(PROVIDERS[used])}"
 
 
+def bit_mode(controls: dict[str, w.Widget]) -> bool:
+    """Whether a run with these controls reveals only bits (a private backend, reveal = bit)."""
+    return controls["backend"].value != "plaintext" and controls["reveal"].value == "bit"
+
+
+def threshold_text(controls: dict[str, w.Widget]) -> str:
+    """One paragraph (HTML) on how bit mode's thresholds are set; '' outside bit mode."""
+    if not bit_mode(controls):
+        return ""
+    return ("<b>A threshold per appraiser</b>, each on its own scale: the mean of its values "
+            "on random subsets of the model owner's own training set (the candidates' size), "
+            f"plus {controls['threshold_sd'].value:g} sd. Data like its own is not worth "
+            "buying. The thresholds used are shown in the Prices tab.")
+
+
 def sync_backend(controls: dict[str, w.Widget]) -> None:
     """Grey out what the backend does not use: the MPC controls under plaintext; the provider
-    in simulated mode, where it can only be TFP; the threshold unless only bits are revealed."""
+    in simulated mode, where it can only be TFP; the threshold and the flat price unless only
+    bits are revealed, the price per nat when they are."""
     backend = controls["backend"].value
     plaintext = backend == "plaintext"
     for name in MPC_CONTROLS:
@@ -142,7 +164,9 @@ def sync_backend(controls: dict[str, w.Widget]) -> None:
     if backend == "simulated":
         controls["provider"].value = SIMULATED_PROVIDER
         controls["provider"].disabled = True
-    controls["threshold"].disabled = plaintext or controls["reveal"].value != "bit"
+    bits = bit_mode(controls)
+    controls["threshold_sd"].disabled = controls["flat"].disabled = not bits
+    controls["rate"].disabled = bits
 
 
 def appraiser_config(controls: dict[str, w.Widget]) -> AppraiserConfig:
@@ -152,9 +176,9 @@ def appraiser_config(controls: dict[str, w.Widget]) -> AppraiserConfig:
         raise ExplorerError("choose at least one appraiser.")
     private: dict[str, Any] = {}
     if backend != "plaintext":
+        # bit mode's thresholds are per appraiser, set when a run starts (RunSnapshot.take)
         private = {"mode": backend, "precision_bits": controls["precision_bits"].value,
-                   "provider": provider_used(controls), "reveal": controls["reveal"].value,
-                   "threshold": controls["threshold"].value}
+                   "provider": provider_used(controls), "reveal": controls["reveal"].value}
     return AppraiserConfig(names=tuple(controls["appraisers"].value),
                            backend="plaintext" if backend == "plaintext" else "crypten",
                            lr=controls["lr"].value, steps=controls["steps"].value,

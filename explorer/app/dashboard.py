@@ -4,7 +4,7 @@
 - ``task_loader``: the chosen task, its seed model (fitted in the background) and market;
 - ``runner``: a run's snapshot, the jobs as plain Python, the background thread and progress;
 - ``party_view``: who sees what, from each party's own session accounting;
-- ``figures``: the figures, captions, table and downloads.
+- ``figures``: the figures (each with its own caption), table and downloads.
 
 A run snapshots its task, seed model, market and settings when it starts, so nothing changed
 mid-run reaches its results; every failure clears what it makes stale.
@@ -27,6 +27,7 @@ from explorer.app.controls import (
     build_controls,
     provider_text,
     sync_backend,
+    threshold_text,
 )
 from explorer.app.figures import Figures, upload_html
 from explorer.app.party_view import PartyView
@@ -36,6 +37,7 @@ from explorer.app.runner import (
     RunSnapshot,
     appraise_upload,
     attack_curves,
+    reveals_bits,
     run_appraisal,
 )
 from explorer.app.task_loader import TaskLoader
@@ -67,6 +69,7 @@ class ExplorerApp:
         self.party_view = PartyView()
         self.loader = TaskLoader(self.controls, self._show_error, self._task_changed, data_dir)
         self.provider_info = w.HTML()
+        self.threshold_info = w.HTML()
         self.upload = w.FileUpload(accept=".csv,.npz", multiple=False,
                                    description="Appraise my file", layout=w.Layout(width="auto"),
                                    tooltip="A CSV or NPZ with the task's feature columns in "
@@ -102,7 +105,7 @@ class ExplorerApp:
         self.attack_button.on_click(lambda _: self.attack())
         self.preset.observe(self._preset_chosen, "value")
         c["backend"].observe(self._backend_changed, "value")
-        for name in ("provider", "reveal"):
+        for name in ("provider", "reveal", "threshold_sd"):
             c[name].observe(lambda _: (sync_backend(c), self._describe_provider()), "value")
 
     def _layout(self) -> w.Widget:
@@ -111,9 +114,10 @@ class ExplorerApp:
             w.VBox([c["task"], c["lam"], c["lam_cv"], self.loader.seed_info]),
             w.VBox([c["corruption"], c["candidates"], c["size"], c["levels"], c["seed"],
                     self.loader.preview]),
-            w.VBox([c["appraisers"], c["lr"], c["steps"], c["newton_steps"], c["rate"]]),
+            w.VBox([c["appraisers"], c["lr"], c["steps"], c["newton_steps"], c["rate"],
+                    c["flat"]]),
             w.VBox([c["backend"], c["precision_bits"], c["provider"], self.provider_info,
-                    c["reveal"], c["threshold"]])], selected_index=0)
+                    c["reveal"], c["threshold_sd"], self.threshold_info])], selected_index=0)
         for i, title in enumerate(["1. Seed model (model owner)", "2. Market (data owners)",
                                    "3. Appraisers", "4. Backend and privacy"]):
             section.set_title(i, title)
@@ -216,8 +220,12 @@ class ExplorerApp:
         self._describe_provider()
 
     def _describe_provider(self) -> None:
+        """The provider actually used and, in bit mode, how the thresholds are set."""
         self.provider_info.value = (f"<div style='font-size:12px;max-width:320px'>"
                                     f"{provider_text(self.controls)}</div>")
+        thresholds = threshold_text(self.controls)
+        self.threshold_info.value = (f"<div style='font-size:12px;max-width:320px'>"
+                                     f"{thresholds}</div>" if thresholds else "")
 
     def _preset_chosen(self, change) -> None:
         preset = PRESETS.get(change["new"])
@@ -243,11 +251,14 @@ class ExplorerApp:
         self.runner.start(self._job)
 
     def _job(self) -> None:
-        config = appraiser_config(self.controls)  # the settings as Run was pressed
-        rate = self.controls["rate"].value
+        c = self.controls
+        config = appraiser_config(c)  # the settings as Run was pressed
+        rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
-        snapshot = RunSnapshot(name, task, seed, tuple(market), config, rate)
+        if reveals_bits(config):
+            self.runner.say("setting each appraiser's threshold from the model owner's data…")
+        snapshot = RunSnapshot.take(name, task, seed, market, config, rate, flat, threshold_sd)
         self.runner.set_plan(ProgressPlan(config.names, len(market), snapshot.rounds))
         self.figures.start(snapshot.describe(), config.names)
         if self._preset_scatter in config.names:
@@ -286,13 +297,14 @@ class ExplorerApp:
         self.upload_result.value = ""  # a failure must not leave the previous result standing
         self.again_button.disabled = False
         config = appraiser_config(self.controls)
+        threshold_sd = self.controls["threshold_sd"].value
         backend = dict(zip(self.controls["backend"]._options_values,
                            self.controls["backend"]._options_labels, strict=True))[
             self.controls["backend"].value]
         name, task, seed, _ = self.loader.wait_ready(self.runner.cancel_event)
         self.runner.say(f"appraising {html.escape(filename)}…")
         outcome = appraise_upload(filename, content, name, task, seed, config, backend,
-                                  self._on_event, self.runner.cancel_event)
+                                  self._on_event, self.runner.cancel_event, threshold_sd)
         self.upload_result.value = upload_html(outcome)
         self.runner.say(f"appraised {html.escape(filename)}")
 

@@ -1,7 +1,8 @@
 """The dashboard's figures and tables: one Output per figure (set from any thread as a plotly
-mimebundle), captions saying what is plotted and that utility is ground truth only a
-simulation knows, the results table with its downloads, and the upload's and attack's results.
-Every figure comes from explorer.plots.
+mimebundle), the results table with its downloads, and the upload's and attack's results.
+Every figure comes from explorer.plots and carries its own caption (what is plotted, which way
+is better, utility as ground truth); a tab adds text only where it says what the figure's
+caption cannot (how this run set its thresholds, why a view is empty in bit mode).
 """
 
 from __future__ import annotations
@@ -16,29 +17,25 @@ import pandas as pd
 import plotly.io as pio
 
 from explorer import plots
-from explorer.app.party_view import GROUND_TRUTH_NOTE
 from explorer.app.runner import RunOutcome, UploadOutcome
 from explorer.app.task_loader import TABLE_CSS
 
-FIGURES = ("rank", "acquisition", "runtime", "prices", "table", "leakage")
-UTILITY = (f"<i>utility</i> is the test-loss reduction from retraining on a candidate "
-           f"(nats): <b>{GROUND_TRUTH_NOTE}</b>; no party could compute it in a real market.")
-CAPTIONS = {
-    "rank": "Each point is a candidate: the appraiser's value against the candidate's "
-            "utility. Higher is more valuable; an appraiser that ranks as retraining does puts "
-            "the points on a rising line (Spearman ρ near 1). " + UTILITY,
-    "acquisition": "The model owner acquires one candidate a round, the highest influence or a "
-                   "random one, and retrains; the test loss is " + GROUND_TRUTH_NOTE + ".",
-    "runtime": "Seconds per appraiser: plaintext work on the model owner's side and encrypted "
-               "computation.",
-    "prices": "Influence values priced per nat; candidates below the calibrated threshold are "
-              "rejected.",
-    "table": "One row per candidate and appraiser. " + UTILITY,
-    "leakage": "MPC hides each party's inputs, not what is revealed: each line is an attack's "
-               "reconstruction error against the values revealed (lower = more leaked).",
+# "prices" holds value mode's price bars; "decisions" and "flat_prices" are bit mode's views
+FIGURES = ("rank", "correlations", "acquisition", "runtime", "prices", "decisions",
+           "flat_prices", "table", "leakage")
+# What a tab says beside its figure that the figure's own caption does not.
+NOTES = {
+    "prices": "The threshold is calibrated on the model owner's own data: the predicted "
+              "reduction of a random subset of its own training set, of the candidates' size, "
+              "plus 3 sd; data like what it already holds is not paid for.",
+    "table": "One row per candidate and appraiser. " + html.escape(plots.UTILITY_TEXT) + ".",
+    "leakage": "MPC hides each party's inputs, not what is revealed.",
 }
-GRADIENT_NORM_NOTE = ("Gradient norm: wrong labels make large gradients, so it rewards exactly "
-                      "the noisiest candidates and its ρ against utility is negative.")
+NO_PRICES = ("Prices are paid per nat of influence's predicted test-loss reduction: choose "
+             "influence among the appraisers to see them.")
+NO_BIT_ACQUISITION = ("Bit mode reveals only accepted or rejected: greedy acquisition buys the "
+                      "candidate with the highest value, and a bit cannot say which is highest, "
+                      "so it is not run. Reveal values to see it.")
 
 
 def mimebundle_output(fig) -> dict:
@@ -67,9 +64,21 @@ def diagnostic_notes(results: pd.DataFrame) -> str:
     return "".join(f"<div style='color:#8a5a00;margin:2px 0'>⚠ {line}</div>" for line in lines)
 
 
-def _caption(name: str) -> w.HTML:
-    return w.HTML(f"<div style='font-size:12px;line-height:1.3;color:#444;max-width:880px'>"
-                  f"{CAPTIONS[name]}</div>")
+def _note(text: str) -> str:
+    """A tab's own text, set like the figures' captions."""
+    return (f"<div style='font-size:12px;line-height:1.3;color:#444;max-width:880px'>{text}"
+            f"</div>" if text else "")
+
+
+def bit_thresholds_note(outcome: RunOutcome) -> str:
+    """How the run's bit-mode thresholds were set, and their values (HTML)."""
+    snapshot = outcome.snapshot
+    values = ", ".join(f"{html.escape(name)} {value:.4g}"
+                       for name, value in (snapshot.thresholds or {}).items())
+    return (f"Each appraiser's threshold is the mean of its values on random subsets of the "
+            f"model owner's own training set, of the candidates' size, plus "
+            f"{snapshot.threshold_sd:g} sd, in that appraiser's own unit: {values}. Accepted "
+            f"candidates are paid the flat price {snapshot.flat:g}, rejected ones nothing.")
 
 
 class Figures:
@@ -77,12 +86,12 @@ class Figures:
 
     def __init__(self):
         self.outputs = {name: w.Output() for name in FIGURES}
-        self.captions = {name: _caption(name) for name in FIGURES}
+        self.notes_of = {name: w.HTML(_note(NOTES.get(name, ""))) for name in
+                         ("acquisition", "prices", "table", "leakage")}
         self.scatter_choice = w.Dropdown(options=["influence"], value="influence",
                                          description="scatter of",
                                          tooltip="Which appraiser's values the scatter shows.",
                                          layout=w.Layout(width="260px"))
-        self.scatter_note = w.HTML()
         self.run_label = w.HTML()
         self.notes = w.HTML()
         self.downloads = w.HTML()
@@ -102,14 +111,18 @@ class Figures:
     def tab(self, name: str) -> w.Widget:
         """The contents of the tab that shows figure ``name``."""
         if name == "rank":
-            return w.VBox([w.HBox([self.scatter_choice, self.scatter_note],
-                                  layout=w.Layout(align_items="center")),
-                           self.captions["rank"], self.outputs["rank"]])
+            return w.VBox([self.scatter_choice, self.outputs["rank"],
+                           self.outputs["correlations"]])
         if name == "table":
-            return w.VBox([self.captions["table"], w.HBox([self.downloads,
+            return w.VBox([self.notes_of["table"], w.HBox([self.downloads,
                                                            self.figures_button]),
                            self.outputs["table"]])
-        return w.VBox([self.captions[name], self.outputs[name]])
+        if name == "prices":
+            return w.VBox([self.notes_of["prices"], self.outputs["prices"],
+                           self.outputs["decisions"], self.outputs["flat_prices"]])
+        if name in self.notes_of:
+            return w.VBox([self.notes_of[name], self.outputs[name]])
+        return self.outputs[name]
 
     def clear(self, label: str = "") -> None:
         """Forget the shown run: every figure, table, download and note."""
@@ -120,7 +133,9 @@ class Figures:
                 out.outputs = ()
         self.downloads.value = self._csv_link = ""
         self.figures_button.disabled = True
-        self.notes.value = self.scatter_note.value = ""
+        self.notes.value = ""
+        for name in ("acquisition", "prices"):  # what they say depends on the run
+            self.notes_of[name].value = ""
         self.run_label.value = label
 
     def start(self, outcome_label: str, names: tuple[str, ...]) -> None:
@@ -134,12 +149,23 @@ class Figures:
         self.outcome = outcome
         results = outcome.results
         self._draw_scatter()
+        if not results.empty:
+            self.set_figure("correlations", plots.correlation_table(results))
         self.notes.value = diagnostic_notes(results)
         if not final:
             return
         self.set_figure("runtime", plots.runtime_bars(results))
-        if outcome.priced is not None:
+        thresholds = outcome.snapshot.thresholds
+        if outcome.snapshot.bits:
+            self.notes_of["prices"].value = _note(bit_thresholds_note(outcome))
+            self.set_figure("decisions", plots.bit_decisions(results, thresholds))
+            self.set_figure("flat_prices", plots.flat_price_bars(outcome.priced, thresholds))
+            self.notes_of["acquisition"].value = _note(NO_BIT_ACQUISITION)
+        elif outcome.priced is not None:  # its threshold column draws the threshold line
+            self.notes_of["prices"].value = _note(NOTES["prices"])
             self.set_figure("prices", plots.price_bars(outcome.priced))
+        else:
+            self.notes_of["prices"].value = _note(NO_PRICES)
         if outcome.acquisition is not None:
             self.set_figure("acquisition", plots.acquisition_curves(outcome.acquisition))
         shown = results.drop(columns=["truth_seconds", "setup_seconds"]).round(5)
@@ -157,9 +183,6 @@ class Figures:
         choice = self.scatter_choice.value
         if results is None or results.empty or choice not in set(results.appraiser):
             return
-        self.scatter_note.value = (f"<span style='font-size:12px;color:#8a5a00'>"
-                                   f"{GRADIENT_NORM_NOTE}</span>"
-                                   if choice == "gradient-norm" else "")
         self.set_figure("rank", plots.rank_scatter(results, choice))
 
     def set_figure(self, name: str, fig) -> None:
@@ -179,16 +202,30 @@ class Figures:
         self.downloads.value = self._csv_link + "".join(links)
 
 
+def _verdict(bit: float, threshold: float) -> str:
+    """What one revealed bit says, against the appraiser's threshold (HTML)."""
+    if bit == 1:
+        return f"accepted: value &gt; {threshold:.4g}"
+    if bit == 0:
+        return f"rejected: value ≤ {threshold:.4g}"
+    return f"not verified (threshold {threshold:.4g})"
+
+
 def upload_html(outcome: UploadOutcome) -> str:
     """A user's file's appraisal, saying which task and backend produced it."""
     frame = outcome.frame
     first = frame.iloc[0]
-    rows = "".join(f"<tr><td>{html.escape(r.appraiser)}</td><td>{r.value:.6g}</td></tr>"
-                   for r in frame.itertuples())
+    if outcome.thresholds is None:
+        rows = "".join(f"<tr><td>{html.escape(r.appraiser)}</td><td>{r.value:.6g}</td></tr>"
+                       for r in frame.itertuples())
+    else:  # bit mode: the revealed bit, against the appraiser's own threshold
+        rows = "".join(f"<tr><td>{html.escape(r.appraiser)}</td><td>"
+                       f"{_verdict(r.value, outcome.thresholds[r.appraiser])}</td></tr>"
+                       for r in frame.itertuples())
     return (f"<p><b>{html.escape(outcome.filename)}</b>: {outcome.samples} samples, appraised "
             f"for task <b>{html.escape(outcome.task_name)}</b> with the "
             f"<b>{html.escape(outcome.backend)}</b> backend.</p>"
             f"<table><tr><th>appraiser</th><th>value</th></tr>{rows}</table>"
             f"<p style='font-size:12px'>utility by retraining {first.utility:.6g} nats, accuracy "
-            f"change {first.accuracy_change:+.4f} (<b>{GROUND_TRUTH_NOTE}</b>: here the "
+            f"change {first.accuracy_change:+.4f} (<b>{plots.GROUND_TRUTH}</b>: here the "
             f"dashboard holds your file in the clear).</p>")

@@ -14,8 +14,8 @@ import ipywidgets as w
 from explorer.appraisers.base import ENCRYPTED, ProgressEvent
 from explorer.appraisers.config import PROVIDERS
 from explorer.mpc.session import SessionAccount
+from explorer.plots import GROUND_TRUTH
 
-GROUND_TRUTH_NOTE = "ground truth: only a simulation can know this"
 CSS = """<style>
 .ae-lanes{display:grid;grid-template-columns:1fr 1fr 1fr;gap:8px;font-size:13px;
 line-height:1.35}
@@ -30,7 +30,7 @@ line-height:1.35}
 
 FOOTER = ("<p style='font-size:12px;margin:6px 0 0 0'>The figures' <i>utility</i> comes from "
           "retraining on each candidate, which needs both sides' data in one place: <b>"
-          f"{GROUND_TRUTH_NOTE}</b>.</p>")
+          f"{GROUND_TRUTH}</b>.</p>")
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -6,6 +6,7 @@ with its Run/Cancel buttons and a progress bar fed by structured events.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import os
@@ -13,13 +14,13 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import ipywidgets as w
 import pandas as pd
 
-from explorer.appraisers import AppraiserConfig
+from explorer.appraisers import Appraiser, AppraiserConfig
 from explorer.appraisers.base import (
     ACQUISITION,
     APPRAISE,
@@ -29,7 +30,14 @@ from explorer.appraisers.base import (
     ProgressEvent,
 )
 from explorer.errors import Cancelled, ExplorerError
-from explorer.experiments import appraise_market, market_acquisition, market_utilities
+from explorer.experiments import (
+    appraise_market,
+    bit_appraisers,
+    bit_prices,
+    market_acquisition,
+    market_utilities,
+    own_data_thresholds,
+)
 from explorer.leakage import run_attack
 from explorer.loaders.user import read_candidate_file
 from explorer.market import Candidate
@@ -39,11 +47,17 @@ from explorer.seed import SeedModel
 from explorer.tasks import Task
 
 ACQUISITION_ROUNDS = 5
+RANDOM_ORDERS = 5  # random acquisition's band: this many random orders
 # widget updates at most this often (heartbeats arrive ~10 times a second from three processes)
 MIN_UPDATE_SECONDS = 0.1
 TICK_SECONDS = 0.25  # heartbeat of phases that send no events of their own
 
 OnEvent = Callable[[ProgressEvent], None]
+
+
+def reveals_bits(config: AppraiserConfig) -> bool:
+    """Whether a run with ``config`` reveals only the bit value > threshold (bit mode)."""
+    return config.backend != "plaintext" and config.reveal == "bit"
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,29 @@ class RunSnapshot:
     config: AppraiserConfig
     rate: float
     acquisition_rounds: int = ACQUISITION_ROUNDS
+    flat: float = 0.0
+    thresholds: Mapping[str, float] | None = None
+    threshold_sd: float | None = None
+
+    @classmethod
+    def take(cls, task_name: str, task: Task, seed: SeedModel, market: Sequence[Candidate],
+             config: AppraiserConfig, rate: float, flat: float = 0.0,
+             threshold_sd: float = 3.0) -> RunSnapshot:
+        """The snapshot of a run about to start. In bit mode it fixes each appraiser's own
+        threshold (``own_data_thresholds``: the mean of its values on random subsets of the
+        model owner's training set of the candidates' size, plus ``threshold_sd`` sd)."""
+        thresholds = sd = None
+        if reveals_bits(config) and market:
+            size = max(c.size for c in market)
+            thresholds = own_data_thresholds(seed, config, size, z=threshold_sd)
+            sd = threshold_sd
+        return cls(task_name, task, seed, tuple(market), config, rate, flat=flat,
+                   thresholds=thresholds, threshold_sd=sd)
+
+    @property
+    def bits(self) -> bool:
+        """Whether only the bit value > threshold is revealed (bit mode)."""
+        return reveals_bits(self.config)
 
     @property
     def backend(self) -> str:
@@ -70,9 +107,17 @@ class RunSnapshot:
 
     @property
     def rounds(self) -> int:
-        """Acquisition rounds this run makes (greedy acquisition needs influence)."""
-        return min(self.acquisition_rounds, len(self.market)) if "influence" in \
-            self.config.names else 0
+        """Acquisition rounds this run makes: greedy acquisition buys the highest influence
+        value, so it needs influence, and values (a bit cannot say which is highest)."""
+        if "influence" not in self.config.names or self.bits:
+            return 0
+        return min(self.acquisition_rounds, len(self.market))
+
+    def appraisers(self) -> list[Appraiser]:
+        """The run's appraisers; in bit mode each with its own threshold."""
+        if self.bits:
+            return bit_appraisers(self.config, self.thresholds or {})
+        return self.config.build_all()
 
     def describe(self) -> str:
         return (f"{self.task_name}, {len(self.market)} candidates "
@@ -81,8 +126,10 @@ class RunSnapshot:
 
 @dataclass
 class RunOutcome:
-    """A run's results: one row per candidate and appraiser, the greedy-vs-random acquisition,
-    the influence prices (value mode), and per private appraiser its session account."""
+    """A run's results: one row per candidate and appraiser, the greedy-vs-random acquisition
+    (value mode), the prices (value mode: influence's, with the pricing threshold; bit mode:
+    every appraiser's flat prices, with its own threshold), and per private appraiser its
+    session account."""
 
     snapshot: RunSnapshot
     results: pd.DataFrame
@@ -91,32 +138,62 @@ class RunOutcome:
     accounts: dict[str, SessionAccount] = field(default_factory=dict)
 
 
-def priced_influence(results: pd.DataFrame, snapshot: RunSnapshot) -> pd.DataFrame | None:
-    """Influence values priced by the rule calibrated on the run's own seed model (None when
-    influence did not run or only bits were revealed)."""
+def priced(results: pd.DataFrame, snapshot: RunSnapshot) -> pd.DataFrame | None:
+    """The run's prices. Value mode: influence values priced by the rule calibrated on the
+    run's own seed model, with its ``threshold`` column (None without influence). Bit mode:
+    ``bit_prices``, the flat price per accepted candidate, each appraiser's threshold beside."""
+    if snapshot.bits:
+        return bit_prices(results, flat=snapshot.flat, thresholds=snapshot.thresholds)
     inf = results[results.appraiser == "influence"]
-    bits = snapshot.config.backend != "plaintext" and snapshot.config.reveal == "bit"
-    if not len(inf) or bits:
+    if not len(inf):
         return None
     rule = PricingRule.calibrated(snapshot.seed, int(inf["size"].max()), snapshot.rate)
-    return inf.assign(price=rule.prices(inf.value), accepted=inf.value > rule.threshold)
+    return inf.assign(price=rule.prices(inf.value), accepted=inf.value > rule.threshold,
+                      threshold=rule.threshold)
 
 
-def _ticking(on_event: OnEvent | None, phase: str, stop: threading.Event) -> None:
-    """Elapsed-time events for a phase that reports nothing itself (the acquisition)."""
-    start = time.perf_counter()
-    while on_event is not None and not stop.wait(TICK_SECONDS):
-        on_event(ProgressEvent(phase, "influence", 0, 1, time.perf_counter() - start))
+class AcquisitionProgress:
+    """The acquisition's events: each round as ``market_acquisition`` makes it (a Progress),
+    and between rounds (an encrypted round takes seconds) the elapsed time every
+    TICK_SECONDS, from a thread that runs while the object is entered."""
+
+    def __init__(self, on_event: OnEvent, total: int):
+        self.on_event, self.done, self.total = on_event, 0, max(total, 1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._start = time.perf_counter()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self._emit()
+
+    def _emit(self) -> None:
+        self.on_event(ProgressEvent(ACQUISITION, "influence", self.done, self.total,
+                                    time.perf_counter() - self._start))
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            self._emit()
+
+    def __enter__(self) -> AcquisitionProgress:
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
                   cancel: threading.Event | None = None,
                   on_results: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
     """Appraise the snapshot's market: ground truth, every appraiser (``on_results`` hears each
-    one's rows as it finishes), prices, then greedy acquisition by influence against random."""
+    one's rows as it finishes; in bit mode each with the snapshot's threshold), prices, then
+    (value mode) greedy acquisition by influence against random, reported round by round."""
     config, seed, market = snapshot.config, snapshot.seed, list(snapshot.market)
     progress = EventProgress(on_event, config.names) if on_event else None
-    appraisers = config.build_all()
+    appraisers = snapshot.appraisers()
     outcome = RunOutcome(snapshot, pd.DataFrame())
 
     def partial(results: pd.DataFrame) -> None:
@@ -130,18 +207,15 @@ def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
         utilities = market_utilities(seed, market, progress, cancel)
         partial(appraise_market(seed, market, appraisers, utilities, progress, cancel,
                                 on_appraiser=partial))
-        outcome.priced = priced_influence(outcome.results, snapshot)
+        outcome.priced = priced(outcome.results, snapshot)
         if snapshot.rounds:
-            stop = threading.Event()
-            ticker = threading.Thread(target=_ticking, args=(on_event, ACQUISITION, stop),
-                                      daemon=True)
-            ticker.start()
-            try:
-                outcome.acquisition = market_acquisition(seed, market, snapshot.rounds,
-                                                         config=config, cancel=cancel)
-            finally:
-                stop.set()
-                ticker.join()
+            total = snapshot.rounds * (1 + RANDOM_ORDERS)
+            with contextlib.ExitStack() as stack:
+                rounds = stack.enter_context(AcquisitionProgress(on_event, total)) \
+                    if on_event else None
+                outcome.acquisition = market_acquisition(
+                    seed, market, snapshot.rounds, random_orders=RANDOM_ORDERS, config=config,
+                    cancel=cancel, progress=rounds)
     if on_event:
         on_event(ProgressEvent(ACQUISITION, None, 1, 1))
     return outcome
@@ -149,21 +223,24 @@ def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
 
 @dataclass(frozen=True)
 class UploadOutcome:
-    """A user's file appraised: its name, samples, the task and backend that produced it, and
-    one row per appraiser (as ``appraise_market``)."""
+    """A user's file appraised: its name, samples, the task and backend that produced it, one
+    row per appraiser (as ``appraise_market``) and, in bit mode, each appraiser's threshold."""
 
     filename: str
     samples: int
     task_name: str
     backend: str
     frame: pd.DataFrame
+    thresholds: Mapping[str, float] | None = None
 
 
 def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, seed: SeedModel,
                     config: AppraiserConfig, backend: str, on_event: OnEvent | None = None,
-                    cancel: threading.Event | None = None) -> UploadOutcome:
+                    cancel: threading.Event | None = None,
+                    threshold_sd: float = 3.0) -> UploadOutcome:
     """Appraise one candidate file (CSV or NPZ in the task's raw units) as the command line's
-    ``appraise --candidate-file`` does."""
+    ``appraise --candidate-file`` does; in bit mode against each appraiser's own-data threshold
+    for a candidate of the file's size (as a run's)."""
     name = os.path.basename(filename) or "candidate.csv"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, name)  # errors then name the user's own file
@@ -172,10 +249,12 @@ def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, s
         X_raw, y = read_candidate_file(path, task.feature_names, task.class_names,
                                        mean=task.mean, scale=task.scale)
     cand = Candidate(0, task.standardise(X_raw), y, "user", float("nan"), {"file": filename})
-    appraisers = config.build_all()
+    snapshot = RunSnapshot.take(task_name, task, seed, [cand], config, rate=0.0,
+                                threshold_sd=threshold_sd)
     progress = EventProgress(on_event, config.names) if on_event else None
-    frame = appraise_market(seed, [cand], appraisers, progress=progress, cancel=cancel)
-    return UploadOutcome(filename, len(y), task_name, backend, frame)
+    frame = appraise_market(seed, [cand], snapshot.appraisers(), progress=progress,
+                            cancel=cancel)
+    return UploadOutcome(filename, len(y), task_name, backend, frame, snapshot.thresholds)
 
 
 def attack_curves(seed: SeedModel, attacker: str, defences: tuple[str, ...],
@@ -232,9 +311,10 @@ def describe(event: ProgressEvent) -> str:
         return (f"{who}: encrypted session, {event.elapsed or 0.0:.1f} s{up} "
                 f"({event.done}/{event.total} verified)")
     if event.phase == ACQUISITION:
-        if event.done >= event.total:
+        if event.done >= event.total and event.elapsed is None:
             return "acquisition done"
-        return f"acquisition: greedy by influence vs random, {event.elapsed or 0.0:.1f} s"
+        return (f"acquisition: greedy by influence vs random, {event.done}/{event.total} "
+                f"rounds, {event.elapsed or 0.0:.1f} s")
     if event.phase == APPRAISE:
         return f"{who}: {event.done}/{event.total} candidates"
     return f"{html.escape(event.phase)}: {event.done}/{event.total}"
