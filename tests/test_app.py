@@ -20,9 +20,15 @@ from test_private import children_of_this_process
 from explorer import plots
 from explorer.app import ExplorerApp
 from explorer.app.dashboard import TABS
-from explorer.app.runner import RANDOM_ORDERS, ProgressPlan, RunSnapshot, run_appraisal
+from explorer.app.runner import (
+    RANDOM_ORDERS,
+    ProgressPlan,
+    RunSnapshot,
+    describe,
+    run_appraisal,
+)
 from explorer.appraisers import AppraiserConfig
-from explorer.appraisers.base import ACQUISITION
+from explorer.appraisers.base import ACQUISITION, ENCRYPTED, ProgressEvent
 from explorer.experiments import own_data_thresholds
 from explorer.pricing import PricingRule
 
@@ -560,3 +566,12 @@ def test_acquisition_reports_each_round_to_the_progress_bar():
     positions = [plan.position(e) for e in rounds]
     assert positions == sorted(positions) and len(set(positions)) >= total
     assert segment < positions[0] and positions[-1] <= 1.0
+
+
+def test_an_encrypted_session_says_what_its_processes_have_sent_so_far():
+    running = ProgressEvent(ENCRYPTED, "influence", 0, 20, elapsed=1.25, parties_up=3,
+                            bytes_sent=4_200_000)
+    assert describe(running) == ("influence: encrypted session, 1.2 s, 3 processes up, "
+                                 "4.2 MB sent (0/20 verified)")
+    simulated = ProgressEvent(ENCRYPTED, "influence", 0, 20, elapsed=1.25, parties_up=1)
+    assert "sent" not in describe(simulated)

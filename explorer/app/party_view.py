@@ -11,6 +11,7 @@ import html
 
 import ipywidgets as w
 
+from explorer.app.runner import session_so_far
 from explorer.appraisers.base import ENCRYPTED, ProgressEvent
 from explorer.appraisers.config import PROVIDERS
 from explorer.mpc.session import SessionAccount
@@ -159,10 +160,9 @@ class PartyView:
         self.lanes.value = party_lanes({})
 
     def on_event(self, event: ProgressEvent) -> None:
-        """While a session runs: its appraiser, elapsed time and processes up."""
+        """While a session runs: its appraiser, elapsed time, processes up and bytes sent."""
         if event.phase == ENCRYPTED:
-            up = "" if event.parties_up is None else f", {event.parties_up} processes up"
             self.live.value = (f"<b>now</b>: {html.escape(event.appraiser or '')}'s encrypted "
-                               f"session, {event.elapsed or 0.0:.1f} s{up}")
+                               f"session, {event.elapsed or 0.0:.1f} s{session_so_far(event)}")
         elif event.done >= event.total:
             self.live.value = ""

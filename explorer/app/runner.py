@@ -303,12 +303,18 @@ class ProgressPlan:
         return (segments.index(key) + within) / len(segments)
 
 
+def session_so_far(event: ProgressEvent) -> str:
+    """", 3 processes up, 4.2 MB sent" for an encrypted session's event (what is known)."""
+    up = "" if event.parties_up is None else f", {event.parties_up} processes up"
+    sent = f", {event.bytes_sent / 1e6:.1f} MB sent" if event.bytes_sent else ""
+    return up + sent
+
+
 def describe(event: ProgressEvent) -> str:
     """The status line of an event."""
     who = html.escape(event.appraiser or "")
     if event.phase == ENCRYPTED:
-        up = "" if event.parties_up is None else f", {event.parties_up} processes up"
-        return (f"{who}: encrypted session, {event.elapsed or 0.0:.1f} s{up} "
+        return (f"{who}: encrypted session, {event.elapsed or 0.0:.1f} s{session_so_far(event)} "
                 f"({event.done}/{event.total} verified)")
     if event.phase == ACQUISITION:
         if event.done >= event.total and event.elapsed is None:
