@@ -1,3 +1,4 @@
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -9,30 +10,35 @@ from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
 
+@contextlib.contextmanager
+def environment_variable(name: str, value: str):
+    """``name`` set to ``value`` within the block, as it was afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_ledger(tmp_path_factory):
     """Private runs between real parties count what they reveal in the user's cache: keep the
     tests' counts out of the real one."""
-    before = os.environ.get("APPRAISAL_EXPLORER_CACHE")
-    os.environ["APPRAISAL_EXPLORER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if before is None:
-        os.environ.pop("APPRAISAL_EXPLORER_CACHE")
-    else:
-        os.environ["APPRAISAL_EXPLORER_CACHE"] = before
+    with environment_variable("APPRAISAL_EXPLORER_CACHE", str(tmp_path_factory.mktemp("cache"))):
+        yield
 
 
 @pytest.fixture(scope="module")
 def party_functions_importable():
     """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
     tests = str(Path(__file__).parent)
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, before) if p)
-    yield
-    if before is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = before
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    with environment_variable("PYTHONPATH", path):
+        yield
 
 
 @pytest.fixture(scope="session")

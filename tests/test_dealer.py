@@ -2,8 +2,6 @@
 between real parties and a real dealer."""
 
 import math
-import os
-from pathlib import Path
 
 import mpc_parties
 import numpy as np
@@ -18,19 +16,9 @@ from explorer.mpc.launcher import LaunchError, run_parties
 from explorer.mpc.session import mpc_config, session_inputs
 
 MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "newton": 0.05}
-TESTS = str(Path(__file__).parent)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def party_functions_importable():
-    """Party processes start with `python -m`; they find mpc_parties through PYTHONPATH."""
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, before) if p)
-    yield
-    if before is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = before
+pytestmark = pytest.mark.usefixtures("party_functions_importable")
 
 
 @pytest.fixture(scope="module")
