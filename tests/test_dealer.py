@@ -69,6 +69,31 @@ def test_without_the_spec_the_dealer_answers_each_request(wdbc_seed, market):
     assert opened(owner, features) == 1
 
 
+def test_a_spec_rehearsed_before_is_replayed_from_its_requests(wdbc_seed, market):
+    """The dealer hands back the requests it rehearsed; a later session of the same spec lets
+    it replay them without the computation. A replayed sequence that is not the session's own
+    stops the session."""
+    pairs = [(c.X, c.y) for c in market]
+    private = make_appraiser("influence", "crypten").fit(wdbc_seed)
+    spec, mo, do = session_inputs(private, pairs)
+    payloads = {0: {"spec": spec, "input": mo}, 1: {"spec": spec, "input": do}}
+    config = mpc_config(spec.precision_bits, "TTP")
+    first = run_parties(mpc_parties.counted_appraisal_party, payloads, config=config,
+                        timeout=300, dealer_payload={"spec": spec})
+    sequence = first.dealer["sequence"]
+    assert len(sequence) == first.results[0]["dealt"] > 10
+    again = run_parties(mpc_parties.counted_appraisal_party, payloads, config=config,
+                        timeout=300, dealer_payload={"spec": spec, "sequence": sequence})
+    assert again.dealer["sequence"] == sequence and again.results[0]["forwarded"] == 0
+    expected = np.array([r["value"] for r in
+                         make_appraiser("influence").fit(wdbc_seed).appraise_many(pairs)])
+    got = again.results[0]["report"].values[0].numpy()
+    assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()
+    with pytest.raises(LaunchError, match="more than it dealt ahead"):
+        run_parties(mpc_parties.counted_appraisal_party, payloads, config=config, timeout=300,
+                    dealer_payload={"spec": spec, "sequence": sequence[:-1]})
+
+
 @pytest.mark.parametrize("rehearsed, run, message", [
     ([3, 5], [3, 5], None),
     ([3, 5], [3, 4], "differs from what the dealer rehearsed"),

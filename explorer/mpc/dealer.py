@@ -153,6 +153,15 @@ class DealtAheadProvider(TrustedThirdParty):
         return b, c
 
 
+def replay(sequence: list[Request]) -> None:
+    """A rehearsal from the sequence of requests an earlier rehearsal of the same public spec
+    made: the same requests in the same order, without the session's computation. Whatever
+    differs from the session's own requests still stops it (DealtClient.request)."""
+    client = TTPClient.get()
+    for kind, args, kwargs in sequence:
+        client.ttp_request(kind, None, *args, **dict(kwargs))
+
+
 def _rank() -> int:
     return _crypten.communicator.get().get_rank()
 
@@ -280,14 +289,17 @@ class Dealer(TTPServer):
         """Start running ``session`` (the model owner's code on placeholder inputs) as rank 0
         of two, in a thread: each of its requests is answered at once and queued for rank 0."""
         self._ready: list[tuple[Request, torch.Tensor]] = []
+        self.rehearsed: list[Request] = []  # the whole sequence, public: kinds and shapes
         self._rehearsing = threading.Condition()
         self._finished, self._failure = False, None
 
         def answer(kind: str, device, *args, **kwargs) -> torch.Tensor:
             self.device = device or "cpu"
             share = getattr(self, kind)(*args, **kwargs)
+            request = _request(kind, args, kwargs)
             with self._rehearsing:
-                self._ready.append((_request(kind, args, kwargs), share))
+                self._ready.append((request, share))
+                self.rehearsed.append(request)
                 self._rehearsing.notify()
             return share.clone()  # the rehearsal computes in place on what it receives
 
