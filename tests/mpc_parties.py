@@ -308,3 +308,18 @@ def sending_party(rank: int, world_size: int, n: int) -> int:
     x.get_plain_text()
     time.sleep(1.0)
     return wire.snapshot()["bytes"]
+
+
+def frozen_config_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
+    """What a launched party's configuration looks like (explorer.mpc.crypten_compat
+    .freeze_config): its type, an override entered and left, and a sigmoid through it."""
+    crypten = load_crypten()
+    cfg = crypten.cfg
+    before = cfg.functions.exp_iterations
+    with cfg.temp_override({"functions.exp_iterations": 3, "functions.log_iters": 5}):
+        inside = (cfg.functions.exp_iterations, cfg["functions.log_iters"])
+    x = crypten.cryptensor(torch.tensor([0.0, 2.0], dtype=torch.float64), src=0)
+    return {"type": type(cfg.config).__name__, "before": before, "inside": inside,
+            "after": cfg.functions.exp_iterations, "added kept": hasattr(cfg.functions,
+                                                                       "log_iters"),
+            "sigmoid": x.sigmoid().get_plain_text().tolist()}

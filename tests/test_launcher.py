@@ -203,6 +203,17 @@ def test_heartbeats_carry_the_bytes_sent_so_far(children_before: set[int]) -> No
     assert_nothing_left(children_before, res.pids.values())
 
 
+def test_a_party_holds_the_configuration_as_plain_attributes(children_before: set[int]) -> None:
+    res = run_parties(mp.frozen_config_party, {0: None, 1: None}, timeout=90)
+    for got in res.results:
+        assert got["type"] == "SimpleNamespace"
+        # an override holds inside its block only, and a key it added goes with it
+        assert (got["before"], got["inside"], got["after"]) == (8, (3, 5), 8)
+        assert not got["added kept"]
+        assert got["sigmoid"] == pytest.approx([0.5, 0.8808], abs=2e-3)
+    assert_nothing_left(children_before, res.pids.values())
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -37,6 +37,7 @@ import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "apply_config",
     "crypten_config",
     "current_config",
+    "freeze_config",
     "load_crypten",
     "shim_was_needed",
 ]
@@ -224,6 +226,9 @@ def apply_config(config: MPCConfig | Mapping[str, Any]) -> None:
     overrides = config.overrides() if isinstance(config, MPCConfig) else dict(config)
     if not overrides:
         return
+    if isinstance(crypten.cfg.config, SimpleNamespace):
+        raise RuntimeError("CrypTen's configuration is frozen in this process (freeze_config); "
+                           "apply settings before freezing it.")
     _check_keys(crypten.cfg.config, overrides)
     # Merging a typed nested dict keeps None/bool/float types intact, unlike
     # cfg.temp_override which goes through "key=value" strings.
@@ -249,3 +254,50 @@ def current_config() -> dict[str, Any]:
     result = OmegaConf.to_container(load_crypten().cfg.config, resolve=True)
     assert isinstance(result, dict)
     return result  # type: ignore[return-value]
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return SimpleNamespace(**{key: _plain(value) for key, value in node.items()})
+    return node
+
+
+def freeze_config() -> None:
+    """For the rest of this process, hold ``crypten.cfg`` as plain attributes.
+
+    Why: CrypTen reads its configuration on every attribute access of an encrypted tensor
+    (``debug.validation_mode``) and in every function, and OmegaConf validates each read;
+    ``temp_override``, which the sigmoid and the reciprocal enter on every call, merges a whole
+    copy of the tree. Together that is a fifth of a small session's time. The frozen tree has
+    the same keys and values (``OmegaConf.to_container``), and ``temp_override`` sets the given
+    keys in place and restores them (removing keys it added) on exit, as the merged copy did.
+    For a party process's single session: ``apply_config`` refuses once it is frozen.
+    """
+    crypten = load_crypten()
+    cfg = crypten.cfg
+    if isinstance(cfg.config, SimpleNamespace):
+        return
+    from omegaconf import OmegaConf
+
+    cfg.config = _plain(OmegaConf.to_container(cfg.config, resolve=True))
+
+    @contextmanager
+    def temp_override(override_dict: Mapping[str, Any]) -> Iterator[None]:
+        saved = []
+        try:
+            for dotted, value in override_dict.items():
+                *parents, leaf = dotted.split(".")
+                node = cfg.config
+                for part in parents:
+                    node = getattr(node, part)
+                saved.append((node, leaf, getattr(node, leaf, _MISSING)))
+                setattr(node, leaf, value)
+            yield
+        finally:
+            for node, leaf, old in reversed(saved):
+                if old is _MISSING:
+                    delattr(node, leaf)
+                else:
+                    setattr(node, leaf, old)
+
+    cfg.temp_override = temp_override  # the instance's, before CrypTenConfig's own

@@ -51,7 +51,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from explorer.mpc.crypten_compat import MPCConfig, apply_config, crypten_config, load_crypten
+from explorer.mpc.crypten_compat import (
+    MPCConfig,
+    apply_config,
+    crypten_config,
+    freeze_config,
+    load_crypten,
+)
 from explorer.mpc.wire import bytes_so_far, wire_counter
 
 __all__ = [
@@ -232,6 +238,7 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
         os.environ.update(boot["env"])
         torch.set_num_threads(1)
         apply_config(boot["config"])
+        freeze_config()  # one session per process: plain attributes from here on
         # later than the launcher's stall check, which names the silent party
         set_collective_timeout(boot["stall_timeout"] + 10.0)
         rank, world_size = boot["rank"], boot["world_size"]
