@@ -188,3 +188,13 @@ def test_a_private_appraisal_says_who_encrypted_and_learned_what(capsys):
         "itself: fast, but it could then recover the data owner's inputs, so use it only for "
         "teaching and testing",
         "session influence: revealed to both: 6 values"]
+
+
+def test_the_account_lists_each_partys_noise_among_what_it_encrypted(capsys):
+    code, out, err = run(capsys, "appraise", "--task", "wdbc", "--candidates", "3", "--size",
+                         "20", "--appraisers", "influence", "--backend", "crypten", "--mode",
+                         "simulated", "--provider", "TFP", "--noise", "0.01", "--weight-bound",
+                         "0.0156", "--row-bound", "16")
+    assert code == 0, err
+    encrypts = [line for line in out.splitlines() if " encrypts " in line]
+    assert len(encrypts) == 2 and all(line.endswith(", noise (3,)") for line in encrypts)

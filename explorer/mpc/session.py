@@ -136,6 +136,8 @@ def _encrypted(spec: SessionSpec, appraiser: Appraiser, threshold: float
     copies = f" ×{spec.copies}" if spec.copies > 1 else ""
     do = {f"candidate features A{copies}": (B, m, public.d1),
           f"candidate labels Y{copies}": (B, m, public.n_outputs)}
+    if spec.defences.noise > 0:  # each party's own draw, one per value, before the reveal
+        mo["noise"] = do["noise"] = (B,)
     return mo, do
 
 
