@@ -184,7 +184,8 @@ def warm_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
 
 def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:
     """explorer.mpc.protocol.appraisal_party, also returning what the party opened (the shape
-    of every tensor it revealed) and, for the model owner, its waits on the dealer."""
+    of every tensor it sent or exchanged with the other party) and, for the model owner, its
+    waits on the dealer."""
     from crypten.mpc.provider.ttp_provider import TTPClient
 
     from explorer.mpc.protocol import appraisal_party
@@ -193,13 +194,15 @@ def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:
         return appraisal_party(rank, world_size, payload)
     comm = load_crypten().communicator.get()
     opened: list[tuple[int, ...]] = []
-    reveal = comm.all_reduce
 
-    def counted(x, *args, **kwargs):
-        opened.extend(tuple(t.shape) for t in (x if isinstance(x, list) else [x]))
-        return reveal(x, *args, **kwargs)
+    def counted(reveal):
+        def opening(x, *args, **kwargs):
+            opened.extend(tuple(t.shape) for t in (x if isinstance(x, list) else [x]))
+            return reveal(x, *args, **kwargs)
+        return opening
 
-    comm.all_reduce = counted
+    # exchanges (all_reduce) and one-way openings (broadcast: an input's owner sends it masked)
+    comm.all_reduce, comm.broadcast = counted(comm.all_reduce), counted(comm.broadcast)
     report = appraisal_party(rank, world_size, payload)
     dealt = getattr(TTPClient.get().ttp_request, "__self__", None) if rank == 0 else None
     return {"report": report, "opened": opened,

@@ -11,7 +11,7 @@ from scipy import stats
 
 from explorer.appraisers import make_appraiser
 from explorer.market import make_market
-from explorer.mpc.dealer import _product_size
+from explorer.mpc.dealer import _product_size, copies_product
 from explorer.mpc.launcher import LaunchError, run_parties
 from explorer.mpc.session import mpc_config, session_inputs
 
@@ -37,18 +37,20 @@ def counted_session(seed, market, name: str, deal: bool) -> tuple[dict, dict, np
                            dealer_payload={"spec": spec} if deal else None)
     expected = np.array([r["value"] for r in
                          make_appraiser(name, **params).fit(seed).appraise_many(pairs)])
-    features = (spec.copies * do.A.shape[0], *do.A.shape[1:])
-    return launched.results[0], launched.results[1], expected, features
+    return launched.results[0], launched.results[1], expected, (spec.copies, *do.A.shape)
 
 
 def opened(party: dict, features: tuple[int, ...]) -> int:
-    """How often the party revealed a tensor the size of the candidates' features (in any
-    layout: A or its transpose)."""
-    return sum(math.prod(shape) == math.prod(features) for shape in party["opened"])
+    """How often the party opened a tensor the size of the candidates' features (in any
+    layout: A or its transpose), once or for all the copies of a verified session."""
+    copies, *shape = features
+    sizes = {math.prod(shape), copies * math.prod(shape)}
+    return sum(math.prod(s) in sizes for s in party["opened"])
 
 
 @pytest.mark.parametrize("name", ["influence", "gradient-norm", "newton"])
 def test_no_product_waits_on_a_request_and_the_features_open_once(wdbc_seed, market, name):
+    """Every copy of every product uses the one opening of the features."""
     owner, data, expected, features = counted_session(wdbc_seed, market, name, deal=True)
     got = owner["report"].values[0].numpy()
     assert stats.spearmanr(got, expected).statistic >= 0.99
@@ -120,3 +122,16 @@ def test_product_shapes_from_shapes_alone(size0, size1):
     assert _product_size(size0, size1, "matmul") == tuple(product.shape)
     assert _product_size((2, 5, 3), (2, 5, 4), "matmul", transpose=True) == (2, 3, 4)
     assert _product_size((2, 1, 3), (4, 1), "mul") == (2, 4, 3)
+
+
+@pytest.mark.parametrize("right_shape, transpose", [((3, 4), False), ((6, 3, 4), False),
+                                                     ((5, 2), True), ((6, 5, 2), True)])
+def test_a_product_of_copies_equals_the_product_of_the_repeated_operand(right_shape, transpose):
+    """The copies of a verified session share one opening of the features: their products
+    (ring elements, exact) are those of the features repeated."""
+    generator = torch.Generator().manual_seed(3)
+    left = torch.randint(-2 ** 40, 2 ** 40, (3, 5, 3), generator=generator)
+    right = torch.randint(-2 ** 40, 2 ** 40, right_shape, generator=generator)
+    repeated = left.repeat(2, 1, 1)
+    expected = torch.matmul(repeated.transpose(-2, -1) if transpose else repeated, right)
+    assert torch.equal(copies_product(left, right, 2, transpose), expected)

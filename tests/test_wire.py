@@ -103,13 +103,15 @@ def test_the_limit_adds_the_ideal_protocols_parts():
     link = Link(rtt_seconds=1e-4, bandwidth=1e9)
     sigmoid = Nonlinearity(rounds=23, bytes_per_row=1000.0)
     one = influence_limit(100, 30, 31, 1, 1, link, sigmoid)
-    features = 2 * (3000 * 31 + 31 * 2) + 3000 * 2  # X - A and [theta V] - B', the dealer's C
+    features = 3000 * 31  # X - A, sent by the data owner alone, once for every copy
+    matmul = 2 * 31 * 2 + 3000 * 2  # [theta V] - B' both ways, the dealer's share of C
     product = 2 * 2 * 3000 + 3000
+    per_copy = (matmul + product + 2 * 100) * 8 + 3000 * 1000
     assert one.rounds == 26
-    assert one.bytes == (features + product + 2 * 100) * 8 + 3000 * 1000
+    assert one.bytes == features * 8 + per_copy
     assert one.seconds == pytest.approx(26e-4 + one.bytes / 1e9)
     two = influence_limit(100, 30, 31, 1, 2, link, sigmoid)
-    assert (two.rounds, two.bytes) == (26, 2 * one.bytes)
+    assert (two.rounds, two.bytes) == (26, features * 8 + 2 * per_copy)
 
 
 def test_a_background_receiver_is_not_on_the_critical_path():

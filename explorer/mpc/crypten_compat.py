@@ -91,6 +91,11 @@ def load_crypten() -> types.ModuleType:
             # crypten keeps its own binding; don't leave a fake module for others to find
             if stub is not None and sys.modules.get(_SHIM_NAME) is stub:
                 del sys.modules[_SHIM_NAME]
+        from crypten.communicator.distributed_communicator import DistributedCommunicator
+
+        from explorer.mpc import exchange
+
+        exchange.install(DistributedCommunicator)  # two parties open by one exchange
         _crypten = crypten
         return crypten
 

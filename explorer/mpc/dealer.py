@@ -15,7 +15,8 @@ alone: CrypTen's control flow never depends on secret values, and every shape is
    consistent with the dealt ones.
 2. **Pushed ahead.** Rank 0 asks once, when its session starts; the dealer then pushes what
    it has rehearsed, batch after batch, until the rehearsal ends; a thread of rank 0 receives
-   it. A product waits only while the rehearsal is behind the session, never on a round trip.
+   it. The session's online phase starts once the whole deal is in (explorer.mpc.protocol):
+   no product waits on the dealer.
    Rank 1 never talks to the dealer; it draws its shares from its PRG, as in CrypTen.
 3. **Checked pops.** Every request of rank 0 pops the next dealt entry and must equal it
    (kind, shapes, operation, arguments); any difference, a request beyond the deal or a deal
@@ -23,7 +24,7 @@ alone: CrypTen's control flow never depends on secret values, and every shape is
    wrong shape would be a silently wrong value. A dealer started without the spec deals
    nothing, and rank 0 then sends each request on its own, as CrypTen does.
 
-It also deals masks reused across products (``mask`` / ``correlated_triple``), which
+It also deals masks reused across products (``owned_mask`` / ``correlated_triple``), which
 explorer.mpc.masked uses to open the data owner's features once per session.
 """
 
@@ -101,9 +102,9 @@ class DealtAheadProvider(TrustedThirdParty):
 
     Changes: rank 0's requests go through ``DealtClient`` (popped from the deal); the other
     party sizes a product's share from the shapes instead of multiplying random tensors (CrypTen
-    computes op(a, b) only for its size). Additions: ``mask`` draws a shared random mask a of a
-    tensor that will be opened once, ``correlated_triple`` a product share a·b (or a^T·b) for
-    such a mask, with a fresh b.
+    computes op(a, b) only for its size). Additions: ``owned_mask`` draws a random mask a,
+    known whole to one party, of a tensor that will be opened once; ``correlated_triple`` a
+    product share a·b (or a^T·b) for such a mask, with a fresh b.
     """
 
     NAME = "TTP"
@@ -125,32 +126,54 @@ class DealtAheadProvider(TrustedThirdParty):
                                              generator=generator, device=device)
         return tuple(ArithmeticSharedTensor.from_shares(t, precision=0) for t in (a, b, c))
 
-    def mask(self, size, device=None) -> tuple[int, torch.Tensor]:
-        """This party's share (int64, ``size``) of a fresh random mask, and the mask's index.
-        The dealer learns the mask's draw from the request (no share travels)."""
+    def owned_mask(self, size, owner: int, device=None) -> tuple[int, torch.Tensor | None]:
+        """A fresh random mask (int64, ``size``) known whole to party ``owner`` (it draws it
+        from the PRG it shares with the dealer), and the mask's index: the owner gets the mask,
+        the other party None (its share is zero). The dealer learns the draw from the request
+        (nothing travels but the request)."""
         client = TTPClient.get()
-        a = generate_random_ring_element(size, generator=client.get_generator(device=device),
-                                         device=device)
+        a = None
+        if _rank() == owner:
+            a = generate_random_ring_element(size, generator=client.get_generator(device=device),
+                                             device=device)
         index = self.masks
         self.masks += 1
         if _rank() == 0:
-            client.ttp_request("mask", device, index, tuple(size))
+            client.ttp_request("mask", device, index, tuple(size), owner)
         return index, a
 
-    def correlated_triple(self, index: int, size0, size1, transpose: bool,
+    def correlated_triple(self, index: int, size0, size1, transpose: bool, copies: int = 1,
                           device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Shares of a fresh b (``size1``) and of c = a·b, or a^T·b with ``transpose`` (over
-        the last two axes), for mask ``index`` of shape ``size0``."""
+        the last two axes), for mask ``index`` repeated ``copies`` times along its first axis
+        (shape ``size0`` once repeated)."""
         client = TTPClient.get()
         generator = client.get_generator(device=device)
         b = generate_random_ring_element(size1, generator=generator, device=device)
         if _rank() == 0:
-            c = client.ttp_request("correlated", device, index, tuple(size1), transpose)
+            c = client.ttp_request("correlated", device, index, tuple(size1), transpose,
+                                   copies)
         else:
             c = generate_random_ring_element(
                 _product_size(size0, size1, "matmul", transpose), generator=generator,
                 device=device)
         return b, c
+
+
+def copies_product(left: torch.Tensor, right: torch.Tensor, copies: int,
+                   transpose: bool = False) -> torch.Tensor:
+    """torch.matmul of ``left`` (B, n, k) repeated ``copies`` times along its first axis (or,
+    with ``transpose``, of its transpose over the last two axes) with ``right``, without
+    repeating ``left``: a right operand without batch axes multiplies it once and the product is
+    repeated; one with a first axis of copies x B multiplies each copy in turn."""
+    left = left.transpose(-2, -1) if transpose else left
+    if copies == 1:
+        return torch.matmul(left, right)
+    if right.dim() <= 2:
+        product = torch.matmul(left, right)
+        return product.repeat(copies, *[1] * (product.dim() - 1))
+    parts = right.reshape(copies, -1, *right.shape[1:])
+    return torch.cat([torch.matmul(left, part) for part in parts])
 
 
 def replay(sequence: list[Request]) -> None:
@@ -244,6 +267,14 @@ class DealtClient:
         self.used += 1
         return share
 
+    def wait_for_deal(self) -> None:
+        """Return once the dealer has pushed all it rehearsed (the session's offline phase);
+        a broken deal raises here."""
+        self.receiver.join()
+        if self.failure is not None:
+            raise DealMismatch(f"the deal from the dealer broke off: {self.failure}") \
+                from self.failure
+
     def check_used_up(self) -> None:
         """The session used everything dealt: the rehearsal predicted this very run."""
         self.receiver.join()
@@ -274,15 +305,14 @@ class Dealer(TTPServer):
         self._setup_generators()
         self.masks: dict[int, torch.Tensor] = {}
 
-    def mask(self, index: int, size) -> torch.Tensor:
-        # the parties drew their shares of a from the PRGs shared with the dealer: add them up
-        self.masks[index] = self._get_additive_PRSS(size)
+    def mask(self, index: int, size, owner: int) -> torch.Tensor:
+        # the owner drew the whole mask from the PRG it shares with the dealer: draw it too
+        self.masks[index] = generate_random_ring_element(size, generator=self.generators[owner])
         return _EMPTY
 
-    def correlated(self, index: int, size1, transpose: bool) -> torch.Tensor:
-        a = self.masks[index]
+    def correlated(self, index: int, size1, transpose: bool, copies: int = 1) -> torch.Tensor:
         b = self._get_additive_PRSS(size1)
-        c = torch.matmul(a.transpose(-2, -1) if transpose else a, b)
+        c = copies_product(self.masks[index], b, copies, transpose)
         return c - self._get_additive_PRSS(c.size(), remove_rank=True)
 
     def rehearse(self, session: Callable[[], Any]) -> None:

@@ -379,11 +379,7 @@ class _Pool:
             taken, self.idle = alive[:n], alive[n:]
         for child in dead:
             child.close()
-        taken += [_start_child(self.preload) for _ in range(n - len(taken))]
-        # started from this thread, not a short-lived one: a child's parent-death signal
-        # follows the thread that started it
-        self.refill()
-        return taken
+        return taken + [_start_child(self.preload) for _ in range(n - len(taken))]
 
     def refill(self) -> None:
         with self.lock:
@@ -468,6 +464,11 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
         for child in children:
             child.close()
         shutil.rmtree(store_dir, ignore_errors=True)
+        if _POOL is not None:
+            # only now: new processes' imports take seconds of CPU, which on a small machine
+            # would be taken from the session's parties. Started from this thread, not a
+            # short-lived one: a child's parent-death signal follows the thread that started it
+            _POOL.refill()
 
 
 def _collect(children: list[_Child], deadline: float, timeout: float, stall: float,

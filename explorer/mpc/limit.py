@@ -6,8 +6,9 @@ for B candidates of m rows (d1 = d + 1 features with the bias, C logits) is the 
 issue "each input opened once", with every triple dealt ahead:
 
 1. one Beaver product of the data owner's features X (B, m, d1) with the model owner's
-   [theta V] (d1, 2C): both parties open X - A and [theta V] - B', the dealer sends the model
-   owner its share of the product (B, m, 2C);
+   [theta V] (d1, 2C): the data owner sends X - A (its own input, masked by a mask it knows,
+   as SPDZ takes inputs), both parties open [theta V] - B', the dealer sends the model owner
+   its share of the product (B, m, 2C);
 2. the residuals R = probabilities(X theta) - Y (the project's own sigmoid or softmax, whose
    rounds and bytes per row are measured here between real parties);
 3. one elementwise product of R with U = X V (B, m, C): both open two (B, m, C) tensors, the
@@ -15,7 +16,8 @@ issue "each input opened once", with every triple dealt ahead:
 4. the B sums are local; both open them.
 
 Every element is 8 bytes (CrypTen's 64-bit ring); verified sessions compute ``copies`` = 2
-copies side by side, which doubles the bytes and not the rounds.
+copies side by side, which doubles the bytes of every step but the features' (sent once for
+both copies), and not the rounds.
 """
 
 from __future__ import annotations
@@ -133,12 +135,12 @@ def influence_limit(n_candidates: int, size: int, d1: int, n_outputs: int, copie
     rows: its rounds, bytes and seconds (rounds x RTT + bytes / bandwidth)."""
     B, m, C = n_candidates, size, n_outputs
     rows = B * m
-    matmul = 2 * (rows * d1 + d1 * 2 * C) + rows * 2 * C  # both parties open, dealer deals
+    features = rows * d1  # the data owner sends them once, for every copy
+    matmul = 2 * d1 * 2 * C + rows * 2 * C  # both open the right operand, the dealer deals
     product = 2 * 2 * rows * C + rows * C
     reveal = 2 * B
-    elements = matmul + product + reveal
-    per_copy = elements * RING_BYTES + nonlinear.bytes_per_row * rows
+    per_copy = (matmul + product + reveal) * RING_BYTES + nonlinear.bytes_per_row * rows
     rounds = 1 + nonlinear.rounds + 1 + 1
-    total = int(round(copies * per_copy))
+    total = int(round(features * RING_BYTES + copies * per_copy))
     return Limit(rounds=rounds, bytes=total,
                  seconds=rounds * link.rtt_seconds + total / link.bandwidth)

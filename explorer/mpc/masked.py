@@ -1,17 +1,25 @@
-"""A secret tensor opened once and multiplied many times: Beaver products sharing one mask.
+"""An input opened once and multiplied many times: Beaver products sharing one mask.
 
 Beaver's product of secret X and Y opens X - a and Y - b for a dealt triple (a, b, a·b). Every
-product of the data owner's features A (B, m, d + 1) with a secret right operand would open
-A - a afresh: the largest tensor of a session, on the wire once per product. Here A - a = E is
+product of the data owner's features X (B, m, d + 1) with a secret right operand would open
+X - a afresh: the largest tensor of a session, on the wire once per product. Here E = X - a is
 opened once, with a mask a dealt by explorer.mpc.dealer, and each product draws a triple
 (a, b, a·b) with that same a and a fresh b:
 
-    A·M = E·M + a·M,   with a·M = a·b + a·(M - b) over the opened M - b,
+    X·M = E·M + a·M,   with a·M = a·b + a·(M - b) over the opened M - b,
 
 so a product opens only M - b, the small right operand. This is the matrix Beaver triple with a
-reused left mask (Mohassel and Zhang, SecureML 2017, section 4.1): E reveals nothing more,
-since a is uniform and used for no other tensor; each b is fresh. Shares, fixed-point encoding
-and truncation are CrypTen's (ArithmeticSharedTensor, its encoder, its division by the scale).
+reused left mask (Mohassel and Zhang, SecureML 2017, section 4.1).
+
+X is the data owner's own input, so the mask is drawn the way SPDZ-style protocols take an
+input (Damgård et al., CRYPTO 2012): a comes whole from the PRG the input's owner shares with
+the dealer (the other party's share of a is zero), and the owner alone sends E = X - a. E is
+uniform to the receiver, since a is used for no other tensor; each b is fresh; the dealer,
+which knows a, never sees E. So X goes on the wire once, in one direction, and never as a
+sharing. A verified session's copies share this opening: every product of a copy still draws
+its own triple, so the copies' shares of each product, and with them a truncation's failure,
+are independent. Fixed-point encoding and truncation are CrypTen's (its encoder, its local
+division of the shares by the scale).
 """
 
 from __future__ import annotations
@@ -20,48 +28,62 @@ import torch
 
 from explorer.appraisers.tensors import OpenedOperand
 from explorer.mpc.crypten_compat import load_crypten
-from explorer.mpc.dealer import DealtAheadProvider
+from explorer.mpc.dealer import DealtAheadProvider, copies_product
 
 _crypten = load_crypten()
-from crypten.mpc.primitives import ArithmeticSharedTensor  # noqa: E402
+from crypten.encoder import FixedPointEncoder  # noqa: E402
 
 
-def opened_once(x):
-    """``x`` (an arithmetic MPCTensor) as an operand opened once for all its products, when the
-    session's provider deals reused masks (TTP); else ``x`` itself (CrypTen's products)."""
-    provider = _crypten.mpc.get_default_provider()
-    if not isinstance(provider, DealtAheadProvider) or \
-            _crypten.communicator.get().get_world_size() != 2:
-        return x
-    return OpenedOnce(x, provider)
+def opens_once() -> bool:
+    """Whether this session's provider deals reused masks (TTP, two parties)."""
+    return isinstance(_crypten.mpc.get_default_provider(), DealtAheadProvider) and \
+        _crypten.communicator.get().get_world_size() == 2
+
+
+def opened_input(x: torch.Tensor | None, shape: tuple[int, ...], owner: int, copies: int = 1):
+    """Party ``owner``'s input ``x`` (float, ``shape``; None on the other party) as an operand
+    opened once (module docstring), repeated ``copies`` times along the first axis. Requires
+    :func:`opens_once`."""
+    provider: DealtAheadProvider = _crypten.mpc.get_default_provider()
+    comm = _crypten.communicator.get()
+    encoder = FixedPointEncoder()
+    index, a = provider.owned_mask(shape, owner)
+    if comm.get_rank() == owner:
+        epsilon = encoder.encode(x.to(torch.float64)) - a
+    else:
+        epsilon = torch.empty(shape, dtype=torch.long)
+    epsilon = comm.broadcast(epsilon, owner)
+    return OpenedOnce(epsilon, a, index, copies, encoder, provider)
 
 
 class OpenedOnce(OpenedOperand):
-    """A secret tensor X (..., n, k), int64 fixed point, held as the opened E = X - a and this
-    party's share of the mask a; X's own shares are no longer needed."""
+    """A secret tensor X (B, n, k), int64 fixed point, repeated ``copies`` times along its first
+    axis, held once as the opened E = X - a and this party's share of the mask a (None where
+    that share is zero), dealt by ``provider`` as mask ``index``."""
 
-    def __init__(self, x, provider: DealtAheadProvider):
-        shared: ArithmeticSharedTensor = x._tensor
-        self.shape = tuple(x.size())
-        self.encoder = shared.encoder
+    def __init__(self, epsilon: torch.Tensor, a: torch.Tensor | None, index: int, copies: int,
+                 encoder: FixedPointEncoder, provider: DealtAheadProvider):
+        self.epsilon, self.a, self.index, self.copies = epsilon, a, index, copies
+        self.shape = (copies * epsilon.shape[0], *epsilon.shape[1:])  # as the copies see it
+        self.encoder = encoder
         self.provider = provider
-        self.index, self.a = provider.mask(x.size())
-        # E = X - a, in X's encoding (a is a ring element: encoding does not apply to it)
-        self.epsilon = _crypten.communicator.get().all_reduce(shared.share - self.a)
 
     def matmul(self, right, transpose: bool = False):
         """X·M, or X^T·M with ``transpose`` (last two axes): M an arithmetic MPCTensor; an
         MPCTensor in M's encoding."""
         def op(left: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-            return torch.matmul(left.transpose(-2, -1) if transpose else left, other)
+            return copies_product(left, other, self.copies, transpose)
 
         comm = _crypten.communicator.get()
-        M: ArithmeticSharedTensor = right._tensor
-        b, c = self.provider.correlated_triple(self.index, self.shape, M.size(), transpose)
+        M = right._tensor
+        b, c = self.provider.correlated_triple(self.index, self.shape, M.size(), transpose,
+                                               self.copies)
         delta = comm.all_reduce(M.share - b)
         # c + E·b + a·(M - b) + E·(M - b) = a·b + E·M + a·M - a·b = X·M, with the public
-        # E·(M - b) added by rank 0 only: two products with the large E, not three
-        z = c + op(self.epsilon, b + delta if comm.get_rank() == 0 else b) + op(self.a, delta)
+        # E·(M - b) added by rank 0 only: at most two products with the large E
+        z = c + op(self.epsilon, b + delta if comm.get_rank() == 0 else b)
+        if self.a is not None:
+            z += op(self.a, delta)
         out = _crypten.mpc.MPCTensor.from_shares(z, precision=0)
         out._tensor.encoder = M.encoder
         if self.encoder.scale > 1:  # both factors carried the scale: divide one out

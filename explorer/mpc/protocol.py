@@ -178,14 +178,25 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     # one process plays both parties in simulated mode: nothing goes on a wire. The count is
     # read, not reset, so that whatever else this process counts (a dealer) keeps its own
     wire = wire_counter() if world_size > 1 else None
+    if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
+        # the offline phase ends before the clock starts: the model owner holds the whole
+        # deal, and one exchange starts both parties' clocks together. Otherwise the dealer's
+        # generation would compete with the parties for the cores (the wall time has it all)
+        if dealt is not None:
+            dealt.wait_for_deal()
+        crypten.communicator.get().all_reduce(torch.zeros(1, dtype=torch.long))
     before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
     start = time.perf_counter()
 
-    # each copy of the candidates is shared afresh: a truncation failure, which depends on the
-    # shares' randomness, almost never strikes both copies alike
+    # each copy's shares are drawn afresh: a truncation failure, which depends on the shares'
+    # randomness, almost never strikes both copies alike. The features are opened once for
+    # all their products and both copies (explorer.mpc.masked), when the dealer deals masks
     copies = spec.copies
-    A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src, rank)
-                     for _ in range(copies)])
+    if masked.opens_once():
+        A = masked.opened_input(batch.A if batch else None, (B, m, d1), do_src, copies)
+    else:
+        A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src,
+                                  rank) for _ in range(copies)])
     Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), do_src, rank)
                      for _ in range(copies)])
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
@@ -196,8 +207,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         # the dealer's rehearsal (rank == world_size) opens placeholders: only the parties decide
         if rank < world_size and bit.item() != 1:
             raise refuse_weights(defences.weight_bound)  # one bit, before any value exists
-    # the candidates' features are opened once for all their products (explorer.mpc.masked)
-    value = appraiser.compute(inputs, masked.opened_once(A), Y,
+    value = appraiser.compute(inputs, A, Y,
                               dataclasses.replace(public, sizes=public.sizes * copies))
     if defences.noise > 0:
         # each party's own draw, entered as its own input; both copies carry the same noise
