@@ -449,7 +449,7 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
     account = app.figures.outcome.accounts["influence"]
     assert account.provider == "TTP" and account.mode == "parties"
     for wanted in ("Model owner", "Between them", "Data owner", "TTP", "dealer",
-                 "theta (31, 1)", "candidate features A ×2 (6, 30, 31)",
+                 "theta (31, 1)", "candidate features A, masked once for 2 copies (6, 30, 31)",
                  "candidate labels Y ×2 (6, 30, 1)",
                  f"{account.revealed} values", "to both",
                  f"{account.party_bytes['model owner'] / 1e6:.2f} MB",

@@ -226,7 +226,7 @@ def test_party_lanes_fill_in_from_a_real_parties_run(voila, tmp_path):
             browser.close()
     keep(shots)
     for wanted in ("Model owner", "Between them", "Data owner", "TTP", "a third dealer process",
-                   "theta (31, 1)", "candidate features A ×2 (20, 30, 31)",
+                   "theta (31, 1)", "candidate features A, masked once for 2 copies (20, 30, 31)",
                    "candidate labels Y ×2 (20, 30, 1)", "40 values", "to both", " MB",
                    " rounds", "not θ̂"):
         assert wanted in text, wanted

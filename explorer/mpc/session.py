@@ -124,17 +124,21 @@ class SessionAccount:
                 f"revealed to both: {self.revealed} {self.unit}"]
 
 
-def _encrypted(spec: SessionSpec, appraiser: Appraiser, threshold: float
+def _encrypted(spec: SessionSpec, appraiser: Appraiser, threshold: float, masked_once: bool
                ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
-    """Each party's encrypted inputs by name and shape, as explorer.mpc.protocol shares them
-    (every copy of the candidates is shared afresh)."""
+    """Each party's encrypted inputs by name and shape, as explorer.mpc.protocol shares them:
+    every copy shared afresh, except the features when ``masked_once`` (two parties with the
+    dealer: masked and sent once for every copy, explorer.mpc.masked)."""
     public = spec.public
     mo = dict(sorted(appraiser.model_owner_shapes(public).items()))
     if spec.reveal == "bit":
         mo["threshold"] = (1,)
     B, m = public.n_candidates, public.size
     copies = f" ×{spec.copies}" if spec.copies > 1 else ""
-    do = {f"candidate features A{copies}": (B, m, public.d1),
+    features = "candidate features A" + (
+        (f", masked once for {spec.copies} copies" if spec.copies > 1 else ", masked once")
+        if masked_once else copies)
+    do = {features: (B, m, public.d1),
           f"candidate labels Y{copies}": (B, m, public.n_outputs)}
     if spec.defences.noise > 0:  # each party's own draw, one per value, before the reveal
         mo["noise"] = do["noise"] = (B,)
@@ -157,7 +161,8 @@ def _account(appraiser: Appraiser, spec: SessionSpec, results: list[SessionResul
             party_seconds[who] += report.seconds
     if any(r.dealer_bytes for r in results):  # the dealer sends too: its bytes count
         party_bytes["dealer"] = sum(r.dealer_bytes for r in results)
-    mo, do = _encrypted(spec, appraiser, options.threshold)
+    mo, do = _encrypted(spec, appraiser, options.threshold,
+                        masked_once=options.mode == "parties" and options.provider == "TTP")
     return SessionAccount(
         spec=spec, mode=options.mode, provider=options.provider,
         threshold=options.threshold if spec.reveal == "bit" else None,
