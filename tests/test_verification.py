@@ -33,6 +33,16 @@ def test_copies_that_disagree_or_break_a_bound_are_not_trusted(wdbc_seed):
     assert influence.verified(bits, bits=True).tolist() == [True, False, True]
 
 
+def test_copies_of_a_value_near_zero_agree_within_its_rounding_noise(wdbc_seed):
+    """A candidate alone in its session whose value is a few units of 2^-16: copies six units
+    apart are rounding noise (1% of the value would be far below one unit); a failed
+    truncation is still caught."""
+    influence = make_appraiser("influence", "crypten").fit(wdbc_seed)
+    unit = 2.0 ** -influence.mpc.precision_bits
+    assert influence.verified(np.array([[2 * unit], [8 * unit]]), False).tolist() == [True]
+    assert influence.verified(np.array([[2 * unit], [2.0 ** 30]]), False).tolist() == [False]
+
+
 def test_truncation_failures_give_right_values_or_a_clear_failure(wdbc_seed, market):
     """At 26 fractional bits two-party truncation fails on a few of the thousands of logits
     of every session (probability about |x| / 4096 each): copies disagree, the candidates are

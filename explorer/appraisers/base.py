@@ -90,6 +90,10 @@ def report_progress(progress: Progress | None, event: ProgressEvent) -> None:
     else:
         progress(event.text, event.done, event.total)
 
+# Copies of a private value always agree within this many units of 2^-precision_bits (see
+# Appraiser.agreement).
+AGREEMENT_ULPS = 64
+
 # Plaintext batches are cut so that one chunk holds about this many float64 values per tensor.
 _CHUNK_VALUES = 4_000_000
 
@@ -221,7 +225,10 @@ class Appraiser(ABC):
     _beyond_test_loss = "exceeds the seed's whole test loss, which no data can remove"
 
     # Two independently shared copies of a private value agree within this fraction of the
-    # larger of their magnitudes and the batch's median magnitude (README: verified values).
+    # larger of their magnitudes and the batch's median magnitude (README: verified values),
+    # and always within AGREEMENT_ULPS units of the fixed-point resolution 2^-precision_bits:
+    # copies of a value near zero differ by a few units of rounding noise, while a failed
+    # truncation is off by about 2^(64 - 2 precision_bits) or more.
     agreement: ClassVar[float] = 0.01
 
     def possible(self, values: np.ndarray) -> np.ndarray:
@@ -245,7 +252,11 @@ class Appraiser(ABC):
             ok = np.isfinite(first)
         if len(values) > 1:
             floor = float(np.median(np.abs(values)))
-            tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor) + step
+            from explorer.appraisers.config import DEFAULT_PRECISION_BITS
+
+            bits_ = self.mpc.precision_bits if self.mpc is not None else DEFAULT_PRECISION_BITS
+            tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor) + step \
+                + AGREEMENT_ULPS * 2.0 ** -bits_
             ok &= np.abs(values[0] - values[1]) <= tol
         return ok
 
