@@ -96,6 +96,8 @@ class PartyReport:
     bytes: int  # payload bytes this party sent on the wire (explorer.mpc.wire)
     rounds: int  # sequential communication rounds this party waited through
     shares: dict = field(default_factory=dict)  # tests only
+    draws: tuple = ()  # what this party drew, in order (public: explorer.mpc.drawn)
+    drawn_ahead: int = 0  # elements of it drawn before the clock started
 
 
 def definition(public: Public) -> Appraiser:
@@ -147,7 +149,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     """The code each party runs. ``payload`` = {"spec": SessionSpec, "input": its own input}
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
-    from explorer.mpc import dealer, masked
+    from explorer.mpc import dealer, drawn, masked
 
     if rank == world_size and payload.get("sequence"):
         return dealer.replay(payload["sequence"])  # rehearsed before for this very spec
@@ -174,14 +176,19 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         dealer.install()
         if rank == MODEL_OWNER:
             dealt = dealer.expect_deal()
+    # a party's own shares of the correlated randomness: drawn ahead from the record of an
+    # earlier session of this spec (while the deal arrives), or recorded for the next one
+    draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
+        if world_size > 1 and rank < world_size else None
 
     # one process plays both parties in simulated mode: nothing goes on a wire. The count is
     # read, not reset, so that whatever else this process counts (a dealer) keeps its own
     wire = wire_counter() if world_size > 1 else None
     if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
-        # the offline phase ends before the clock starts: the model owner holds the whole
-        # deal, and one exchange starts both parties' clocks together. Otherwise the dealer's
-        # generation would compete with the parties for the cores (the wall time has it all)
+        # the offline phase (the deal, each party's draws) ends before the clock starts: the
+        # model owner holds the whole deal, and one exchange starts both parties' clocks
+        # together. Otherwise the dealer's generation would compete with the parties for the
+        # cores (the wall time has it all)
         if dealt is not None:
             dealt.wait_for_deal()
         crypten.communicator.get().all_reduce(torch.zeros(1, dtype=torch.long))
@@ -235,12 +242,17 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         return None
     if dealt is not None:
         dealt.check_used_up()
+    if draws is not None:
+        draws.check_used_up()
+        drawn.stop()
     seconds = time.perf_counter() - start
     after = wire.snapshot() if wire is not None else before
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
     return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
                        bytes=after["bytes"] - before["bytes"],
-                       rounds=after["rounds"] - before["rounds"], shares=shares)
+                       rounds=after["rounds"] - before["rounds"], shares=shares,
+                       draws=tuple(draws.log) if draws is not None else (),
+                       drawn_ahead=draws.drawn_ahead if draws is not None else 0)
 
 
 def public_settings(spec: SessionSpec) -> dict:

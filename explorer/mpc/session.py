@@ -180,14 +180,23 @@ def _ticking(on_wait: Callable[[float, int, int], None] | None, stop: threading.
 
 
 # the dealer's rehearsed requests by the public settings of the session they were made for:
-# another session of the same spec lets its dealer replay them (explorer.mpc.dealer.replay)
+# another session of the same spec lets its dealer replay them (explorer.mpc.dealer.replay),
+# and its parties draw their own random shares ahead from each one's record (explorer.mpc.drawn)
 _REHEARSED: dict[str, list] = {}
+_DRAWN: dict[str, dict[int, list]] = {}
 REHEARSALS_KEPT = 16
 
 
 def _rehearsal_key(spec: SessionSpec) -> str:
     return repr(sorted(public_settings(spec).items()))
 
+
+def _keep(cache: dict, key: str, value) -> None:
+    """``cache[key] = value``, the oldest entry dropped beyond REHEARSALS_KEPT."""
+    cache.pop(key, None)
+    if len(cache) >= REHEARSALS_KEPT:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
     # CrypTen's own counters stay off (verbose): explorer.mpc.wire counts what is sent
@@ -240,22 +249,26 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
 
             ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
             ticker.start()
+            key = _rehearsal_key(spec)
+            drawn = _DRAWN.get(key, {})
             try:
                 launched = run_parties(appraisal_party,
-                                       {MODEL_OWNER: {"spec": spec, "input": model_owner},
-                                        DATA_OWNER: {"spec": spec, "input": data_owner}},
+                                       {MODEL_OWNER: {"spec": spec, "input": model_owner,
+                                                      "draws": drawn.get(MODEL_OWNER)},
+                                        DATA_OWNER: {"spec": spec, "input": data_owner,
+                                                     "draws": drawn.get(DATA_OWNER)}},
                                        config=config, timeout=timeout, cancel=cancel,
                                        on_wait=waited,
-                                       dealer_payload={"spec": spec, "sequence":
-                                                       _REHEARSED.get(_rehearsal_key(spec))})
+                                       dealer_payload={"spec": spec,
+                                                       "sequence": _REHEARSED.get(key)})
             finally:
                 stop.set()
                 ticker.join()
             reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
             if dealer and dealer.get("sequence"):
-                if len(_REHEARSED) >= REHEARSALS_KEPT:
-                    _REHEARSED.pop(next(iter(_REHEARSED)))
-                _REHEARSED[_rehearsal_key(spec)] = dealer["sequence"]
+                _keep(_REHEARSED, key, dealer["sequence"])
+            _keep(_DRAWN, key, {MODEL_OWNER: list(reports[MODEL_OWNER].draws),
+                                DATA_OWNER: list(reports[DATA_OWNER].draws)})
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
             from exc
