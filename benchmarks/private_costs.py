@@ -393,9 +393,9 @@ def cifar_shaped(data_dir, seed: int) -> Task:
 
 def part_limit(args) -> None:
     link = measure_link(args.timeout)
-    print(f"loopback link: round trip {link.rtt_seconds * 1e3:.3f} ms (median of gloo "
-          f"ping-pongs), bandwidth {link.bandwidth / 1e9:.2f} GB/s (one 64 MB send)",
-          flush=True)
+    print(f"loopback link ({link.transport}, the one the exchanges use): round trip "
+          f"{link.rtt_seconds * 1e3:.3f} ms (median of ping-pongs), bandwidth "
+          f"{link.bandwidth / 1e9:.2f} GB/s (one 64 MB send)", flush=True)
     limit_row("wdbc", load_task("wdbc", seed=args.seed), args.candidates, 30, link,
               args.timeout, args.seed)
     if not args.skip_mnist:

@@ -326,3 +326,17 @@ def frozen_config_party(rank: int, world_size: int, payload: Any) -> dict[str, A
             "after": cfg.functions.exp_iterations, "added kept": hasattr(cfg.functions,
                                                                        "log_iters"),
             "sigmoid": x.sigmoid().get_plain_text().tolist()}
+
+
+def channel_party(rank: int, world_size: int, payload: dict) -> dict[str, Any]:
+    """The parties' own connection opened anew with the key in ``payload["keys"][rank]``,
+    then one exchange of a 100,000-element tensor (rank r sends r + 1 everywhere) through
+    CrypTen's all-reduce."""
+    from explorer.mpc import exchange
+
+    comm = load_crypten().communicator.get()
+    opened_by_launcher = exchange.channel() is not None
+    exchange.close()
+    exchange.connect(payload["keys"][rank], comm.main_group, payload.get("timeout", 30.0))
+    total = comm.all_reduce(torch.full((100_000,), rank + 1, dtype=torch.int64))
+    return {"opened by the launcher": opened_by_launcher, "sum": total.unique().tolist()}

@@ -3,27 +3,189 @@
 Opening a 2-party additive (or XOR) sharing is: each party sends its share to the other and
 adds (or XORs) what it receives. CrypTen does it with ``torch.distributed.all_reduce``, whose
 gloo ring takes two sequential steps (reduce-scatter, then all-gather) even for two ranks. A
-direct exchange sends the same bytes (each party its whole share) in one step; on loopback it
-also avoids the all-reduce's scheduling stalls, which made it about 5x slower on average for
-the tensors of a small session (``benchmarks/private_costs.py`` measures the session).
+direct exchange sends the same bytes (each party its whole share) in one step.
+
+Where it goes: parties launched on one machine (explorer.mpc.launcher) exchange over a TCP
+connection of their own on loopback (``Channel``), opened after the session key is proved and
+itself authenticated with that key. Gloo's point-to-point messages, even its isend and irecv,
+stall for a scheduler tick (about 4 ms) on one exchange in eight when the parties compute
+between exchanges, as they do; a plain socket does not. Parties on separate machines exchange
+with gloo's isend and irecv, over the connections gloo already has.
 
 Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on both parties,
-and for any other group size or reduction CrypTen's own all-reduce runs.
+and for any other group size or reduction CrypTen's own all-reduce runs. What is sent is
+counted on this process's wire counter (explorer.mpc.wire): the payload bytes, one round.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import secrets
+import select
+import socket
+import time
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from explorer.mpc.wire import wire_counter
+
 _COMBINE = {dist.ReduceOp.SUM: torch.add, dist.ReduceOp.BXOR: torch.bitwise_xor}
+NONCE_BYTES = 32
+CHUNK = 1 << 22  # bytes a send or receive call takes at most
+
+
+class ChannelError(RuntimeError):
+    """The parties' own connection failed: refused, unauthenticated, closed or silent."""
+
+
+class Channel:
+    """The two parties' own TCP connection, for their exchanges."""
+
+    def __init__(self, sock: socket.socket, timeout: float):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self.sock, self.timeout = sock, timeout
+
+    def exchange(self, mine: torch.Tensor) -> torch.Tensor:
+        """The peer's tensor of ``mine``'s shape and type, ``mine`` sent to it meanwhile:
+        sending and receiving interleave, so neither party blocks on a full buffer."""
+        mine = mine.contiguous()
+        theirs = torch.empty_like(mine)
+        out = memoryview(mine.reshape(-1).view(torch.uint8).numpy())
+        into = memoryview(theirs.reshape(-1).view(torch.uint8).numpy())
+        sent = got = 0
+        while sent < len(out) or got < len(into):
+            readable, writable, _ = select.select([self.sock] if got < len(into) else [],
+                                                  [self.sock] if sent < len(out) else [], [],
+                                                  self.timeout)
+            if not readable and not writable:
+                raise ChannelError(f"the other party sent nothing for {self.timeout:g} s.")
+            if writable:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    sent += self.sock.send(out[sent:sent + CHUNK])
+            if readable:
+                try:
+                    n = self.sock.recv_into(into[got:], min(CHUNK, len(into) - got))
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if n == 0:
+                    raise ChannelError("Connection closed by peer (the parties' own "
+                                       "connection).")
+                got += n
+        return theirs
+
+    def send(self, data: memoryview) -> None:
+        """Send ``data`` (bytes) whole."""
+        sent = 0
+        while sent < len(data):
+            self._wait(write=True)
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                sent += self.sock.send(data[sent:sent + CHUNK])
+
+    def receive(self, into: memoryview) -> None:
+        """Fill ``into`` (bytes) from the peer."""
+        got = 0
+        while got < len(into):
+            self._wait(write=False)
+            try:
+                n = self.sock.recv_into(into[got:], min(CHUNK, len(into) - got))
+            except (BlockingIOError, InterruptedError):
+                continue
+            if n == 0:
+                raise ChannelError("Connection closed by peer (the parties' own connection).")
+            got += n
+
+    def _wait(self, write: bool) -> None:
+        ready = select.select([] if write else [self.sock], [self.sock] if write else [], [],
+                              self.timeout)
+        if not any(ready):
+            raise ChannelError(f"the other party sent nothing for {self.timeout:g} s.")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_CHANNEL: Channel | None = None
+
+
+def channel() -> Channel | None:
+    """The parties' own connection, when this process opened one."""
+    return _CHANNEL
+
+
+def _proof(key: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, b"appraisal-explorer channel|" + nonce, "sha256").digest()
+
+
+def _receive_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < n:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def connect(key: bytes, group: Any, timeout: float) -> Channel:
+    """Open the two parties' own connection on loopback (both on this machine): rank 0 of
+    ``group`` listens on a free port and sends the port and a fresh nonce over ``group`` (gloo,
+    already authenticated); rank 1 connects and proves it holds ``key``; rank 0 drops anyone
+    who does not, then acknowledges. Later exchanges go over it (see ``install``)."""
+    global _CHANNEL
+    me = dist.get_rank(group)
+    deadline = time.monotonic() + timeout
+    # the port and the nonce as one tensor: gloo carries tensors, never pickles, here
+    message = torch.zeros(1 + NONCE_BYTES, dtype=torch.int64)
+    if me == 0:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            message[0] = listener.getsockname()[1]
+            message[1:] = torch.tensor(list(nonce))
+            dist.broadcast(message, dist.get_global_rank(group, 0), group=group)
+            while True:
+                listener.settimeout(max(deadline - time.monotonic(), 0.001))
+                try:
+                    sock, _ = listener.accept()
+                except TimeoutError as exc:
+                    raise ChannelError("the data owner did not connect to the parties' own "
+                                       "connection with the session key in time.") from exc
+                proof = _receive_exactly(sock, len(_proof(key, nonce)), deadline)
+                if hmac.compare_digest(proof, _proof(key, nonce)):
+                    sock.sendall(b"\x01")
+                    break
+                sock.close()  # a stranger: wait for the data owner
+    else:
+        dist.broadcast(message, dist.get_global_rank(group, 0), group=group)
+        nonce = bytes(message[1:].tolist())
+        sock = socket.create_connection(("127.0.0.1", int(message[0])),
+                                        timeout=max(deadline - time.monotonic(), 0.001))
+        sock.sendall(_proof(key, nonce))
+        if _receive_exactly(sock, 1, deadline) != b"\x01":
+            sock.close()
+            raise ChannelError("the model owner did not accept the data owner's proof of the "
+                               "session key on the parties' own connection; start both "
+                               "parties with the same session key.")
+    _CHANNEL = Channel(sock, timeout)
+    return _CHANNEL
+
+
+def close() -> None:
+    """Close the parties' own connection, if open; exchanges go over gloo again."""
+    global _CHANNEL
+    if _CHANNEL is not None:
+        _CHANNEL.close()
+        _CHANNEL = None
 
 
 def install(communicator_class: type) -> None:
     """Route ``communicator_class.all_reduce`` (CrypTen's DistributedCommunicator, its
-    statistics kept) through :func:`exchanged` for two parties. Idempotent."""
+    statistics kept) through :func:`exchanged` for two parties, and its ``broadcast`` between
+    them over their own connection when open. Idempotent."""
     from crypten.communicator.communicator import _logging
 
     logged = communicator_class.all_reduce
@@ -46,17 +208,49 @@ def install(communicator_class: type) -> None:
     wrapped.__exchange__ = True  # type: ignore[attr-defined]
     communicator_class.all_reduce = wrapped
 
+    original_broadcast = communicator_class.broadcast.__wrapped__
+
+    def broadcast(self: Any, input: Any, src: int, group: Any = None,
+                  batched: bool = False) -> Any:
+        if _CHANNEL is None or batched or group not in (None, self.main_group) \
+                or dist.get_world_size(self.main_group) != 2:
+            return original_broadcast(self, input, src, group=group, batched=batched)
+        data = input.data
+        if not data.is_contiguous():
+            raise ValueError("the parties' own connection broadcasts contiguous tensors only.")
+        view = memoryview(data.reshape(-1).view(torch.uint8).numpy())
+        counter = wire_counter()
+        if self.get_rank() == src:
+            counter.posted(len(view), sends=True)
+            _CHANNEL.send(view)
+        else:
+            _CHANNEL.receive(view)
+            counter.waited()
+        return input
+
+    broadcast.__doc__ = original_broadcast.__doc__
+    communicator_class.broadcast = _logging(broadcast)
+
 
 def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[torch.Tensor]:
     """``combine(mine, theirs)`` for each tensor, ``theirs`` being the peer's tensor in the same
-    position: every send and receive is posted at once, so the list costs one round trip."""
-    me = dist.get_rank(group)
-    peer = dist.get_global_rank(group, 1 - me)
+    position, in one round trip: over the parties' own connection when open, else every gloo
+    send and receive posted at once."""
     mine = [t.contiguous() for t in tensors]
-    theirs = [torch.empty_like(t) for t in mine]
-    # tags keep the list's tensors apart; successive calls match in order on each pair
-    sends = [dist.isend(t, peer, group=group, tag=i) for i, t in enumerate(mine)]
-    receives = [dist.irecv(t, peer, group=group, tag=i) for i, t in enumerate(theirs)]
-    for work in receives + sends:
-        work.wait()
+    if _CHANNEL is not None:
+        flat = torch.cat([t.reshape(-1) for t in mine]) if len(mine) > 1 else mine[0].reshape(-1)
+        counter = wire_counter()
+        counter.posted(flat.numel() * flat.element_size(), sends=True)
+        received = _CHANNEL.exchange(flat)
+        counter.waited()
+        parts = received.split([t.numel() for t in mine]) if len(mine) > 1 else [received]
+        theirs = [p.view(t.shape) for p, t in zip(parts, mine, strict=True)]
+    else:
+        peer = dist.get_global_rank(group, 1 - dist.get_rank(group))
+        theirs = [torch.empty_like(t) for t in mine]
+        # tags keep the list's tensors apart; successive calls match in order on each pair
+        sends = [dist.isend(t, peer, group=group, tag=i) for i, t in enumerate(mine)]
+        receives = [dist.irecv(t, peer, group=group, tag=i) for i, t in enumerate(theirs)]
+        for work in receives + sends:
+            work.wait()
     return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from explorer.mpc import exchange
 from explorer.mpc.crypten_compat import (
     MPCConfig,
     apply_config,
@@ -249,6 +250,9 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
         else:
             crypten.init()
             authenticate(boot["key"], crypten.communicator.get().ttp_group, rank, world_size)
+            if world_size == 2:  # both parties on this machine: their own connection
+                exchange.connect(boot["key"], crypten.communicator.get().main_group,
+                                 boot["stall_timeout"] + 10.0)
             result = boot["fn"](rank, world_size, boot["payload"])
             crypten.uninit()  # rank 0 tells the dealer to stop here; not after a failure
         stop.set()

@@ -25,10 +25,12 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from explorer.appraisers.logistic import probabilities
+from explorer.mpc import exchange
 from explorer.mpc.crypten_compat import MPCConfig, load_crypten
 from explorer.mpc.launcher import run_parties
 from explorer.mpc.wire import wire_counter
@@ -40,10 +42,11 @@ BULK_BYTES = 64 * 2 ** 20  # one large send, for the bandwidth
 
 @dataclass(frozen=True)
 class Link:
-    """The loopback link between two party processes, as gloo uses it."""
+    """The loopback link between two party processes, as their exchanges use it."""
 
     rtt_seconds: float  # median round trip of a one-element tensor
     bandwidth: float  # bytes per second of one large send
+    transport: str = "gloo"  # the connection measured: the one the exchanges use
 
 
 @dataclass(frozen=True)
@@ -63,24 +66,40 @@ class Limit:
     seconds: float
 
 
-def link_party(rank: int, world_size: int, payload: None) -> dict[str, float]:
-    """Party function: time ``PINGS`` ping-pongs of one int64 between ranks 0 and 1 on
-    CrypTen's gloo group, then one send of BULK_BYTES acknowledged by one int64 (best of
-    three). Rank 0 returns {"rtt": median seconds, "bandwidth": bytes per second}."""
+def link_party(rank: int, world_size: int, payload: None) -> dict[str, Any]:
+    """Party function: time ``PINGS`` ping-pongs of one int64 between ranks 0 and 1, then one
+    send of BULK_BYTES acknowledged by one int64 (best of three), over the connection the
+    parties' exchanges use (explorer.mpc.exchange: their own, when launched on one machine,
+    else CrypTen's gloo group). Rank 0 returns {"rtt": median seconds, "bandwidth": bytes per
+    second, "transport": which connection}."""
     import torch.distributed as dist
 
+    own = exchange.channel()
     group = load_crypten().communicator.get().main_group
     peer = 1 - rank
+
+    def send(t: torch.Tensor) -> None:
+        if own is None:
+            dist.send(t, peer, group=group)
+        else:
+            own.send(memoryview(t.view(torch.uint8).numpy()))
+
+    def recv(t: torch.Tensor) -> None:
+        if own is None:
+            dist.recv(t, peer, group=group)
+        else:
+            own.receive(memoryview(t.view(torch.uint8).numpy()))
+
     tiny = torch.zeros(1, dtype=torch.int64)
     rtts = []
     for i in range(PINGS + 100):  # the first 100 warm the connection up
         start = time.perf_counter()
         if rank == 0:
-            dist.send(tiny, peer, group=group)
-            dist.recv(tiny, peer, group=group)
+            send(tiny)
+            recv(tiny)
         else:
-            dist.recv(tiny, peer, group=group)
-            dist.send(tiny, peer, group=group)
+            recv(tiny)
+            send(tiny)
         if i >= 100:
             rtts.append(time.perf_counter() - start)
     bulk = torch.zeros(BULK_BYTES // RING_BYTES, dtype=torch.int64)
@@ -89,13 +108,14 @@ def link_party(rank: int, world_size: int, payload: None) -> dict[str, float]:
     for _ in range(3):
         start = time.perf_counter()
         if rank == 0:
-            dist.send(bulk, peer, group=group)
-            dist.recv(tiny, peer, group=group)
+            send(bulk)
+            recv(tiny)
         else:
-            dist.recv(bulk, peer, group=group)
-            dist.send(tiny, peer, group=group)
+            recv(bulk)
+            send(tiny)
         best = min(best, time.perf_counter() - start)
-    return {"rtt": rtt, "bandwidth": BULK_BYTES / max(best - rtt, 1e-9)}
+    return {"rtt": rtt, "bandwidth": BULK_BYTES / max(best - rtt, 1e-9),
+            "transport": "gloo" if own is None else "the parties' own TCP connection"}
 
 
 def nonlinearity_party(rank: int, world_size: int, shape: tuple[int, int]) -> dict[str, int]:
@@ -112,7 +132,9 @@ def nonlinearity_party(rank: int, world_size: int, shape: tuple[int, int]) -> di
 def measure_link(timeout: float = 300.0) -> Link:
     """Round-trip time and bandwidth of the loopback link between two party processes."""
     run = run_parties(link_party, {0: None, 1: None}, config=MPCConfig(), timeout=timeout)
-    return Link(rtt_seconds=run.results[0]["rtt"], bandwidth=run.results[0]["bandwidth"])
+    rank0 = run.results[0]
+    return Link(rtt_seconds=rank0["rtt"], bandwidth=rank0["bandwidth"],
+                transport=rank0["transport"])
 
 
 def measure_nonlinearity(rows: int, n_outputs: int, precision_bits: int = 16,
