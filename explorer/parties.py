@@ -270,12 +270,18 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                                      mpc.provider, key))
 
 
+def _rehearsal(rank: int, world_size: int, payload: dict) -> None:
+    """The dealer's rehearsal of the session whose spec (plain data) the model owner sent."""
+    appraisal_party(rank, world_size, {"spec": SessionSpec.from_plain(payload["spec"])})
+
+
 def run_dealer(key: bytes) -> None:
-    """Rank 2: deal multiplication triples (TTP) until the model owner ends the session; a
-    session that fails makes the dealer fail too."""
+    """Rank 2: deal multiplication triples (TTP) until the model owner ends the session, all
+    of them ahead, from a rehearsal of the public spec the model owner sends; a session that
+    fails makes the dealer fail too."""
     check_environment(2)
     try:
         run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"), key=key,
-                            stall_timeout=STALL_SECONDS)
+                            stall_timeout=STALL_SECONDS, fn=_rehearsal)
     except (RuntimeError, LaunchError) as exc:
         raise _session_error(exc, "dealer") from exc

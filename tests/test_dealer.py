@@ -135,3 +135,24 @@ def test_a_product_of_copies_equals_the_product_of_the_repeated_operand(right_sh
     repeated = left.repeat(2, 1, 1)
     expected = torch.matmul(repeated.transpose(-2, -1) if transpose else repeated, right)
     assert torch.equal(copies_product(left, right, 2, transpose), expected)
+
+
+def test_a_spec_reaches_a_dealer_through_cryptens_restricted_unpickler(wdbc_seed, market):
+    """A dealer started on its own receives the spec from the model owner as plain data:
+    CrypTen's unpickler refuses the project's classes, and the plain spec is the same spec."""
+    import pickle
+
+    from explorer.appraisers.reveal import Defences
+    from explorer.mpc.crypten_compat import load_crypten
+    from explorer.mpc.protocol import SessionSpec
+
+    load_crypten()
+    from crypten.common.serial import restricted_loads
+
+    private = make_appraiser("newton", "crypten", newton_steps=2).fit(wdbc_seed)
+    spec, _, _ = session_inputs(private, [(c.X, c.y) for c in market])
+    spec = SessionSpec(spec.public, reveal="bit", verify=False,
+                       defences=Defences(grid=0.01))
+    with pytest.raises(Exception, match="restricted"):
+        restricted_loads(pickle.dumps(spec))
+    assert SessionSpec.from_plain(restricted_loads(pickle.dumps(spec.to_plain()))) == spec

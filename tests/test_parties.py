@@ -2,6 +2,7 @@
 environment variables, as the README shows."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def test_three_separately_started_processes_agree_with_plaintext(files, capsys):
     values = [float(line.split()[-1]) for line in out1.splitlines() if line.startswith("value")]
     assert values == [float(line.split()[-1]) for line in out0.splitlines()
                       if line.startswith("value")]
+    # the dealer, started on its own, rehearsed the spec the model owner sent and dealt the
+    # session ahead: the model owner waited through the exchanges only, as the data owner did
+    rounds = [int(re.search(r"(\d+) rounds it waited through", out).group(1))
+              for out in (out0, out1)]
+    assert rounds[0] == rounds[1] > 0
     for i, v in enumerate(values):
         main(["appraise", "--task", "wdbc", "--candidate-file", str(files / f"c{i}.csv"),
               "--appraisers", "influence"])

@@ -15,14 +15,17 @@ alone: CrypTen's control flow never depends on secret values, and every shape is
    consistent with the dealt ones.
 2. **Pushed ahead.** Rank 0 asks once, when its session starts; the dealer then pushes what
    it has rehearsed, batch after batch, until the rehearsal ends; a thread of rank 0 receives
-   it. The session's online phase starts once the whole deal is in (explorer.mpc.protocol):
-   no product waits on the dealer.
+   it. A product waits only while the rehearsal is behind the session, never on a round
+   trip; a session whose spec ran before, which the dealer replays fast, starts its online
+   phase only once the whole deal is in (explorer.mpc.protocol).
    Rank 1 never talks to the dealer; it draws its shares from its PRG, as in CrypTen.
 3. **Checked pops.** Every request of rank 0 pops the next dealt entry and must equal it
    (kind, shapes, operation, arguments); any difference, a request beyond the deal or a deal
    not used up raises ``DealMismatch`` (rank 0 or the dealer fails the run): a triple for the
-   wrong shape would be a silently wrong value. A dealer started without the spec deals
-   nothing, and rank 0 then sends each request on its own, as CrypTen does.
+   wrong shape would be a silently wrong value. A dealer started without the spec (on a
+   machine of its own) rehearses the spec rank 0 sends with its request for the deal; one
+   that cannot rehearse deals nothing, and rank 0 then sends each request on its own, as
+   CrypTen does.
 
 It also deals masks reused across products (``owned_mask`` / ``correlated_triple``), which
 explorer.mpc.masked uses to open the data owner's features once per session.
@@ -31,6 +34,7 @@ explorer.mpc.masked uses to open the data owner's features once per session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import threading
@@ -204,7 +208,7 @@ class DealtClient:
     only if the dealer's rehearsal is behind the session, never on a round trip.
     """
 
-    def __init__(self, forward: Callable[..., torch.Tensor]):
+    def __init__(self, forward: Callable[..., torch.Tensor], spec: Any = None):
         self.forward = forward  # CrypTen's request: one round trip to the dealer
         self.pending: deque[tuple[Request, torch.Tensor]] = deque()
         self.done = False  # the dealer has pushed everything it rehearsed
@@ -216,8 +220,9 @@ class DealtClient:
         self.failure: BaseException | None = None
         self.arrived = threading.Condition()
         comm = _crypten.communicator.get()
-        comm.send_obj({"function": "deal", "device": None, "args": (), "kwargs": {}},
-                      comm.get_ttp_rank(), comm.ttp_group)
+        # the public spec goes along, for a dealer that did not receive it at its start
+        comm.send_obj({"function": "deal", "device": None, "args": (), "kwargs": {},
+                       "spec": spec}, comm.get_ttp_rank(), comm.ttp_group)
         self.receiver = threading.Thread(target=self._receive, args=(comm,), name="deal",
                                          daemon=True)
         self.receiver.start()
@@ -283,11 +288,12 @@ class DealtClient:
                                f"the dealer rehearsed.")
 
 
-def expect_deal() -> DealtClient:
-    """On rank 0 with a dealer: ask for the deal now, and route this session's provider
+def expect_deal(spec: Any = None) -> DealtClient:
+    """On rank 0 with a dealer: ask for the deal of the session with public ``spec`` (plain
+    data: CrypTen's restricted unpickler reads it) now, and route this session's provider
     requests through it."""
     client = TTPClient.get()
-    dealt = DealtClient(forward=client.ttp_request)
+    dealt = DealtClient(forward=client.ttp_request, spec=spec)
     client.ttp_request = dealt.request  # the instance's method, for this process's session
     return dealt
 
@@ -298,7 +304,12 @@ def expect_deal() -> DealtClient:
 class Dealer(TTPServer):
     """CrypTen's TTP server with masks reused across products, and the rehearsed deal."""
 
-    def __init__(self) -> None:  # CrypTen's __init__ would start serving at once
+    def __init__(self, rehearse_for: Callable[[Any], Any] | None = None) -> None:
+        """``rehearse_for(spec)`` runs the model owner's code on the public spec alone: with
+        it, a dealer started without the spec (on a machine of its own) rehearses the spec
+        rank 0 sends with its request for the deal. CrypTen's __init__ would start serving at
+        once."""
+        self.rehearse_for = rehearse_for
         # the real communicator, kept: a rehearsal swaps the global one for a stand-in
         self.comm = comm = _crypten.communicator.get()
         self.ttp_group, self.comm_group, self.device = comm.ttp_group, comm.ttp_comm_group, "cpu"
@@ -373,6 +384,9 @@ class Dealer(TTPServer):
                                        "rehearsed.")
                 return
             if message["function"] == "deal":
+                if not hasattr(self, "_rehearsing") and self.rehearse_for is not None \
+                        and message.get("spec") is not None:
+                    self.rehearse(functools.partial(self.rehearse_for, message["spec"]))
                 finished = False
                 while not finished:
                     ready, finished = self._take()

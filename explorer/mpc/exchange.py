@@ -35,6 +35,7 @@ from explorer.mpc.wire import wire_counter
 _COMBINE = {dist.ReduceOp.SUM: torch.add, dist.ReduceOp.BXOR: torch.bitwise_xor}
 NONCE_BYTES = 32
 CHUNK = 1 << 22  # bytes a send or receive call takes at most
+PROOF_SECONDS = 5.0  # a connection to the model owner's port proves the key within this
 
 
 class ChannelError(RuntimeError):
@@ -44,7 +45,9 @@ class ChannelError(RuntimeError):
 class Channel:
     """The two parties' own TCP connection, for their exchanges."""
 
-    def __init__(self, sock: socket.socket, timeout: float):
+    def __init__(self, sock: socket.socket, timeout: float | None = None):
+        """``timeout``: seconds a party waits for the other before failing; None waits as
+        long as the other lives (a launcher that watches both bounds the session)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self.sock, self.timeout = sock, timeout
@@ -62,7 +65,7 @@ class Channel:
                                                   [self.sock] if sent < len(out) else [], [],
                                                   self.timeout)
             if not readable and not writable:
-                raise ChannelError(f"the other party sent nothing for {self.timeout:g} s.")
+                raise ChannelError(f"the other party sent nothing for {self.timeout} s.")
             if writable:
                 with contextlib.suppress(BlockingIOError, InterruptedError):
                     sent += self.sock.send(out[sent:sent + CHUNK])
@@ -102,7 +105,7 @@ class Channel:
         ready = select.select([] if write else [self.sock], [self.sock] if write else [], [],
                               self.timeout)
         if not any(ready):
-            raise ChannelError(f"the other party sent nothing for {self.timeout:g} s.")
+            raise ChannelError(f"the other party sent nothing for {self.timeout} s.")
 
     def close(self) -> None:
         self.sock.close()
@@ -121,21 +124,27 @@ def _proof(key: bytes, nonce: bytes) -> bytes:
 
 
 def _receive_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """Up to ``n`` bytes from ``sock``: fewer if it closes or ``deadline`` passes."""
     data = b""
     while len(data) < n:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        chunk = sock.recv(n - len(data))
+        try:
+            chunk = sock.recv(n - len(data))
+        except TimeoutError:
+            break
         if not chunk:
             break
         data += chunk
     return data
 
 
-def connect(key: bytes, group: Any, timeout: float) -> Channel:
+def connect(key: bytes, group: Any, timeout: float, idle: float | None = None) -> Channel:
     """Open the two parties' own connection on loopback (both on this machine): rank 0 of
     ``group`` listens on a free port and sends the port and a fresh nonce over ``group`` (gloo,
-    already authenticated); rank 1 connects and proves it holds ``key``; rank 0 drops anyone
-    who does not, then acknowledges. Later exchanges go over it (see ``install``)."""
+    already authenticated); rank 1 connects and proves it holds ``key`` within ``timeout``
+    seconds; rank 0 drops anyone who does not, then acknowledges. Later exchanges go over it
+    (see ``install``) and wait at most ``idle`` seconds for the other party (None: as long as
+    it lives)."""
     global _CHANNEL
     me = dist.get_rank(group)
     deadline = time.monotonic() + timeout
@@ -154,7 +163,9 @@ def connect(key: bytes, group: Any, timeout: float) -> Channel:
                 except TimeoutError as exc:
                     raise ChannelError("the data owner did not connect to the parties' own "
                                        "connection with the session key in time.") from exc
-                proof = _receive_exactly(sock, len(_proof(key, nonce)), deadline)
+                # a connection that proves nothing within seconds is dropped, not waited on
+                proof = _receive_exactly(sock, len(_proof(key, nonce)),
+                                         min(deadline, time.monotonic() + PROOF_SECONDS))
                 if hmac.compare_digest(proof, _proof(key, nonce)):
                     sock.sendall(b"\x01")
                     break
@@ -170,7 +181,7 @@ def connect(key: bytes, group: Any, timeout: float) -> Channel:
             raise ChannelError("the model owner did not accept the data owner's proof of the "
                                "session key on the parties' own connection; start both "
                                "parties with the same session key.")
-    _CHANNEL = Channel(sock, timeout)
+    _CHANNEL = Channel(sock, idle)
     return _CHANNEL
 
 

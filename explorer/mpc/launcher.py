@@ -250,7 +250,8 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
         else:
             crypten.init()
             authenticate(boot["key"], crypten.communicator.get().ttp_group, rank, world_size)
-            if world_size == 2:  # both parties on this machine: their own connection
+            if world_size == 2:  # both parties on this machine: their own connection,
+                # whose waits the launcher bounds (it watches every process, and the run)
                 exchange.connect(boot["key"], crypten.communicator.get().main_group,
                                  boot["stall_timeout"] + 10.0)
             result = boot["fn"](rank, world_size, boot["payload"])
@@ -271,16 +272,18 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
 
 
 def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
-                    rehearsal: Callable[[], Any] | None = None) -> dict[str, int]:
+                    rehearsal: Callable[[], Any] | None = None,
+                    rehearse_for: Callable[[Any], Any] | None = None) -> dict[str, int]:
     """CrypTen's TTP server (explorer.mpc.dealer.Dealer), with the session-key proof after its
     set-up. With ``rehearsal`` (the model owner's code on placeholders, built from the public
-    spec) it first deals the whole session ahead. It ends when rank 0 sends "terminate",
-    returning what the dealer sent after the proof (explorer.mpc.wire); a broken session raises
-    (CrypTen's own loop returns quietly)."""
+    spec) it first deals the whole session ahead; with ``rehearse_for`` (the same, a function
+    of the spec) it deals ahead the spec rank 0 sends with its request for the deal. It ends
+    when rank 0 sends "terminate", returning what the dealer sent after the proof
+    (explorer.mpc.wire); a broken session raises (CrypTen's own loop returns quietly)."""
     from explorer.mpc.dealer import Dealer
 
     crypten.init()
-    server = Dealer()  # seeds the PRGs it shares with each party
+    server = Dealer(rehearse_for)  # seeds the PRGs it shares with each party
     authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
     wire = wire_counter()
     wire.reset()
@@ -702,8 +705,11 @@ def run_party_from_env(fn: PartyFn, payload: Any, *, config: MPCConfig, key: byt
         return result
 
 
-def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float = 45.0) -> None:
-    """One party per machine: this process is the TTP dealer (RANK == WORLD_SIZE)."""
+def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float = 45.0,
+                        fn: PartyFn | None = None) -> None:
+    """One party per machine: this process is the TTP dealer (RANK == WORLD_SIZE). With
+    ``fn`` (the parties' function), it rehearses ``fn(WORLD_SIZE, WORLD_SIZE, {"spec": spec})``
+    on the public spec the model owner sends, to deal the session ahead."""
     rank, world_size, _, _ = _env()
     if rank != world_size:
         raise LaunchError(f"the dealer runs with RANK equal to WORLD_SIZE ({world_size}).")
@@ -711,7 +717,9 @@ def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float =
     apply_config(config)
     set_collective_timeout(stall_timeout)
     with _settings_exchange({"provider": "TTP"}, stall_timeout):
-        serve_as_dealer(crypten, key, world_size)  # its count stays on its own machine
+        # its count stays on its own machine
+        serve_as_dealer(crypten, key, world_size, rehearse_for=None if fn is None else (
+            lambda spec: fn(world_size, world_size, {"spec": spec})))
 
 
 if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher

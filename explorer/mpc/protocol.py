@@ -77,6 +77,20 @@ class SessionSpec:
     def copies(self) -> int:
         return 2 if self.verify else 1
 
+    def to_plain(self) -> dict:
+        """The spec as nested dicts, tuples and numbers: what CrypTen's restricted unpickler
+        lets a dealer read (it refuses the project's classes)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_plain(cls, plain: dict) -> SessionSpec:
+        """The spec ``to_plain`` gave."""
+        public = dict(plain["public"])
+        public["params"] = tuple(tuple(pair) for pair in public["params"])
+        public["sizes"] = tuple(public["sizes"])
+        return cls(**{**plain, "public": Public(**public),
+                      "defences": Defences(**plain["defences"])})
+
 
 @dataclass(frozen=True)
 class ModelOwnerInput:
@@ -175,7 +189,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if crypten.mpc.ttp_required():
         dealer.install()
         if rank == MODEL_OWNER:
-            dealt = dealer.expect_deal()
+            dealt = dealer.expect_deal(spec.to_plain())
     # a party's own shares of the correlated randomness: drawn ahead from the record of an
     # earlier session of this spec (while the deal arrives), or recorded for the next one
     draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
@@ -185,11 +199,12 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     # read, not reset, so that whatever else this process counts (a dealer) keeps its own
     wire = wire_counter() if world_size > 1 else None
     if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
-        # the offline phase (the deal, each party's draws) ends before the clock starts: the
-        # model owner holds the whole deal, and one exchange starts both parties' clocks
-        # together. Otherwise the dealer's generation would compete with the parties for the
-        # cores (the wall time has it all)
-        if dealt is not None:
+        # a spec run before has its offline phase (the deal, each party's draws) end before
+        # the clock starts: the model owner holds the whole deal, which the dealer replays
+        # fast, and one exchange starts both parties' clocks together; else the dealer's
+        # generation would compete with the parties for the cores (the wall time has it all).
+        # A first session streams instead: its dealer computes its rehearsal meanwhile
+        if dealt is not None and payload.get("offline"):
             dealt.wait_for_deal()
         crypten.communicator.get().all_reduce(torch.zeros(1, dtype=torch.long))
     before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}

@@ -250,11 +250,12 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
             ticker.start()
             key = _rehearsal_key(spec)
-            drawn = _DRAWN.get(key, {})
+            drawn = _DRAWN.get(f"{provider} {key}", {})  # the provider decides who draws
             try:
                 launched = run_parties(appraisal_party,
                                        {MODEL_OWNER: {"spec": spec, "input": model_owner,
-                                                      "draws": drawn.get(MODEL_OWNER)},
+                                                      "draws": drawn.get(MODEL_OWNER),
+                                                      "offline": key in _REHEARSED},
                                         DATA_OWNER: {"spec": spec, "input": data_owner,
                                                      "draws": drawn.get(DATA_OWNER)}},
                                        config=config, timeout=timeout, cancel=cancel,
@@ -267,8 +268,8 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
             if dealer and dealer.get("sequence"):
                 _keep(_REHEARSED, key, dealer["sequence"])
-            _keep(_DRAWN, key, {MODEL_OWNER: list(reports[MODEL_OWNER].draws),
-                                DATA_OWNER: list(reports[DATA_OWNER].draws)})
+            _keep(_DRAWN, f"{provider} {key}", {rank: list(reports[rank].draws)
+                                               for rank in (MODEL_OWNER, DATA_OWNER)})
     except LaunchCancelled as exc:
         raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
             from exc
