@@ -140,6 +140,7 @@ def test_a_product_of_copies_equals_the_product_of_the_repeated_operand(right_sh
 def test_a_spec_reaches_a_dealer_through_cryptens_restricted_unpickler(wdbc_seed, market):
     """A dealer started on its own receives the spec from the model owner as plain data:
     CrypTen's unpickler refuses the project's classes, and the plain spec is the same spec."""
+    import dataclasses
     import pickle
 
     from explorer.appraisers.reveal import Defences
@@ -151,8 +152,8 @@ def test_a_spec_reaches_a_dealer_through_cryptens_restricted_unpickler(wdbc_seed
 
     private = make_appraiser("newton", "crypten", newton_steps=2).fit(wdbc_seed)
     spec, _, _ = session_inputs(private, [(c.X, c.y) for c in market])
-    spec = SessionSpec(spec.public, reveal="bit", verify=False,
-                       defences=Defences(grid=0.01))
+    spec = SessionSpec(dataclasses.replace(spec.public, lam=np.float64(spec.public.lam)),
+                       reveal="bit", verify=False, defences=Defences(grid=np.float64(0.01)))
     with pytest.raises(Exception, match="restricted"):
         restricted_loads(pickle.dumps(spec))
     assert SessionSpec.from_plain(restricted_loads(pickle.dumps(spec.to_plain()))) == spec

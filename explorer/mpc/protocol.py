@@ -38,6 +38,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from explorer.appraisers.base import Appraiser, Public
@@ -78,9 +79,16 @@ class SessionSpec:
         return 2 if self.verify else 1
 
     def to_plain(self) -> dict:
-        """The spec as nested dicts, tuples and numbers: what CrypTen's restricted unpickler
-        lets a dealer read (it refuses the project's classes)."""
-        return dataclasses.asdict(self)
+        """The spec as nested dicts, tuples and Python numbers: what CrypTen's restricted
+        unpickler lets a dealer read (it refuses the project's classes and numpy's scalars)."""
+        def builtin(x):
+            if isinstance(x, dict):
+                return {k: builtin(v) for k, v in x.items()}
+            if isinstance(x, (tuple, list)):
+                return type(x)(builtin(v) for v in x)
+            return x.item() if isinstance(x, np.generic) else x
+
+        return builtin(dataclasses.asdict(self))
 
     @classmethod
     def from_plain(cls, plain: dict) -> SessionSpec:
