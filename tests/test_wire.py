@@ -17,6 +17,7 @@ from explorer.mpc.limit import (
     Link,
     Nonlinearity,
     influence_limit,
+    measure_link,
     measure_nonlinearity,
 )
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
@@ -133,3 +134,9 @@ def test_a_background_receiver_is_not_on_the_critical_path():
     assert counter.snapshot() == {"bytes": 240, "rounds": 3}
     counter.reset()
     assert counter.snapshot() == {"bytes": 0, "rounds": 0}
+
+
+def test_the_link_is_measured_on_the_connection_the_exchanges_use():
+    link = measure_link(timeout=120)
+    assert link.transport == "the parties' own TCP connection"
+    assert 0 < link.rtt_seconds < 0.05 and link.bandwidth > 1e7

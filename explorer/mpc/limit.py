@@ -90,30 +90,22 @@ def link_party(rank: int, world_size: int, payload: None) -> dict[str, Any]:
         else:
             own.receive(memoryview(t.view(torch.uint8).numpy()))
 
+    def round_trip(out: torch.Tensor, back: torch.Tensor) -> float:
+        """Seconds for rank 0 to send ``out`` and receive ``back`` (rank 1 the reverse)."""
+        start = time.perf_counter()
+        if rank == 0:
+            send(out)
+            recv(back)
+        else:
+            recv(out)
+            send(back)
+        return time.perf_counter() - start
+
     tiny = torch.zeros(1, dtype=torch.int64)
-    rtts = []
-    for i in range(PINGS + 100):  # the first 100 warm the connection up
-        start = time.perf_counter()
-        if rank == 0:
-            send(tiny)
-            recv(tiny)
-        else:
-            recv(tiny)
-            send(tiny)
-        if i >= 100:
-            rtts.append(time.perf_counter() - start)
     bulk = torch.zeros(BULK_BYTES // RING_BYTES, dtype=torch.int64)
-    rtt = statistics.median(rtts)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        if rank == 0:
-            send(bulk)
-            recv(tiny)
-        else:
-            recv(bulk)
-            send(tiny)
-        best = min(best, time.perf_counter() - start)
+    # the first 100 round trips warm the connection up
+    rtt = statistics.median([round_trip(tiny, tiny) for _ in range(PINGS + 100)][100:])
+    best = min(round_trip(bulk, tiny) for _ in range(3))
     return {"rtt": rtt, "bandwidth": BULK_BYTES / max(best - rtt, 1e-9),
             "transport": "gloo" if own is None else "the parties' own TCP connection"}
 
