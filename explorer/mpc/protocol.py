@@ -17,13 +17,15 @@ Checked before anything is encrypted: each party's own inputs against the fixed-
 the model owner's shapes against the appraiser's declaration; the launcher has already checked
 that every process holds the session key and, across machines, that all agree on the public
 settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
-``value > threshold`` (with ``verify``, each twice: from two independent sharings of the
-candidates, compared by explorer.mpc.session).
+``value > threshold`` (with ``verify``, each twice: from two independently shared copies,
+compared by explorer.mpc.session).
 
-Opened along the way (masked, as Beaver's protocol does): the candidates' features once per
-session (explorer.mpc.masked), then only the smaller operands of each product. With a dealer,
-the dealer runs this same function on the spec alone to rehearse the session and deal its
-triples ahead (explorer.mpc.dealer).
+Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
+features once per session, sent by the data owner under a mask it knows, for both copies
+(explorer.mpc.masked); then only the smaller operands of each product. The dealer runs this same
+function on the spec alone to rehearse the session and deal its triples ahead
+(explorer.mpc.dealer); each party draws its own shares ahead when the spec ran before
+(explorer.mpc.drawn).
 
 With the public ``Defences`` (explorer.appraisers.reveal) the data owner clips its rows before
 encrypting them; one bit, whether the model owner's weights respect the weight bound, is
