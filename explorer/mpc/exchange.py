@@ -53,12 +53,24 @@ class Channel:
         self.sock, self.timeout = sock, timeout
 
     def exchange(self, mine: torch.Tensor) -> torch.Tensor:
-        """The peer's tensor of ``mine``'s shape and type, ``mine`` sent to it meanwhile:
-        sending and receiving interleave, so neither party blocks on a full buffer."""
+        """The peer's tensor of ``mine``'s shape and type, ``mine`` sent to it meanwhile."""
         mine = mine.contiguous()
         theirs = torch.empty_like(mine)
-        out = memoryview(mine.reshape(-1).view(torch.uint8).numpy())
-        into = memoryview(theirs.reshape(-1).view(torch.uint8).numpy())
+        self._transfer(memoryview(mine.reshape(-1).view(torch.uint8).numpy()),
+                       memoryview(theirs.reshape(-1).view(torch.uint8).numpy()))
+        return theirs
+
+    def send(self, data: memoryview) -> None:
+        """Send ``data`` (bytes) whole."""
+        self._transfer(data, memoryview(b""))
+
+    def receive(self, into: memoryview) -> None:
+        """Fill ``into`` (bytes) from the peer."""
+        self._transfer(memoryview(b""), into)
+
+    def _transfer(self, out: memoryview, into: memoryview) -> None:
+        """Send ``out`` and fill ``into``, interleaved, so that neither party blocks on a full
+        buffer while both send."""
         sent = got = 0
         while sent < len(out) or got < len(into):
             readable, writable, _ = select.select([self.sock] if got < len(into) else [],
@@ -78,34 +90,6 @@ class Channel:
                     raise ChannelError("Connection closed by peer (the parties' own "
                                        "connection).")
                 got += n
-        return theirs
-
-    def send(self, data: memoryview) -> None:
-        """Send ``data`` (bytes) whole."""
-        sent = 0
-        while sent < len(data):
-            self._wait(write=True)
-            with contextlib.suppress(BlockingIOError, InterruptedError):
-                sent += self.sock.send(data[sent:sent + CHUNK])
-
-    def receive(self, into: memoryview) -> None:
-        """Fill ``into`` (bytes) from the peer."""
-        got = 0
-        while got < len(into):
-            self._wait(write=False)
-            try:
-                n = self.sock.recv_into(into[got:], min(CHUNK, len(into) - got))
-            except (BlockingIOError, InterruptedError):
-                continue
-            if n == 0:
-                raise ChannelError("Connection closed by peer (the parties' own connection).")
-            got += n
-
-    def _wait(self, write: bool) -> None:
-        ready = select.select([] if write else [self.sock], [self.sock] if write else [], [],
-                              self.timeout)
-        if not any(ready):
-            raise ChannelError(f"the other party sent nothing for {self.timeout} s.")
 
     def close(self) -> None:
         self.sock.close()
