@@ -16,22 +16,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig, parse_appraiser_names
-from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, DEFAULT_PRECISION_BITS
+from explorer.config import AppraiserConfig
 from explorer.constraints import (
+    APPRAISER_NAMES,
     BACKENDS,
     CONSTRAINTS,
+    DEFAULTS,
     LABELS,
     MODES,
     PRECONDITIONERS,
     PROVIDERS,
     REVEALS,
+    parse_appraiser_names,
 )
 from explorer.errors import ExplorerError
-from explorer.experiments import appraise_market, rank_correlations
+from explorer.experiments import appraise_market
+from explorer.jobs import candidate_from_file
 from explorer.ledger import Budget
 from explorer.loaders.user import read_candidate_file, write_candidate_file
-from explorer.market import CORRUPTIONS, Candidate, make_market
+from explorer.market import CORRUPTIONS, make_market
+from explorer.metrics import rank_correlations
 from explorer.output import check_output_directory, check_output_file, write_atomic
 from explorer.parties import (
     check_environment,
@@ -145,24 +149,29 @@ def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True) -> N
         return value if defaults else None
 
     g = p.add_argument_group("private appraisal (--backend crypten)")
-    g.add_argument("--backend", default="plaintext", choices=BACKENDS, help="plaintext, or "
+    g.add_argument("--backend", default=DEFAULTS["backend"], choices=BACKENDS, help="plaintext, or "
                    "crypten: secure multi-party computation between the model owner and the "
                    "data owner")
-    g.add_argument("--mode", default=default("parties"), choices=MODES, help="parties: one OS "
-                   "process per party (and the dealer) on this machine; simulated: one "
-                   "process, no real secret sharing (for teaching and fast checks)")
+    g.add_argument("--mode", default=default(DEFAULTS["mode"]), choices=MODES,
+                   help="parties: one OS process per party (and the dealer) on this "
+                   "machine; simulated: one process, no real secret sharing (for teaching and "
+                   "fast checks)")
     g.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
-                   default=default(DEFAULT_PRECISION_BITS),
-                   help="fixed-point fractional bits (default 16; the paper's 24 makes "
-                   "CrypTen's two-party truncation fail now and then on large data, see README)")
-    g.add_argument("--provider", default=default("TTP"), choices=tuple(PROVIDERS),
+                   default=default(DEFAULTS["precision_bits"]),
+                   help=f"fixed-point fractional bits (default {DEFAULTS['precision_bits']}; "
+                   "the paper's 24 makes CrypTen's two-party truncation fail now and then on "
+                   "large data, see README)")
+    g.add_argument("--provider", default=default(DEFAULTS["provider"]),
+                   choices=tuple(PROVIDERS),
                    help="TTP: " + PROVIDERS["TTP"] + "; TFP: " + PROVIDERS["TFP"])
-    g.add_argument("--reveal", default=default("value"), choices=REVEALS, help="value, or bit: "
-                   "reveal only whether value > --threshold")
+    g.add_argument("--reveal", default=default(DEFAULTS["reveal"]), choices=REVEALS,
+                   help="value, or bit: reveal only whether value > --threshold")
     g.add_argument("--threshold", type=_option("threshold", whole=False),
-                   default=default(0.0), help="the model owner's threshold in bit mode")
+                   default=default(DEFAULTS["threshold"]),
+                   help="the model owner's threshold in bit mode")
     _add_budget_options(g)
-    g.add_argument("--timeout", type=_option("timeout", whole=False), default=default(600.0),
+    g.add_argument("--timeout", type=_option("timeout", whole=False),
+                   default=default(DEFAULTS["timeout"]),
                    help="seconds before a private session is stopped")
 
 
@@ -173,10 +182,12 @@ def _add_defence_options(p, defaults: bool = True) -> None:
         return value if defaults else None
 
     g = p.add_argument_group("reveal defences (both backends; the same in every party)")
-    g.add_argument("--grid", type=_option("grid", whole=False), default=default(0.0),
+    g.add_argument("--grid", type=_option("grid", whole=False),
+                   default=default(DEFAULTS["grid"]),
                    help="reveal only multiples of this step (nats), rounded stochastically "
                    "inside MPC; value mode only (default 0: off)")
-    g.add_argument("--noise", type=_option("noise", whole=False), default=default(0.0),
+    g.add_argument("--noise", type=_option("noise", whole=False),
+                   default=default(DEFAULTS["noise"]),
                    help="each party adds its own Gaussian noise of this standard deviation "
                    "(nats) inside MPC before the reveal; needs --weight-bound and --row-bound "
                    "(default 0: off)")
@@ -201,14 +212,15 @@ def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> 
     def default(value):
         return value if defaults else None
 
-    p.add_argument("--lr", type=_option("lr", whole=False), default=default(0.1),
+    p.add_argument("--lr", type=_option("lr", whole=False), default=default(DEFAULTS["lr"]),
                    help="fine-tuning learning rate")
-    p.add_argument("--steps", type=_option("steps", whole=True), default=default(16),
-                   help="fine-tuning steps")
+    p.add_argument("--steps", type=_option("steps", whole=True),
+                   default=default(DEFAULTS["steps"]), help="fine-tuning steps")
     p.add_argument("--newton-steps", type=_option("newton_steps", whole=True),
-                   default=default(DEFAULT_NEWTON_STEPS),
+                   default=default(DEFAULTS["newton_steps"]),
                    help="newton: safeguarded Newton steps K")
-    p.add_argument("--preconditioner", default=default("auto"), choices=PRECONDITIONERS,
+    p.add_argument("--preconditioner", default=default(DEFAULTS["preconditioner"]),
+                   choices=PRECONDITIONERS,
                    help="newton: the seed Hessian's inverse, dense or Kronecker-factored "
                    "(auto: dense for two classes or up to 1,000 parameters)")
 
@@ -217,11 +229,11 @@ def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> 
 # where they would do nothing, they are refused rather than silently ignored.
 APPRAISE_DEFAULTS = {
     "corruption": "none", "candidates": 10, "size": 100, "max_level": 1.0, "min_level": 0.0,
-    "flip": None, "target_class": 0, "lr": 0.1, "steps": 16, "batch_size": None,
-    "newton_steps": DEFAULT_NEWTON_STEPS, "preconditioner": "auto", "mode": "parties",
-    "provider": "TTP", "reveal": "value", "precision_bits": DEFAULT_PRECISION_BITS,
-    "threshold": 0.0, "timeout": 600.0, "budget_sessions": None, "budget_values": None,
-    "budget_bits": None, "grid": 0.0, "noise": 0.0, "weight_bound": None, "row_bound": None,
+    "flip": None, "target_class": 0, "budget_sessions": None, "budget_values": None,
+    "budget_bits": None,
+    **{k: DEFAULTS[k] for k in ("lr", "steps", "batch_size", "newton_steps", "preconditioner",
+                                "mode", "provider", "reveal", "precision_bits", "threshold",
+                                "timeout", "grid", "noise", "weight_bound", "row_bound")},
 }
 APPRAISE_APPLIES_ONLY = (
     (("corruption", "candidates", "size", "max_level", "min_level"),
@@ -280,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
     a.add_argument("--target-class", type=_option("target_class", whole=True),
                    help="imbalance: the class whose share the level sets (default 0)")
-    a.add_argument("--appraisers", default="influence,gradient-norm,finetune",
+    a.add_argument("--appraisers", default=",".join(DEFAULTS["names"]),
                    help=f"comma-separated: {', '.join(APPRAISER_NAMES)}")
     _add_hyper_parameters(a, defaults=False)
     a.add_argument("--batch-size", type=_option("batch_size", whole=True),
@@ -341,13 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--appraiser", default="influence", choices=APPRAISER_NAMES)
         _add_hyper_parameters(r)
         r.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
-                       default=DEFAULT_PRECISION_BITS)
-        r.add_argument("--provider", default="TTP", choices=tuple(PROVIDERS),
+                       default=DEFAULTS["precision_bits"])
+        r.add_argument("--provider", default=DEFAULTS["provider"], choices=tuple(PROVIDERS),
                        help="TTP (needs the dealer) or TFP")
-        r.add_argument("--reveal", default="value", choices=REVEALS, help="value or bit")
+        r.add_argument("--reveal", default=DEFAULTS["reveal"], choices=REVEALS,
+                       help="value or bit")
         _add_budget_options(r)
         _add_defence_options(r)
-    mo.add_argument("--threshold", type=_option("threshold", whole=False), default=0.0,
+    mo.add_argument("--threshold", type=_option("threshold", whole=False),
+                    default=DEFAULTS["threshold"],
                     help="bit mode: the threshold")
     dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
     for r in (mo, dow, dealer):
@@ -357,24 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the settings a command's options may give (the rest of its options are not appraisal settings)
+CONFIG_OPTIONS = ("backend", "lr", "steps", "batch_size", "newton_steps", "preconditioner",
+                  "mode", "precision_bits", "provider", "reveal", "threshold", "timeout",
+                  "grid", "noise", "weight_bound", "row_bound")
+
+
 def _config(args, names=None) -> AppraiserConfig:
     """The one AppraiserConfig of a command's options (validated by it, whatever the
-    backend)."""
-    return AppraiserConfig(
-        names=names or args.appraisers, backend=getattr(args, "backend", "crypten"),
-        lr=getattr(args, "lr", 0.1), steps=getattr(args, "steps", 16),
-        batch_size=getattr(args, "batch_size", None),
-        newton_steps=getattr(args, "newton_steps", DEFAULT_NEWTON_STEPS),
-        preconditioner=getattr(args, "preconditioner", "auto"),
-        mode=getattr(args, "mode", "parties"), precision_bits=args.precision_bits,
-        provider=args.provider, reveal=getattr(args, "reveal", "value"),
-        threshold=getattr(args, "threshold", 0.0), timeout=getattr(args, "timeout", 600.0),
+    backend); a command without --backend (party, reproduce) runs privately."""
+    given = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
+    return AppraiserConfig.from_options(
+        names=names or args.appraisers, **{"backend": "crypten", **given},
         budget=Budget(getattr(args, "budget_sessions", None),
                       getattr(args, "budget_values", None),
-                      getattr(args, "budget_bits", None)),
-        grid=getattr(args, "grid", 0.0), noise=getattr(args, "noise", 0.0),
-        weight_bound=getattr(args, "weight_bound", None),
-        row_bound=getattr(args, "row_bound", None))
+                      getattr(args, "budget_bits", None)))
 
 
 def _task(args):
@@ -393,17 +404,13 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 def cmd_appraise(args) -> int:
     _appraise_options(args)
-    config = _config(args)
-    appraisers = config.build_all()  # validate before the slow part
+    config = _config(args)  # validated before the slow part
     if args.out is not None:
         check_output_file(args.out)
     with config.warm_processes():  # party processes import while the task loads
         task = _task(args)
         if args.candidate_file:
-            X_raw, y = read_candidate_file(args.candidate_file, task.feature_names,
-                                           task.class_names, mean=task.mean, scale=task.scale)
-            candidates = [Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
-                                    {"file": str(args.candidate_file)})]
+            candidates = [candidate_from_file(args.candidate_file, task)]
         else:
             candidates = make_market(task, args.corruption, args.candidates, args.size,
                                      args.max_level, args.min_level, seed=args.seed,
@@ -416,7 +423,9 @@ def cmd_appraise(args) -> int:
         defences = _defence_line(config, int(seed.theta.shape[1]))
         if defences:
             print(defences)
-        results = appraise_market(seed, candidates, appraisers, progress=_progress())
+        appraisals = []
+        results = appraise_market(seed, candidates, config, progress=_progress(),
+                                  on_appraisal=lambda _, a: appraisals.append(a))
     if args.out is not None:
         _write_csv(results, args.out)
     if args.candidate_file:
@@ -434,15 +443,15 @@ def cmd_appraise(args) -> int:
                   f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent on the "
                   f"wire, {g.rounds.sum():.0f} rounds (critical path) ({args.mode}, "
                   f"{args.provider}, {args.precision_bits} bits, reveal {args.reveal})")
-        for appraiser in appraisers:  # who sees what (the dashboard's party lanes)
-            for line in appraiser.session_account_.lines():
-                print(f"session {appraiser.name}: {line}")
-        print(_ledger_line(appraisers))
+        for appraisal in appraisals:  # who sees what (the dashboard's party lanes)
+            for line in appraisal.account.lines():
+                print(f"session {appraisal.appraiser}: {line}")
+        print(_ledger_line(appraisals))
     return 0
 
 
-def _ledger_line(appraisers) -> str:
-    counts = [a.ledger_counts_ for a in appraisers if hasattr(a, "ledger_counts_")]
+def _ledger_line(appraisals) -> str:
+    counts = [a.ledger_counts for a in appraisals if a.ledger_counts is not None]
     if not counts:
         return ("ledger: off (simulated mode: one process plays both parties, nothing is "
                 "revealed to anyone else)")
@@ -491,23 +500,25 @@ def cmd_party(args) -> int:
         check_environment(2)
         run_dealer(session_key(args.session_key_file))
         return 0
-    appraiser = _config(args, names=(args.appraiser,)).build(args.appraiser)
+    config = _config(args, names=(args.appraiser,))
+    appraiser, runner = config.build(args.appraiser), config.runner()
     check_environment(0 if args.role == "model-owner" else 1)
     if args.role == "model-owner":
         task = _task(args)
         appraiser.fit(_seed(args, task))
-        report = run_model_owner(appraiser, args.sizes, session_key(args.session_key_file))
+        report = run_model_owner(appraiser, runner, args.sizes,
+                                 session_key(args.session_key_file))
     else:
         enc = read_encoding(args.encoding)
         candidates = [read_candidate_file(f, tuple(enc["feature_names"]),
                                           tuple(enc["class_names"]), mean=enc["mean"],
                                           scale=enc["scale"])
                       for f in args.candidate_file]
-        report = run_data_owner(enc, appraiser, candidates,
+        report = run_data_owner(enc, appraiser, runner, candidates,
                                 session_key(args.session_key_file))
     n_outputs = appraiser.seed_.theta.shape[1] if args.role == "model-owner" \
         else enc["n_outputs"]
-    defences = _defence_line(_config(args, names=(args.appraiser,)), int(n_outputs))
+    defences = _defence_line(config, int(n_outputs))
     if defences:
         print(defences)
     _print_party_report(appraiser.name, report, args.reveal)
@@ -531,7 +542,7 @@ def _defence_line(config: AppraiserConfig, n_outputs: int) -> str | None:
     """One line on the reveal defences in force, with the privacy the noise buys."""
     from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
 
-    d = config.defences()
+    d = config.defences
     if not d.active:
         return None
     parts = [f"grid {d.grid:g}" if d.grid else "", f"weight bound {d.weight_bound:g}"
@@ -604,8 +615,9 @@ def _add_attack_parser(sub) -> None:
     k.add_argument("--mode", default="simulated", choices=MODES, help="crypten: simulated (one "
                    "process, TFP) or parties (real processes, TTP dealer)")
     k.add_argument("--precision-bits", type=_option("precision_bits", whole=True),
-                   default=DEFAULT_PRECISION_BITS)
-    k.add_argument("--timeout", type=_option("timeout", whole=False), default=600.0,
+                   default=DEFAULTS["precision_bits"])
+    k.add_argument("--timeout", type=_option("timeout", whole=False),
+                   default=DEFAULTS["timeout"],
                    help="seconds per private session")
     k.add_argument("--out", type=_path, required=True, help="CSV of the curve: attacker, "
                    "reveal, defence, queries, target, relative_error")

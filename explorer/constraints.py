@@ -26,6 +26,45 @@ PROVIDERS = {
 }
 REVEALS = ("value", "bit")
 PRECONDITIONERS = ("auto", "dense", "kfac")
+SOLVERS = ("auto", "dense", "cg")
+APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
+
+
+def default_provider(mode: str) -> str:
+    """The triple provider a mode runs with unless told otherwise: simulated mode is one process
+    with no dealer to ask (TFP); real parties take the dealer (TTP)."""
+    return "TFP" if mode == "simulated" else "TTP"
+
+
+# The one table of defaults: the configuration's fields (explorer.config), the appraisers'
+# constructors, the command line and the dashboard's controls all read them here.
+DEFAULTS: dict[str, Any] = {
+    "names": ("influence", "gradient-norm", "finetune"),
+    "backend": "plaintext",
+    # fine-tuning
+    "lr": 0.1,
+    "steps": 16,
+    "batch_size": None,  # full batch
+    "batch_seed": 0,
+    # newton: safeguarded Newton steps K (README: how K was chosen)
+    "newton_steps": 4,
+    "preconditioner": "auto",
+    # influence's Hessian solve
+    "solver": "auto",
+    # private appraisal; fixed-point fractional bits: see the README on why not the paper's 24
+    "mode": "parties",
+    "precision_bits": 16,
+    "provider": default_provider("parties"),
+    "reveal": "value",
+    "threshold": 0.0,
+    "timeout": 600.0,
+    "verify": True,  # every value twice, from independent sharings (README)
+    # defences applied inside the protocol before the reveal
+    "grid": 0.0,
+    "noise": 0.0,
+    "weight_bound": None,
+    "row_bound": None,
+}
 
 # Limits on what a data owner may bring (README: "Appraising your own data").
 # A candidate file larger than this is refused before it is read.
@@ -178,7 +217,7 @@ CONSTRAINTS: dict[str, Any] = {
     "batch_seed": _Whole(0),
     "newton_steps": _Whole(1, 64),
     "preconditioner": _OneOf(PRECONDITIONERS),
-    "solver": _OneOf(("auto", "dense", "cg")),
+    "solver": _OneOf(SOLVERS),
     # private appraisal
     "mode": _OneOf(MODES),
     "provider": _OneOf(tuple(PROVIDERS)),
@@ -243,3 +282,19 @@ def check_params(params: Mapping[str, Any]) -> None:
     """Validate each named parameter against CONSTRAINTS; one sentence on the first problem."""
     for name, value in params.items():
         CONSTRAINTS[name].check(LABELS[name], value)
+
+
+def parse_appraiser_names(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """'influence,finetune' -> ('influence', 'finetune'), validated and without repeats."""
+    if isinstance(spec, str):
+        spec = spec.split(",")
+    if not isinstance(spec, Sequence) or not all(isinstance(n, str) for n in spec):
+        raise ExplorerError(f"name the appraisers as a comma-separated string or a list of "
+                            f"names ({', '.join(APPRAISER_NAMES)}), got {spec!r}.")
+    names = [n.strip() for n in spec]
+    names = [n for n in names if n]
+    if not names:
+        raise ExplorerError(f"name at least one appraiser: {', '.join(APPRAISER_NAMES)}.")
+    for n in names:
+        _OneOf(APPRAISER_NAMES).check("appraiser", n)
+    return tuple(dict.fromkeys(names))

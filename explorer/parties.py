@@ -21,8 +21,7 @@ import torch
 
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import candidate_batch
-from explorer.appraisers.config import DEFAULT_PRECISION_BITS
-from explorer.constraints import CONSTRAINTS, check_params, is_real, is_whole
+from explorer.constraints import CONSTRAINTS, DEFAULTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.launcher import (
@@ -33,6 +32,7 @@ from explorer.mpc.launcher import (
     run_dealer_from_env,
     run_party_from_env,
 )
+from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
     ModelOwnerInput,
     PartyReport,
@@ -40,6 +40,7 @@ from explorer.mpc.protocol import (
     appraisal_party,
     public_settings,
 )
+from explorer.mpc.runner import PrivateRunner
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
 from explorer.seed import SeedModel
@@ -205,16 +206,15 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> Pa
         raise _session_error(exc, role(rank)) from exc
 
 
-def _spend(role_: str, counterparty: str, mpc, n: int) -> dict[str, int]:
+def _spend(role_: str, counterparty: str, mpc: MPCOptions, n: int) -> dict[str, int]:
     """Count this session in the party's own query ledger, or refuse it (before computing)."""
-    revealed = {"bits" if mpc.reveal == "bit" else "values": n * (2 if mpc.verify else 1)}
+    revealed = {"bits" if mpc.bits else "values": n * (2 if mpc.verify else 1)}
     return Ledger().spend(role_, counterparty, mpc.budget, **revealed)
 
 
-def _verified(appraiser: Appraiser, report: PartyReport) -> PartyReport:
+def _verified(appraiser: Appraiser, runner: PrivateRunner, report: PartyReport) -> PartyReport:
     """The report with only the first of the verified copies, or a clear failure."""
-    values = report.values.numpy()
-    ok = appraiser.verified(values, appraiser.mpc.reveal == "bit")
+    ok = runner.verified(appraiser, report.values.numpy())
     if not ok.all():
         first = int(np.flatnonzero(~ok)[0])
         raise ExplorerError(
@@ -225,35 +225,43 @@ def _verified(appraiser: Appraiser, report: PartyReport) -> PartyReport:
     return dataclasses.replace(report, values=report.values[0])
 
 
-def _private(appraiser: Appraiser) -> None:
-    if appraiser.backend != "crypten" or appraiser.mpc.mode != "parties":
-        raise ExplorerError("a party runs a private appraiser between real parties; build it "
-                            "with backend crypten and mode parties.")
+def _private(appraiser: Appraiser, runner: PrivateRunner) -> None:
+    if not isinstance(runner, PrivateRunner) or runner.options.mode != "parties":
+        raise ExplorerError("a party runs a private appraiser between real parties; build "
+                            "its runner with backend crypten and mode parties.")
+    runner.check(appraiser)
 
 
-def run_model_owner(appraiser: Appraiser, sizes: tuple[int, ...], key: bytes) -> PartyReport:
+def _spec(public: Public, runner: PrivateRunner) -> SessionSpec:
+    mpc = runner.options
+    return SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
+                       verify=mpc.verify, defences=runner.defences)
+
+
+def run_model_owner(appraiser: Appraiser, runner: PrivateRunner, sizes: tuple[int, ...],
+                    key: bytes) -> PartyReport:
     """Rank 0: enter the (fitted) appraiser's model-owner inputs for candidates of the agreed
-    ``sizes``, in a session whose processes prove they hold ``key``."""
-    _private(appraiser)
+    ``sizes``, with the runner's options and defences, in a session whose processes prove they
+    hold ``key``."""
+    _private(appraiser, runner)
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise ExplorerError(f"give the candidates' sizes as a list of whole numbers, e.g. "
                             f"(30, 30, 30), got {sizes!r}.")
     for n in sizes:
         check_params({"sizes": n})
     public = appraiser.public(sizes)
-    mpc = appraiser.mpc
-    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
-                       verify=mpc.verify, defences=mpc.defences)
+    mpc = runner.options
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
     _spend("model owner", fingerprint(key), mpc, len(sizes))
-    return _verified(appraiser, _run(0, spec, mo, mpc.provider, key))
+    return _verified(appraiser, runner, _run(0, _spec(public, runner), mo, mpc.provider, key))
 
 
-def run_data_owner(enc: dict, appraiser: Appraiser,
+def run_data_owner(enc: dict, appraiser: Appraiser, runner: PrivateRunner,
                    candidates: list[tuple[np.ndarray, np.ndarray]], key: bytes) -> PartyReport:
     """Rank 1: standardise raw candidates with the model owner's encoding and enter them into
-    a session of ``appraiser`` (unfitted: the data owner only knows its public definition)."""
-    _private(appraiser)
+    a session of ``appraiser`` (unfitted: the data owner only knows its public definition),
+    with the runner's options and defences."""
+    _private(appraiser, runner)
     mean, scale = np.asarray(enc["mean"]), np.asarray(enc["scale"])
     standardised = [(torch.from_numpy((X - mean) / scale), torch.from_numpy(y))
                     for X, y in candidates]
@@ -261,13 +269,12 @@ def run_data_owner(enc: dict, appraiser: Appraiser,
                     n_features=len(enc["feature_names"]), n_outputs=enc["n_outputs"],
                     sizes=tuple(len(y) for _, y in candidates), n_seed=enc["n_train"],
                     n_test=enc["n_test"], lam=enc["lam"])
-    mpc = appraiser.mpc
-    spec = SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
-                       verify=mpc.verify, defences=mpc.defences)
+    mpc = runner.options
     # the data owner knows the model owner by its encoding, which a fresh key does not change
     _spend("data owner", fingerprint(enc), mpc, len(candidates))
-    return _verified(appraiser, _run(1, spec, candidate_batch(standardised, public.n_outputs),
-                                     mpc.provider, key))
+    return _verified(appraiser, runner, _run(1, _spec(public, runner),
+                                             candidate_batch(standardised, public.n_outputs),
+                                             mpc.provider, key))
 
 
 def _rehearsal(rank: int, world_size: int, payload: dict) -> None:
@@ -281,7 +288,7 @@ def run_dealer(key: bytes) -> None:
     fails makes the dealer fail too."""
     check_environment(2)
     try:
-        run_dealer_from_env(config=mpc_config(DEFAULT_PRECISION_BITS, "TTP"), key=key,
+        run_dealer_from_env(config=mpc_config(DEFAULTS["precision_bits"], "TTP"), key=key,
                             stall_timeout=STALL_SECONDS, fn=_rehearsal)
     except (RuntimeError, LaunchError) as exc:
         raise _session_error(exc, "dealer") from exc

@@ -22,6 +22,9 @@ from explorer.appraisers.influence import influence_vector
 from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
 
+# The calibrated threshold: the own-data baseline's mean plus this many standard deviations.
+PRICE_THRESHOLD_SD = 3.0
+
 
 def own_data_baseline(seed: SeedModel, size: int) -> tuple[float, float]:
     """Mean and standard deviation (nats) of the influence of `size` samples drawn at random
@@ -62,7 +65,7 @@ class PricingRule:
         return np.maximum(self.rate * (values - self.threshold), self.floor)
 
     @classmethod
-    def calibrated(cls, seed: SeedModel, size: int, rate: float, z: float = 3.0,
+    def calibrated(cls, seed: SeedModel, size: int, rate: float, z: float = PRICE_THRESHOLD_SD,
                    floor: float = 0.0, flat: float | None = None) -> PricingRule:
         """Threshold = own-data baseline mean + z sd for candidates of ``size`` samples."""
         mean, sd = own_data_baseline(seed, size)

@@ -17,27 +17,24 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explorer import plots
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
+from explorer.acquisition import acquisition_curves
+from explorer.config import AppraiserConfig
+from explorer.constraints import APPRAISER_NAMES
 from explorer.errors import ExplorerError
-from explorer.experiments import (
-    Progress,
-    acquisition_curves,
-    appraise_market,
-    fig6_ranges,
-    finetune_budgets,
-    finetune_grid,
-    market_utilities,
-    priced_market,
-    rank_correlations,
-    repeated_markets,
-    repeated_rank_correlations,
-    runtime_breakdown,
-    spearman,
-)
+from explorer.experiments import appraise_market, market_utilities, runtime_breakdown
 from explorer.market import make_market
+from explorer.market_prices import priced_market
+from explorer.metrics import fig6_ranges, rank_correlations, spearman
 from explorer.output import ensure_directory, write_atomic
 from explorer.pricing import PricingRule
+from explorer.progress import Progress
 from explorer.seed import fit_seed_model
+from explorer.sweeps import (
+    finetune_budgets,
+    finetune_grid,
+    repeated_markets,
+    repeated_rank_correlations,
+)
 from explorer.tasks import TASKS, load_task
 
 
@@ -183,7 +180,7 @@ def fig4(opts: Options) -> Reproduction:
         # party processes that have already imported torch and CrypTen: the figure is about
         # the appraisals' cost, not the interpreter's start-up
         with config.warm_processes():
-            frames.append(runtime_breakdown(seed, market, config.build_all()))
+            frames.append(runtime_breakdown(seed, market, config))
     frame = pd.concat(frames, ignore_index=True)
     enc = frame[frame.backend == "crypten"].set_index("appraiser")
     ratio = enc.private_seconds["finetune"] / enc.private_seconds["influence"]
@@ -207,7 +204,7 @@ def fig5(opts: Options) -> Reproduction:
         task = load_task(task_name, seed=opts.seed, **tk)
         seed = fit_seed_model(task)
         market = make_market(task, kind, n, size, 1.0, 1.0 / n, seed=opts.seed)
-        results = appraise_market(seed, market, opts.only("gradient-norm").build_all())
+        results = appraise_market(seed, market, opts.only("gradient-norm"))
         frames.append(results.assign(panel=panel))
         rho = spearman(results.value, results.utility)
         lines.append(f"fig5 {panel}: gradient norm vs loss reduction rho {rho:+.2f} "

@@ -11,8 +11,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
-from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, PROVIDERS
+from explorer.config import AppraiserConfig, reveals_bits
+from explorer.constraints import APPRAISER_NAMES, DEFAULTS, PROVIDERS, default_provider
 from explorer.errors import ExplorerError
 from explorer.leakage import ATTACKERS, DEFENCES
 from explorer.market import CORRUPTIONS
@@ -25,7 +25,6 @@ BACKEND_TIPS = ["No MPC: the model owner sees the candidates (for reference).",
                 "CrypTen, one process per party (and a dealer for TTP)."]
 # what only a private backend uses: greyed out under plaintext
 MPC_CONTROLS = ("precision_bits", "provider", "reveal", "threshold_sd")
-SIMULATED_PROVIDER = "TFP"  # one process plays both parties: there is no dealer to ask
 STYLE = {"description_width": "110px"}
 CONTROL_WIDTH = "310px"  # inside a 350 px sidebar, with the accordion's padding
 
@@ -85,15 +84,19 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "appraisers": w.SelectMultiple(options=APPRAISER_NAMES,
                                        value=("influence", "gradient-norm"),
                                        description="appraisers", rows=4),
-        "lr": w.BoundedFloatText(value=0.1, min=1e-6, max=100.0, description="fine-tune lr"),
-        "steps": w.BoundedIntText(value=16, min=1, max=1000, description="fine-tune steps"),
-        "newton_steps": w.BoundedIntText(value=DEFAULT_NEWTON_STEPS, min=1, max=64,
+        "lr": w.BoundedFloatText(value=DEFAULTS["lr"], min=1e-6, max=100.0,
+                                 description="fine-tune lr"),
+        "steps": w.BoundedIntText(value=DEFAULTS["steps"], min=1, max=1000,
+                                  description="fine-tune steps"),
+        "newton_steps": w.BoundedIntText(value=DEFAULTS["newton_steps"], min=1, max=64,
                                          description="newton steps"),
         "backend": w.ToggleButtons(options=BACKENDS, value="plaintext", description="backend",
                                    tooltips=BACKEND_TIPS,
                                    style={"description_width": "50px", "button_width": "86px"}),
-        "precision_bits": w.IntSlider(value=16, min=12, max=28, description="precision bits"),
-        "provider": w.Dropdown(options=list(PROVIDERS), value="TTP", description="provider"),
+        "precision_bits": w.IntSlider(value=DEFAULTS["precision_bits"], min=12, max=28,
+                                      description="precision bits"),
+        "provider": w.Dropdown(options=list(PROVIDERS), value=DEFAULTS["provider"],
+                               description="provider"),
         "reveal": w.ToggleButtons(options=["value", "bit"], value="value", description="reveal",
                                   style={"description_width": "50px", "button_width": "80px"}),
         "threshold_sd": w.BoundedFloatText(value=3.0, min=0.0, max=10.0, step=0.5,
@@ -124,7 +127,7 @@ def provider_used(controls: dict[str, w.Widget]) -> str | None:
     backend = controls["backend"].value
     if backend == "plaintext":
         return None
-    return SIMULATED_PROVIDER if backend == "simulated" else controls["provider"].value
+    return default_provider(backend) if backend == "simulated" else controls["provider"].value
 
 
 def provider_text(controls: dict[str, w.Widget]) -> str:
@@ -140,7 +143,9 @@ def provider_text(controls: dict[str, w.Widget]) -> str:
 
 def bit_mode(controls: dict[str, w.Widget]) -> bool:
     """Whether a run with these controls reveals only bits (a private backend, reveal = bit)."""
-    return controls["backend"].value != "plaintext" and controls["reveal"].value == "bit"
+    backend = controls["backend"].value
+    return reveals_bits("plaintext" if backend == "plaintext" else "crypten",
+                        controls["reveal"].value)
 
 
 def threshold_text(controls: dict[str, w.Widget]) -> str:
@@ -162,7 +167,7 @@ def sync_backend(controls: dict[str, w.Widget]) -> None:
     for name in MPC_CONTROLS:
         controls[name].disabled = plaintext
     if backend == "simulated":
-        controls["provider"].value = SIMULATED_PROVIDER
+        controls["provider"].value = default_provider(backend)
         controls["provider"].disabled = True
     bits = bit_mode(controls)
     controls["threshold_sd"].disabled = controls["flat"].disabled = not bits
@@ -179,10 +184,10 @@ def appraiser_config(controls: dict[str, w.Widget]) -> AppraiserConfig:
         # bit mode's thresholds are per appraiser, set when a run starts (RunSnapshot.take)
         private = {"mode": backend, "precision_bits": controls["precision_bits"].value,
                    "provider": provider_used(controls), "reveal": controls["reveal"].value}
-    return AppraiserConfig(names=tuple(controls["appraisers"].value),
-                           backend="plaintext" if backend == "plaintext" else "crypten",
-                           lr=controls["lr"].value, steps=controls["steps"].value,
-                           newton_steps=controls["newton_steps"].value, **private)
+    return AppraiserConfig.from_options(
+        names=tuple(controls["appraisers"].value),
+        backend="plaintext" if backend == "plaintext" else "crypten", lr=controls["lr"].value,
+        steps=controls["steps"].value, newton_steps=controls["newton_steps"].value, **private)
 
 
 @dataclass(frozen=True)

@@ -31,18 +31,11 @@ from explorer.app.controls import (
 )
 from explorer.app.figures import Figures, upload_html
 from explorer.app.party_view import PartyView
-from explorer.app.runner import (
-    JobRunner,
-    ProgressPlan,
-    RunSnapshot,
-    appraise_upload,
-    attack_curves,
-    reveals_bits,
-    run_appraisal,
-)
+from explorer.app.runner import JobRunner, ProgressPlan
 from explorer.app.task_loader import TaskLoader
-from explorer.appraisers.base import ProgressEvent
 from explorer.errors import ExplorerError
+from explorer.jobs import RunSnapshot, appraise_upload, attack_curves, run_appraisal
+from explorer.progress import ProgressEvent
 
 TABS = (("rank", "Rank vs rank"), ("parties", "Who sees what"), ("acquisition", "Acquisition"),
         ("runtime", "Runtime"), ("prices", "Prices"), ("table", "Results"),
@@ -256,7 +249,7 @@ class ExplorerApp:
         rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
-        if reveals_bits(config):
+        if config.reveals_bits:
             self.runner.say("setting each appraiser's threshold from the model owner's data…")
         snapshot = RunSnapshot.take(name, task, seed, market, config, rate, flat, threshold_sd)
         self.runner.set_plan(ProgressPlan(config.names, len(market), snapshot.rounds))
@@ -266,7 +259,7 @@ class ExplorerApp:
         self.party_view.clear()
         context = {"task": name, "n_seed": seed.n_seed, "n_test": len(seed.y_test),
                    "backend": config.backend}
-        if config.backend == "plaintext":
+        if not config.private:
             self.party_view.show({}, context)
         started = time.perf_counter()
 

@@ -17,17 +17,19 @@ import pandas as pd
 import plotly.io as pio
 
 from explorer import plots
-from explorer.app.runner import RunOutcome, UploadOutcome
 from explorer.app.task_loader import TABLE_CSS
+from explorer.jobs import RunOutcome, UploadOutcome
+from explorer.pricing import PRICE_THRESHOLD_SD
 
 # "prices" holds value mode's price bars; "decisions" and "flat_prices" are bit mode's views
 FIGURES = ("rank", "correlations", "acquisition", "runtime", "prices", "decisions",
            "flat_prices", "table", "leakage")
 # What a tab says beside its figure that the figure's own caption does not.
 NOTES = {
-    "prices": "The threshold is calibrated on the model owner's own data: the predicted "
-              "reduction of a random subset of its own training set, of the candidates' size, "
-              "plus 3 sd; data like what it already holds is not paid for.",
+    "prices": f"The threshold is calibrated on the model owner's own data: the predicted "
+              f"reduction of a random subset of its own training set, of the candidates' size, "
+              f"plus {PRICE_THRESHOLD_SD:g} sd; data like what it already holds is not paid "
+              f"for.",
     "table": "One row per candidate and appraiser. " + html.escape(plots.UTILITY_TEXT) + ".",
     "leakage": "MPC hides each party's inputs, not what is revealed.",
 }

@@ -12,10 +12,10 @@ import html
 import ipywidgets as w
 
 from explorer.app.runner import session_so_far
-from explorer.appraisers.base import ENCRYPTED, ProgressEvent
-from explorer.appraisers.config import PROVIDERS
-from explorer.mpc.session import SessionAccount
+from explorer.constraints import PROVIDERS
+from explorer.mpc.account import SessionAccount
 from explorer.plots import GROUND_TRUTH
+from explorer.progress import ENCRYPTED, ProgressEvent
 
 CSS = """<style>
 .ae-lanes{display:grid;grid-template-columns:1fr 1fr 1fr;gap:8px;font-size:13px;

@@ -1,101 +1,38 @@
-"""What every appraiser shares: one definition of its computation, run in plaintext or under MPC.
+"""What every appraiser is: one definition of its computation, which knows nothing of where it runs.
 
-An appraiser says three things, and nothing about the backend:
+An appraiser says three things:
 
 - ``model_owner_inputs(public)``: what the model owner enters, prepared in the clear from its
   own data only (with ``model_owner_shapes``, the public shapes the data owner expects);
 - the data owner's input is always the candidate batch (explorer.appraisers.batch);
 - ``compute(inputs, A, Y, public)``: the value of each candidate, written once with operations
-  torch tensors and CrypTensors share. In plaintext it runs on torch tensors; under MPC the
-  protocol (explorer.mpc.protocol) runs the very same method on CrypTensors;
+  torch tensors and CrypTensors share;
 - ``check_fixed_point(inputs, bits)``: its fixed-point needs, checked before encryption.
+
+Where it runs is a runner's business: ``explorer.appraisers.plaintext.PlaintextRunner`` runs
+``compute`` on torch tensors, ``explorer.mpc.runner.PrivateRunner`` on CrypTensors in a private
+session (explorer.mpc.protocol). Both return one ``explorer.appraisers.result.Appraisal``.
 
 Orientation everywhere: a higher value means a more valuable candidate.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from explorer.appraisers.batch import candidate_batch
-from explorer.appraisers.reveal import Defences, compute_defended
-from explorer.errors import Cancelled, ExplorerError
+from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
-
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-# The phases of a job an interface shows (ProgressEvent.phase).
-GROUND_TRUTH, APPRAISE, ENCRYPTED, ACQUISITION = ("ground truth", "appraise",
-                                                  "encrypted session", "acquisition")
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One step of a job, structured so an interface never parses text: the phase, the
-    appraiser it concerns (None for the ground truth), candidates done of total, and during an
-    encrypted session its elapsed seconds, how many of its processes are up and the bytes they
-    have sent on the wire so far (None in simulated mode, where nothing is sent)."""
-
-    phase: str
-    appraiser: str | None
-    done: int
-    total: int
-    elapsed: float | None = None
-    parties_up: int | None = None
-    bytes_sent: int | None = None
-
-    @property
-    def text(self) -> str:
-        """The event as one line (what a plain ``Progress`` receives as its phase)."""
-        who = self.appraiser or self.phase
-        if self.phase == ENCRYPTED:
-            sent = "" if not self.bytes_sent else f", {self.bytes_sent / 1e6:.1f} MB sent"
-            return f"{who}: encrypted session, {self.elapsed or 0.0:.1f} s{sent}"
-        return who
-
-
-class EventProgress:
-    """A ``Progress`` that hands structured events to ``on_event``. Code that knows only
-    ``(phase, done, total)`` (explorer.experiments names the ground truth or an appraiser) is
-    turned into the same events; the appraisers send theirs directly (``report_progress``)."""
-
-    def __init__(self, on_event: Callable[[ProgressEvent], None], appraisers: Iterable[str]):
-        self.on_event, self.appraisers = on_event, frozenset(appraisers)
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase in self.appraisers:
-            self.on_event(ProgressEvent(APPRAISE, phase, done, total))
-        else:
-            self.on_event(ProgressEvent(phase, None, done, total))
-
-    def event(self, event: ProgressEvent) -> None:
-        self.on_event(event)
-
-
-def report_progress(progress: Progress | None, event: ProgressEvent) -> None:
-    """Send ``event`` as an event to an ``EventProgress``, as one line to any other Progress."""
-    if progress is None:
-        return
-    if isinstance(progress, EventProgress):
-        progress.event(event)
-    else:
-        progress(event.text, event.done, event.total)
 
 # Copies of a private value always agree within this many units of 2^-precision_bits (see
 # Appraiser.agreement).
 AGREEMENT_ULPS = 64
-
-# Plaintext batches are cut so that one chunk holds about this many float64 values per tensor.
-_CHUNK_VALUES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -129,11 +66,11 @@ class Public:
         return torch.tensor(self.sizes, dtype=torch.float64)
 
 
-def _pairs(candidates) -> list[tuple]:
+def candidate_pairs(candidates) -> list[tuple]:
     """The candidates as a list of (X, y) pairs; one sentence when they are not."""
     if candidates is None or isinstance(candidates, (str, bytes)) \
             or not isinstance(candidates, Iterable):
-        raise ExplorerError(f"appraise_many takes a list of (X, y) pairs, got "
+        raise ExplorerError(f"an appraisal takes a list of (X, y) pairs, got "
                             f"{type(candidates).__name__}.")
     pairs = list(candidates)
     for i, pair in enumerate(pairs):
@@ -152,37 +89,11 @@ def penalty_mask(d1: int, n_outputs: int) -> torch.Tensor:
 
 
 class Appraiser(ABC):
-    """Scikit-learn-shaped: ``fit(seed)`` does the model owner's one-off work, ``value(X, y)``
-    appraises one candidate (standardised features (m, d), labels (m,)), ``appraise_many`` a
-    batch. ``backend`` is "plaintext" or "crypten" (then ``mpc`` holds the MPC options)."""
+    """Scikit-learn-shaped: ``fit(seed)`` does the model owner's one-off work on its seed model;
+    a runner then appraises candidates (standardised features (m, d), labels (m,)) with it."""
 
     name: ClassVar[str]
     model_owner_data: ClassVar[str]  # in words: what the model owner enters
-
-    def __init__(self, backend: str = "plaintext", mpc=None):
-        from explorer.appraisers.config import MPCOptions
-
-        if backend not in ("plaintext", "crypten"):
-            raise ExplorerError(f"unknown backend {backend!r}; choose plaintext or crypten.")
-        self.backend = backend
-        if mpc is not None and not isinstance(mpc, MPCOptions):
-            raise ExplorerError("mpc must be an MPCOptions; build appraisers with "
-                                "AppraiserConfig.")
-        self.mpc = (mpc or MPCOptions()) if backend == "crypten" else None
-        self.use_defences(self.mpc.defences if self.mpc is not None else Defences())
-
-    def use_defences(self, defences: Defences) -> Appraiser:
-        """Apply these public reveal defences (explorer.appraisers.reveal); a weight bound, and
-        the noise calibrated with it, exist only for appraisers that declare one."""
-        if not isinstance(defences, Defences):
-            raise ExplorerError("defences must be an explorer.appraisers.reveal.Defences.")
-        if defences.weight_bound is not None and not self.bounds_weights:
-            raise ExplorerError(f"a weight bound (and the noise calibrated with it) is defined "
-                                f"for the influence appraiser only, not {self.name}.")
-        if self.mpc is not None and self.mpc.defences != defences:
-            raise ExplorerError("a private appraiser takes its defences from its MPC options.")
-        self.defences = defences
-        return self
 
     # -- the definition ------------------------------------------------------------------
 
@@ -235,9 +146,11 @@ class Appraiser(ABC):
         """Per value: whether it obeys the bounds every value of this appraiser obeys."""
         return np.isfinite(values)
 
-    def verified(self, values: np.ndarray, bits: bool) -> np.ndarray:
+    def verified(self, values: np.ndarray, bits: bool, grid: float,
+                 precision_bits: int) -> np.ndarray:
         """Which candidates' private values to trust: values (copies, B) revealed from
-        independent sharings; bits when only value > threshold was revealed."""
+        independent sharings; bits when only value > threshold was revealed; ``grid`` the public
+        rounding step (0: none) and ``precision_bits`` the fixed point's fractional bits."""
         first = values[0]
         if bits:
             ok = np.isin(first, (0.0, 1.0))
@@ -245,22 +158,19 @@ class Appraiser(ABC):
         # the bounds need the model owner's seed model; a data owner checks agreement only.
         # A grid rounds each copy stochastically: within one step of the value, and of the
         # other copy (both copies carry the same noise, see explorer.appraisers.reveal)
-        step = self.defences.grid
+        step = grid
         if hasattr(self, "seed_"):
             ok = self.possible(first - step) | self.possible(first + step)
         else:
             ok = np.isfinite(first)
         if len(values) > 1:
             floor = float(np.median(np.abs(values)))
-            from explorer.appraisers.config import DEFAULT_PRECISION_BITS
-
-            bits_ = self.mpc.precision_bits if self.mpc is not None else DEFAULT_PRECISION_BITS
             tol = self.agreement * np.maximum(np.abs(values).max(axis=0), floor) + step \
-                + AGREEMENT_ULPS * 2.0 ** -bits_
+                + AGREEMENT_ULPS * 2.0 ** -precision_bits
             ok &= np.abs(values[0] - values[1]) <= tol
         return ok
 
-    # -- running it --------------------------------------------------------------------
+    # -- the model owner's one-off work ------------------------------------------------
 
     def fit(self, seed: SeedModel) -> Appraiser:
         if not isinstance(seed, SeedModel):
@@ -289,55 +199,15 @@ class Appraiser(ABC):
                                 f"fit(seed_model) first.")
         return self.seed_
 
-    def value(self, X, y) -> float:
-        """The appraised value of one candidate dataset; higher is more valuable."""
-        return self.appraise_many([(X, y)])[0]["value"]
-
-    def appraise_many(self, candidates: Sequence[tuple], progress: Progress | None = None,
-                      cancel: threading.Event | None = None) -> list[dict]:
-        """Appraise [(X, y), ...]: per candidate its value, its seconds and the cost columns
-        (plaintext_seconds includes this appraiser's share of the set-up).
-
-        In plaintext the candidates are computed in batches; under MPC in one session.
-        ``progress(phase, done, total)`` is called as candidates are done; setting ``cancel``
-        stops the job with Cancelled.
-        """
+    def check_candidates(self, candidates) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(X, y), ...] checked against the fitted seed model (see SeedModel.check_candidate)."""
         seed = self._fitted()
-        checked = [seed.check_candidate(X, y) for X, y in _pairs(candidates)]
-        if not checked:
-            return []
-        if self.backend == "crypten":
-            from explorer.mpc.session import appraise_privately
+        return [seed.check_candidate(X, y) for X, y in candidate_pairs(candidates)]
 
-            return appraise_privately(self, checked, progress, cancel)
-        return self._appraise_plaintext(checked, progress, cancel)
+    def check_private(self) -> None:  # noqa: B027 - most appraisers run privately as defined
+        """Refuse, in one sentence, a definition that cannot run under MPC."""
 
-    def _appraise_plaintext(self, checked, progress, cancel) -> list[dict]:
-        n = len(checked)
-        width = max(len(y) for _, y in checked) * (self.seed_.n_features + 1)
-        chunk = max(1, min(n, _CHUNK_VALUES // max(width * self._work_per_row(), 1)))
-        rows: list[dict] = []
-        for lo in range(0, n, chunk):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"the {self.name} appraisal was cancelled.")
-            part = checked[lo:lo + chunk]
-            start = time.perf_counter()
-            public = self.public([len(y) for _, y in part])
-            batch = candidate_batch(part, public.n_outputs)
-            values = compute_defended(self, self.model_owner_inputs(public), batch.A, batch.Y,
-                                      public, self.defences)
-            seconds = (time.perf_counter() - start) / len(part)
-            for v in values.tolist():
-                if not math.isfinite(v):
-                    raise ExplorerError(f"the {self.name} appraiser produced a non-finite "
-                                        f"value; check its hyper-parameters.")
-                rows.append({"value": float(v), "seconds": seconds,
-                             "plaintext_seconds": seconds + self.setup_seconds_ / n,
-                             "private_seconds": 0.0, "bytes": 0, "rounds": 0})
-            report_progress(progress, ProgressEvent(APPRAISE, self.name, len(rows), n))
-        return rows
-
-    def _work_per_row(self) -> int:
+    def work_per_row(self) -> int:
         """Relative memory per candidate row (C and steps), to size plaintext chunks."""
         return int(self.seed_.theta.shape[1])
 

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from explorer.appraisers.base import Public, penalty_mask
-from explorer.appraisers.config import check_params
 from explorer.appraisers.logistic import (
     repeat,
     test_loss_reductions,
@@ -17,6 +16,7 @@ from explorer.appraisers.logistic import (
 )
 from explorer.appraisers.tensors import is_encrypted
 from explorer.appraisers.union import UnionAppraiser
+from explorer.constraints import DEFAULTS, check_params
 from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.seed import SeedModel
 
@@ -42,16 +42,18 @@ class FineTune(UnionAppraiser):
     model_owner_data = ("theta_hat, its seed set (n_seed, d+1) with targets, its test set "
                         "(n_test, d+1) with targets and its test loss at theta_hat")
 
-    def __init__(self, lr: float = 0.1, steps: int = 16, batch_size: int | None = None,
-                 batch_seed: int = 0, backend: str = "plaintext", mpc=None):
+    def __init__(self, lr: float = DEFAULTS["lr"], steps: int = DEFAULTS["steps"],
+                 batch_size: int | None = DEFAULTS["batch_size"],
+                 batch_seed: int = DEFAULTS["batch_seed"]):
         check_params({"lr": lr, "steps": steps, "batch_size": batch_size,
                       "batch_seed": batch_seed})
-        if backend == "crypten" and batch_size is not None:
-            raise ExplorerError("private fine-tuning takes full-batch steps; drop the batch "
-                                "size or use the plaintext backend.")
-        super().__init__(backend, mpc)
         self.lr, self.steps = float(lr), int(steps)
         self.batch_size, self.batch_seed = batch_size, int(batch_seed)
+
+    def check_private(self) -> None:
+        if self.batch_size is not None:
+            raise ExplorerError("private fine-tuning takes full-batch steps; drop the batch "
+                                "size or use the plaintext backend.")
 
     def params(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,

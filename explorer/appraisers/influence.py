@@ -7,11 +7,11 @@ import torch
 
 from explorer import model
 from explorer.appraisers.base import Appraiser, Public
-from explorer.appraisers.config import check_params
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
 from explorer.appraisers.logistic import probabilities
 from explorer.appraisers.reveal import UNSCALE_CAP, weight_margin
 from explorer.appraisers.tensors import cat, matmul
+from explorer.constraints import DEFAULTS, check_params
 from explorer.seed import SeedModel
 
 
@@ -39,9 +39,8 @@ class Influence(Appraiser):
     _beyond_test_loss = ("linearisation broken: predicts a larger reduction than the seed's "
                          "whole test loss")
 
-    def __init__(self, solver: str = "auto", backend: str = "plaintext", mpc=None):
+    def __init__(self, solver: str = DEFAULTS["solver"]):
         check_params({"solver": solver})
-        super().__init__(backend, mpc)
         self.solver = solver
 
     def params(self) -> dict:

@@ -36,7 +36,6 @@ import torch
 from explorer import model
 from explorer.appraisers.base import Public, penalty_mask
 from explorer.appraisers.batch import row_mask, with_bias
-from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, check_params
 from explorer.appraisers.fixed_point import check_fixed_point, ring_limit
 from explorer.appraisers.logistic import (
     cross_entropy_sums,
@@ -48,6 +47,7 @@ from explorer.appraisers.logistic import (
 )
 from explorer.appraisers.tensors import cat, less, matmul
 from explorer.appraisers.union import UnionAppraiser
+from explorer.constraints import DEFAULTS, check_params
 from explorer.errors import ExplorerError
 from explorer.seed import SeedModel
 
@@ -116,9 +116,9 @@ class Newton(UnionAppraiser):
                         "Hessian's eigenbasis (dense, or Kronecker factors) with the damped "
                         "inverse eigenvalues")
 
-    def __init__(self, steps: int = DEFAULT_NEWTON_STEPS, preconditioner: str = "auto",
-                 trials: tuple[tuple[float, float], ...] = TRIALS, backend: str = "plaintext",
-                 mpc=None):
+    def __init__(self, steps: int = DEFAULTS["newton_steps"],
+                 preconditioner: str = DEFAULTS["preconditioner"],
+                 trials: tuple[tuple[float, float], ...] = TRIALS):
         check_params({"newton_steps": steps, "preconditioner": preconditioner})
         try:
             trials = tuple((float(t), float(mu)) for t, mu in trials)
@@ -128,7 +128,6 @@ class Newton(UnionAppraiser):
         if not trials or not all(0 < t <= 2 and 0 <= mu <= 1e6 for t, mu in trials):
             raise ExplorerError(f"trial step lengths must lie in (0, 2] and dampings in "
                                 f"[0, 1e6], got {trials}.")
-        super().__init__(backend, mpc)
         self.steps, self.preconditioner, self.trials = int(steps), preconditioner, trials
 
     def params(self) -> dict:
@@ -168,8 +167,8 @@ class Newton(UnionAppraiser):
                           ring_limit(precision_bits) ** 0.5, precision_bits,
                           "which multiplies gradient entries")
 
-    def _work_per_row(self) -> int:
-        return super()._work_per_row() * (len(self.trials) + 1)
+    def work_per_row(self) -> int:
+        return super().work_per_row() * (len(self.trials) + 1)
 
     # -- the computation, on torch tensors or CrypTensors -------------------------------
 

@@ -21,17 +21,14 @@ def is_encrypted(x) -> bool:
     return not isinstance(x, torch.Tensor)
 
 
-def _crypten():
-    from explorer.mpc.crypten_compat import load_crypten
-
-    return load_crypten()
-
-
 def cat(tensors: Sequence, dim: int = 0):
-    """torch.cat, or crypten.cat when any operand is encrypted."""
-    if any(is_encrypted(t) for t in tensors):
-        return _crypten().cat(list(tensors), dim=dim)
-    return torch.cat(list(tensors), dim=dim)
+    """torch.cat, or CrypTen's cat when any operand is encrypted (what ``crypten.cat`` calls:
+    the CrypTensor type's own, so this module needs no import of CrypTen)."""
+    tensors = list(tensors)
+    encrypted = [t for t in tensors if is_encrypted(t)]
+    if encrypted:
+        return tensors[0] if len(tensors) == 1 else type(encrypted[0]).cat(tensors, dim=dim)
+    return torch.cat(tensors, dim=dim)
 
 
 class OpenedOperand(ABC):

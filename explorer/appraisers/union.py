@@ -42,6 +42,6 @@ class UnionAppraiser(Appraiser):
         loss = self._fitted().test_loss
         return np.isfinite(values) & (values <= loss * 1.01 + 1e-3)
 
-    def _work_per_row(self) -> int:
+    def work_per_row(self) -> int:
         s = self.seed_
         return int(s.theta.shape[1]) * (4 + (s.n_seed + len(s.y_test)) // 50)

@@ -18,7 +18,7 @@ the model owner's shapes against the appraiser's declaration; the launcher has a
 that every process holds the session key and, across machines, that all agree on the public
 settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
 ``value > threshold`` (with ``verify``, each twice: from two independently shared copies,
-compared by explorer.mpc.session).
+compared by explorer.mpc.runner).
 
 Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
 features once per session, sent by the data owner under a mask it knows, for both copies
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from explorer.appraisers import APPRAISERS
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import CandidateBatch
-from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.appraisers.fixed_point import check_dataset, check_fixed_point, ring_limit
 from explorer.appraisers.reveal import (
     Defences,
@@ -57,6 +57,7 @@ from explorer.appraisers.reveal import (
     stochastic_round,
     weight_bound_bit,
 )
+from explorer.constraints import DEFAULTS
 from explorer.errors import ExplorerError
 from explorer.mpc.crypten_compat import load_crypten
 from explorer.mpc.wire import wire_counter
@@ -71,7 +72,7 @@ class SessionSpec:
 
     public: Public
     reveal: str = "value"  # "value" | "bit"
-    precision_bits: int = DEFAULT_PRECISION_BITS
+    precision_bits: int = DEFAULTS["precision_bits"]
     verify: bool = True  # compute every value twice, from independent sharings
     return_shares: bool = False  # tests only: each party returns its shares of the secrets
     defences: Defences = field(default_factory=Defences)  # public grid, noise, their bounds
@@ -126,8 +127,6 @@ class PartyReport:
 
 def definition(public: Public) -> Appraiser:
     """The appraiser both parties run, rebuilt from the public name and hyper-parameters."""
-    from explorer.appraisers import APPRAISERS
-
     if public.appraiser not in APPRAISERS:
         raise ExplorerError(f"unknown private appraiser {public.appraiser!r}.")
     return APPRAISERS[public.appraiser](**dict(public.params))

@@ -1,0 +1,176 @@
+"""One configuration builds appraisers and the runner that runs them, for the command line, the
+dashboard, reproduce, the experiments and the benchmarks.
+
+``AppraiserConfig`` nests the private options (explorer.mpc.options.MPCOptions) and the public
+reveal defences (explorer.appraisers.reveal.Defences); its defaults are the one table
+explorer.constraints.DEFAULTS, and every parameter is checked against the one table of
+constraints there, once, when the configuration is made. ``from_options`` takes the same
+settings as one flat set of names (the command line's options, the dashboard's controls).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from explorer.appraisers import APPRAISERS, Appraisal, Appraiser, PlaintextRunner
+from explorer.appraisers.reveal import Defences
+from explorer.constraints import (
+    APPRAISER_NAMES,
+    CONSTRAINTS,
+    DEFAULTS,
+    _OneOf,
+    check_params,
+    parse_appraiser_names,
+)
+from explorer.errors import ExplorerError
+from explorer.mpc.options import MPCOptions
+from explorer.progress import Progress
+from explorer.seed import SeedModel
+
+
+def reveals_bits(backend: str, reveal: str) -> bool:
+    """Whether appraising on ``backend`` with ``reveal`` reveals only the bit value > threshold
+    per candidate (bit mode): in plaintext the value itself is computed in the clear."""
+    return backend == "crypten" and reveal == "bit"
+
+
+def _check_extra(extra: Any) -> None:
+    """``extra`` maps an appraiser's name to keyword arguments its constructor takes."""
+    if not isinstance(extra, Mapping):
+        raise ExplorerError(f"extra must map appraiser names to their options, e.g. "
+                            f"{{'influence': {{'solver': 'cg'}}}}, got {extra!r}.")
+    for name, options in extra.items():
+        _OneOf(APPRAISER_NAMES).check("appraiser", name)
+        taken = set(inspect.signature(APPRAISERS[name]).parameters)
+        if not isinstance(options, Mapping) or set(options) - taken:
+            raise ExplorerError(f"extra options of {name} must be a mapping with keys among "
+                                f"{', '.join(sorted(taken))}, got {options!r}.")
+
+
+@dataclass(frozen=True)
+class AppraiserConfig:
+    """Everything needed to build appraisers and run them: names, backend, hyper-parameters
+    (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``batch_seed``;
+    newton's ``newton_steps`` and ``preconditioner``; ``extra`` constructor arguments by
+    appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
+    crypten) and the public reveal ``defences`` (both backends).
+
+    ``build(name)`` makes one appraiser's definition, ``build_all()`` every named one;
+    ``runner()`` the runner of the backend; ``appraise(name, seed, candidates)`` all three.
+    """
+
+    names: tuple[str, ...] = DEFAULTS["names"]
+    backend: str = DEFAULTS["backend"]
+    lr: float = DEFAULTS["lr"]
+    steps: int = DEFAULTS["steps"]
+    batch_size: int | None = DEFAULTS["batch_size"]
+    batch_seed: int = DEFAULTS["batch_seed"]
+    newton_steps: int = DEFAULTS["newton_steps"]
+    preconditioner: str = DEFAULTS["preconditioner"]
+    mpc: MPCOptions = field(default_factory=MPCOptions)
+    defences: Defences = field(default_factory=Defences)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", parse_appraiser_names(self.names))
+        _check_extra(self.extra)
+        check_params({f.name: getattr(self, f.name) for f in fields(self)
+                      if f.name in CONSTRAINTS})
+        if not isinstance(self.mpc, MPCOptions):
+            raise ExplorerError("mpc must be an explorer.mpc.options.MPCOptions.")
+        if not isinstance(self.defences, Defences):
+            raise ExplorerError("defences must be an explorer.appraisers.reveal.Defences.")
+        if self.defences.weight_bound is not None and set(self.names) != {"influence"}:
+            raise ExplorerError("a weight bound (and the noise calibrated with it) is defined "
+                                "for the influence appraiser only; appraise with influence "
+                                "alone.")
+        if self.private:
+            self.mpc.check_defences(self.defences)
+            for name in self.names:
+                self.build(name).check_private()
+
+    # -- one flat set of names, as the command line and the dashboard hold them ------------
+
+    @classmethod
+    def from_options(cls, **options) -> AppraiserConfig:
+        """The configuration of flat settings: this class's own fields, MPCOptions' (mode,
+        provider, reveal, threshold, precision_bits, timeout, verify, budget) and Defences'
+        (grid, noise, weight_bound, row_bound); what is not given takes its default."""
+        return cls().with_(**options)
+
+    def with_(self, **changes) -> AppraiserConfig:
+        """A copy with some settings changed, named flat as in ``from_options`` (validated
+        again)."""
+        own = {f.name for f in fields(self)}
+        mpc = {f.name for f in fields(MPCOptions)}
+        defences = {f.name for f in fields(Defences)}
+        unknown = sorted(set(changes) - own - mpc - defences)
+        if unknown:
+            raise ExplorerError(f"unknown AppraiserConfig option {unknown[0]!r}; the options "
+                                f"are {', '.join(sorted(own | mpc | defences))}.")
+        nested = {}
+        if mpc & set(changes):
+            nested["mpc"] = replace(changes.get("mpc", self.mpc),
+                                    **{k: changes[k] for k in mpc & set(changes)})
+        if defences & set(changes):
+            nested["defences"] = replace(changes.get("defences", self.defences),
+                                         **{k: changes[k] for k in defences & set(changes)})
+        return replace(self, **{k: v for k, v in changes.items() if k in own}, **nested)
+
+    # -- what it builds ------------------------------------------------------------------
+
+    @property
+    def private(self) -> bool:
+        """Whether the appraisers run under MPC (backend crypten)."""
+        return self.backend == "crypten"
+
+    @property
+    def reveals_bits(self) -> bool:
+        """Whether a run reveals only the bit value > threshold per candidate (bit mode)."""
+        return reveals_bits(self.backend, self.mpc.reveal)
+
+    def hyper_parameters(self, name: str) -> dict:
+        """The constructor arguments of appraiser ``name``."""
+        own = {"finetune": {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
+                            "batch_seed": self.batch_seed},
+               "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner}}
+        return {**own.get(name, {}), **self.extra.get(name, {})}
+
+    def build(self, name: str) -> Appraiser:
+        """The (unfitted) definition of appraiser ``name``."""
+        (name,) = parse_appraiser_names([name])
+        return APPRAISERS[name](**self.hyper_parameters(name))
+
+    def build_all(self) -> list[Appraiser]:
+        return [self.build(n) for n in self.names]
+
+    def runner(self):
+        """The runner of this configuration's backend: a PlaintextRunner, or a PrivateRunner
+        (explorer.mpc.runner) with the MPC options; both apply the same defences."""
+        if not self.private:
+            return PlaintextRunner(self.defences)
+        from explorer.mpc.runner import PrivateRunner  # only private runs load the MPC layer
+
+        return PrivateRunner(self.mpc, self.defences)
+
+    def appraise(self, name: str, seed: SeedModel, candidates: Sequence[tuple],
+                 progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> Appraisal:
+        """Build appraiser ``name``, fit it to the model owner's ``seed`` model and appraise
+        [(X, y), ...] with this configuration's runner."""
+        return self.runner().run(self.build(name).fit(seed), candidates, progress, cancel)
+
+    def warm_processes(self):
+        """A context in which private sessions between real parties take processes that have
+        already imported torch and CrypTen (explorer.mpc.launcher.warm_parties); a no-op for
+        the other backends and modes."""
+        if not self.private or self.mpc.mode != "parties":
+            return contextlib.nullcontext()
+        from explorer.mpc.session import warm_sessions
+
+        return warm_sessions(self.mpc.provider)
