@@ -33,12 +33,8 @@ from scipy import stats
 from explorer.appraisers import make_appraiser
 from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
 from explorer.experiments import market_utilities
-from explorer.leakage import (
-    DEFAULT_ROW_BOUND,
-    public_weight_bound,
-    queries_to_reach,
-    run_attack,
-)
+from explorer.leakage.attack import queries_to_reach, run_attack
+from explorer.leakage.defences import DEFAULT_ROW_BOUND, public_weight_bound
 from explorer.market import make_market
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task

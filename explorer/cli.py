@@ -562,8 +562,8 @@ def _positive(whole: bool):
 
 
 def _add_attack_parser(sub) -> None:
-    from explorer.leakage import (
-        ATTACKERS,
+    from explorer.leakage.attack import ATTACKERS
+    from explorer.leakage.defences import (
         DEFAULT_GRID,
         DEFAULT_NOISE,
         DEFAULT_ROW_BOUND,
@@ -612,7 +612,8 @@ def _add_attack_parser(sub) -> None:
 
 
 def cmd_attack(args) -> int:
-    from explorer.leakage import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND, run_attack
+    from explorer.leakage.attack import run_attack
+    from explorer.leakage.defences import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND
 
     reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
     if args.defence == "bit-only" and reveal != "bit":

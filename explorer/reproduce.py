@@ -290,7 +290,7 @@ def leakage(opts: Options) -> Reproduction:
     """The paper's §6 made concrete on WDBC: both reconstruction attacks against influence,
     their error against the values or bits revealed, per reveal mode and defence (rounding and
     noise as the protocol applies them before the reveal; one query each, not repeated)."""
-    from explorer.leakage import run_attack
+    from explorer.leakage.attack import run_attack
 
     task = load_task("wdbc", seed=opts.seed)
     seed = fit_seed_model(task)

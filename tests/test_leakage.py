@@ -28,19 +28,11 @@ from explorer.appraisers.reveal import (
 )
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.leakage import (
-    COLUMNS,
-    Defence,
-    Policy,
-    Refused,
-    build_service,
-    data_owner_attack,
-    make_defence,
-    public_weight_bound,
-    queries_to_reach,
-    relative_error,
-    run_attack,
-)
+from explorer.leakage.attack import COLUMNS, queries_to_reach, run_attack
+from explorer.leakage.data_owner import data_owner_attack
+from explorer.leakage.defences import Defence, Policy, Refused, make_defence, public_weight_bound
+from explorer.leakage.parties import build_service
+from explorer.leakage.trace import relative_error
 from explorer.market import make_market
 from explorer.mpc.launcher import run_parties, run_simulated
 from explorer.mpc.protocol import SessionSpec, public_settings

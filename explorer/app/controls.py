@@ -14,7 +14,8 @@ import ipywidgets as w
 from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
 from explorer.appraisers.config import DEFAULT_NEWTON_STEPS, PROVIDERS
 from explorer.errors import ExplorerError
-from explorer.leakage import ATTACKERS, DEFENCES
+from explorer.leakage.attack import ATTACKERS
+from explorer.leakage.defences import DEFENCES
 from explorer.market import CORRUPTIONS
 from explorer.tasks import TASKS
 

@@ -38,7 +38,7 @@ from explorer.experiments import (
     market_utilities,
     own_data_thresholds,
 )
-from explorer.leakage import run_attack
+from explorer.leakage.attack import run_attack
 from explorer.loaders.user import read_candidate_file
 from explorer.market import Candidate
 from explorer.mpc.session import SessionAccount
