@@ -28,7 +28,7 @@ from explorer.appraisers.reveal import (
 )
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.leakage.attack import COLUMNS, queries_to_reach, run_attack
+from explorer.leakage.attack import COLUMNS, Attack, queries_to_reach, run_attack
 from explorer.leakage.data_owner import data_owner_attack
 from explorer.leakage.defences import Defence, Policy, Refused, make_defence, public_weight_bound
 from explorer.leakage.parties import build_service
@@ -61,7 +61,7 @@ def at(result, queries, target):
 def test_data_owner_recovers_the_model_from_2_d_plus_1_values(wdbc_seed, backend, mode):
     """One batched session of 2(d+1) crafted candidates: θ̂ and v up to fixed point (16 bits;
     CrypTen's sigmoid approximation dominates)."""
-    result = run_attack(wdbc_seed, "data-owner", "value", backend=backend, mode=mode)
+    result = run_attack(wdbc_seed, Attack("data-owner", "value", backend=backend, mode=mode))
     d1 = wdbc_seed.n_features + 1
     assert result.queries == 2 * d1 and result.unit == "values"
     assert list(result.frame.columns[:6]) == COLUMNS
@@ -74,12 +74,12 @@ def test_data_owner_recovers_the_model_from_2_d_plus_1_values(wdbc_seed, backend
 def test_data_owner_bits_leave_the_error_high_for_the_same_queries(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
     for backend in ("plaintext", "crypten"):
-        bits = run_attack(wdbc_seed, "data-owner", "bit", backend=backend, queries=2 * d1,
-                          depth=6)
+        bits = run_attack(wdbc_seed, Attack("data-owner", "bit", backend=backend,
+                                            queries=2 * d1, depth=6))
         assert bits.unit == "bits" and bits.queries == 2 * d1
         assert bits.error > 0.5
     # with many more bits the bisection gets there: about 8 bits a row to 10%
-    full = run_attack(wdbc_seed, "data-owner", "bit", depth=9)
+    full = run_attack(wdbc_seed, Attack("data-owner", "bit", depth=9))
     assert full.queries == 10 * d1 and full.error < 0.05
     assert 4 * d1 < queries_to_reach(full.frame, "theta") <= 10 * d1
 
@@ -116,18 +116,17 @@ def test_the_attacker_needs_only_the_revealed_values():
 def test_model_owner_recovers_the_candidates_gradient(wdbc_seed, five_rows, backend):
     """d+1 sessions with weights e_j give G(D_a) of a 5-row candidate; 31 bits do not."""
     d1 = wdbc_seed.n_features + 1
-    values = run_attack(wdbc_seed, "model-owner", "value", backend=backend,
-                        candidate=five_rows)
+    values = run_attack(wdbc_seed, Attack("model-owner", "value", backend=backend), five_rows)
     assert values.queries == d1
     assert values.error < (1e-12 if backend == "plaintext" else 1e-2)
-    bits = run_attack(wdbc_seed, "model-owner", "bit", backend=backend, queries=d1,
-                      candidate=five_rows)
+    bits = run_attack(wdbc_seed, Attack("model-owner", "bit", backend=backend, queries=d1),
+                      five_rows)
     assert bits.queries == d1 and bits.error > 0.5
 
 
 def test_model_owner_bisects_any_value_in_about_20_bits(wdbc_seed, five_rows):
     d1 = wdbc_seed.n_features + 1
-    bits = run_attack(wdbc_seed, "model-owner", "bit", candidate=five_rows)
+    bits = run_attack(wdbc_seed, Attack("model-owner", "bit"), five_rows)
     assert bits.queries == 20 * d1 and bits.error < 1e-3
     assert queries_to_reach(bits.frame, "G") <= 8 * d1
 
@@ -140,23 +139,23 @@ def test_each_defence_raises_the_error_at_the_value_mode_budget(wdbc_seed, five_
     d1 = wdbc_seed.n_features + 1
     budget = 2 * d1 if attacker == "data-owner" else d1
     target = "theta" if attacker == "data-owner" else "G"
-    base = run_attack(wdbc_seed, attacker, "value", "none", candidate=five_rows)
+    base = run_attack(wdbc_seed, Attack(attacker, "value", "none"), five_rows)
     assert at(base, budget, target) < 1e-6
     for defence in ("bit-only", "policy", "rounding", "noise"):
-        defended = run_attack(wdbc_seed, attacker, "value", defence, candidate=five_rows,
-                              queries=budget, depth=6)
+        defended = run_attack(wdbc_seed, Attack(attacker, "value", defence, queries=budget,
+                                                depth=6), five_rows)
         assert at(defended, budget, target) > at(base, budget, target) + 1e-3, defence
         assert set(defended.frame.defence) == {defence}
     # the policy's budget is what binds: 4 sessions of 8 candidates, or 4 sessions in all
-    policy = run_attack(wdbc_seed, attacker, "value", "policy", candidate=five_rows)
+    policy = run_attack(wdbc_seed, Attack(attacker, "value", "policy"), five_rows)
     assert policy.queries == (32 if attacker == "data-owner" else 4)
     assert policy.error > 0.5
 
 
 def test_noise_is_averaged_away_with_more_queries(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
-    few = run_attack(wdbc_seed, "data-owner", "value", "noise")
-    many = run_attack(wdbc_seed, "data-owner", "value", "noise", queries=2 * d1 * 64)
+    few = run_attack(wdbc_seed, Attack("data-owner", "value", "noise"))
+    many = run_attack(wdbc_seed, Attack("data-owner", "value", "noise", queries=2 * d1 * 64))
     assert many.error < few.error / 2
 
 
@@ -209,6 +208,17 @@ def test_attack_bad_input_is_one_sentence(tmp_path, capsys, argv, message):
     _, err = capsys.readouterr()
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.csv").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"attacker": "thief"}, "unknown attacker"),
+    ({"attacker": "data-owner", "reveal": "both"}, "unknown reveal"),
+    ({"attacker": "data-owner", "queries": 0}, "at least 1"),
+    ({"attacker": "data-owner", "queries": True}, "at least 1"),
+])
+def test_an_attacks_settings_are_checked_when_made(settings, message):
+    with pytest.raises(ExplorerError, match=message):
+        Attack(**settings)
 
 
 # -- the reveal defences inside the protocol ---------------------------------------------------
@@ -354,7 +364,7 @@ def test_plaintext_refusal_is_a_weight_bound_refusal(wdbc_seed):
 
 
 def test_the_data_owner_attack_error_grows_with_noise(wdbc_seed):
-    errors = [run_attack(wdbc_seed, "data-owner", "value", "noise", noise=tau).error
+    errors = [run_attack(wdbc_seed, Attack("data-owner", "value", "noise", noise=tau)).error
               for tau in (1e-4, 1e-3, 1e-2)]
     assert errors[0] < errors[1] < errors[2], errors
     assert errors[0] > 1e-6  # noise at all: the undefended attack reaches 1e-14
@@ -362,8 +372,8 @@ def test_the_data_owner_attack_error_grows_with_noise(wdbc_seed):
 
 def test_stochastic_rounding_is_averaged_away_like_noise(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
-    few = run_attack(wdbc_seed, "data-owner", "value", "rounding")
-    many = run_attack(wdbc_seed, "data-owner", "value", "rounding", queries=2 * d1 * 64)
+    few = run_attack(wdbc_seed, Attack("data-owner", "value", "rounding"))
+    many = run_attack(wdbc_seed, Attack("data-owner", "value", "rounding", queries=2 * d1 * 64))
     assert many.error < few.error / 2
 
 

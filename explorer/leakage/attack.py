@@ -20,7 +20,6 @@ from explorer.leakage.defences import (
     DEFAULT_GRID,
     DEFAULT_NOISE,
     DEFAULT_ROW_BOUND,
-    Policy,
     make_defence,
     public_weight_bound,
 )
@@ -33,6 +32,50 @@ ATTACKERS = ("data-owner", "model-owner")
 # Targets: theta (theta_hat, classes centred for softmax), v (the influence weights v / n_seed,
 # the same relative error as v), G (G(D_a), the candidate's summed gradient at theta_hat).
 COLUMNS = ["attacker", "reveal", "defence", "queries", "target", "relative_error"]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack's settings: who attacks (``attacker``, one of ``ATTACKERS``), what is revealed
+    (``reveal``: value or bit; defence ``bit-only`` turns a value-mode run into bit mode), under
+    which ``defence`` (one of ``DEFENCES``), on which ``backend`` and ``mode``, and how many
+    values or bits the attacker may ask for (``queries``; None: what the attack needs).
+
+    ``random_state`` seeds the attacker's own draws (the data owner's jitter and extra rows);
+    ``precision_bits`` and ``timeout`` (seconds per private session) apply under CrypTen;
+    ``copies`` and ``depth`` are the data owner's copies of each crafted row and its bit-mode
+    bisection depth. Rounding and noise use the public ``grid`` or each party's ``noise``
+    (nats), the public ``weight_bound`` (None: ``public_weight_bound`` of the honest model
+    owner), and noise the data owner's ``row_bound`` (standardised units).
+    """
+
+    attacker: str
+    reveal: str = "value"
+    defence: str = "none"
+    backend: str = "plaintext"
+    mode: str = "simulated"
+    queries: int | None = None
+    random_state: int = 0
+    precision_bits: int = 16
+    timeout: float = 600.0
+    copies: int = DEFAULT_COPIES
+    depth: int = DEFAULT_DEPTH
+    grid: float = DEFAULT_GRID
+    noise: float = DEFAULT_NOISE
+    weight_bound: float | None = None
+    row_bound: float = DEFAULT_ROW_BOUND
+
+    def __post_init__(self) -> None:
+        if self.attacker not in ATTACKERS:
+            raise ExplorerError(f"unknown attacker {self.attacker!r}; choose data-owner or "
+                                f"model-owner.")
+        if self.reveal not in REVEALS:
+            raise ExplorerError(f"unknown reveal {self.reveal!r}; choose value or bit.")
+        queries = self.queries
+        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int)
+                                    or queries < 1):
+            raise ExplorerError(f"the queries must be a whole number of at least 1, got "
+                                f"{queries!r}.")
 
 
 @dataclass(frozen=True)
@@ -50,40 +93,27 @@ def _backend_label(backend: str, mode: str) -> str:
     return backend if backend == "plaintext" else f"crypten-{mode}"
 
 
-def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: str = "none",
-               backend: str = "plaintext", mode: str = "simulated",
-               queries: int | None = None, candidate: tuple | None = None,
-               random_state: int = 0, precision_bits: int = 16, timeout: float = 600.0,
-               copies: int = DEFAULT_COPIES, depth: int = DEFAULT_DEPTH,
-               grid: float = DEFAULT_GRID, noise: float = DEFAULT_NOISE,
-               policy: Policy | None = None, weight_bound: float | None = None,
-               row_bound: float = DEFAULT_ROW_BOUND) -> AttackResult:
+def run_attack(seed: SeedModel, attack: Attack, candidate: tuple | None = None
+               ) -> AttackResult:
     """Run one attack under one defence and score it against the truth.
 
-    ``candidate`` (X, y) is the data owner's candidate for the model-owner attack. Defence
-    ``bit-only`` turns a value-mode run into bit mode. Rounding and noise use the public
-    ``weight_bound`` (default: ``public_weight_bound`` of the honest model owner) and noise the
-    data owner's ``row_bound``.
+    ``seed`` is the model owner's fitted seed model; ``candidate`` (X, y) is the data owner's
+    candidate, which the model-owner attack needs.
     """
-    if attacker not in ATTACKERS:
-        raise ExplorerError(f"unknown attacker {attacker!r}; choose data-owner or model-owner.")
-    if reveal not in REVEALS:
-        raise ExplorerError(f"unknown reveal {reveal!r}; choose value or bit.")
-    if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int)
-                                or queries < 1):
-        raise ExplorerError(f"the queries must be a whole number of at least 1, got "
-                            f"{queries!r}.")
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(attack.random_state)
     honest = AppraiserConfig(names=("influence",)).build("influence").fit(seed)
-    bound = weight_bound if weight_bound is not None else public_weight_bound(honest)
-    chosen = make_defence(defence, bound, policy, grid, noise, row_bound)
-    if chosen.bits_only:
-        reveal = "bit"
-    if attacker == "data-owner":
-        service = build_service(seed, reveal, chosen, backend, mode,
-                                precision_bits=precision_bits, timeout=timeout)
-        trace = data_owner_attack(service, seed.n_features, seed.theta.shape[1], queries,
-                                  copies=copies, depth=depth, rng=rng)
+    bound = attack.weight_bound
+    if bound is None:
+        bound = public_weight_bound(honest)
+    chosen = make_defence(attack.defence, bound, grid=attack.grid, noise=attack.noise,
+                          row_bound=attack.row_bound)
+    reveal = "bit" if chosen.bits_only else attack.reveal
+    if attack.attacker == "data-owner":
+        service = build_service(seed, reveal, chosen, attack.backend, attack.mode,
+                                precision_bits=attack.precision_bits, timeout=attack.timeout)
+        trace = data_owner_attack(service, seed.n_features, seed.theta.shape[1],
+                                  attack.queries, copies=attack.copies, depth=attack.depth,
+                                  rng=rng)
         truth = {"theta": centre_classes(seed.theta.numpy()), "v": honest.weights_.numpy()}
         main = "theta"
     else:
@@ -91,13 +121,14 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
             raise ExplorerError("the model-owner attack needs the data owner's candidate.")
         X, y = candidate
         options = {}
-        if backend == "crypten":
-            options = {"mode": mode, "provider": "TFP" if mode == "simulated" else "TTP",
-                       "precision_bits": precision_bits, "timeout": timeout}
-        own = AppraiserConfig(names=("influence",), backend=backend, **options) \
+        if attack.backend == "crypten":
+            options = {"mode": attack.mode,
+                       "provider": "TFP" if attack.mode == "simulated" else "TTP",
+                       "precision_bits": attack.precision_bits, "timeout": attack.timeout}
+        own = AppraiserConfig(names=("influence",), backend=attack.backend, **options) \
             .build("influence").fit(seed)
-        party = DataOwnerParty(seed, X, y, backend, mode, chosen, timeout)
-        trace = model_owner_attack(own, party, reveal, queries, chosen)
+        party = DataOwnerParty(seed, X, y, attack.backend, attack.mode, chosen, attack.timeout)
+        trace = model_owner_attack(own, party, reveal, attack.queries, chosen)
         batch = candidate_batch([seed.check_candidate(X, y)], seed.theta.shape[1])
         # what the data owner enters: its rows clipped to the public row bound, if any
         A = clip_rows(batch.A, chosen.defences.row_bound)
@@ -109,10 +140,10 @@ def run_attack(seed: SeedModel, attacker: str, reveal: str = "value", defence: s
             if target not in truth:
                 continue
             value = centre_classes(value) if target == "theta" else value
-            rows.append({"attacker": attacker, "reveal": reveal, "defence": defence,
-                         "queries": q, "target": target,
+            rows.append({"attacker": attack.attacker, "reveal": reveal,
+                         "defence": attack.defence, "queries": q, "target": target,
                          "relative_error": relative_error(value, truth[target]),
-                         "backend": _backend_label(backend, mode)})
+                         "backend": _backend_label(attack.backend, attack.mode)})
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "backend"])
     last = frame[frame.target == main]
     return AttackResult(frame=frame, error=float(last.relative_error.iloc[-1]),
