@@ -84,8 +84,8 @@ def _logit(p: float) -> float:
 
 def data_owner_attack(service: AppraisalService, n_features: int, n_outputs: int,
                       queries: int | None = None, copies: int = DEFAULT_COPIES,
-                      depth: int = DEFAULT_DEPTH, extra_rows: int | None = None,
-                      rng: np.random.Generator | None = None) -> Trace:
+                      depth: int = DEFAULT_DEPTH, rng: np.random.Generator | None = None
+                      ) -> Trace:
     """Reconstruct theta_hat and v / n_seed through the appraisal service.
 
     The attacker knows the public metadata (d, C), the public policy and, in bit mode, the
@@ -108,7 +108,7 @@ def data_owner_attack(service: AppraisalService, n_features: int, n_outputs: int
     if n_outputs == 1:
         return _data_owner_binary(service, n_features, queries, m, policy, distinct, rng)
     return _data_owner_softmax(service, n_features, n_outputs, queries, m, policy, distinct,
-                               extra_rows, rng)
+                               rng)
 
 
 def _repeats(service: AppraisalService, needed: int, queries: int | None) -> int:
@@ -186,14 +186,14 @@ def _data_owner_bits(service, d, queries, depth, policy, distinct, rng) -> Trace
     return trace
 
 
-def _data_owner_softmax(service, d, C, queries, m, policy, distinct, extra_rows, rng) -> Trace:
+def _data_owner_softmax(service, d, C, queries, m, policy, distinct, rng) -> Trace:
     """Phase 1: each crafted row with each of the C labels; value_c = m (S − a_c) with
     a = W·x̃ summing to 0 over classes (v is orthogonal to the softmax's shift), so
     a_c = mean(value)/m − value_c/m. Phase 2: one value per extra random row gives
     S = Σ_c softmax(Θ·x̃)_c a_c, and Θ is fitted to all S by least squares."""
     rows = _probe_rows(d)
     # equations for Θ: one per row; 1.5 per unknown makes the fit from Θ = 0 reliable
-    extra = extra_rows if extra_rows is not None else 3 * (d + 1) * (C - 1) // 2 - (d + 1)
+    extra = 3 * (d + 1) * (C - 1) // 2 - (d + 1)
     extra_X = rng.standard_normal((extra, d))
     probes = [(rows[r], c, r) for r in range(d + 1) for c in range(C)]
     probes += [(extra_X[i], 0, d + 1 + i) for i in range(extra)]

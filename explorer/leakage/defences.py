@@ -97,11 +97,11 @@ class Defence:
         return self.defences.weight_bound
 
 
-def make_defence(name: str, weight_bound: float | None = None, policy: Policy | None = None,
-                 grid: float = DEFAULT_GRID, noise: float = DEFAULT_NOISE,
-                 row_bound: float = DEFAULT_ROW_BOUND) -> Defence:
+def make_defence(name: str, weight_bound: float | None = None, grid: float = DEFAULT_GRID,
+                 noise: float = DEFAULT_NOISE, row_bound: float = DEFAULT_ROW_BOUND) -> Defence:
     """A defence by its command-line name. ``weight_bound`` is the public bound of the model
-    owner's weight norm that rounding and noise need (``public_weight_bound``)."""
+    owner's weight norm that rounding and noise need (``public_weight_bound``); the
+    ``policy`` defence is the default ``Policy``."""
     if name not in DEFENCES:
         raise ExplorerError(f"unknown defence {name!r}; choose one of {', '.join(DEFENCES)}.")
     defences = Defences()
@@ -116,7 +116,7 @@ def make_defence(name: str, weight_bound: float | None = None, policy: Policy | 
         defences = Defences(grid=level, weight_bound=weight_bound) if name == "rounding" \
             else Defences(noise=level, weight_bound=weight_bound, row_bound=row_bound)
     return Defence(name=name, bits_only=name == "bit-only",
-                   policy=(policy or Policy()) if name == "policy" else None,
+                   policy=Policy() if name == "policy" else None,
                    defences=defences)
 
 

@@ -45,7 +45,6 @@ class AppraisalService:
         self.threshold = float(threshold)
         self.defence = defence or Defence()
         self.sessions = 0
-        self.revealed = 0
         mpc = appraiser.mpc
         self._bits_inside = mpc is not None and mpc.reveal == "bit"
         if self._bits_inside and (reveal != "bit" or mpc.threshold != self.threshold):
@@ -65,7 +64,6 @@ class AppraisalService:
         rows = self.appraiser.appraise_many(list(candidates))
         values = np.array([r["value"] for r in rows], dtype=np.float64)
         self.sessions += 1
-        self.revealed += len(values)
         if self._bits_inside:
             return values
         if self.reveal == "bit":

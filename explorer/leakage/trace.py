@@ -18,10 +18,6 @@ class Trace:
         self.points.append((int(queries), {k: np.array(v, dtype=np.float64)
                                            for k, v in estimates.items()}))
 
-    @property
-    def queries(self) -> int:
-        return self.points[-1][0] if self.points else 0
-
 
 def relative_error(estimate: np.ndarray, truth: np.ndarray) -> float:
     """||estimate - truth|| / ||truth|| (L2 over all entries)."""
