@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import special
 
 from explorer.appraisers import make_appraiser
 from explorer.appraisers.batch import candidate_batch
@@ -20,7 +21,6 @@ from explorer.appraisers.reveal import (
     WeightBoundRefused,
     compute_defended,
     gaussian_epsilon,
-    gaussian_sigma,
     stochastic_round,
     value_sensitivity,
     weight_bound_bit,
@@ -382,6 +382,24 @@ def test_the_defences_are_public_settings(wdbc_seed):
     settings = public_settings(SessionSpec(public, defences=Defences(0.01, 0.02, 0.5, 8.0)))
     assert {k: settings[k] for k in ("grid", "noise", "weight_bound", "row_bound")} == \
         {"grid": 0.01, "noise": 0.02, "weight_bound": 0.5, "row_bound": 8.0}
+
+
+def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
+    """τ: the smallest noise standard deviation that makes one release of a value with this
+    sensitivity (ε, δ)-DP, by bisection on δ(ε, Δ/τ) of the analytic Gaussian mechanism
+    (Balle & Wang 2018, Theorem 8), written out here so gaussian_epsilon is checked against
+    the theorem rather than against itself."""
+    def delta_of(mu: float) -> float:
+        a, b = mu / 2 - epsilon / mu, -mu / 2 - epsilon / mu
+        return float(special.ndtr(a) - math.exp(epsilon + special.log_ndtr(b)))
+
+    lo, hi = 1e-6 * sensitivity, sensitivity
+    while delta_of(sensitivity / hi) > delta:
+        hi *= 2
+    while hi - lo > 1e-9 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if delta_of(sensitivity / mid) <= delta else (mid, hi)
+    return hi
 
 
 def test_the_gaussian_mechanism_helpers():
