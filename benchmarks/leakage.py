@@ -33,12 +33,8 @@ from scipy import stats
 from explorer.appraisers import make_appraiser
 from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
 from explorer.experiments import market_utilities
-from explorer.leakage import (
-    DEFAULT_ROW_BOUND,
-    public_weight_bound,
-    queries_to_reach,
-    run_attack,
-)
+from explorer.leakage.attack import Attack, queries_to_reach, run_attack
+from explorer.leakage.defences import DEFAULT_ROW_BOUND, public_weight_bound
 from explorer.market import make_market
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
@@ -87,8 +83,8 @@ def main() -> None:
                     else:
                         queries = args.repeat * needed(seed, attacker)
                 start = time.perf_counter()
-                r = run_attack(seed, attacker, reveal, defence, queries=queries,
-                               candidate=(c.X, c.y))
+                r = run_attack(seed, Attack(attacker, reveal, defence, queries=queries),
+                               (c.X, c.y))
                 seconds = time.perf_counter() - start
                 for goal in targets:
                     hit = queries_to_reach(r.frame, goal)
@@ -137,9 +133,9 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
                         errors.append("n/a")  # the softmax fit: minutes a run, not repeated
                         continue
                     budget = None if queries is None else queries * needed(seed, attacker)
-                    r = run_attack(seed, attacker, "value", defence, queries=budget,
-                                   candidate=(c.X, c.y), grid=step, noise=step,
-                                   weight_bound=bound, row_bound=rows)
+                    attack = Attack(attacker, "value", defence, queries=budget, grid=step,
+                                    noise=step, weight_bound=bound, row_bound=rows)
+                    r = run_attack(seed, attack, (c.X, c.y))
                     errors.append(f"{r.error:.3g}")
             shown = f"{eps:10.3g}" if eps is not None else f"{'-':>10}"
             print(f"{name:7} {defence:9} {level:6.0%} {step:9.3g} {np.mean(rhos):9.3f} "

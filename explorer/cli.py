@@ -573,8 +573,8 @@ def _positive(whole: bool):
 
 
 def _add_attack_parser(sub) -> None:
-    from explorer.leakage import (
-        ATTACKERS,
+    from explorer.leakage.attack import ATTACKERS
+    from explorer.leakage.defences import (
         DEFAULT_GRID,
         DEFAULT_NOISE,
         DEFAULT_ROW_BOUND,
@@ -624,7 +624,8 @@ def _add_attack_parser(sub) -> None:
 
 
 def cmd_attack(args) -> int:
-    from explorer.leakage import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND, run_attack
+    from explorer.leakage.attack import Attack, run_attack
+    from explorer.leakage.defences import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND
 
     reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
     if args.defence == "bit-only" and reveal != "bit":
@@ -645,12 +646,12 @@ def cmd_attack(args) -> int:
     if args.attacker == "model-owner":
         (c,) = make_market(task, "none", 1, args.size, seed=args.seed)
         candidate = (c.X, c.y)
-    result = run_attack(seed, args.attacker, reveal, args.defence, args.backend, args.mode,
-                        args.queries, candidate, random_state=args.seed,
-                        precision_bits=args.precision_bits, timeout=args.timeout,
-                        grid=args.grid or DEFAULT_GRID, noise=args.noise or DEFAULT_NOISE,
-                        weight_bound=args.weight_bound,
-                        row_bound=args.row_bound or DEFAULT_ROW_BOUND)
+    attack = Attack(args.attacker, reveal, args.defence, args.backend, args.mode, args.queries,
+                    random_state=args.seed, precision_bits=args.precision_bits,
+                    timeout=args.timeout, grid=args.grid or DEFAULT_GRID,
+                    noise=args.noise or DEFAULT_NOISE, weight_bound=args.weight_bound,
+                    row_bound=args.row_bound or DEFAULT_ROW_BOUND)
+    result = run_attack(seed, attack, candidate)
     _write_csv(result.frame, args.out)
     target = "theta_hat" if args.attacker == "data-owner" else "G(D_a)"
     print(f"attack: {args.attacker} on task {task.name}, target {target}, reveal {reveal}, "

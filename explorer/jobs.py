@@ -22,7 +22,7 @@ from explorer.appraisers.result import Appraisal
 from explorer.config import AppraiserConfig
 from explorer.errors import Cancelled
 from explorer.experiments import appraise_market, market_utilities
-from explorer.leakage import run_attack
+from explorer.leakage.attack import Attack, run_attack
 from explorer.loaders.user import read_candidate_file
 from explorer.market import Candidate
 from explorer.market_prices import bit_configs, bit_prices, own_data_thresholds
@@ -247,7 +247,7 @@ def attack_curves(seed: SeedModel, attacker: str, defences: tuple[str, ...],
         if on_event:
             on_event(ProgressEvent(f"attack under {defence}", None, i, len(defences)))
         pair = (candidate.X, candidate.y) if candidate is not None else None
-        frames.append(run_attack(seed, attacker, "value", defence, candidate=pair).frame)
+        frames.append(run_attack(seed, Attack(attacker, "value", defence), pair).frame)
     if on_event:
         on_event(ProgressEvent("attack", None, len(defences), len(defences)))
     return pd.concat(frames, ignore_index=True)

@@ -287,7 +287,7 @@ def leakage(opts: Options) -> Reproduction:
     """The paper's §6 made concrete on WDBC: both reconstruction attacks against influence,
     their error against the values or bits revealed, per reveal mode and defence (rounding and
     noise as the protocol applies them before the reveal; one query each, not repeated)."""
-    from explorer.leakage import run_attack
+    from explorer.leakage.attack import Attack, run_attack
 
     task = load_task("wdbc", seed=opts.seed)
     seed = fit_seed_model(task)
@@ -296,8 +296,9 @@ def leakage(opts: Options) -> Reproduction:
     for attacker in ("data-owner", "model-owner"):
         for reveal, defence in LEAKAGE_RUNS:
             queries = None if reveal == "value" or not opts.quick else 200
-            result = run_attack(seed, attacker, reveal, defence, queries=queries,
-                                candidate=(candidate.X, candidate.y), random_state=opts.seed)
+            attack = Attack(attacker, reveal, defence, queries=queries,
+                            random_state=opts.seed)
+            result = run_attack(seed, attack, (candidate.X, candidate.y))
             frames.append(result.frame.assign(attacker=attacker, reveal=reveal,
                                               defence=defence))
             lines.append(f"leakage wdbc {attacker} {reveal} {defence}: relative error "

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import special
 
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import Influence
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.logistic import gradient_sums
 from explorer.appraisers.reveal import (
@@ -20,27 +21,19 @@ from explorer.appraisers.reveal import (
     WeightBoundRefused,
     compute_defended,
     gaussian_epsilon,
-    gaussian_sigma,
     stochastic_round,
     value_sensitivity,
     weight_bound_bit,
     weight_margin,
 )
 from explorer.cli import main
+from explorer.config import AppraiserConfig
 from explorer.errors import ExplorerError
-from explorer.leakage import (
-    COLUMNS,
-    Defence,
-    Policy,
-    Refused,
-    build_service,
-    data_owner_attack,
-    make_defence,
-    public_weight_bound,
-    queries_to_reach,
-    relative_error,
-    run_attack,
-)
+from explorer.leakage.attack import COLUMNS, Attack, queries_to_reach, run_attack
+from explorer.leakage.data_owner import data_owner_attack
+from explorer.leakage.defences import Defence, Policy, Refused, make_defence, public_weight_bound
+from explorer.leakage.parties import build_service
+from explorer.leakage.trace import relative_error
 from explorer.market import make_market
 from explorer.mpc.launcher import run_parties, run_simulated
 from explorer.mpc.protocol import SessionSpec, public_settings
@@ -69,7 +62,7 @@ def at(result, queries, target):
 def test_data_owner_recovers_the_model_from_2_d_plus_1_values(wdbc_seed, backend, mode):
     """One batched session of 2(d+1) crafted candidates: θ̂ and v up to fixed point (16 bits;
     CrypTen's sigmoid approximation dominates)."""
-    result = run_attack(wdbc_seed, "data-owner", "value", backend=backend, mode=mode)
+    result = run_attack(wdbc_seed, Attack("data-owner", "value", backend=backend, mode=mode))
     d1 = wdbc_seed.n_features + 1
     assert result.queries == 2 * d1 and result.unit == "values"
     assert list(result.frame.columns[:6]) == COLUMNS
@@ -82,12 +75,12 @@ def test_data_owner_recovers_the_model_from_2_d_plus_1_values(wdbc_seed, backend
 def test_data_owner_bits_leave_the_error_high_for_the_same_queries(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
     for backend in ("plaintext", "crypten"):
-        bits = run_attack(wdbc_seed, "data-owner", "bit", backend=backend, queries=2 * d1,
-                          depth=6)
+        bits = run_attack(wdbc_seed, Attack("data-owner", "bit", backend=backend,
+                                            queries=2 * d1, depth=6))
         assert bits.unit == "bits" and bits.queries == 2 * d1
         assert bits.error > 0.5
     # with many more bits the bisection gets there: about 8 bits a row to 10%
-    full = run_attack(wdbc_seed, "data-owner", "bit", depth=9)
+    full = run_attack(wdbc_seed, Attack("data-owner", "bit", depth=9))
     assert full.queries == 10 * d1 and full.error < 0.05
     assert 4 * d1 < queries_to_reach(full.frame, "theta") <= 10 * d1
 
@@ -124,18 +117,17 @@ def test_the_attacker_needs_only_the_revealed_values():
 def test_model_owner_recovers_the_candidates_gradient(wdbc_seed, five_rows, backend):
     """d+1 sessions with weights e_j give G(D_a) of a 5-row candidate; 31 bits do not."""
     d1 = wdbc_seed.n_features + 1
-    values = run_attack(wdbc_seed, "model-owner", "value", backend=backend,
-                        candidate=five_rows)
+    values = run_attack(wdbc_seed, Attack("model-owner", "value", backend=backend), five_rows)
     assert values.queries == d1
     assert values.error < (1e-12 if backend == "plaintext" else 1e-2)
-    bits = run_attack(wdbc_seed, "model-owner", "bit", backend=backend, queries=d1,
-                      candidate=five_rows)
+    bits = run_attack(wdbc_seed, Attack("model-owner", "bit", backend=backend, queries=d1),
+                      five_rows)
     assert bits.queries == d1 and bits.error > 0.5
 
 
 def test_model_owner_bisects_any_value_in_about_20_bits(wdbc_seed, five_rows):
     d1 = wdbc_seed.n_features + 1
-    bits = run_attack(wdbc_seed, "model-owner", "bit", candidate=five_rows)
+    bits = run_attack(wdbc_seed, Attack("model-owner", "bit"), five_rows)
     assert bits.queries == 20 * d1 and bits.error < 1e-3
     assert queries_to_reach(bits.frame, "G") <= 8 * d1
 
@@ -148,23 +140,23 @@ def test_each_defence_raises_the_error_at_the_value_mode_budget(wdbc_seed, five_
     d1 = wdbc_seed.n_features + 1
     budget = 2 * d1 if attacker == "data-owner" else d1
     target = "theta" if attacker == "data-owner" else "G"
-    base = run_attack(wdbc_seed, attacker, "value", "none", candidate=five_rows)
+    base = run_attack(wdbc_seed, Attack(attacker, "value", "none"), five_rows)
     assert at(base, budget, target) < 1e-6
     for defence in ("bit-only", "policy", "rounding", "noise"):
-        defended = run_attack(wdbc_seed, attacker, "value", defence, candidate=five_rows,
-                              queries=budget, depth=6)
+        defended = run_attack(wdbc_seed, Attack(attacker, "value", defence, queries=budget,
+                                                depth=6), five_rows)
         assert at(defended, budget, target) > at(base, budget, target) + 1e-3, defence
         assert set(defended.frame.defence) == {defence}
     # the policy's budget is what binds: 4 sessions of 8 candidates, or 4 sessions in all
-    policy = run_attack(wdbc_seed, attacker, "value", "policy", candidate=five_rows)
+    policy = run_attack(wdbc_seed, Attack(attacker, "value", "policy"), five_rows)
     assert policy.queries == (32 if attacker == "data-owner" else 4)
     assert policy.error > 0.5
 
 
 def test_noise_is_averaged_away_with_more_queries(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
-    few = run_attack(wdbc_seed, "data-owner", "value", "noise")
-    many = run_attack(wdbc_seed, "data-owner", "value", "noise", queries=2 * d1 * 64)
+    few = run_attack(wdbc_seed, Attack("data-owner", "value", "noise"))
+    many = run_attack(wdbc_seed, Attack("data-owner", "value", "noise", queries=2 * d1 * 64))
     assert many.error < few.error / 2
 
 
@@ -219,6 +211,17 @@ def test_attack_bad_input_is_one_sentence(tmp_path, capsys, argv, message):
     assert not (tmp_path / "a.csv").exists()
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"attacker": "thief"}, "unknown attacker"),
+    ({"attacker": "data-owner", "reveal": "both"}, "unknown reveal"),
+    ({"attacker": "data-owner", "queries": 0}, "at least 1"),
+    ({"attacker": "data-owner", "queries": True}, "at least 1"),
+])
+def test_an_attacks_settings_are_checked_when_made(settings, message):
+    with pytest.raises(ExplorerError, match=message):
+        Attack(**settings)
+
+
 # -- the reveal defences inside the protocol ---------------------------------------------------
 
 
@@ -229,12 +232,16 @@ def market(wdbc):
 
 @pytest.fixture(scope="module")
 def plain_values(wdbc_seed, market):
-    return np.array([r["value"] for r in make_appraiser("influence").fit(wdbc_seed)
-                     .appraise_many(market)])
+    return values_of(influence(), wdbc_seed, market)
 
 
-def values_of(appraiser, seed, candidates) -> np.ndarray:
-    return np.array([r["value"] for r in appraiser.fit(seed).appraise_many(candidates)])
+def influence(backend: str = "plaintext", **options) -> AppraiserConfig:
+    """The influence appraiser's configuration on ``backend`` with these flat options."""
+    return AppraiserConfig.from_options(names=("influence",), backend=backend, **options)
+
+
+def values_of(config: AppraiserConfig, seed, candidates) -> np.ndarray:
+    return config.appraise("influence", seed, candidates).values
 
 
 @pytest.mark.parametrize("backend, mode", [("plaintext", None), ("crypten", "simulated"),
@@ -246,15 +253,15 @@ def test_a_grid_reveals_only_multiples_of_its_step(wdbc_seed, market, plain_valu
     step = 0.05 * np.ptp(plain_values)
     options = {} if backend == "plaintext" else {
         "mode": mode, "provider": "TFP" if mode == "simulated" else "TTP"}
-    appraiser = make_appraiser("influence", backend, grid=step, **options)
-    got = values_of(appraiser, wdbc_seed, market)
+    appraisal = influence(backend, grid=step, **options).appraise("influence", wdbc_seed, market)
+    got = appraisal.values
     units = got / step
     assert np.abs(units - np.round(units)).max() < 1e-9
     slack = 0.0 if backend == "plaintext" else 0.01 * np.abs(plain_values).max()
     assert np.abs(got - plain_values).max() <= step + slack
     assert len(np.unique(np.round(units))) >= 8  # a grid, not one value
     if mode == "parties":  # what each party saw: the very same multiples
-        owner, data = appraiser.last_session_.reports
+        owner, data = appraisal.last_session.reports
         assert torch.equal(owner.values, data.values)
         both = owner.values.numpy() / step
         assert np.abs(both - np.round(both)).max() < 1e-9
@@ -299,29 +306,28 @@ def test_each_party_adds_its_own_noise(wdbc, wdbc_seed, backend, mode, n):
     """Revealed minus noiseless spreads as τ√2: both parties' noise, not one's (0.71) nor
     none. Bounds: 4 standard errors of a sample spread (1 / sqrt(2n))."""
     candidates = [(c.X, c.y) for c in make_market(wdbc, "none", n, 5, seed=3)]
-    honest = make_appraiser("influence").fit(wdbc_seed)
-    noiseless = values_of(make_appraiser("influence"), wdbc_seed, candidates)
+    honest = Influence().fit(wdbc_seed)
+    noiseless = values_of(influence(), wdbc_seed, candidates)
     tau = 0.02
     options = {"noise": tau, "weight_bound": public_weight_bound(honest), "row_bound": 32.0}
     if backend == "crypten":
         options.update(mode=mode, provider="TFP" if mode == "simulated" else "TTP")
-    got = values_of(make_appraiser("influence", backend, **options), wdbc_seed, candidates)
+    got = values_of(influence(backend, **options), wdbc_seed, candidates)
     ratio = noise_ratio(got, noiseless, tau)
     assert abs(ratio - 1) < 4 / math.sqrt(2 * n), ratio
 
 
 def test_the_weight_bound_refuses_before_any_value(wdbc_seed, market):
-    honest = make_appraiser("influence").fit(wdbc_seed)
+    honest = Influence().fit(wdbc_seed)
     norm = float(honest.weights_.norm())
     for backend, options in (("plaintext", {}),
                              ("crypten", {"mode": "simulated", "provider": "TFP"}),
                              ("crypten", {"mode": "parties", "provider": "TTP"})):
-        tight = make_appraiser("influence", backend, weight_bound=norm * 0.9, **options)
+        tight = influence(backend, weight_bound=norm * 0.9, **options)
         with pytest.raises(ExplorerError, match="refused before any value is revealed"):
-            tight.fit(wdbc_seed).appraise_many(market[:2])
-        assert not hasattr(tight, "last_session_") or tight.last_session_ is None
-        loose = make_appraiser("influence", backend, weight_bound=norm * 1.1, **options)
-        assert len(loose.fit(wdbc_seed).appraise_many(market[:2])) == 2
+            tight.appraise("influence", wdbc_seed, market[:2])
+        loose = influence(backend, weight_bound=norm * 1.1, **options)
+        assert len(loose.appraise("influence", wdbc_seed, market[:2])) == 2
 
 
 @pytest.mark.parametrize("weights, unscale, within", [
@@ -332,7 +338,7 @@ def test_the_weight_bound_refuses_before_any_value(wdbc_seed, market):
 ])
 def test_the_weight_check_is_one_bit_on_the_inputs(wdbc_seed, weights, unscale, within):
     """The check itself, in plaintext and on CrypTensors: one entry of weights, W = 0.01."""
-    appraiser = make_appraiser("influence").fit(wdbc_seed)
+    appraiser = Influence().fit(wdbc_seed)
     public = appraiser.public([5])
     bound = 0.01
     w = torch.zeros(public.d1, 1, dtype=torch.float64)
@@ -353,7 +359,7 @@ def test_the_weight_check_is_one_bit_on_the_inputs(wdbc_seed, weights, unscale, 
 
 
 def test_plaintext_refusal_is_a_weight_bound_refusal(wdbc_seed):
-    appraiser = make_appraiser("influence").fit(wdbc_seed)
+    appraiser = Influence().fit(wdbc_seed)
     public = appraiser.public([5])
     batch = candidate_batch([(torch.zeros(5, wdbc_seed.n_features), torch.zeros(5))], 1)
     with pytest.raises(WeightBoundRefused):
@@ -362,7 +368,7 @@ def test_plaintext_refusal_is_a_weight_bound_refusal(wdbc_seed):
 
 
 def test_the_data_owner_attack_error_grows_with_noise(wdbc_seed):
-    errors = [run_attack(wdbc_seed, "data-owner", "value", "noise", noise=tau).error
+    errors = [run_attack(wdbc_seed, Attack("data-owner", "value", "noise", noise=tau)).error
               for tau in (1e-4, 1e-3, 1e-2)]
     assert errors[0] < errors[1] < errors[2], errors
     assert errors[0] > 1e-6  # noise at all: the undefended attack reaches 1e-14
@@ -370,16 +376,34 @@ def test_the_data_owner_attack_error_grows_with_noise(wdbc_seed):
 
 def test_stochastic_rounding_is_averaged_away_like_noise(wdbc_seed):
     d1 = wdbc_seed.n_features + 1
-    few = run_attack(wdbc_seed, "data-owner", "value", "rounding")
-    many = run_attack(wdbc_seed, "data-owner", "value", "rounding", queries=2 * d1 * 64)
+    few = run_attack(wdbc_seed, Attack("data-owner", "value", "rounding"))
+    many = run_attack(wdbc_seed, Attack("data-owner", "value", "rounding", queries=2 * d1 * 64))
     assert many.error < few.error / 2
 
 
 def test_the_defences_are_public_settings(wdbc_seed):
-    public = make_appraiser("influence").fit(wdbc_seed).public([5])
+    public = Influence().fit(wdbc_seed).public([5])
     settings = public_settings(SessionSpec(public, defences=Defences(0.01, 0.02, 0.5, 8.0)))
     assert {k: settings[k] for k in ("grid", "noise", "weight_bound", "row_bound")} == \
         {"grid": 0.01, "noise": 0.02, "weight_bound": 0.5, "row_bound": 8.0}
+
+
+def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
+    """τ: the smallest noise standard deviation that makes one release of a value with this
+    sensitivity (ε, δ)-DP, by bisection on δ(ε, Δ/τ) of the analytic Gaussian mechanism
+    (Balle & Wang 2018, Theorem 8), written out here so gaussian_epsilon is checked against
+    the theorem rather than against itself."""
+    def delta_of(mu: float) -> float:
+        a, b = mu / 2 - epsilon / mu, -mu / 2 - epsilon / mu
+        return float(special.ndtr(a) - math.exp(epsilon + special.log_ndtr(b)))
+
+    lo, hi = 1e-6 * sensitivity, sensitivity
+    while delta_of(sensitivity / hi) > delta:
+        hi *= 2
+    while hi - lo > 1e-9 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if delta_of(sensitivity / mid) <= delta else (mid, hi)
+    return hi
 
 
 def test_the_gaussian_mechanism_helpers():

@@ -14,7 +14,8 @@ import ipywidgets as w
 from explorer.config import AppraiserConfig, reveals_bits
 from explorer.constraints import APPRAISER_NAMES, DEFAULTS, PROVIDERS, default_provider
 from explorer.errors import ExplorerError
-from explorer.leakage import ATTACKERS, DEFENCES
+from explorer.leakage.attack import ATTACKERS
+from explorer.leakage.defences import DEFENCES
 from explorer.market import CORRUPTIONS
 from explorer.tasks import TASKS
 

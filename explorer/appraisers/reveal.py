@@ -38,7 +38,7 @@ r · (wᵀ x̃) to the value, where the residual r = p - y has norm at most 1 (s
 sizes) moves the value by at most Δ = 2 W sqrt(R² + 1) c, c = 1 or sqrt(2)
 (``value_sensitivity``), up to the fixed-point and sigmoid-approximation error of MPC.
 Against the model owner, the data owner's noise alone makes each revealed value an
-(ε, δ)-differentially private release of the candidate's rows for τ = ``gaussian_sigma``(ε, δ,
+(ε, δ)-differentially private release of the candidate's rows, ε = ``gaussian_epsilon``(τ, δ,
 Δ) (the analytic Gaussian mechanism). Composition over queries: k values about the same rows
 are exactly a Gaussian mechanism of sensitivity Δ sqrt(k) (``gaussian_epsilon`` with count=k);
 the query ledger bounds k per counterparty. Not enforced: the noise is floating-point Gaussian
@@ -116,22 +116,6 @@ def _gaussian_delta(epsilon: float, mu: float) -> float:
     (ε, δ)-DP (Balle & Wang 2018, Theorem 8)."""
     a, b = mu / 2 - epsilon / mu, -mu / 2 - epsilon / mu
     return float(special.ndtr(a) - math.exp(epsilon + special.log_ndtr(b)))
-
-
-def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """τ: the smallest noise standard deviation that makes one release of a value with this
-    sensitivity (ε, δ)-DP (analytic Gaussian mechanism; bisection to 1e-9 relative)."""
-    if not (epsilon > 0 and 0 < delta < 1 and sensitivity > 0):
-        raise ExplorerError("the Gaussian mechanism needs epsilon > 0, 0 < delta < 1 and a "
-                            "positive sensitivity.")
-    lo, hi = 1e-6 * sensitivity, sensitivity
-    while _gaussian_delta(epsilon, sensitivity / hi) > delta:
-        hi *= 2
-    while hi - lo > 1e-9 * hi:
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if _gaussian_delta(epsilon, sensitivity / mid) <= delta \
-            else (mid, hi)
-    return hi
 
 
 def gaussian_epsilon(sigma: float, delta: float, sensitivity: float, count: int = 1) -> float:
