@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from explorer.appraisers import make_appraiser
-from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
+from explorer.appraisers import Influence, appraise
+from explorer.appraisers.reveal import Defences, gaussian_epsilon, value_sensitivity
 from explorer.experiments import market_utilities
 from explorer.leakage.attack import Attack, queries_to_reach, run_attack
 from explorer.leakage.defences import DEFAULT_ROW_BOUND, public_weight_bound
@@ -105,8 +105,8 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
     market = make_market(task, "label-noise", 30, 30, max_level=0.5, seed=1)
     pairs = [(m.X, m.y) for m in market]
     truth = market_utilities(seed, market).utility.to_numpy()
-    honest = make_appraiser("influence").fit(seed)
-    values = np.array([r["value"] for r in honest.appraise_many(pairs)])
+    honest = Influence().fit(seed)
+    values = appraise(honest, pairs).values
     spread = float(np.ptp(values))
     bound, rows, C = public_weight_bound(honest), DEFAULT_ROW_BOUND, seed.theta.shape[1]
     sensitivity = value_sensitivity(bound, rows, C)
@@ -121,9 +121,8 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
         for level in LEVELS:
             step = level * spread
             options = {"grid": step} if defence == "rounding" else {"noise": step}
-            appraiser = make_appraiser("influence", weight_bound=bound, row_bound=rows,
-                                       **options).fit(seed)
-            rhos = [stats.spearmanr([r["value"] for r in appraiser.appraise_many(pairs)],
+            defences = Defences(weight_bound=bound, row_bound=rows, **options)
+            rhos = [stats.spearmanr(appraise(honest, pairs, defences).values,
                                     truth).statistic for _ in range(draws)]
             eps = gaussian_epsilon(step, 1e-5, sensitivity) if defence == "noise" else None
             errors = []
