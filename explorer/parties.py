@@ -26,10 +26,8 @@ from explorer.constraints import CONSTRAINTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.launcher import (
-    LaunchError,
     SessionKeyError,
     new_session_key,
-    role,
     run_dealer_from_env,
     run_party_from_env,
 )
@@ -40,6 +38,7 @@ from explorer.mpc.protocol import (
     appraisal_party,
     public_settings,
 )
+from explorer.mpc.runs import LaunchError, role
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
 from explorer.seed import SeedModel

@@ -58,14 +58,19 @@ from explorer.mpc.crypten_compat import (
     crypten_config,
     freeze_config,
     load_crypten,
+    set_collective_timeout,
+)
+from explorer.mpc.runs import (
+    LaunchCancelled,
+    LaunchError,
+    LaunchResult,
+    LaunchTimeout,
+    PartyFn,
+    role,
 )
 from explorer.mpc.wire import bytes_so_far, wire_counter
 
 __all__ = [
-    "LaunchCancelled",
-    "LaunchError",
-    "LaunchResult",
-    "LaunchTimeout",
     "SessionKeyError",
     "host_store",
     "new_session_key",
@@ -76,47 +81,9 @@ __all__ = [
     "warm_parties",
 ]
 
-PartyFn = Callable[[int, int, Any], Any]
 HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
 STALL_SECONDS = 20.0  # a local process silent this long has stalled
 KEY_BYTES = 32
-
-
-def role(rank: int | None, world_size: int = 2) -> str:
-    """The party's name in messages: model owner (rank 0), data owner (1), dealer (TTP)."""
-    if rank is None or rank >= world_size:
-        return "dealer"
-    return {0: "model owner", 1: "data owner"}.get(rank, f"party {rank}")
-
-
-# --------------------------------------------------------------------------- results & errors
-
-
-@dataclass(frozen=True)
-class LaunchResult:
-    results: list[Any]  # index = party rank
-    wall_s: float
-    pids: dict[str, int]  # by role
-    dealer: Any = None  # what the dealer returned: its wire count, {"bytes", "rounds"}
-
-
-class LaunchError(RuntimeError):
-    """A run failed. ``party`` names the process at its root (None: the launcher itself),
-    ``original`` is that party's own exception when it could be sent back, ``pids`` the run's
-    processes by role."""
-
-    def __init__(self, message: str, party: str | None = None,
-                 original: BaseException | None = None, pids: Mapping[str, int] | None = None):
-        super().__init__(message)
-        self.party, self.original, self.pids = party, original, dict(pids or {})
-
-
-class LaunchTimeout(LaunchError, TimeoutError):
-    """The whole run exceeded its deadline."""
-
-
-class LaunchCancelled(LaunchError):
-    """The run was cancelled by its caller."""
 
 
 class SessionKeyError(RuntimeError):
@@ -187,16 +154,6 @@ def host_store(host: str, port: int, timeout_s: float = 300.0) -> Iterator[int]:
         yield bound
     finally:
         del store  # stops the server thread and closes the listening socket
-
-
-def set_collective_timeout(seconds: float | None) -> None:
-    """Timeout of gloo operations created by ``crypten.init()`` (CrypTen passes none, so
-    torch's 30 minutes would apply). Call before ``crypten.init()``."""
-    if seconds is None:
-        return
-    import torch.distributed.distributed_c10d as c10d
-
-    c10d.default_pg_timeout = _dt.timedelta(seconds=seconds)
 
 
 # --------------------------------------------------------------------------- child side
