@@ -25,12 +25,8 @@ from explorer.appraisers.config import DEFAULT_PRECISION_BITS
 from explorer.constraints import CONSTRAINTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
-from explorer.mpc.launcher import (
-    SessionKeyError,
-    new_session_key,
-    run_dealer_from_env,
-    run_party_from_env,
-)
+from explorer.mpc.keys import SessionKeyError, new_session_key
+from explorer.mpc.launcher import run_dealer_from_env, run_party_from_env
 from explorer.mpc.protocol import (
     ModelOwnerInput,
     PartyReport,
