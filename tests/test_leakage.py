@@ -42,9 +42,10 @@ from explorer.leakage import (
     run_attack,
 )
 from explorer.market import make_market
-from explorer.mpc.launcher import run_parties, run_simulated
+from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import SessionSpec, public_settings
 from explorer.mpc.session import mpc_config
+from explorer.mpc.simulated import run_simulated
 
 
 @pytest.fixture(scope="module")

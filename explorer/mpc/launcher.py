@@ -5,7 +5,8 @@ The same party function ``fn(rank, world_size, payload) -> result`` runs
 * :func:`run_parties`: every party (and, for the TTP provider, the dealer) in its own OS process
   on this machine, each started with ``python -m explorer.mpc.launcher`` in its own process group
   and handed only its own payload through a private pipe;
-* :func:`run_simulated`: at world size 1 inside this process (no real secret sharing);
+* ``run_simulated`` (explorer.mpc.simulated): at world size 1 inside this process (no real
+  secret sharing);
 * :func:`run_party_from_env` / :func:`run_dealer_from_env`: one process per machine, configured
   with CrypTen's environment variables (RENDEZVOUS, WORLD_SIZE, RANK).
 
@@ -52,7 +53,6 @@ from explorer.mpc import exchange
 from explorer.mpc.crypten_compat import (
     MPCConfig,
     apply_config,
-    crypten_config,
     freeze_config,
     load_crypten,
     set_collective_timeout,
@@ -73,7 +73,6 @@ __all__ = [
     "run_dealer_from_env",
     "run_parties",
     "run_party_from_env",
-    "run_simulated",
     "warm_parties",
 ]
 
@@ -465,43 +464,6 @@ def _signal_name(code: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f" (killed by {signal.Signals(-code).name})"
     return ""
-
-
-# --------------------------------------------------------------------------- in-process
-
-
-def run_simulated(fn: PartyFn, payload: Any = None, *, config: MPCConfig | None = None) -> Any:
-    """Run ``fn(0, 1, payload)`` with crypten initialised at world size 1 in *this* process.
-
-    Shares equal the encoded plaintext and truncation is exact: for teaching and fixed-point
-    checks only. Environment and CrypTen config are restored afterwards.
-    """
-    config = config or MPCConfig()
-    if config.uses_ttp:
-        raise ValueError("run_simulated does not support the TTP provider (needs a dealer)")
-    crypten = load_crypten()
-    if crypten.is_initialized():
-        raise RuntimeError("crypten is already initialised in this process")
-    keys = ("RENDEZVOUS", "WORLD_SIZE", "RANK", "DISTRIBUTED_BACKEND", "GLOO_SOCKET_IFNAME")
-    saved = {k: os.environ.get(k) for k in keys}
-    store_dir = tempfile.mkdtemp(prefix="appraisal-simulated-")
-    try:
-        with crypten_config(config):
-            os.environ.update(RENDEZVOUS=f"file://{store_dir}/store", WORLD_SIZE="1", RANK="0",
-                              DISTRIBUTED_BACKEND="gloo", GLOO_SOCKET_IFNAME="lo")
-            crypten.init()
-            try:
-                return fn(0, 1, payload)
-            finally:
-                if crypten.is_initialized():
-                    crypten.uninit()
-    finally:
-        shutil.rmtree(store_dir, ignore_errors=True)
-        for k, value in saved.items():
-            if value is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = value
 
 
 # --------------------------------------------------------------------------- one per machine

@@ -22,7 +22,7 @@ from explorer.appraisers.config import PROVIDERS, MPCOptions
 from explorer.errors import Cancelled, ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import HEARTBEAT_SECONDS, run_parties, run_simulated, warm_parties
+from explorer.mpc.launcher import HEARTBEAT_SECONDS, run_parties, warm_parties
 from explorer.mpc.protocol import (
     DATA_OWNER,
     MODEL_OWNER,
@@ -33,6 +33,7 @@ from explorer.mpc.protocol import (
     public_settings,
 )
 from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
+from explorer.mpc.simulated import run_simulated
 
 # what a party's payload needs imported: a warm process imports it before any payload exists
 PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked")
