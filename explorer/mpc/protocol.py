@@ -173,10 +173,13 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     """The code each party runs. ``payload`` = {"spec": SessionSpec, "input": its own input}
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
-    from explorer.mpc import dealer, drawn, masked
+    from explorer.mpc import dealt as dealt_ahead
+    from explorer.mpc import drawn, masked
 
     if rank == world_size and payload.get("sequence"):
-        return dealer.replay(payload["sequence"])  # rehearsed before for this very spec
+        from explorer.mpc.dealer import replay
+
+        return replay(payload["sequence"])  # rehearsed before for this very spec
     crypten = load_crypten()
     spec: SessionSpec = payload["spec"]
     public = spec.public
@@ -197,9 +200,9 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         check_model_owner_input(spec, appraiser, mo)
     dealt = None
     if crypten.mpc.ttp_required():
-        dealer.install()
+        dealt_ahead.install()
         if rank == MODEL_OWNER:
-            dealt = dealer.expect_deal(spec.to_plain())
+            dealt = dealt_ahead.expect_deal(spec.to_plain())
     # a party's own shares of the correlated randomness: drawn ahead from the record of an
     # earlier session of this spec (while the deal arrives), or recorded for the next one
     draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
