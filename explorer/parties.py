@@ -26,7 +26,6 @@ from explorer.constraints import CONSTRAINTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.keys import SessionKeyError, new_session_key
-from explorer.mpc.launcher import run_dealer_from_env, run_party_from_env
 from explorer.mpc.protocol import (
     ModelOwnerInput,
     PartyReport,
@@ -34,6 +33,7 @@ from explorer.mpc.protocol import (
     appraisal_party,
     public_settings,
 )
+from explorer.mpc.rendezvous import run_dealer_from_env, run_party_from_env
 from explorer.mpc.runs import LaunchError, role
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic

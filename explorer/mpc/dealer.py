@@ -30,9 +30,9 @@ alone: CrypTen's control flow never depends on secret values, and every shape is
 It also deals masks reused across products (``owned_mask`` / ``correlated_triple``), which
 explorer.mpc.masked uses to open the data owner's features once per session.
 
-This module holds the dealer's side: its server (``Dealer``), the rehearsal, and ``replay`` of
-a rehearsed sequence; the parties' side (the provider, rank 0's checked pops) is
-explorer.mpc.dealt.
+This module holds the dealer's side: its server (``Dealer``), the rehearsal, ``replay`` of a
+rehearsed sequence and a dealer process's session (``serve_as_dealer``); the parties' side (the
+provider, rank 0's checked pops) is explorer.mpc.dealt.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ import torch
 
 from explorer.mpc.crypten_compat import load_crypten
 from explorer.mpc.dealt import DealMismatch, Request, copies_product, install, plain_request
+from explorer.mpc.keys import authenticate
+from explorer.mpc.wire import wire_counter
 
 _crypten = load_crypten()
 from crypten.common.rng import generate_random_ring_element  # noqa: E402
@@ -246,3 +248,25 @@ def replay(sequence: list[Request]) -> None:
     client = TTPClient.get()
     for kind, args, kwargs in sequence:
         client.ttp_request(kind, None, *args, **dict(kwargs))
+
+
+def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
+                    rehearsal: Callable[[], Any] | None = None,
+                    rehearse_for: Callable[[Any], Any] | None = None) -> dict[str, int]:
+    """A dealer process's session: CrypTen's TTP server (``Dealer``), with the session-key
+    proof after its set-up. With ``rehearsal`` (the model owner's code on placeholders, built
+    from the public spec) it first deals the whole session ahead; with ``rehearse_for`` (the
+    same, a function of the spec) it deals ahead the spec rank 0 sends with its request for the
+    deal. It ends when rank 0 sends "terminate", returning what the dealer sent after the proof
+    (explorer.mpc.wire); a broken session raises (CrypTen's own loop returns quietly)."""
+    crypten.init()
+    server = Dealer(rehearse_for)  # seeds the PRGs it shares with each party
+    authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
+    wire = wire_counter()
+    wire.reset()
+    if rehearsal is not None:
+        server.rehearse(rehearsal)
+    server.serve()
+    # the rehearsed sequence of requests (public: kinds and shapes) lets a later session of
+    # the same spec replay it instead of rehearsing the computation again
+    return {**wire.snapshot(), "sequence": getattr(server, "rehearsed", None)}

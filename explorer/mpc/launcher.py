@@ -1,26 +1,22 @@
-"""Run CrypTen party code in real OS processes, in this process, or one party per machine.
+"""Run CrypTen party code in real OS processes on this machine.
 
-The same party function ``fn(rank, world_size, payload) -> result`` runs
+:func:`run_parties` runs the party function ``fn(rank, world_size, payload) -> result`` of
+every party (and, for the TTP provider, the dealer) in its own OS process, each started with
+``python -m explorer.mpc.launcher`` in its own process group and handed only its own payload
+through a private pipe. The same function runs at world size 1 in this process with
+explorer.mpc.simulated, and one party per machine with explorer.mpc.rendezvous.
 
-* :func:`run_parties`: every party (and, for the TTP provider, the dealer) in its own OS process
-  on this machine, each started with ``python -m explorer.mpc.launcher`` in its own process group
-  and handed only its own payload through a private pipe;
-* ``run_simulated`` (explorer.mpc.simulated): at world size 1 inside this process (no real
-  secret sharing);
-* :func:`run_party_from_env` / :func:`run_dealer_from_env`: one process per machine, configured
-  with CrypTen's environment variables (RENDEZVOUS, WORLD_SIZE, RANK).
-
-What every real run guarantees:
+What every run guarantees:
 
 * **Who is in the session.** After ``crypten.init()`` and before anything is secret-shared,
   every process proves that it holds the session key (explorer.mpc.keys); a process whose proof
-  fails stops everyone with a sentence about the session key. Local runs make a fresh key per
-  session, and rendezvous through a file store in a private (0700) directory, so no local user
-  can join or write it.
-* **Liveness.** Each local process sends a heartbeat to the launcher four times a second; one
-  silent for ``stall_timeout`` seconds after its first beat (stopped, swapping, hung) fails the
-  run naming it; starting up is bounded by the run's timeout. Gloo collectives
-  time out after the same interval, so a peer stopped on another machine fails the others too.
+  fails stops everyone with a sentence about the session key. A run makes a fresh key unless
+  given one, and its processes rendezvous through a file store in a private (0700) directory,
+  so no local user can join or write it.
+* **Liveness.** Each process sends a heartbeat to the launcher four times a second; one silent
+  for ``stall_timeout`` seconds after its first beat (stopped, swapping, hung) fails the run
+  naming it; starting up is bounded by the run's timeout. Gloo collectives time out ten
+  seconds later, so the launcher names the silent process before its peers' waits give up.
 * **Nothing left behind.** On success, failure, timeout or cancel every process group is killed
   and reaped and the store directory removed; the root cause is reported in one sentence.
 * **Warm processes.** Inside ``with warm_parties():`` the launcher takes processes that have
@@ -31,13 +27,11 @@ What every real run guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import importlib
 import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,44 +60,12 @@ from explorer.mpc.runs import (
     PartyFn,
     role,
 )
-from explorer.mpc.wire import bytes_so_far, wire_counter
+from explorer.mpc.wire import bytes_so_far
 
-__all__ = [
-    "host_store",
-    "run_dealer_from_env",
-    "run_parties",
-    "run_party_from_env",
-    "warm_parties",
-]
+__all__ = ["run_parties", "warm_parties"]
 
 HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
 STALL_SECONDS = 20.0  # a local process silent this long has stalled
-
-# --------------------------------------------------------------------------- stores
-
-
-@contextlib.contextmanager
-def host_store(host: str, port: int, timeout_s: float = 300.0) -> Iterator[int]:
-    """Host a c10d TCPStore bound to ``host`` only; yields the port. Closed on exit."""
-    import torch.distributed as dist
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        bound = int(sock.getsockname()[1])
-        store = dist.TCPStore(host, bound, None, True, timeout=_dt.timedelta(seconds=timeout_s),
-                              wait_for_workers=False, master_listen_fd=sock.fileno())
-    except BaseException:
-        sock.close()
-        raise
-    sock.detach()  # the store owns (and closes) the fd now
-    try:
-        yield bound
-    finally:
-        del store  # stops the server thread and closes the listening socket
 
 
 # --------------------------------------------------------------------------- child side
@@ -152,6 +114,8 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
         rank, world_size = boot["rank"], boot["world_size"]
         if boot["dealer"]:
             fn, payload = boot["fn"], boot["payload"]
+            from explorer.mpc.dealer import serve_as_dealer  # the dealer's process only
+
             result = serve_as_dealer(crypten, boot["key"], world_size,
                                      None if fn is None else lambda: fn(rank, world_size, payload))
         else:
@@ -176,30 +140,6 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
                 stream.flush()
         # skip interpreter teardown: gloo destructors in a half-dead group can hang
         os._exit(code)
-
-
-def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
-                    rehearsal: Callable[[], Any] | None = None,
-                    rehearse_for: Callable[[Any], Any] | None = None) -> dict[str, int]:
-    """CrypTen's TTP server (explorer.mpc.dealer.Dealer), with the session-key proof after its
-    set-up. With ``rehearsal`` (the model owner's code on placeholders, built from the public
-    spec) it first deals the whole session ahead; with ``rehearse_for`` (the same, a function
-    of the spec) it deals ahead the spec rank 0 sends with its request for the deal. It ends
-    when rank 0 sends "terminate", returning what the dealer sent after the proof
-    (explorer.mpc.wire); a broken session raises (CrypTen's own loop returns quietly)."""
-    from explorer.mpc.dealer import Dealer
-
-    crypten.init()
-    server = Dealer(rehearse_for)  # seeds the PRGs it shares with each party
-    authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
-    wire = wire_counter()
-    wire.reset()
-    if rehearsal is not None:
-        server.rehearse(rehearsal)
-    server.serve()
-    # the rehearsed sequence of requests (public: kinds and shapes) lets a later session of
-    # the same spec replay it instead of rehearsing the computation again
-    return {**wire.snapshot(), "sequence": getattr(server, "rehearsed", None)}
 
 
 def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
@@ -464,132 +404,6 @@ def _signal_name(code: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f" (killed by {signal.Signals(-code).name})"
     return ""
-
-
-# --------------------------------------------------------------------------- one per machine
-
-
-def _env() -> tuple[int, int, str, int]:
-    """RANK, WORLD_SIZE and RENDEZVOUS's host and port (set and checked by explorer.parties)."""
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ["RENDEZVOUS"])
-    os.environ.setdefault("DISTRIBUTED_BACKEND", "gloo")
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), url.hostname, url.port
-
-
-@contextlib.contextmanager
-def _settings_exchange(settings: Mapping[str, Any], stall_timeout: float) -> Iterator[None]:
-    """Before any gloo group exists, every process posts its public settings in the rendezvous
-    store (rank 0 hosts it, bound to RENDEZVOUS's address only), reads everyone else's and
-    compares them: a mismatch stops all of them within seconds, each with the difference."""
-    import json
-
-    import torch.distributed as dist
-
-    rank, world_size, host, port = _env()
-    everyone = range(world_size + (1 if settings.get("provider") == "TTP" else 0))
-    hosting = _hosted_store(host, port, stall_timeout) if rank == 0 else \
-        contextlib.nullcontext()
-    with hosting:
-        store = dist.TCPStore(host, port, None, False,
-                              timeout=_dt.timedelta(seconds=stall_timeout))
-        store.set(f"appraisal/settings/{rank}", json.dumps(dict(settings), sort_keys=True))
-        _wait(store, "settings", everyone, world_size, stall_timeout)
-        if rank == 0 and world_size not in everyone:
-            # a dealer started against a TFP model owner: let it join, so that all compare
-            with contextlib.suppress(Exception):
-                store.wait([f"appraisal/settings/{world_size}"], _dt.timedelta(seconds=3))
-            if store.check([f"appraisal/settings/{world_size}"]):
-                everyone = range(world_size + 1)
-        posted = {r: json.loads(store.get(f"appraisal/settings/{r}")) for r in everyone}
-        store.set(f"appraisal/read/{rank}", "1")
-        if rank == 0:  # the host keeps the store up until everyone has read it
-            _wait(store, "read", everyone, world_size, stall_timeout)
-        _compare(posted, world_size)
-        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"  # init connects as a client
-        try:
-            yield
-        finally:
-            os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-
-
-@contextlib.contextmanager
-def _hosted_store(host: str, port: int, seconds: float) -> Iterator[int]:
-    try:
-        store = host_store(host, port, timeout_s=seconds)
-        bound = store.__enter__()
-    except OSError as exc:
-        raise LaunchError(f"the model owner cannot listen on {host}:{port} "
-                          f"({exc.strerror or exc}); RENDEZVOUS must name this machine's "
-                          f"address and a free port.") from None
-    try:
-        yield bound
-    finally:
-        store.__exit__(None, None, None)
-
-
-def _wait(store, what: str, everyone: range, world_size: int, seconds: float) -> None:
-    try:
-        store.wait([f"appraisal/{what}/{r}" for r in everyone])
-    except Exception:
-        missing = [role(r, world_size) for r in everyone
-                   if not store.check([f"appraisal/{what}/{r}"])]
-        raise LaunchError(f"the {' and the '.join(missing) or 'model owner'} did not join "
-                          f"within {seconds:g} s; start all parties with the same RENDEZVOUS "
-                          f"and provider.") from None
-
-
-def _compare(posted: dict[int, dict], world_size: int) -> None:
-    """Every setting two processes both posted must agree."""
-    for a in sorted(posted):
-        for b in sorted(posted):
-            if a >= b:
-                continue
-            differ = sorted(k for k in posted[a].keys() & posted[b].keys()
-                            if posted[a][k] != posted[b][k])
-            if differ:
-                detail = ", ".join(f"{k}: {role(a, world_size)} {posted[a][k]!r}, "
-                                   f"{role(b, world_size)} {posted[b][k]!r}" for k in differ)
-                raise LaunchError(f"the parties disagree before computing ({detail}); start "
-                                  f"them with the same options.")
-
-
-def run_party_from_env(fn: PartyFn, payload: Any, *, config: MPCConfig, key: bytes,
-                       settings: Mapping[str, Any],
-                       stall_timeout: float = 45.0) -> Any:
-    """One party per machine: this process is party RANK of WORLD_SIZE (environment). It
-    compares ``settings`` (public) with every other process before the gloo group forms, proves
-    it holds ``key``, then runs ``fn``."""
-    rank, world_size, _, _ = _env()
-    crypten = load_crypten()
-    apply_config(config)
-    set_collective_timeout(stall_timeout)
-    with _settings_exchange({**settings, "provider": config.provider}, stall_timeout):
-        crypten.init()
-        authenticate(key, crypten.communicator.get().ttp_group, rank, world_size)
-        result = fn(rank, world_size, payload)
-        # only a finished session is shut down (rank 0 tells the dealer); after a failure the
-        # peers may be gone and the caller ends the process
-        crypten.uninit()
-        return result
-
-
-def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float = 45.0,
-                        fn: PartyFn | None = None) -> None:
-    """One party per machine: this process is the TTP dealer (RANK == WORLD_SIZE). With
-    ``fn`` (the parties' function), it rehearses ``fn(WORLD_SIZE, WORLD_SIZE, {"spec": spec})``
-    on the public spec the model owner sends, to deal the session ahead."""
-    rank, world_size, _, _ = _env()
-    if rank != world_size:
-        raise LaunchError(f"the dealer runs with RANK equal to WORLD_SIZE ({world_size}).")
-    crypten = load_crypten()
-    apply_config(config)
-    set_collective_timeout(stall_timeout)
-    with _settings_exchange({"provider": "TTP"}, stall_timeout):
-        # its count stays on its own machine
-        serve_as_dealer(crypten, key, world_size, rehearse_for=None if fn is None else (
-            lambda spec: fn(world_size, world_size, {"spec": spec})))
 
 
 if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher

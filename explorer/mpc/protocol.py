@@ -14,11 +14,11 @@ What is encrypted, by whom:
   Hessian for newton), and the threshold in bit mode.
 
 Checked before anything is encrypted: each party's own inputs against the fixed-point ring and
-the model owner's shapes against the appraiser's declaration; the launcher has already checked
-that every process holds the session key and, across machines, that all agree on the public
-settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
-``value > threshold`` (with ``verify``, each twice: from two independently shared copies,
-compared by explorer.mpc.session).
+the model owner's shapes against the appraiser's declaration; already checked by then: that
+every process holds the session key (explorer.mpc.keys) and, across machines, that all agree
+on the public settings (``public_settings``, explorer.mpc.rendezvous). Revealed to both: the B
+appraisal values, or only the B bits ``value > threshold`` (with ``verify``, each twice: from
+two independently shared copies, compared by explorer.mpc.session).
 
 Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
 features once per session, sent by the data owner under a mask it knows, for both copies
