@@ -407,7 +407,4 @@ def _signal_name(code: int | None) -> str:
 
 
 if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher
-    # run the importable module's copy, so that its exceptions unpickle in the launcher
-    from explorer.mpc import launcher
-
-    launcher._child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
