@@ -20,7 +20,7 @@ session for the whole market. Measures:
 4. Private influence against private fine-tuning (the paper's Figure 4): ratios of encrypted
    seconds and of bytes, beside the target "at least 10x cheaper".
 5. First, the limit table (DESIGN §4b): the loopback round-trip time and bandwidth measured in
-   this run, the limit of private influence computed from them (explorer.mpc.limit: the ideal
+   this run, the limit of private influence computed from them (benchmarks/limit.py: the ideal
    protocol's rounds x RTT + bytes / bandwidth, its bytes derived from the shapes and from the
    project's sigmoid or softmax measured between real parties), and private influence between
    warm parties (explorer.mpc.launcher.warm_parties) beside it as ratios: session wall,
@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from limit import influence_limit, measure_link, measure_nonlinearity
 
 from explorer.appraisers import AppraiserConfig
 from explorer.errors import ExplorerError
@@ -60,7 +61,6 @@ from explorer.experiments import (
     spearman,
 )
 from explorer.market import make_market
-from explorer.mpc.limit import influence_limit, measure_link, measure_nonlinearity
 from explorer.mpc.session import warm_sessions
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, Task, data_on_disk, load_task, standardisation

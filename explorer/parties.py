@@ -24,14 +24,7 @@ from explorer.appraisers.batch import candidate_batch
 from explorer.constraints import CONSTRAINTS, DEFAULTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
-from explorer.mpc.launcher import (
-    LaunchError,
-    SessionKeyError,
-    new_session_key,
-    role,
-    run_dealer_from_env,
-    run_party_from_env,
-)
+from explorer.mpc.keys import SessionKeyError, new_session_key
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
     ModelOwnerInput,
@@ -40,7 +33,9 @@ from explorer.mpc.protocol import (
     appraisal_party,
     public_settings,
 )
+from explorer.mpc.rendezvous import run_dealer_from_env, run_party_from_env
 from explorer.mpc.runner import PrivateRunner
+from explorer.mpc.runs import LaunchError, role
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
 from explorer.seed import SeedModel

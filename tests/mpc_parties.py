@@ -215,11 +215,11 @@ def counted_appraisal_party(rank: int, world_size: int, payload: Any) -> Any:
 def dealt_party(rank: int, world_size: int, payload: Any) -> float:
     """Products of ones of the lengths payload["parties"] (the dealer rehearses the lengths
     payload["dealer"]) with triples dealt ahead; returns the sum of the products."""
-    from explorer.mpc import dealer
+    from explorer.mpc import dealt as dealt_ahead
 
     crypten = load_crypten()
-    dealer.install()
-    dealt = dealer.expect_deal() if rank == 0 else None
+    dealt_ahead.install()
+    dealt = dealt_ahead.expect_deal() if rank == 0 else None
     total = 0.0
     for n in payload["dealer" if rank == world_size else "parties"]:
         x = crypten.cryptensor(torch.ones(n, dtype=torch.float64), src=0)

@@ -1,5 +1,5 @@
-"""Triples dealt ahead (explorer.mpc.dealer) and features opened once (explorer.mpc.masked),
-between real parties and a real dealer."""
+"""Triples dealt ahead (explorer.mpc.dealer, explorer.mpc.dealt) and features opened once
+(explorer.mpc.masked), between real parties and a real dealer."""
 
 import math
 
@@ -11,8 +11,9 @@ from scipy import stats
 
 from explorer.appraisers import make_appraiser
 from explorer.market import make_market
-from explorer.mpc.dealer import _product_size, copies_product
-from explorer.mpc.launcher import LaunchError, run_parties
+from explorer.mpc.dealt import _product_size, copies_product
+from explorer.mpc.launcher import run_parties
+from explorer.mpc.runs import LaunchError
 from explorer.mpc.session import mpc_config, session_inputs
 
 MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "newton": 0.05}

@@ -11,8 +11,9 @@ from explorer.appraisers import make_appraiser
 from explorer.market import make_market
 from explorer.mpc import drawn
 from explorer.mpc.crypten_compat import load_crypten
-from explorer.mpc.launcher import LaunchError, run_parties
+from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER, appraisal_party
+from explorer.mpc.runs import LaunchError
 from explorer.mpc.session import mpc_config, run_session, session_inputs
 
 load_crypten()

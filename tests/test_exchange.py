@@ -5,7 +5,8 @@ import mpc_parties as mp
 import pytest
 
 from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import LaunchError, run_parties
+from explorer.mpc.launcher import run_parties
+from explorer.mpc.runs import LaunchError
 
 pytestmark = pytest.mark.usefixtures("party_functions_importable")
 

@@ -18,15 +18,9 @@ import pytest
 import torch
 
 from explorer.mpc.crypten_compat import MPCConfig, load_crypten
-from explorer.mpc.launcher import (
-    LaunchCancelled,
-    LaunchError,
-    LaunchResult,
-    LaunchTimeout,
-    run_parties,
-    run_simulated,
-    warm_parties,
-)
+from explorer.mpc.launcher import run_parties, warm_parties
+from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchResult, LaunchTimeout
+from explorer.mpc.simulated import run_simulated
 
 A = torch.tensor([0.5, -1.25, 2.0, 3.5], dtype=torch.float64)  # party 0's vector
 B = torch.tensor([1.5, 0.75, -2.25, 0.125], dtype=torch.float64)  # party 1's vector

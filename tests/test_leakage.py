@@ -35,9 +35,10 @@ from explorer.leakage.defences import Defence, Policy, Refused, make_defence, pu
 from explorer.leakage.parties import build_service
 from explorer.leakage.trace import relative_error
 from explorer.market import make_market
-from explorer.mpc.launcher import run_parties, run_simulated
+from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import SessionSpec, public_settings
 from explorer.mpc.session import mpc_config
+from explorer.mpc.simulated import run_simulated
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,7 @@ import threading
 import mpc_parties as mp
 import pytest
 import torch
-
-from explorer.appraisers import make_appraiser
-from explorer.market import make_market
-from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import run_parties
-from explorer.mpc.limit import (
+from limit import (
     RING_BYTES,
     Link,
     Nonlinearity,
@@ -20,6 +15,11 @@ from explorer.mpc.limit import (
     measure_link,
     measure_nonlinearity,
 )
+
+from explorer.appraisers import make_appraiser
+from explorer.market import make_market
+from explorer.mpc.crypten_compat import MPCConfig
+from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
 from explorer.mpc.session import SessionResult, mpc_config, session_inputs
 from explorer.mpc.wire import WireCounter

@@ -25,11 +25,13 @@ keys (see ``site-packages/configs/default.yaml`` -- shipped by the crypten wheel
 as a *top-level* ``configs`` package, not inside ``crypten/``). Use
 :func:`apply_config` (permanent, e.g. in a party process before
 ``crypten.init()``) or :func:`crypten_config` (context manager, restores the
-previous config).
+previous config). :func:`set_collective_timeout` bounds the gloo operations of the
+groups ``crypten.init()`` creates.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib
 import sys
 import threading
@@ -47,6 +49,7 @@ __all__ = [
     "current_config",
     "freeze_config",
     "load_crypten",
+    "set_collective_timeout",
     "shim_was_needed",
 ]
 
@@ -306,3 +309,13 @@ def freeze_config() -> None:
                     setattr(node, leaf, old)
 
     cfg.temp_override = temp_override  # the instance's, before CrypTenConfig's own
+
+
+def set_collective_timeout(seconds: float | None) -> None:
+    """Timeout of gloo operations created by ``crypten.init()`` (CrypTen passes none, so
+    torch's 30 minutes would apply). Call before ``crypten.init()``."""
+    if seconds is None:
+        return
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = _dt.timedelta(seconds=seconds)

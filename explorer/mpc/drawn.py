@@ -35,7 +35,7 @@ from crypten.common import rng  # noqa: E402
 
 # where CrypTen and the project bound the two draw functions by name
 _MODULES = ("crypten.mpc.provider.ttp_provider", "crypten.mpc.primitives.arithmetic",
-            "crypten.mpc.primitives.binary", "explorer.mpc.dealer")
+            "crypten.mpc.primitives.binary", "explorer.mpc.dealt")
 BUDGET = 2 ** 28  # elements drawn ahead at most (2 GiB of int64 per party) ...
 FREE_SHARE = 8  # ... and at most an eighth of the memory free when the session starts
 

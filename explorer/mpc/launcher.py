@@ -1,26 +1,22 @@
-"""Run CrypTen party code in real OS processes, in this process, or one party per machine.
+"""Run CrypTen party code in real OS processes on this machine.
 
-The same party function ``fn(rank, world_size, payload) -> result`` runs
+:func:`run_parties` runs the party function ``fn(rank, world_size, payload) -> result`` of
+every party (and, for the TTP provider, the dealer) in its own OS process, each started with
+``python -m explorer.mpc.launcher`` in its own process group and handed only its own payload
+through a private pipe. The same function runs at world size 1 in this process with
+explorer.mpc.simulated, and one party per machine with explorer.mpc.rendezvous.
 
-* :func:`run_parties`: every party (and, for the TTP provider, the dealer) in its own OS process
-  on this machine, each started with ``python -m explorer.mpc.launcher`` in its own process group
-  and handed only its own payload through a private pipe;
-* :func:`run_simulated`: at world size 1 inside this process (no real secret sharing);
-* :func:`run_party_from_env` / :func:`run_dealer_from_env`: one process per machine, configured
-  with CrypTen's environment variables (RENDEZVOUS, WORLD_SIZE, RANK).
-
-What every real run guarantees:
+What every run guarantees:
 
 * **Who is in the session.** After ``crypten.init()`` and before anything is secret-shared,
-  every process proves that it holds the session key: each sends a fresh random nonce, then an
-  HMAC-SHA256 of all nonces and its own rank under the key (the standard library's ``hmac`` and
-  ``secrets``), over the established gloo group; a process whose proof fails stops everyone with
-  a sentence about the session key. Local runs make a fresh key per session, and rendezvous
-  through a file store in a private (0700) directory, so no local user can join or write it.
-* **Liveness.** Each local process sends a heartbeat to the launcher four times a second; one
-  silent for ``stall_timeout`` seconds after its first beat (stopped, swapping, hung) fails the
-  run naming it; starting up is bounded by the run's timeout. Gloo collectives
-  time out after the same interval, so a peer stopped on another machine fails the others too.
+  every process proves that it holds the session key (explorer.mpc.keys); a process whose proof
+  fails stops everyone with a sentence about the session key. A run makes a fresh key unless
+  given one, and its processes rendezvous through a file store in a private (0700) directory,
+  so no local user can join or write it.
+* **Liveness.** Each process sends a heartbeat to the launcher four times a second; one silent
+  for ``stall_timeout`` seconds after its first beat (stopped, swapping, hung) fails the run
+  naming it; starting up is bounded by the run's timeout. Gloo collectives time out ten
+  seconds later, so the launcher names the silent process before its peers' waits give up.
 * **Nothing left behind.** On success, failure, timeout or cancel every process group is killed
   and reaped and the store directory removed; the root cause is reported in one sentence.
 * **Warm processes.** Inside ``with warm_parties():`` the launcher takes processes that have
@@ -31,15 +27,11 @@ What every real run guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hmac
 import importlib
 import os
 import pickle
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,148 +47,25 @@ from explorer.mpc import exchange
 from explorer.mpc.crypten_compat import (
     MPCConfig,
     apply_config,
-    crypten_config,
     freeze_config,
     load_crypten,
+    set_collective_timeout,
 )
-from explorer.mpc.wire import bytes_so_far, wire_counter
+from explorer.mpc.keys import SessionKeyError, authenticate, new_session_key
+from explorer.mpc.runs import (
+    LaunchCancelled,
+    LaunchError,
+    LaunchResult,
+    LaunchTimeout,
+    PartyFn,
+    role,
+)
+from explorer.mpc.wire import bytes_so_far
 
-__all__ = [
-    "LaunchCancelled",
-    "LaunchError",
-    "LaunchResult",
-    "LaunchTimeout",
-    "SessionKeyError",
-    "host_store",
-    "new_session_key",
-    "run_dealer_from_env",
-    "run_parties",
-    "run_party_from_env",
-    "run_simulated",
-    "warm_parties",
-]
+__all__ = ["run_parties", "warm_parties"]
 
-PartyFn = Callable[[int, int, Any], Any]
 HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
 STALL_SECONDS = 20.0  # a local process silent this long has stalled
-KEY_BYTES = 32
-
-
-def role(rank: int | None, world_size: int = 2) -> str:
-    """The party's name in messages: model owner (rank 0), data owner (1), dealer (TTP)."""
-    if rank is None or rank >= world_size:
-        return "dealer"
-    return {0: "model owner", 1: "data owner"}.get(rank, f"party {rank}")
-
-
-# --------------------------------------------------------------------------- results & errors
-
-
-@dataclass(frozen=True)
-class LaunchResult:
-    results: list[Any]  # index = party rank
-    wall_s: float
-    pids: dict[str, int]  # by role
-    dealer: Any = None  # what the dealer returned: its wire count, {"bytes", "rounds"}
-
-
-class LaunchError(RuntimeError):
-    """A run failed. ``party`` names the process at its root (None: the launcher itself),
-    ``original`` is that party's own exception when it could be sent back, ``pids`` the run's
-    processes by role."""
-
-    def __init__(self, message: str, party: str | None = None,
-                 original: BaseException | None = None, pids: Mapping[str, int] | None = None):
-        super().__init__(message)
-        self.party, self.original, self.pids = party, original, dict(pids or {})
-
-
-class LaunchTimeout(LaunchError, TimeoutError):
-    """The whole run exceeded its deadline."""
-
-
-class LaunchCancelled(LaunchError):
-    """The run was cancelled by its caller."""
-
-
-class SessionKeyError(RuntimeError):
-    """A process could not prove that it holds the session key."""
-
-
-def new_session_key() -> bytes:
-    """A fresh random session key (32 bytes)."""
-    return secrets.token_bytes(KEY_BYTES)
-
-
-# --------------------------------------------------------------------------- the session key
-
-
-def authenticate(key: bytes, group, rank: int, world_size: int) -> None:
-    """Challenge-response over ``group`` (every process of the session): each proves it holds
-    ``key``. Tensors only, never pickles, so a stranger cannot inject objects."""
-    import torch
-    import torch.distributed as dist
-
-    n = dist.get_world_size(group)
-
-    def gather(data: bytes) -> list[bytes]:
-        mine = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
-        out = [torch.zeros(len(data), dtype=torch.int64) for _ in range(n)]
-        dist.all_gather(out, mine, group=group)
-        return [bytes(t.clamp(0, 255).to(torch.uint8).tolist()) for t in out]
-
-    transcript = b"".join(gather(secrets.token_bytes(KEY_BYTES)))
-
-    def proof(r: int) -> bytes:
-        return hmac.new(key, b"appraisal-explorer session|%d|" % r + transcript, "sha256").digest()
-
-    proofs = gather(proof(rank))
-    dist.barrier(group=group)  # everyone holds every proof before anyone may stop
-    # in the gather, process r of the group is global rank r (CrypTen's groups are 0..n-1)
-    wrong = [r for r in range(n) if r != rank and not hmac.compare_digest(proofs[r], proof(r))]
-    if wrong:
-        names = " and ".join(f"the {role(r, world_size)} (rank {r})" for r in wrong)
-        holds = "it holds" if len(wrong) == 1 else "they hold"
-        raise SessionKeyError(f"{names} did not prove {holds} the session key, so nothing was "
-                              f"shared; start every party with the same key "
-                              f"(APPRAISAL_SESSION_KEY or --session-key-file).")
-
-
-# --------------------------------------------------------------------------- stores
-
-
-@contextlib.contextmanager
-def host_store(host: str, port: int, timeout_s: float = 300.0) -> Iterator[int]:
-    """Host a c10d TCPStore bound to ``host`` only; yields the port. Closed on exit."""
-    import torch.distributed as dist
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        bound = int(sock.getsockname()[1])
-        store = dist.TCPStore(host, bound, None, True, timeout=_dt.timedelta(seconds=timeout_s),
-                              wait_for_workers=False, master_listen_fd=sock.fileno())
-    except BaseException:
-        sock.close()
-        raise
-    sock.detach()  # the store owns (and closes) the fd now
-    try:
-        yield bound
-    finally:
-        del store  # stops the server thread and closes the listening socket
-
-
-def set_collective_timeout(seconds: float | None) -> None:
-    """Timeout of gloo operations created by ``crypten.init()`` (CrypTen passes none, so
-    torch's 30 minutes would apply). Call before ``crypten.init()``."""
-    if seconds is None:
-        return
-    import torch.distributed.distributed_c10d as c10d
-
-    c10d.default_pg_timeout = _dt.timedelta(seconds=seconds)
 
 
 # --------------------------------------------------------------------------- child side
@@ -245,6 +114,8 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
         rank, world_size = boot["rank"], boot["world_size"]
         if boot["dealer"]:
             fn, payload = boot["fn"], boot["payload"]
+            from explorer.mpc.dealer import serve_as_dealer  # the dealer's process only
+
             result = serve_as_dealer(crypten, boot["key"], world_size,
                                      None if fn is None else lambda: fn(rank, world_size, payload))
         else:
@@ -269,30 +140,6 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
                 stream.flush()
         # skip interpreter teardown: gloo destructors in a half-dead group can hang
         os._exit(code)
-
-
-def serve_as_dealer(crypten: Any, key: bytes, world_size: int,
-                    rehearsal: Callable[[], Any] | None = None,
-                    rehearse_for: Callable[[Any], Any] | None = None) -> dict[str, int]:
-    """CrypTen's TTP server (explorer.mpc.dealer.Dealer), with the session-key proof after its
-    set-up. With ``rehearsal`` (the model owner's code on placeholders, built from the public
-    spec) it first deals the whole session ahead; with ``rehearse_for`` (the same, a function
-    of the spec) it deals ahead the spec rank 0 sends with its request for the deal. It ends
-    when rank 0 sends "terminate", returning what the dealer sent after the proof
-    (explorer.mpc.wire); a broken session raises (CrypTen's own loop returns quietly)."""
-    from explorer.mpc.dealer import Dealer
-
-    crypten.init()
-    server = Dealer(rehearse_for)  # seeds the PRGs it shares with each party
-    authenticate(key, crypten.communicator.get().ttp_group, world_size, world_size)
-    wire = wire_counter()
-    wire.reset()
-    if rehearsal is not None:
-        server.rehearse(rehearsal)
-    server.serve()
-    # the rehearsed sequence of requests (public: kinds and shapes) lets a later session of
-    # the same spec replay it instead of rehearsing the computation again
-    return {**wire.snapshot(), "sequence": getattr(server, "rehearsed", None)}
 
 
 def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
@@ -559,171 +406,5 @@ def _signal_name(code: int | None) -> str:
     return ""
 
 
-# --------------------------------------------------------------------------- in-process
-
-
-def run_simulated(fn: PartyFn, payload: Any = None, *, config: MPCConfig | None = None) -> Any:
-    """Run ``fn(0, 1, payload)`` with crypten initialised at world size 1 in *this* process.
-
-    Shares equal the encoded plaintext and truncation is exact: for teaching and fixed-point
-    checks only. Environment and CrypTen config are restored afterwards.
-    """
-    config = config or MPCConfig()
-    if config.uses_ttp:
-        raise ValueError("run_simulated does not support the TTP provider (needs a dealer)")
-    crypten = load_crypten()
-    if crypten.is_initialized():
-        raise RuntimeError("crypten is already initialised in this process")
-    keys = ("RENDEZVOUS", "WORLD_SIZE", "RANK", "DISTRIBUTED_BACKEND", "GLOO_SOCKET_IFNAME")
-    saved = {k: os.environ.get(k) for k in keys}
-    store_dir = tempfile.mkdtemp(prefix="appraisal-simulated-")
-    try:
-        with crypten_config(config):
-            os.environ.update(RENDEZVOUS=f"file://{store_dir}/store", WORLD_SIZE="1", RANK="0",
-                              DISTRIBUTED_BACKEND="gloo", GLOO_SOCKET_IFNAME="lo")
-            crypten.init()
-            try:
-                return fn(0, 1, payload)
-            finally:
-                if crypten.is_initialized():
-                    crypten.uninit()
-    finally:
-        shutil.rmtree(store_dir, ignore_errors=True)
-        for k, value in saved.items():
-            if value is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = value
-
-
-# --------------------------------------------------------------------------- one per machine
-
-
-def _env() -> tuple[int, int, str, int]:
-    """RANK, WORLD_SIZE and RENDEZVOUS's host and port (set and checked by explorer.parties)."""
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ["RENDEZVOUS"])
-    os.environ.setdefault("DISTRIBUTED_BACKEND", "gloo")
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), url.hostname, url.port
-
-
-@contextlib.contextmanager
-def _settings_exchange(settings: Mapping[str, Any], stall_timeout: float) -> Iterator[None]:
-    """Before any gloo group exists, every process posts its public settings in the rendezvous
-    store (rank 0 hosts it, bound to RENDEZVOUS's address only), reads everyone else's and
-    compares them: a mismatch stops all of them within seconds, each with the difference."""
-    import json
-
-    import torch.distributed as dist
-
-    rank, world_size, host, port = _env()
-    everyone = range(world_size + (1 if settings.get("provider") == "TTP" else 0))
-    hosting = _hosted_store(host, port, stall_timeout) if rank == 0 else \
-        contextlib.nullcontext()
-    with hosting:
-        store = dist.TCPStore(host, port, None, False,
-                              timeout=_dt.timedelta(seconds=stall_timeout))
-        store.set(f"appraisal/settings/{rank}", json.dumps(dict(settings), sort_keys=True))
-        _wait(store, "settings", everyone, world_size, stall_timeout)
-        if rank == 0 and world_size not in everyone:
-            # a dealer started against a TFP model owner: let it join, so that all compare
-            with contextlib.suppress(Exception):
-                store.wait([f"appraisal/settings/{world_size}"], _dt.timedelta(seconds=3))
-            if store.check([f"appraisal/settings/{world_size}"]):
-                everyone = range(world_size + 1)
-        posted = {r: json.loads(store.get(f"appraisal/settings/{r}")) for r in everyone}
-        store.set(f"appraisal/read/{rank}", "1")
-        if rank == 0:  # the host keeps the store up until everyone has read it
-            _wait(store, "read", everyone, world_size, stall_timeout)
-        _compare(posted, world_size)
-        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"  # init connects as a client
-        try:
-            yield
-        finally:
-            os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-
-
-@contextlib.contextmanager
-def _hosted_store(host: str, port: int, seconds: float) -> Iterator[int]:
-    try:
-        store = host_store(host, port, timeout_s=seconds)
-        bound = store.__enter__()
-    except OSError as exc:
-        raise LaunchError(f"the model owner cannot listen on {host}:{port} "
-                          f"({exc.strerror or exc}); RENDEZVOUS must name this machine's "
-                          f"address and a free port.") from None
-    try:
-        yield bound
-    finally:
-        store.__exit__(None, None, None)
-
-
-def _wait(store, what: str, everyone: range, world_size: int, seconds: float) -> None:
-    try:
-        store.wait([f"appraisal/{what}/{r}" for r in everyone])
-    except Exception:
-        missing = [role(r, world_size) for r in everyone
-                   if not store.check([f"appraisal/{what}/{r}"])]
-        raise LaunchError(f"the {' and the '.join(missing) or 'model owner'} did not join "
-                          f"within {seconds:g} s; start all parties with the same RENDEZVOUS "
-                          f"and provider.") from None
-
-
-def _compare(posted: dict[int, dict], world_size: int) -> None:
-    """Every setting two processes both posted must agree."""
-    for a in sorted(posted):
-        for b in sorted(posted):
-            if a >= b:
-                continue
-            differ = sorted(k for k in posted[a].keys() & posted[b].keys()
-                            if posted[a][k] != posted[b][k])
-            if differ:
-                detail = ", ".join(f"{k}: {role(a, world_size)} {posted[a][k]!r}, "
-                                   f"{role(b, world_size)} {posted[b][k]!r}" for k in differ)
-                raise LaunchError(f"the parties disagree before computing ({detail}); start "
-                                  f"them with the same options.")
-
-
-def run_party_from_env(fn: PartyFn, payload: Any, *, config: MPCConfig, key: bytes,
-                       settings: Mapping[str, Any],
-                       stall_timeout: float = 45.0) -> Any:
-    """One party per machine: this process is party RANK of WORLD_SIZE (environment). It
-    compares ``settings`` (public) with every other process before the gloo group forms, proves
-    it holds ``key``, then runs ``fn``."""
-    rank, world_size, _, _ = _env()
-    crypten = load_crypten()
-    apply_config(config)
-    set_collective_timeout(stall_timeout)
-    with _settings_exchange({**settings, "provider": config.provider}, stall_timeout):
-        crypten.init()
-        authenticate(key, crypten.communicator.get().ttp_group, rank, world_size)
-        result = fn(rank, world_size, payload)
-        # only a finished session is shut down (rank 0 tells the dealer); after a failure the
-        # peers may be gone and the caller ends the process
-        crypten.uninit()
-        return result
-
-
-def run_dealer_from_env(*, config: MPCConfig, key: bytes, stall_timeout: float = 45.0,
-                        fn: PartyFn | None = None) -> None:
-    """One party per machine: this process is the TTP dealer (RANK == WORLD_SIZE). With
-    ``fn`` (the parties' function), it rehearses ``fn(WORLD_SIZE, WORLD_SIZE, {"spec": spec})``
-    on the public spec the model owner sends, to deal the session ahead."""
-    rank, world_size, _, _ = _env()
-    if rank != world_size:
-        raise LaunchError(f"the dealer runs with RANK equal to WORLD_SIZE ({world_size}).")
-    crypten = load_crypten()
-    apply_config(config)
-    set_collective_timeout(stall_timeout)
-    with _settings_exchange({"provider": "TTP"}, stall_timeout):
-        # its count stays on its own machine
-        serve_as_dealer(crypten, key, world_size, rehearse_for=None if fn is None else (
-            lambda spec: fn(world_size, world_size, {"spec": spec})))
-
-
 if __name__ == "__main__":  # a launched party process: python -m explorer.mpc.launcher
-    # run the importable module's copy, so that its exceptions unpickle in the launcher
-    from explorer.mpc import launcher
-
-    launcher._child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])

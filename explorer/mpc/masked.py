@@ -28,7 +28,7 @@ import torch
 
 from explorer.appraisers.tensors import OpenedOperand
 from explorer.mpc.crypten_compat import load_crypten
-from explorer.mpc.dealer import DealtAheadProvider, copies_product
+from explorer.mpc.dealt import DealtAheadProvider, copies_product
 
 _crypten = load_crypten()
 from crypten.encoder import FixedPointEncoder  # noqa: E402

@@ -14,11 +14,11 @@ What is encrypted, by whom:
   Hessian for newton), and the threshold in bit mode.
 
 Checked before anything is encrypted: each party's own inputs against the fixed-point ring and
-the model owner's shapes against the appraiser's declaration; the launcher has already checked
-that every process holds the session key and, across machines, that all agree on the public
-settings (``public_settings``). Revealed to both: the B appraisal values, or only the B bits
-``value > threshold`` (with ``verify``, each twice: from two independently shared copies,
-compared by explorer.mpc.runner).
+the model owner's shapes against the appraiser's declaration; already checked by then: that
+every process holds the session key (explorer.mpc.keys) and, across machines, that all agree
+on the public settings (``public_settings``, explorer.mpc.rendezvous). Revealed to both: the B
+appraisal values, or only the B bits ``value > threshold`` (with ``verify``, each twice: from
+two independently shared copies, compared by explorer.mpc.runner).
 
 Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
 features once per session, sent by the data owner under a mask it knows, for both copies
@@ -172,10 +172,13 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     """The code each party runs. ``payload`` = {"spec": SessionSpec, "input": its own input}
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
-    from explorer.mpc import dealer, drawn, masked
+    from explorer.mpc import dealt as dealt_ahead
+    from explorer.mpc import drawn, masked
 
     if rank == world_size and payload.get("sequence"):
-        return dealer.replay(payload["sequence"])  # rehearsed before for this very spec
+        from explorer.mpc.dealer import replay
+
+        return replay(payload["sequence"])  # rehearsed before for this very spec
     crypten = load_crypten()
     spec: SessionSpec = payload["spec"]
     public = spec.public
@@ -196,9 +199,9 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         check_model_owner_input(spec, appraiser, mo)
     dealt = None
     if crypten.mpc.ttp_required():
-        dealer.install()
+        dealt_ahead.install()
         if rank == MODEL_OWNER:
-            dealt = dealer.expect_deal(spec.to_plain())
+            dealt = dealt_ahead.expect_deal(spec.to_plain())
     # a party's own shares of the correlated randomness: drawn ahead from the record of an
     # earlier session of this spec (while the deal arrives), or recorded for the next one
     draws = drawn.start(drawn.session_generators(), payload.get("draws")) \

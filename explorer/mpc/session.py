@@ -17,15 +17,7 @@ from explorer.appraisers.batch import CandidateBatch, candidate_batch
 from explorer.appraisers.reveal import Defences
 from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import (
-    HEARTBEAT_SECONDS,
-    LaunchCancelled,
-    LaunchError,
-    LaunchTimeout,
-    run_parties,
-    run_simulated,
-    warm_parties,
-)
+from explorer.mpc.launcher import HEARTBEAT_SECONDS, run_parties, warm_parties
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
     DATA_OWNER,
@@ -36,6 +28,8 @@ from explorer.mpc.protocol import (
     appraisal_party,
     public_settings,
 )
+from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
+from explorer.mpc.simulated import run_simulated
 
 # what a party's payload needs imported: a warm process imports it before any payload exists
 PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked")

@@ -18,13 +18,21 @@ issue "each input opened once", with every triple dealt ahead:
 Every element is 8 bytes (CrypTen's 64-bit ring); verified sessions compute ``copies`` = 2
 copies side by side, which doubles the bytes of every step but the features' (sent once for
 both copies), and not the rounds.
+
+Imported as ``limit`` by benchmarks/private_costs.py (its own directory) and tests/test_wire.py
+(pyproject.toml puts this directory on pytest's path). The party processes import its party
+functions by name, so it puts this directory on the PYTHONPATH they inherit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,9 +129,26 @@ def nonlinearity_party(rank: int, world_size: int, shape: tuple[int, int]) -> di
     return wire.snapshot()
 
 
+@contextlib.contextmanager
+def _importable_by_parties() -> Iterator[None]:
+    """This module's directory on the PYTHONPATH of the party processes started in the block
+    (they import its party functions by name); the variable as it was afterwards."""
+    before = os.environ.get("PYTHONPATH")
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, before) if p)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def measure_link(timeout: float = 300.0) -> Link:
     """Round-trip time and bandwidth of the loopback link between two party processes."""
-    run = run_parties(link_party, {0: None, 1: None}, config=MPCConfig(), timeout=timeout)
+    with _importable_by_parties():
+        run = run_parties(link_party, {0: None, 1: None}, config=MPCConfig(), timeout=timeout)
     rank0 = run.results[0]
     return Link(rtt_seconds=rank0["rtt"], bandwidth=rank0["bandwidth"],
                 transport=rank0["transport"])
@@ -135,8 +160,9 @@ def measure_nonlinearity(rows: int, n_outputs: int, precision_bits: int = 16,
     ``rows`` rows between real parties and the dealer."""
     config = MPCConfig(precision_bits=precision_bits, provider="TTP")
     shape = (rows, n_outputs)
-    run = run_parties(nonlinearity_party, {0: shape, 1: shape}, config=config,
-                      timeout=timeout)
+    with _importable_by_parties():
+        run = run_parties(nonlinearity_party, {0: shape, 1: shape}, config=config,
+                          timeout=timeout)
     owner, data = run.results
     sent = owner["bytes"] + data["bytes"] + (run.dealer or {}).get("bytes", 0)
     # the data owner never talks to the dealer: its rounds are the exchanges alone
