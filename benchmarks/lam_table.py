@@ -1,7 +1,7 @@
 """Rank quality against the L2 strength: rho of every appraiser against the utility for lam in
 {1e-3, 1e-2, 0.1, 0.3, 1} and lam chosen by cross-validation on the seed set (`--lam cv`).
 
-    python benchmarks/lam_table.py [--runs 3] [--seed 100]
+    python benchmarks/lam_table.py [--runs 3] [--random-state 100]
 
 Markets: WDBC label noise up to 1/2 (30 candidates of 30) and digits imbalance (20 candidates
 of 100). Each cell is the mean rho over runs with seeds seed..seed+runs-1 (seeds the defaults
@@ -31,17 +31,17 @@ LAMS = (1e-3, 1e-2, 0.1, 0.3, 1.0, "cv")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--random-state", type=int, default=100)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     config = AppraiserConfig(names=APPRAISER_NAMES, lr=0.1, steps=16)
     for label, task_name, kind, n, size, hi in MARKETS:
         rows = []
         for lam in LAMS:
-            for run in range(args.seed, args.seed + args.runs):
-                task = load_task(task_name, seed=run)
+            for run in range(args.random_state, args.random_state + args.runs):
+                task = load_task(task_name, random_state=run)
                 seed = fit_seed_model(task, lam=lam)
-                market = make_market(task, kind, n, size, hi, seed=run)
+                market = make_market(task, kind, n, size, hi, random_state=run)
                 truth = market_utilities(seed, market)
                 results = appraise_market(seed, market, config.build_all(), truth)
                 rows.append({"lam": str(lam), "chosen": seed.lam,

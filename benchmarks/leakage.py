@@ -65,9 +65,9 @@ def main() -> None:
           f"{'to 10% error':>16} "
           f"{'final error':>12} {'after':>7} {'seconds':>8}")
     for name in args.tasks.split(","):
-        task = load_task(name, seed=0)
+        task = load_task(name, random_state=0)
         seed = fit_seed_model(task)
-        (c,) = make_market(task, "none", 1, 5, seed=0)
+        (c,) = make_market(task, "none", 1, 5, random_state=0)
         for attacker in ("data-owner", "model-owner") if "table" in parts else ():
             targets = ("theta", "v") if attacker == "data-owner" else ("G",)
             for reveal, defence in CASES:
@@ -102,7 +102,7 @@ LEVELS = (0.01, 0.05, 0.2)  # of the spread of the honest values
 
 def trade_off(name, task, seed, repeat: int, draws: int) -> None:
     """Ranking quality against leakage at each level of noise and rounding."""
-    market = make_market(task, "label-noise", 30, 30, max_level=0.5, seed=1)
+    market = make_market(task, "label-noise", 30, 30, max_level=0.5, random_state=1)
     pairs = [(m.X, m.y) for m in market]
     truth = market_utilities(seed, market).utility.to_numpy()
     honest = Influence().fit(seed)
@@ -110,7 +110,7 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
     spread = float(np.ptp(values))
     bound, rows, C = public_weight_bound(honest), DEFAULT_ROW_BOUND, seed.theta.shape[1]
     sensitivity = value_sensitivity(bound, rows, C)
-    (c,) = make_market(task, "none", 1, 5, seed=0)
+    (c,) = make_market(task, "none", 1, 5, random_state=0)
     print(f"{name}: value spread {spread:.3g} nats; weight bound W {bound:g} (norm "
           f"{float(honest.weights_.norm()):.3g}), row bound R {rows:g}, sensitivity "
           f"{sensitivity:.3g} nats; influence rho {stats.spearmanr(values, truth).statistic:.3f}"

@@ -1,7 +1,7 @@
 """How many safeguarded Newton steps: rho of `newton` for K = 1..8 against first-order influence
 and 16-step fine-tuning, on the markets where first-order influence holds and where it breaks.
 
-    python benchmarks/newton_steps.py [--max-steps 8] [--runs 3] [--seed 100]
+    python benchmarks/newton_steps.py [--max-steps 8] [--runs 3] [--random-state 100]
 
 Markets: WDBC label noise up to 1/2 (30 candidates of 30) at lam 0.3 and 0.001; digits
 imbalance; the Fig. 6 protocol on mnist-3v5 at the paper's seed:candidate ratio (500:400) and
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--random-state", type=int, default=100)
     parser.add_argument("--only", help="run only markets whose label contains this")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -45,10 +45,10 @@ def main() -> None:
         if args.only and args.only not in label:
             continue
         rows = []
-        for run in range(args.seed, args.seed + args.runs):
-            task = load_task(task_name, seed=run, **task_options)
+        for run in range(args.random_state, args.random_state + args.runs):
+            task = load_task(task_name, random_state=run, **task_options)
             seed = fit_seed_model(task)
-            market = make_market(task, kind, n, size, hi, lo, seed=run)
+            market = make_market(task, kind, n, size, hi, lo, random_state=run)
             truth = market_utilities(seed, market)
             config = AppraiserConfig(names=("influence", "finetune"))
             appraisers = {a.name: a for a in config.build_all()}

@@ -219,10 +219,10 @@ def batched_vs_separate(seed, market, timeout: float, limit: int, budget: float)
 
 
 def part_wdbc(args) -> None:
-    task = load_task("wdbc", seed=args.seed)
+    task = load_task("wdbc", random_state=args.random_state)
     seed = fit_seed_model(task)
     market = make_market(task, "label-noise", args.candidates, 30, max_level=0.5,
-                         seed=args.seed)
+                         random_state=args.random_state)
     seed_facts("wdbc", task, seed, market, "label-noise", 0.5)
     truth = market_utilities(seed, market) if args.truth else no_truth(market)
     names = APPRAISERS if not args.skip_finetune else ("influence", "gradient-norm", "newton")
@@ -242,13 +242,14 @@ def part_mnist(args) -> None:
             return
         data_dir = SHARED_MNIST
     try:
-        task = load_task("mnist", seed=args.seed, data_dir=data_dir, allow_download=False)
+        task = load_task("mnist", random_state=args.random_state, data_dir=data_dir,
+                         allow_download=False)
     except ExplorerError as exc:
         print(f"mnist skipped: {exc}")
         return
     seed = fit_seed_model(task)
     n = args.mnist_candidates
-    market = make_market(task, "label-noise", n, 500, max_level=0.5, seed=args.seed)
+    market = make_market(task, "label-noise", n, 500, max_level=0.5, random_state=args.random_state)
     seed_facts("mnist", task, seed, market, "label-noise", 0.5)
     truth = market_utilities(seed, market) if args.truth else no_truth(market)
     totals = appraise("mnist", seed, market, ("influence", "gradient-norm", "newton"),
@@ -311,7 +312,7 @@ def _target(row: str, key: str, got: float) -> str:
 def limit_row(label: str, task, n: int, size: int, link, timeout: float, seed: int) -> None:
     """Private influence between warm parties against the limit, for one market."""
     seed_model = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, max_level=0.5, seed=seed)
+    market = make_market(task, "label-noise", n, size, max_level=0.5, random_state=seed)
     pairs = [(c.X, c.y) for c in market]
     appraiser = private("influence", timeout).fit(seed_model)
     d1, C = seed_model.n_features + 1, seed_model.theta.shape[1]
@@ -355,7 +356,7 @@ def separate_warm(task, n: int, size: int, separate: int, timeout: float, seed: 
     ``separate``, extrapolated to all), every session on warm parties, back to back (so each
     may wait for the pool's refill)."""
     seed_model = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, max_level=0.5, seed=seed)
+    market = make_market(task, "label-noise", n, size, max_level=0.5, random_state=seed)
     appraiser = private("influence", timeout).fit(seed_model)
     with warm_sessions("TTP"):
         appraiser.appraise_many([(c.X, c.y) for c in market])  # warm-up
@@ -377,7 +378,7 @@ def cifar_shaped(data_dir, seed: int) -> Task:
     CIFAR plane-vs-car protocol on MNIST 3 vs 5, with every 28x28 digit padded to 32x32 and
     repeated over three colour channels, standardised as CIFAR-10 would be (shared units),
     with cifar-planecar's L2 strength."""
-    task = load_task("mnist-3v5", seed=seed, data_dir=data_dir, allow_download=False)
+    task = load_task("mnist-3v5", random_state=seed, data_dir=data_dir, allow_download=False)
 
     def images(X: np.ndarray) -> np.ndarray:
         digits = np.pad(task.to_raw(X).reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2)))
@@ -396,22 +397,23 @@ def part_limit(args) -> None:
     print(f"loopback link ({link.transport}, the one the exchanges use): round trip "
           f"{link.rtt_seconds * 1e3:.3f} ms (median of ping-pongs), bandwidth "
           f"{link.bandwidth / 1e9:.2f} GB/s (one 64 MB send)", flush=True)
-    limit_row("wdbc", load_task("wdbc", seed=args.seed), args.candidates, 30, link,
-              args.timeout, args.seed)
+    limit_row("wdbc", load_task("wdbc", random_state=args.random_state), args.candidates, 30, link,
+              args.timeout, args.random_state)
     if not args.skip_mnist:
         data_dir = args.data_dir or (SHARED_MNIST if SHARED_MNIST.is_dir() else None)
         try:
-            task = load_task("mnist", seed=args.seed, data_dir=data_dir, allow_download=False)
+            task = load_task("mnist", random_state=args.random_state, data_dir=data_dir,
+                         allow_download=False)
             limit_row("mnist-sized", task, args.mnist_candidates, 500, link, args.timeout,
-                      args.seed)
+                      args.random_state)
         except ExplorerError as exc:
             print(f"mnist-sized skipped: {exc}")
     if args.cifar:
         if data_on_disk("cifar-planecar"):
-            task = load_task("cifar-planecar", seed=args.seed)
+            task = load_task("cifar-planecar", random_state=args.random_state)
         else:
             try:
-                task = cifar_shaped(args.data_dir or SHARED_MNIST, args.seed)
+                task = cifar_shaped(args.data_dir or SHARED_MNIST, args.random_state)
             except ExplorerError as exc:
                 print(f"cifar-sized skipped: CIFAR-10 is not on disk, nor MNIST ({exc})")
                 task = None
@@ -420,11 +422,11 @@ def part_limit(args) -> None:
                       "(task mnist-3v5), each digit padded to 32x32 and repeated over 3 "
                       "channels (costs depend on the shapes alone)", flush=True)
         if task is not None:
-            limit_row("cifar-sized", task, 100, 440, link, args.timeout, args.seed)
+            limit_row("cifar-sized", task, 100, 440, link, args.timeout, args.random_state)
     if not args.skip_separate:
         # warm sessions of one candidate vary little: 10 timed, extrapolated
-        separate_warm(load_task("wdbc", seed=args.seed), args.candidates, 30,
-                      min(args.separate, 10), args.timeout, args.seed)
+        separate_warm(load_task("wdbc", random_state=args.random_state), args.candidates, 30,
+                      min(args.separate, 10), args.timeout, args.random_state)
 
 
 def main() -> None:
@@ -451,7 +453,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help=f"MNIST IDX files (default {SHARED_MNIST})")
     parser.add_argument("--truth", action="store_true",
                         help="also compute ground truth by retraining and print rho vs utility")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--limit-only", action="store_true",
                         help="only the limit table (and batched vs separate, warm)")
     parser.add_argument("--cifar", action="store_true",
@@ -464,7 +466,7 @@ def main() -> None:
     start = time.perf_counter()
     print(f"private_costs: CrypTen mode parties, provider TTP, 16 precision bits vs plaintext; "
           f"finetune lr {CONFIG.lr}, {CONFIG.steps} full-batch steps; newton "
-          f"{CONFIG.newton_steps} steps; seed {args.seed}")
+          f"{CONFIG.newton_steps} steps; seed {args.random_state}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start "
           f"(other work on the machine slows every timing)", flush=True)
     part_limit(args)

@@ -93,9 +93,9 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
     _check_acquisition(rounds, n_candidates, strategies)
     rows = []
     for run in range(first_run, first_run + runs):
-        task = load_task(task_name, seed=run, **(task_options or {}))
+        task = load_task(task_name, random_state=run, **(task_options or {}))
         start = fit_seed_model(task)
-        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run)
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, random_state=run)
         rng = np.random.default_rng([run, 5])
         for strategy in strategies:
             rows += [{"run": run, "strategy": strategy, **row} for row in
@@ -107,7 +107,7 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
 
 def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
                        random_orders: int = 5, config: AppraiserConfig = INFLUENCE,
-                       random_seed: int = 0, cancel: threading.Event | None = None,
+                       random_state: int = 0, cancel: threading.Event | None = None,
                        oracle: bool = False, progress: Progress | None = None) -> pd.DataFrame:
     """Greedy-by-influence and random acquisition on one given market (the dashboard's view).
 
@@ -134,7 +134,7 @@ def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds:
 
     rows = []
     for strategy, order in sequences:
-        rng = np.random.default_rng([random_seed, 6, order])
+        rng = np.random.default_rng([random_state, 6, order])
         rows += [{"run": order, "strategy": strategy, **row} for row in
                  _acquire(seed, candidates, rounds, strategy, rng, config, cancel, on_round)]
     return _reductions(pd.DataFrame(rows))

@@ -133,8 +133,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help=f"seed task: {', '.join(TASKS)}")
     p.add_argument("--data-dir", type=_path, help="directory with the task's files (mnist: IDX "
                    "files; cifar-planecar: the python batches)")
-    p.add_argument("--seed", type=_option("seed", whole=True), default=0,
-                   help="seed for every random choice (0 .. 2^32 - 1)")
+    p.add_argument("--random-state", type=_option("random_state", whole=True), default=0,
+                   help="the random state of every random choice (0 .. 2^32 - 1)")
     p.add_argument("--lam", type=_lam, help="L2 strength of the seed model, or cv to choose it "
                    "by 5-fold cross-validated log-loss on the seed set alone (task default "
                    "otherwise; see README)")
@@ -321,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("artefact", choices=tuple(ARTEFACTS), help=f"one of {', '.join(ARTEFACTS)}")
     r.add_argument("--out", type=_path, required=True, help="directory for the CSV and HTML "
                    "files (created if missing)")
-    r.add_argument("--seed", type=_option("seed", whole=True), default=0, help="base seed of "
-                   "the artefact's runs (run r uses seed + r), to check a figure on runs it was "
-                   "not tuned on")
+    r.add_argument("--random-state", type=_option("random_state", whole=True), default=0,
+                   help="base random state of the artefact's runs (run r uses random state + "
+                   "r), to check a figure on runs it was not tuned on")
     r.add_argument("--quick", action="store_true", help="a reduced version (under a minute)")
     r.add_argument("--data-dir", type=_path, help="CIFAR-10 python batches for the plane-vs-car "
                    "artefacts (otherwise MNIST 3 vs 5 stands in)")
@@ -390,7 +390,7 @@ def _config(args, names=None) -> AppraiserConfig:
 
 def _task(args):
     lam = None if args.lam == "cv" else args.lam
-    return load_task(args.task, seed=args.seed, data_dir=args.data_dir, lam=lam,
+    return load_task(args.task, random_state=args.random_state, data_dir=args.data_dir, lam=lam,
                      drop_features=args.drop_features)
 
 
@@ -413,7 +413,7 @@ def cmd_appraise(args) -> int:
             candidates = [candidate_from_file(args.candidate_file, task)]
         else:
             candidates = make_market(task, args.corruption, args.candidates, args.size,
-                                     args.max_level, args.min_level, seed=args.seed,
+                                     args.max_level, args.min_level, random_state=args.random_state,
                                      flip=args.flip, target_class=args.target_class)
         seed = _seed(args, task)
         chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
@@ -464,7 +464,7 @@ def cmd_sample_candidate(args) -> int:
     check_output_file(args.out)
     task = _task(args)
     (c,) = make_market(task, args.corruption, 1, args.size, args.level, args.level,
-                       seed=args.seed)
+                       random_state=args.random_state)
     write_candidate_file(args.out, task.to_raw(c.X), c.y, task.feature_names)
     print(f"wrote {c.size} samples of task {task.name} ({c.kind}, level {c.level:g}) to "
           f"{args.out}")
@@ -529,7 +529,7 @@ def cmd_reproduce(args) -> int:
     config = _config(args, names=APPRAISER_NAMES)  # validates the options up front
     check_output_directory(args.out)  # created when the results are written
     rep = reproduce(args.artefact, Options(config=config, quick=args.quick,
-                                           data_dir=args.data_dir, seed=args.seed,
+                                           data_dir=args.data_dir, random_state=args.random_state,
                                            progress=_progress()))
     written = rep.write(args.out)
     for line in rep.headlines:
@@ -644,10 +644,10 @@ def cmd_attack(args) -> int:
     seed = _seed(args, task)
     candidate = None
     if args.attacker == "model-owner":
-        (c,) = make_market(task, "none", 1, args.size, seed=args.seed)
+        (c,) = make_market(task, "none", 1, args.size, random_state=args.random_state)
         candidate = (c.X, c.y)
     attack = Attack(args.attacker, reveal, args.defence, args.backend, args.mode, args.queries,
-                    random_state=args.seed, precision_bits=args.precision_bits,
+                    random_state=args.random_state, precision_bits=args.precision_bits,
                     timeout=args.timeout, grid=args.grid or DEFAULT_GRID,
                     noise=args.noise or DEFAULT_NOISE, weight_bound=args.weight_bound,
                     row_bound=args.row_bound or DEFAULT_ROW_BOUND)

@@ -55,7 +55,7 @@ def _check_extra(extra: Any) -> None:
 @dataclass(frozen=True)
 class AppraiserConfig:
     """Everything needed to build appraisers and run them: names, backend, hyper-parameters
-    (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``batch_seed``;
+    (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``random_state``;
     newton's ``newton_steps`` and ``preconditioner``; ``extra`` constructor arguments by
     appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
     crypten) and the public reveal ``defences`` (both backends).
@@ -69,7 +69,7 @@ class AppraiserConfig:
     lr: float = DEFAULTS["lr"]
     steps: int = DEFAULTS["steps"]
     batch_size: int | None = DEFAULTS["batch_size"]
-    batch_seed: int = DEFAULTS["batch_seed"]
+    random_state: int = DEFAULTS["random_state"]
     newton_steps: int = DEFAULTS["newton_steps"]
     preconditioner: str = DEFAULTS["preconditioner"]
     mpc: MPCOptions = field(default_factory=MPCOptions)
@@ -137,7 +137,7 @@ class AppraiserConfig:
     def hyper_parameters(self, name: str) -> dict:
         """The constructor arguments of appraiser ``name``."""
         own = {"finetune": {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
-                            "batch_seed": self.batch_seed},
+                            "random_state": self.random_state},
                "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner}}
         return {**own.get(name, {}), **self.extra.get(name, {})}
 

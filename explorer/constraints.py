@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.1,
     "steps": 16,
     "batch_size": None,  # full batch
-    "batch_seed": 0,
+    "random_state": 0,  # fine-tuning's mini-batch order
     # newton: safeguarded Newton steps K (README: how K was chosen)
     "newton_steps": 4,
     "preconditioner": "auto",
@@ -194,7 +194,7 @@ class _Portion:
 
 CONSTRAINTS: dict[str, Any] = {
     # the seed task and the seed model
-    "seed": _Whole(0, 2**32 - 1),
+    "random_state": _Whole(0, 2**32 - 1),  # every RNG seed: split, market, mini-batches
     "lam": _Real(0.0, 1e6, low_open=True, words="a positive number up to 1e+06"),
     "drop_features": _Whole(0),
     "seed_size": _Portion(),
@@ -214,7 +214,6 @@ CONSTRAINTS: dict[str, Any] = {
     "lr": _Real(0.0, None, low_open=True),
     "steps": _Whole(1, 100_000),
     "batch_size": _Whole(1, None, optional=True),
-    "batch_seed": _Whole(0),
     "newton_steps": _Whole(1, 64),
     "preconditioner": _OneOf(PRECONDITIONERS),
     "solver": _OneOf(SOLVERS),
@@ -240,7 +239,7 @@ CONSTRAINTS: dict[str, Any] = {
 
 # How each parameter is named in a message (and its command-line option).
 LABELS = {
-    "seed": "the seed (--seed)",
+    "random_state": "the random state (--random-state)",
     "lam": "the L2 strength lam (--lam)",
     "drop_features": "drop_features (--drop-features)",
     "seed_size": "the seed-set size",
@@ -258,7 +257,6 @@ LABELS = {
     "lr": "the fine-tuning learning rate (--lr)",
     "steps": "the fine-tuning steps (--steps)",
     "batch_size": "the fine-tuning batch size (--batch-size)",
-    "batch_seed": "the mini-batch seed",
     "newton_steps": "the newton steps (--newton-steps)",
     "preconditioner": "preconditioner (--preconditioner)",
     "solver": "Hessian solver",

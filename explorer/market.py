@@ -52,7 +52,7 @@ def levels(n_candidates: int, max_level: float, min_level: float = 0.0) -> np.nd
 
 
 def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float,
-           max_level: float, seed: int, flip, target_class: int) -> None:
+           max_level: float, random_state: int, flip, target_class: int) -> None:
     if not isinstance(task, Task):
         raise ExplorerError(f"make_market takes a Task from load_task, got "
                             f"{type(task).__name__}.")
@@ -60,7 +60,8 @@ def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float
         raise ExplorerError(f"unknown corruption {kind!r}; choose one of "
                             f"{', '.join(CORRUPTIONS)}.")
     check_params({"n_candidates": n_candidates, "size": size, "max_level": max_level,
-                  "min_level": min_level, "seed": seed, "target_class": target_class})
+                  "min_level": min_level, "random_state": random_state,
+                  "target_class": target_class})
     pool = len(task.y_pool)
     if size > pool:
         raise ExplorerError(f"a candidate of {size} samples is larger than the pool of {pool}; "
@@ -74,7 +75,7 @@ def _check(task: Task, kind: str, n_candidates: int, size: int, min_level: float
 
 
 def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: int = 100,
-                max_level: float = 1.0, min_level: float = 0.0, seed: int = 0,
+                max_level: float = 1.0, min_level: float = 0.0, random_state: int = 0,
                 flip: tuple[int, int] | str | None = None,
                 target_class: int = 0) -> list[Candidate]:
     """Synthesize ``n_candidates`` candidate datasets of ``size`` samples with the given corruption.
@@ -84,8 +85,8 @@ def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: in
     (label noise) is a class pair or "any" (default: the task's flip pair); ``target_class`` is the
     class whose share ``imbalance`` sets.
     """
-    _check(task, kind, n_candidates, size, min_level, max_level, seed, flip, target_class)
-    rng = np.random.default_rng([seed, 2])
+    _check(task, kind, n_candidates, size, min_level, max_level, random_state, flip, target_class)
+    rng = np.random.default_rng([random_state, 2])
     lv = np.zeros(n_candidates) if kind == "none" else levels(n_candidates, max_level, min_level)
     pool = len(task.y_pool)
     if kind == "imbalance":
@@ -100,8 +101,8 @@ def make_market(task: Task, kind: str = "none", n_candidates: int = 10, size: in
     market = []
     for i, (idx, level) in enumerate(zip(slices, lv, strict=True)):
         # per-candidate streams: a corruption's draws never shift another candidate's
-        draw = np.random.default_rng([seed, 3, i])
-        order = np.random.default_rng([seed, 4, i]).permutation(size)
+        draw = np.random.default_rng([random_state, 3, i])
+        order = np.random.default_rng([random_state, 4, i]).permutation(size)
         X, y = task.X_pool[idx].copy(), task.y_pool[idx].copy()
         details: dict = {}
         if kind == "label-noise":

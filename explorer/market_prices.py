@@ -21,7 +21,7 @@ PRICE_KINDS = (("none", 0.0), ("label-noise", 1.0), ("duplicates", 1.0), ("featu
 
 def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 30,
                   kinds: Sequence[tuple[str, float]] = PRICE_KINDS,
-                  market_seed: int = 0) -> pd.DataFrame:
+                  random_state: int = 0) -> pd.DataFrame:
     """A market mixing clean, harmful (labels flipped), duplicate and noisy candidates, priced
     by ``rule`` (a pricing.PricingRule) from their influence values.
 
@@ -29,7 +29,8 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
     """
     market: list[Candidate] = []
     for i, (kind, level) in enumerate(kinds):
-        for c in make_market(task, kind, n_per_kind, size, level, level, seed=market_seed + i):
+        for c in make_market(task, kind, n_per_kind, size, level, level,
+                             random_state=random_state + i):
             market.append(Candidate(len(market), c.X, c.y, c.kind, c.level, c.details))
     results = appraise_market(seed, market, INFLUENCE)
     prices = rule.prices(results.value)

@@ -60,13 +60,13 @@ class Reproduction:
 @dataclass(frozen=True)
 class Options:
     """How to reproduce: the appraisers' configuration (backend, hyper-parameters, MPC
-    options), a reduced size, CIFAR-10's directory, and the base seed of the runs (run r uses
-    seed + r; the defaults were chosen on seed 0)."""
+    options), a reduced size, CIFAR-10's directory, and the base random state of the runs (run r
+    uses random_state + r; the defaults were chosen on 0)."""
 
     config: AppraiserConfig = field(default_factory=AppraiserConfig)
     quick: bool = False
     data_dir: str | None = None
-    seed: int = 0
+    random_state: int = 0
     progress: Progress | None = None
 
     @property
@@ -90,10 +90,10 @@ def table1(opts: Options) -> Reproduction:
     """MNIST, labels 1 and 7 flipped with probability p/10 in candidate p = 1..10; fine-tuning
     limited to 1x/4x/16x influence's work per candidate (experiments.finetune_steps: a cost
     model of public sizes, so the same seed gives the same table) at three learning rates."""
-    task = load_task("mnist", seed=opts.seed)
+    task = load_task("mnist", random_state=opts.random_state)
     n, size = (5, 200) if opts.quick else (10, 740)
     seed = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=opts.seed)
+    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, random_state=opts.random_state)
     truth = market_utilities(seed, market, opts.progress)
     frame = finetune_budgets(seed, market, truth)
     inf = frame.influence_spearman_level.iloc[0]
@@ -121,7 +121,7 @@ def table2(opts: Options) -> Reproduction:
     for label, kind, hi, lo, task_options, mean, sd in TABLE2:
         f = repeated_rank_correlations("wdbc", kind, n, 30, hi, lo, runs=runs,
                                        config=opts.only("influence"),
-                                       task_options=task_options, first_run=opts.seed)
+                                       task_options=task_options, first_run=opts.random_state)
         frames.append(f.assign(setting=label))
         rows.append({"setting": label, "mean": f.spearman.mean(), "sd": f.spearman.std(),
                      "paper_mean": mean, "paper_sd": sd})
@@ -134,10 +134,10 @@ def table2(opts: Options) -> Reproduction:
 
 def fig3(opts: Options) -> Reproduction:
     """Fine-tuning's rank correlation and runtime over batch size x epochs (MNIST label noise)."""
-    task = load_task("mnist", seed=opts.seed)
+    task = load_task("mnist", random_state=opts.random_state)
     n, size = (5, 200) if opts.quick else (10, 740)
     seed = fit_seed_model(task)
-    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, seed=opts.seed)
+    market = make_market(task, "label-noise", n, size, 1.0, 1.0 / n, random_state=opts.random_state)
     truth = market_utilities(seed, market, opts.progress)
     batches = [64, None] if opts.quick else [16, 64, 256, None]
     epochs = [1, 2] if opts.quick else [1, 2, 4, 8]
@@ -168,12 +168,12 @@ def fig4(opts: Options) -> Reproduction:
     if opts.quick:
         task_options = {**task_options, "seed_size": FIG4_QUICK["seed_size"],
                         "test_size": FIG4_QUICK["test_size"]}
-    task = load_task(name, seed=opts.seed, **task_options)
+    task = load_task(name, random_state=opts.random_state, **task_options)
     n, size = (FIG4_QUICK["candidates"], FIG4_QUICK["size"]) if opts.quick else (20, full_size)
     names, steps = (FIG4_QUICK["appraisers"], FIG4_QUICK["steps"]) if opts.quick else \
         (APPRAISER_NAMES, 16)
     seed = fit_seed_model(task)
-    market = make_market(task, "imbalance", n, size, 1.0, 0.05, seed=opts.seed)
+    market = make_market(task, "imbalance", n, size, 1.0, 0.05, random_state=opts.random_state)
     frames = []
     for backend in ("plaintext", "crypten"):
         config = opts.config.with_(names=names, backend=backend, lr=0.1, steps=steps)
@@ -201,9 +201,9 @@ def fig5(opts: Options) -> Reproduction:
     for panel, task_name, kind, tk, paper in (
             ("MNIST label noise", "mnist", "label-noise", {}, -1),
             (f"{name} class balance", name, "imbalance", task_options, 1)):
-        task = load_task(task_name, seed=opts.seed, **tk)
+        task = load_task(task_name, random_state=opts.random_state, **tk)
         seed = fit_seed_model(task)
-        market = make_market(task, kind, n, size, 1.0, 1.0 / n, seed=opts.seed)
+        market = make_market(task, kind, n, size, 1.0, 1.0 / n, random_state=opts.random_state)
         results = appraise_market(seed, market, opts.only("gradient-norm"))
         frames.append(results.assign(panel=panel))
         rho = spearman(results.value, results.utility)
@@ -220,11 +220,11 @@ def fig6(opts: Options) -> Reproduction:
     """Plane-vs-car, 20 candidates with 5p% planes, 5 repeated markets: every appraiser's rank
     against the utility's rank, overall and in the paper's zooms on the car rate."""
     name, task_options, full_size = _planecar(opts)
-    task = load_task(name, seed=opts.seed, **task_options)
+    task = load_task(name, random_state=opts.random_state, **task_options)
     n, size, repeats = (10, 100, 2) if opts.quick else (20, full_size, 5)
     seed = fit_seed_model(task)
     frame = repeated_markets(seed, task, "imbalance", n, size, 1.0, 1.0 / n, repeats=repeats,
-                             config=opts.only(*APPRAISER_NAMES), first_run=opts.seed,
+                             config=opts.only(*APPRAISER_NAMES), first_run=opts.random_state,
                              progress=opts.progress)
     lines = []
     for appraiser, g in frame.groupby("appraiser", sort=False):
@@ -248,7 +248,7 @@ def fig8(opts: Options) -> Reproduction:
     n, rounds, runs = (20, 5, 2) if opts.quick else (100, 15, 5)
     frame = acquisition_curves("wdbc", "label-noise", n, 30, 0.5, rounds, runs=runs,
                                task_options={"drop_features": 10},
-                               config=opts.only("influence"), first_run=opts.seed,
+                               config=opts.only("influence"), first_run=opts.random_state,
                                progress=opts.progress)
     mean = frame.groupby(["strategy", "round"])[["loss_reduction", "relative_reduction"]].mean()
     k = min(3, rounds)
@@ -267,10 +267,10 @@ def fig8(opts: Options) -> Reproduction:
 def pricing(opts: Options) -> Reproduction:
     """Prices of clean, harmful, duplicate and noisy candidates under a calibrated rule."""
     task_name, size, n = ("wdbc", 30, 4) if opts.quick else ("mnist", 300, 5)
-    task = load_task(task_name, seed=opts.seed)
+    task = load_task(task_name, random_state=opts.random_state)
     seed = fit_seed_model(task)
     rule = PricingRule.calibrated(seed, size, rate=1000.0)
-    frame = priced_market(seed, task, rule, n_per_kind=n, size=size, market_seed=opts.seed)
+    frame = priced_market(seed, task, rule, n_per_kind=n, size=size, random_state=opts.random_state)
     by_kind = frame.groupby("kind").price.mean()
     lines = [f"pricing {task_name}: threshold {rule.threshold:.4f} nats (own-data baseline "
              f"+ 3 sd); mean price " + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items())
@@ -289,15 +289,15 @@ def leakage(opts: Options) -> Reproduction:
     noise as the protocol applies them before the reveal; one query each, not repeated)."""
     from explorer.leakage.attack import Attack, run_attack
 
-    task = load_task("wdbc", seed=opts.seed)
+    task = load_task("wdbc", random_state=opts.random_state)
     seed = fit_seed_model(task)
-    (candidate,) = make_market(task, "none", 1, 5, seed=opts.seed)
+    (candidate,) = make_market(task, "none", 1, 5, random_state=opts.random_state)
     frames, lines = [], []
     for attacker in ("data-owner", "model-owner"):
         for reveal, defence in LEAKAGE_RUNS:
             queries = None if reveal == "value" or not opts.quick else 200
             attack = Attack(attacker, reveal, defence, queries=queries,
-                            random_state=opts.seed)
+                            random_state=opts.random_state)
             result = run_attack(seed, attack, (candidate.X, candidate.y))
             frames.append(result.frame.assign(attacker=attacker, reveal=reveal,
                                               defence=defence))

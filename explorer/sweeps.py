@@ -34,9 +34,9 @@ def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, siz
     rows = []
     backend = config.backend
     for run in range(first_run, first_run + runs):
-        task = load_task(task_name, seed=run, **(task_options or {}))
+        task = load_task(task_name, random_state=run, **(task_options or {}))
         seed = fit_seed_model(task)
-        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, random_state=run,
                              **(market_options or {}))
         results = appraise_market(seed, market, config)
         by_level = rank_correlations(results, "level")
@@ -60,7 +60,7 @@ def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: 
     """
     frames = []
     for run in range(first_run, first_run + repeats):
-        market = make_market(task, kind, n_candidates, size, max_level, min_level, seed=run,
+        market = make_market(task, kind, n_candidates, size, max_level, min_level, random_state=run,
                              **(market_options or {}))
         frame = appraise_market(seed, market, config)
         frames.append(frame.assign(run=run))

@@ -39,7 +39,7 @@ class Task:
     scale: np.ndarray  # (d,) seed-set standard deviation (floored), raw units
     lam: float  # recommended L2 strength of the seed model (see explorer.model)
     flip_pair: tuple[int, int] | None  # the class pair label noise flips by default
-    seed: int
+    random_state: int  # of the split (and of dropped columns)
     info: dict = field(default_factory=dict)
 
     @property
@@ -177,11 +177,11 @@ def standardisation(X: np.ndarray, shared_units: bool) -> tuple[np.ndarray, np.n
     return mean, np.where(std > 0, std, 1.0)
 
 
-def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = None,
+def load_task(name: str, *, random_state: int = 0, data_dir: str | os.PathLike | None = None,
               lam: float | None = None, drop_features: int = 0,
               seed_size: float | int | None = None, test_size: float | int | None = None,
               allow_download: bool = True) -> Task:
-    """Build the task ``name`` with the paper's default split, all randomness from ``seed``.
+    """Build the task ``name`` with the paper's default split, all randomness from ``random_state``.
 
     ``drop_features`` removes that many randomly chosen feature columns from every part (the
     paper's missing-features protocol for WDBC); ``seed_size``/``test_size`` override the split
@@ -189,14 +189,14 @@ def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = 
     """
     if not isinstance(name, str) or name not in TASKS:
         raise ExplorerError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}.")
-    check_params({"seed": seed, "drop_features": drop_features,
+    check_params({"random_state": random_state, "drop_features": drop_features,
                   **({} if lam is None else {"lam": lam}),
                   **({} if seed_size is None else {"seed_size": seed_size}),
                   **({} if test_size is None else {"test_size": test_size})})
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise ExplorerError(f"data_dir must be a directory path, got {data_dir!r}.")
     spec = TASKS[name]
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([random_state, 1])
     kwargs = {"data_dir": data_dir, "allow_download": allow_download} if spec.needs_files else {}
     if data_dir is not None and not spec.needs_files:
         raise ExplorerError(f"task {name!r} ships with scikit-learn and takes no data directory; "
@@ -250,5 +250,6 @@ def load_task(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = 
                 y_test=test_part.y, X_pool=std(pool_part), y_pool=pool_part.y,
                 feature_names=tuple(raw.feature_names[i] for i in kept),
                 class_names=raw.class_names, mean=mean, scale=scale,
-                lam=spec.lam if lam is None else float(lam), flip_pair=spec.flip_pair, seed=seed,
+                lam=spec.lam if lam is None else float(lam), flip_pair=spec.flip_pair,
+                random_state=random_state,
                 info={"dropped_features": int(drop_features)})

@@ -43,12 +43,12 @@ def party_functions_importable():
 
 @pytest.fixture(scope="session")
 def wdbc():
-    return load_task("wdbc", seed=0)
+    return load_task("wdbc", random_state=0)
 
 
 @pytest.fixture(scope="session")
 def digits():
-    return load_task("digits", seed=0)
+    return load_task("digits", random_state=0)
 
 
 @pytest.fixture(scope="session")

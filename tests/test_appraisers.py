@@ -78,9 +78,9 @@ def test_one_full_batch_step_of_finetuning(wdbc, wdbc_seed):
 
 def test_minibatch_finetuning_is_seeded(wdbc, wdbc_seed):
     (c,) = make_market(wdbc, "none", 1, 25)
-    a = FineTune(steps=10, batch_size=8, batch_seed=1).fit(wdbc_seed).value(c.X, c.y)
-    b = FineTune(steps=10, batch_size=8, batch_seed=1).fit(wdbc_seed).value(c.X, c.y)
-    other = FineTune(steps=10, batch_size=8, batch_seed=2).fit(wdbc_seed).value(c.X, c.y)
+    a = FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed).value(c.X, c.y)
+    b = FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed).value(c.X, c.y)
+    other = FineTune(steps=10, batch_size=8, random_state=2).fit(wdbc_seed).value(c.X, c.y)
     assert a == b and a != other
 
 
@@ -101,16 +101,16 @@ def test_minibatches_cover_the_whole_union_each_epoch(wdbc, wdbc_seed):
         grad = model.grad_sum(theta, X[idx], y[idx]) / len(idx)
         theta = theta - 0.1 * (grad + lam_union * model.penalty_mask(theta) * theta)
     expected = s.test_loss - model.mean_loss(theta, s.X_test, s.y_test)
-    got = FineTune(lr=0.1, steps=9, batch_size=10, batch_seed=3).fit(s).value(c.X, c.y)
+    got = FineTune(lr=0.1, steps=9, batch_size=10, random_state=3).fit(s).value(c.X, c.y)
     assert got == pytest.approx(expected, rel=1e-10)
 
 
 def test_minibatch_finetuning_of_many_candidates_is_each_ones_own(digits, digits_seed):
     """Candidates of one size step together; of another size, apart: each value is what the
     candidate gets when appraised alone (softmax model, two sizes)."""
-    market = make_market(digits, "label-noise", 3, 40, max_level=0.5, seed=2)
+    market = make_market(digits, "label-noise", 3, 40, max_level=0.5, random_state=2)
     pairs = [(c.X, c.y) for c in market] + [(c.X[:25], c.y[:25]) for c in market[:2]]
-    appraiser = FineTune(steps=9, batch_size=16, batch_seed=3).fit(digits_seed)
+    appraiser = FineTune(steps=9, batch_size=16, random_state=3).fit(digits_seed)
     together = [r["value"] for r in appraiser.appraise_many(pairs)]
     alone = [appraiser.value(X, y) for X, y in pairs]
     assert together == pytest.approx(alone, rel=1e-12, abs=1e-15)

@@ -30,7 +30,7 @@ ENV = {"RENDEZVOUS": "tcp://127.0.0.1:9", "WORLD_SIZE": "2"}  # nothing listens 
 def files(tmp_path_factory, wdbc, wdbc_seed):
     """A directory of good and broken candidate and encoding files for task wdbc."""
     d = tmp_path_factory.mktemp("inputs")
-    (c,) = make_market(wdbc, "label-noise", 1, 30, 0.3, 0.3, seed=1)
+    (c,) = make_market(wdbc, "label-noise", 1, 30, 0.3, 0.3, random_state=1)
     write_candidate_file(d / "good.csv", wdbc.to_raw(c.X), c.y, wdbc.feature_names)
     good = pd.read_csv(d / "good.csv")
     names = list(wdbc.feature_names)
@@ -113,9 +113,9 @@ DO = ["party", "data-owner", "--encoding"]
 # directory that must stay empty
 CLI_CASES = [
     # numbers and choices
-    (["appraise", *W, "--seed", "-1"], r"seed must be a whole number between 0 and", None),
-    (["appraise", *W, "--seed", "1.5"], "expected a whole number", None),
-    (["appraise", *W, "--seed", str(2**64)], "seed must be a whole number", None),
+    (["appraise", *W, "--random-state", "-1"], r"seed must be a whole number between 0 and", None),
+    (["appraise", *W, "--random-state", "1.5"], "expected a whole number", None),
+    (["appraise", *W, "--random-state", str(2**64)], "seed must be a whole number", None),
     (["appraise", *W, "--candidates", "0"], "number of candidates must be", None),
     (["appraise", *W, "--candidates", "-3"], "number of candidates must be", None),
     (["appraise", *W, "--size", "-1"], "positive integer", None),
@@ -176,7 +176,7 @@ CLI_CASES = [
      "would overwrite the candidate file", None),
     (["sample-candidate", *W, "--out", "{o}"], "is a directory", None),
     (["sample-candidate", *W, "--out", "{o}/missing/c.csv"], "does not exist", None),
-    (["sample-candidate", *W, "--seed", "-1", "--out", "{o}/c.csv"], "seed must be", None),
+    (["sample-candidate", *W, "--random-state", "-1", "--out", "{o}/c.csv"], "seed must be", None),
     (["sample-candidate", *W, "--size", "0", "--out", "{o}/c.csv"], "positive integer", None),
     (["sample-candidate", *W, "--level", "2", "--out", "{o}/c.csv"],
      r"level must be a number within \[0, 1\]", None),
@@ -184,14 +184,14 @@ CLI_CASES = [
      "unknown corruption 'rot'", None),
     (["export-encoding", *W, "--out", "{o}"], "is a directory", None),
     (["export-encoding", *W, "--out", "{o}/missing/e.json"], "does not exist", None),
-    (["export-encoding", *W, "--seed", "-1", "--out", "{o}/e.json"], "seed must be", None),
+    (["export-encoding", *W, "--random-state", "-1", "--out", "{o}/e.json"], "seed must be", None),
     (["export-encoding", *W, "--lam", "x", "--out", "{o}/e.json"], "positive number or cv",
      None),
     (["reproduce", "fig99", "--out", "{o}/r"], "invalid choice: 'fig99'", None),
     (["reproduce", "table2", "--out", "{d}/good.csv"], "is a file", None),
     (["reproduce", "table2", "--out", "{d}/good.csv/sub"], "is a file", None),
     (["reproduce", "table2", "--out", ""], "empty string", None),
-    (["reproduce", "table2", "--seed", "-1", "--out", "{o}/r"], "seed must be", None),
+    (["reproduce", "table2", "--random-state", "-1", "--out", "{o}/r"], "seed must be", None),
     (["reproduce", "table2", "--timeout", "0", "--out", "{o}/r"], "timeout must be", None),
     (["reproduce", "fig6", "--quick", "--data-dir", "{d}/folder.csv", "--out", "{o}/r"],
      "no CIFAR-10 python batches", None),
@@ -259,7 +259,7 @@ CLI_CASES = [
     (["party", "model-owner", *W, "--sizes", "0"], "each size to be a whole number", None),
     (["party", "model-owner", *W, "--sizes", "1.5"], "separated by commas", None),
     (["party", "model-owner", *W, "--sizes", str(10**12)], "each size to be", None),
-    (["party", "model-owner", *W, "--sizes", "30", "--seed", "-1"], "seed must be", None),
+    (["party", "model-owner", *W, "--sizes", "30", "--random-state", "-1"], "seed must be", None),
     (["party", "model-owner", *W, "--sizes", "30", "--precision-bits", "4"],
      "precision bits must be", None),
     (["party", "model-owner", *W, "--sizes", "30", "--appraiser", "x"], "invalid choice", None),
@@ -360,7 +360,7 @@ def test_sample_candidate_output_is_read_back(tmp_path, wdbc):
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    (c,) = make_market(wdbc, "none", 1, 10, seed=0)
+    (c,) = make_market(wdbc, "none", 1, 10, random_state=0)
     return c
 
 
@@ -379,9 +379,9 @@ def one_at(X, value):
 API_CASES = [
     (lambda t, s, a, c, f: load_task("nope"), "unknown task 'nope'"),
     (lambda t, s, a, c, f: load_task(3), "unknown task 3"),
-    (lambda t, s, a, c, f: load_task("wdbc", seed=-1), "seed .* must be a whole number"),
-    (lambda t, s, a, c, f: load_task("wdbc", seed=1.5), "seed .* must be a whole number"),
-    (lambda t, s, a, c, f: load_task("wdbc", seed=True), "seed .* must be a whole number"),
+    (lambda t, s, a, c, f: load_task("wdbc", random_state=-1), "seed .* must be a whole number"),
+    (lambda t, s, a, c, f: load_task("wdbc", random_state=1.5), "seed .* must be a whole number"),
+    (lambda t, s, a, c, f: load_task("wdbc", random_state=True), "seed .* must be a whole number"),
     (lambda t, s, a, c, f: load_task("wdbc", lam=float("nan")), "L2 strength"),
     (lambda t, s, a, c, f: load_task("wdbc", lam=-1), "L2 strength"),
     (lambda t, s, a, c, f: load_task("wdbc", drop_features=1.5), "drop_features"),
@@ -396,7 +396,7 @@ API_CASES = [
     (lambda t, s, a, c, f: make_market(t, "label-noise", 2, 10, "a"), "max-level"),
     (lambda t, s, a, c, f: make_market(t, "label-noise", 2, 10, None), "max-level"),
     (lambda t, s, a, c, f: make_market(t, ["none"], 2, 10), "unknown corruption"),
-    (lambda t, s, a, c, f: make_market(t, "none", 2, 10, seed=-1), "seed"),
+    (lambda t, s, a, c, f: make_market(t, "none", 2, 10, random_state=-1), "random state"),
     (lambda t, s, a, c, f: make_market(t, "label-noise", 2, 10, flip="ab"), "flip must be"),
     (lambda t, s, a, c, f: make_market(t, "label-noise", 2, 10, flip=(0, 1, 2)),
      "flip must be"),

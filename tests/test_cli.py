@@ -32,7 +32,7 @@ def test_appraise_wdbc_end_to_end(tmp_path, capsys):
     out_csv = tmp_path / "results.csv"
     code, out, err = run(capsys, "appraise", "--task", "wdbc", "--corruption", "label-noise",
                          "--candidates", "12", "--size", "30", "--max-level", "0.5",
-                         "--appraisers", "influence,gradient-norm,finetune", "--seed", "3",
+                         "--appraisers", "influence,gradient-norm,finetune", "--random-state", "3",
                          "--out", str(out_csv))
     assert code == 0, err
     frame = pd.read_csv(out_csv)
@@ -46,7 +46,7 @@ def test_appraise_wdbc_end_to_end(tmp_path, capsys):
 
 def test_same_seed_same_numbers(tmp_path, capsys):
     args = ["appraise", "--task", "digits", "--corruption", "label-noise", "--candidates", "5",
-            "--size", "80", "--appraisers", "influence", "--seed", "7"]
+            "--size", "80", "--appraisers", "influence", "--random-state", "7"]
     run(capsys, *args, "--out", str(tmp_path / "a.csv"))
     run(capsys, *args, "--out", str(tmp_path / "b.csv"))
     a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("party_functions_importable")
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)
+    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, random_state=4)
 
 
 def counted_session(seed, market, name: str, deal: bool) -> tuple[dict, dict, np.ndarray]:

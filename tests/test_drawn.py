@@ -73,7 +73,7 @@ def test_a_draw_unlike_its_record_raises():
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    return make_market(wdbc, "label-noise", 10, 30, max_level=0.6, seed=5)
+    return make_market(wdbc, "label-noise", 10, 30, max_level=0.6, random_state=5)
 
 
 def test_a_later_session_of_a_spec_draws_ahead_and_gives_the_same_values(wdbc_seed, market):

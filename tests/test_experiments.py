@@ -42,7 +42,7 @@ def test_acquisition_curve_starts_at_the_seed_models_test_loss():
     assert list(frame.columns) == ACQUISITION_COLUMNS
     assert len(frame) == 2 * 2 * 5
     for run in (0, 1):
-        start = fit_seed_model(load_task("wdbc", seed=run)).test_loss
+        start = fit_seed_model(load_task("wdbc", random_state=run)).test_loss
         first = frame[(frame.run == run) & (frame["round"] == 0)]
         assert np.allclose(first.test_loss, start) and (first.loss_reduction == 0).all()
         for _, curve in frame[frame.run == run].groupby("strategy"):
@@ -66,7 +66,7 @@ def test_acquisition_rejects_more_rounds_than_candidates():
 def test_buying_by_utility_beats_random_and_reads_higher(wdbc, wdbc_seed):
     """On a small real market the oracle (buying by utility) reduces the test loss more than
     random buying: with reductions, the better strategy has the higher curve."""
-    market = make_market(wdbc, "label-noise", 10, 30, 0.5, seed=3)
+    market = make_market(wdbc, "label-noise", 10, 30, 0.5, random_state=3)
     frame = market_acquisition(wdbc_seed, market, rounds=3, random_orders=4, oracle=True)
     assert list(frame.columns) == ACQUISITION_COLUMNS
     assert sorted(frame.run[frame.strategy == "random"].unique()) == [0, 1, 2, 3]
@@ -83,7 +83,7 @@ def test_buying_by_utility_beats_random_and_reads_higher(wdbc, wdbc_seed):
 def test_market_acquisition_reports_every_round(wdbc, wdbc_seed):
     """One event per round of every sequence (greedy, then each random order), ``done``
     growing by one up to ``total``; without a callback the curves are the same."""
-    market = make_market(wdbc, "label-noise", 6, 30, 0.5, seed=1)
+    market = make_market(wdbc, "label-noise", 6, 30, 0.5, random_state=1)
     events: list[tuple[str, int, int]] = []
     frame = market_acquisition(wdbc_seed, market, rounds=3, random_orders=2,
                                progress=lambda *event: events.append(event))
@@ -105,7 +105,7 @@ def test_finetune_budgets_ignore_the_clock(wdbc, wdbc_seed, monkeypatch):
     faster one): two runs under clocks of different speeds give identical frames."""
     import time
 
-    market = make_market(wdbc, "label-noise", 5, 30, 1.0, 0.2, seed=0)
+    market = make_market(wdbc, "label-noise", 5, 30, 1.0, 0.2, random_state=0)
     truth = market_utilities(wdbc_seed, market)
     frames = []
     for speed in (1.0, 37.0):

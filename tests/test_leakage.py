@@ -43,7 +43,7 @@ from explorer.mpc.simulated import run_simulated
 
 @pytest.fixture(scope="module")
 def five_rows(wdbc):
-    (c,) = make_market(wdbc, "none", 1, 5, seed=0)
+    (c,) = make_market(wdbc, "none", 1, 5, random_state=0)
     return c.X, c.y
 
 
@@ -228,7 +228,8 @@ def test_an_attacks_settings_are_checked_when_made(settings, message):
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    return [(c.X, c.y) for c in make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)]
+    return [(c.X, c.y) for c in make_market(wdbc, "label-noise", 12, 30, max_level=0.6,
+                                            random_state=4)]
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +307,7 @@ def noise_ratio(revealed: np.ndarray, noiseless: np.ndarray, tau: float) -> floa
 def test_each_party_adds_its_own_noise(wdbc, wdbc_seed, backend, mode, n):
     """Revealed minus noiseless spreads as τ√2: both parties' noise, not one's (0.71) nor
     none. Bounds: 4 standard errors of a sample spread (1 / sqrt(2n))."""
-    candidates = [(c.X, c.y) for c in make_market(wdbc, "none", n, 5, seed=3)]
+    candidates = [(c.X, c.y) for c in make_market(wdbc, "none", n, 5, random_state=3)]
     honest = Influence().fit(wdbc_seed)
     noiseless = values_of(influence(), wdbc_seed, candidates)
     tau = 0.02

@@ -69,7 +69,7 @@ def test_a_crash_mid_write_leaves_the_previous_ledger(tmp_path, monkeypatch):
 def test_private_runs_between_parties_count_and_refuse(tmp_path, monkeypatch, wdbc,
                                                        wdbc_seed):
     monkeypatch.setenv("APPRAISAL_EXPLORER_CACHE", str(tmp_path))
-    market = [(c.X, c.y) for c in make_market(wdbc, "none", 3, 20, seed=1)]
+    market = [(c.X, c.y) for c in make_market(wdbc, "none", 3, 20, random_state=1)]
     config = AppraiserConfig(names=("influence",), backend="crypten",
                              budget=Budget(values=8))
     first = config.build("influence").fit(wdbc_seed)

@@ -40,8 +40,9 @@ def test_pair_label_noise_flip_rate_within_binomial_bounds(digits):
 
 
 def test_pair_label_noise_changes_only_the_pair(digits):
-    (clean,) = make_market(digits, "none", 1, 500, seed=5)
-    (noisy,) = make_market(digits, "label-noise", 1, 500, max_level=1.0, min_level=1.0, seed=5)
+    (clean,) = make_market(digits, "none", 1, 500, random_state=5)
+    (noisy,) = make_market(digits, "label-noise", 1, 500, max_level=1.0, min_level=1.0,
+                           random_state=5)
     # same draws (same seed), so compare label multisets outside the pair
     for k in (0, 2, 3, 4, 5, 6, 8, 9):
         assert np.sum(clean.y == k) == np.sum(noisy.y == k)
@@ -49,7 +50,7 @@ def test_pair_label_noise_changes_only_the_pair(digits):
 
 
 def test_any_label_noise_never_keeps_a_flipped_label(wdbc):
-    (c,) = make_market(wdbc, "label-noise", 1, 300, 0.5, 0.5, flip="any", seed=2)
+    (c,) = make_market(wdbc, "label-noise", 1, 300, 0.5, 0.5, flip="any", random_state=2)
     lo, hi = binomial_bounds(300, 0.5)
     assert lo <= c.details["flipped"] <= hi
 
@@ -77,8 +78,8 @@ def test_duplicates_copy_the_seed_set(wdbc):
 
 
 def test_feature_noise_has_the_level_as_standard_deviation(digits):
-    (clean,) = make_market(digits, "none", 1, 1000, seed=9)
-    (noisy,) = make_market(digits, "feature-noise", 1, 1000, 0.5, 0.5, seed=9)
+    (clean,) = make_market(digits, "none", 1, 1000, random_state=9)
+    (noisy,) = make_market(digits, "feature-noise", 1, 1000, 0.5, 0.5, random_state=9)
     assert np.array_equal(np.sort(clean.y), np.sort(noisy.y))
     # compare the same rows: both candidates hold the same draw, shuffled the same way
     assert np.std(noisy.X - clean.X) == pytest.approx(0.5, rel=0.02)

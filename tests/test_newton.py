@@ -20,7 +20,7 @@ from explorer.utility import ground_truth
 @pytest.mark.parametrize("lam", [0.3, 1.0])
 def test_many_steps_converge_to_the_retrained_utility(wdbc, lam):
     seed = fit_seed_model(wdbc, lam=lam)
-    market = make_market(wdbc, "label-noise", 4, 40, max_level=0.8, seed=2)
+    market = make_market(wdbc, "label-noise", 4, 40, max_level=0.8, random_state=2)
     newton = Newton(steps=64).fit(seed)
     for c in market:
         exact = ground_truth(seed, c.X, c.y).utility
@@ -30,7 +30,7 @@ def test_many_steps_converge_to_the_retrained_utility(wdbc, lam):
 def test_one_step_on_one_row_is_alpha_times_first_order_influence(wdbc, wdbc_seed):
     """The step is exactly -alpha H^-1 G / n_seed, influence's parameter change; the values then
     agree to first order (the exact test loss adds the curvature term, a few per cent here)."""
-    (c,) = make_market(wdbc, "none", 1, 1, seed=5)
+    (c,) = make_market(wdbc, "none", 1, 1, random_state=5)
     s = wdbc_seed
     alpha = s.n_seed / (s.n_seed + 1)
     G = model.grad_sum(s.theta, model.as_features(c.X), model.as_labels(c.y))
@@ -48,7 +48,7 @@ def test_one_step_on_one_row_is_alpha_times_first_order_influence(wdbc, wdbc_see
 
 def test_the_safeguard_never_increases_the_union_objective(wdbc, wdbc_seed):
     """Each step keeps J_union at most where it was: the value sequence is that of descent."""
-    market = make_market(wdbc, "label-noise", 4, 30, max_level=1.0, seed=9)
+    market = make_market(wdbc, "label-noise", 4, 30, max_level=1.0, random_state=9)
     seed = fit_seed_model(wdbc, lam=1e-3)
     for c in market:
         X = torch.cat([seed.X_train, model.as_features(c.X)])
@@ -103,7 +103,7 @@ def test_dense_eigenbasis_reproduces_the_hessian_off_the_null_direction(digits_s
 
 
 def test_kfac_and_dense_both_approach_the_utility(digits, digits_seed):
-    market = make_market(digits, "imbalance", 6, 60, max_level=1.0, seed=1)
+    market = make_market(digits, "imbalance", 6, 60, max_level=1.0, random_state=1)
     utility = np.array([ground_truth(digits_seed, c.X, c.y).utility for c in market])
     for kind in ("dense", "kfac"):
         a = Newton(steps=30, preconditioner=kind).fit(digits_seed)
@@ -112,7 +112,7 @@ def test_kfac_and_dense_both_approach_the_utility(digits, digits_seed):
 
 
 def test_batched_values_equal_one_at_a_time(wdbc, wdbc_seed):
-    market = make_market(wdbc, "label-noise", 5, 20, max_level=0.5, seed=3)
+    market = make_market(wdbc, "label-noise", 5, 20, max_level=0.5, random_state=3)
     for name in ("influence", "gradient-norm", "finetune", "newton"):
         a = make_appraiser(name).fit(wdbc_seed)
         batched = [r["value"] for r in a.appraise_many([(c.X, c.y) for c in market])]
@@ -125,7 +125,7 @@ def test_batched_values_equal_one_at_a_time(wdbc, wdbc_seed):
 
 def test_influence_beyond_its_linear_range_is_flagged(wdbc):
     seed = fit_seed_model(wdbc, lam=1e-3)
-    market = make_market(wdbc, "label-noise", 10, 30, max_level=0.5, seed=0)
+    market = make_market(wdbc, "label-noise", 10, 30, max_level=0.5, random_state=0)
     with pytest.warns(AppraisalWarning, match="linearisation broken"):
         frame = appraise_market(seed, market, [Influence()])
     broken = frame.diagnostic != ""
@@ -135,7 +135,7 @@ def test_influence_beyond_its_linear_range_is_flagged(wdbc):
 
 
 def test_diagnostics_stay_silent_on_the_defaults(wdbc, wdbc_seed):
-    market = make_market(wdbc, "label-noise", 10, 30, max_level=0.5, seed=0)
+    market = make_market(wdbc, "label-noise", 10, 30, max_level=0.5, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         frame = appraise_market(wdbc_seed, market, AppraiserConfig(
@@ -168,7 +168,7 @@ def test_ground_truth_tolerance_is_relative_to_the_problem(wdbc):
     at_zero = float(model.objective_grad(torch.zeros_like(seed.theta), X, y, seed.lam,
                                          seed.n_seed).norm())
     assert seed.grad_norm <= 1e-8 * max(1.0, at_zero)
-    big = fit_seed_model(load_task("wdbc", seed=0), lam=0.3)
+    big = fit_seed_model(load_task("wdbc", random_state=0), lam=0.3)
     assert big.converged
 
 

@@ -58,7 +58,7 @@ def files(tmp_path_factory):
     assert oct((d / "session.key").stat().st_mode & 0o777) == "0o600"
     for i, level in enumerate([0.0, 0.6]):
         assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--corruption",
-                     "label-noise", "--level", str(level), "--seed", str(i),
+                     "label-noise", "--level", str(level), "--random-state", str(i),
                      "--out", str(d / f"c{i}.csv")]) == 0
     return d
 

@@ -27,7 +27,7 @@ def children_of_this_process():
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, seed=4)
+    return make_market(wdbc, "label-noise", 12, 30, max_level=0.6, random_state=4)
 
 
 def pairs(market):

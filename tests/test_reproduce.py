@@ -47,7 +47,7 @@ def test_reproduce_rejects_unknown_artefacts_and_directories(tmp_path, capsys):
 
 def test_reproduce_creates_its_output_directory_and_takes_a_seed(tmp_path, capsys):
     out = tmp_path / "new" / "nested"
-    assert main(["reproduce", "pricing", "--quick", "--seed", "7", "--out", str(out)]) == 0
+    assert main(["reproduce", "pricing", "--quick", "--random-state", "7", "--out", str(out)]) == 0
     assert (out / "pricing.csv").is_file() and (out / "pricing.html").is_file()
 
 
@@ -59,10 +59,10 @@ def test_table1_is_the_same_for_the_same_seed():
     from explorer.experiments import finetune_steps
     from explorer.reproduce import Options, reproduce
 
-    first, second = (reproduce("table1", Options(quick=True, seed=3)) for _ in range(2))
+    first, second = (reproduce("table1", Options(quick=True, random_state=3)) for _ in range(2))
     pd.testing.assert_frame_equal(first.frame, second.frame)
     assert first.headlines == second.headlines
-    n_seed = len(load_task("mnist", seed=3).X_train)
+    n_seed = len(load_task("mnist", random_state=3).X_train)
     steps = first.frame.groupby("budget").steps.first()
     assert steps.to_dict() == {b: finetune_steps(b, n_seed, 200) for b in steps.index}
     assert first.headlines[1].count("steps of") == 1

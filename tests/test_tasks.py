@@ -32,7 +32,7 @@ def test_near_constant_pixels_are_floored_but_other_units_are_not():
 
 
 def test_same_seed_same_task_other_seed_other_split():
-    a, b, c = load_task("digits", seed=3), load_task("digits", seed=3), load_task("digits", seed=4)
+    a, b, c = (load_task("digits", random_state=r) for r in (3, 3, 4))
     assert np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_pool, b.y_pool)
     assert not np.array_equal(a.X_train, c.X_train)
 
@@ -42,7 +42,7 @@ def test_digits_seed_set_is_stratified(digits):
 
 
 def test_drop_features_removes_columns():
-    task = load_task("wdbc", drop_features=10, seed=1)
+    task = load_task("wdbc", drop_features=10, random_state=1)
     assert task.n_features == 20 and task.X_pool.shape[1] == 20
     assert len(set(task.feature_names)) == 20
 

@@ -53,7 +53,7 @@ def test_ground_truth_matches_an_independent_solver(task, n, size, request):
     """Newton with Cholesky solves (WDBC's 31 parameters) and Newton-CG (digits' 650, softmax)
     reach the optimum an independent solver reaches, to well within the values' spread."""
     data, seed = request.getfixturevalue(task), request.getfixturevalue(f"{task}_seed")
-    market = make_market(data, "label-noise", n, size, max_level=0.5, seed=0)
+    market = make_market(data, "label-noise", n, size, max_level=0.5, random_state=0)
     got, want = [], []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: more threads only wait on each other when loaded

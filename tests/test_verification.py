@@ -11,7 +11,7 @@ from explorer.market import make_market
 
 @pytest.fixture(scope="module")
 def market(wdbc):
-    return make_market(wdbc, "label-noise", 30, 30, max_level=0.6, seed=4)
+    return make_market(wdbc, "label-noise", 30, 30, max_level=0.6, random_state=4)
 
 
 def pairs(market):

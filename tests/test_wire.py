@@ -51,7 +51,7 @@ def test_one_product_and_its_reveal_by_hand():
 def counted(wdbc_seed, wdbc):
     """A verified influence session for 20 WDBC candidates between real parties and the
     dealer, with CrypTen's own counters on and the kernel's read around it."""
-    market = make_market(wdbc, "label-noise", 20, 30, max_level=0.5, seed=0)
+    market = make_market(wdbc, "label-noise", 20, 30, max_level=0.5, random_state=0)
     appraiser = make_appraiser("influence", "crypten").fit(wdbc_seed)
     spec, mo, do = session_inputs(appraiser, [(c.X, c.y) for c in market])
     config = dataclasses.replace(mpc_config(spec.precision_bits, "TTP"), verbose=True)

@@ -38,7 +38,7 @@ TOOLTIPS = {
     "candidates": "How many candidate datasets the data owners offer.",
     "size": "Samples in each candidate dataset.",
     "levels": "Corruption levels, spread evenly over this range across the candidates.",
-    "seed": "Random seed of the market (which samples, which corruptions).",
+    "random_state": "Random state of the market (which samples, which corruptions).",
     "appraisers": "Which appraisers value the candidates (ctrl/cmd-click for several).",
     "lr": "Learning rate of the fine-tuning appraiser.",
     "steps": "Gradient steps of the fine-tuning appraiser.",
@@ -81,7 +81,7 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "size": w.IntSlider(value=30, min=5, max=500, description="samples each"),
         "levels": w.FloatRangeSlider(value=(0.0, 0.5), min=0.0, max=1.0, step=0.01,
                                      description="level range"),
-        "seed": w.IntText(value=0, description="random seed"),
+        "random_state": w.IntText(value=0, description="random state"),
         "appraisers": w.SelectMultiple(options=APPRAISER_NAMES,
                                        value=("influence", "gradient-norm"),
                                        description="appraisers", rows=4),
@@ -204,7 +204,7 @@ class Preset:
 
 
 _BASE = {"task": "wdbc", "lam": TASKS["wdbc"].lam, "lam_cv": False, "candidates": 20,
-         "size": 30, "seed": 0, "backend": "plaintext"}
+         "size": 30, "random_state": 0, "backend": "plaintext"}
 
 PRESETS: dict[str, Preset] = {
     "label noise": Preset(

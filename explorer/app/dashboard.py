@@ -105,7 +105,7 @@ class ExplorerApp:
         c = self.controls
         section = w.Accordion(children=[
             w.VBox([c["task"], c["lam"], c["lam_cv"], self.loader.seed_info]),
-            w.VBox([c["corruption"], c["candidates"], c["size"], c["levels"], c["seed"],
+            w.VBox([c["corruption"], c["candidates"], c["size"], c["levels"], c["random_state"],
                     self.loader.preview]),
             w.VBox([c["appraisers"], c["lr"], c["steps"], c["newton_steps"], c["rate"],
                     c["flat"]]),

@@ -27,7 +27,7 @@ TABLE_CSS = ("<style>.ae-table table{border-collapse:collapse;font-size:12px}"
 BUSY = ("<span style='display:inline-block;animation:ae-spin 1s linear infinite'>⏳</span>"
         "<style>@keyframes ae-spin{to{transform:rotate(360deg)}}</style> ")
 NO_TASK = "choose a task and a market that can be built first."
-MARKET_CONTROLS = ("corruption", "candidates", "size", "levels", "seed")
+MARKET_CONTROLS = ("corruption", "candidates", "size", "levels", "random_state")
 
 
 class TaskLoader:
@@ -142,7 +142,7 @@ class TaskLoader:
 
     def _fit(self, job: tuple) -> tuple[Task, SeedModel]:
         _, name, lam, lam_cv = job
-        task = load_task(name, seed=0, lam=lam, allow_download=False,
+        task = load_task(name, random_state=0, lam=lam, allow_download=False,
                          data_dir=self.data_dir if TASKS[name].needs_files else None)
         return task, fit_seed_model(task, lam="cv" if lam_cv else None)
 
@@ -237,7 +237,7 @@ class TaskLoader:
             try:
                 self.market = make_market(self.task, c["corruption"].value,
                                           c["candidates"].value, c["size"].value, hi, lo,
-                                          seed=c["seed"].value)
+                                          random_state=c["random_state"].value)
             except ExplorerError as exc:
                 self.market = []
                 self.preview.value = ""

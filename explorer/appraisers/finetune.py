@@ -44,11 +44,11 @@ class FineTune(UnionAppraiser):
 
     def __init__(self, lr: float = DEFAULTS["lr"], steps: int = DEFAULTS["steps"],
                  batch_size: int | None = DEFAULTS["batch_size"],
-                 batch_seed: int = DEFAULTS["batch_seed"]):
+                 random_state: int = DEFAULTS["random_state"]):
         check_params({"lr": lr, "steps": steps, "batch_size": batch_size,
-                      "batch_seed": batch_seed})
+                      "random_state": random_state})
         self.lr, self.steps = float(lr), int(steps)
-        self.batch_size, self.batch_seed = batch_size, int(batch_seed)
+        self.batch_size, self.random_state = batch_size, int(random_state)
 
     def check_private(self) -> None:
         if self.batch_size is not None:
@@ -57,7 +57,7 @@ class FineTune(UnionAppraiser):
 
     def params(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
-                "batch_seed": self.batch_seed}
+                "random_state": self.random_state}
 
     def _setup(self, seed: SeedModel) -> None:
         bound = 2.0 / (seed.lam + curvature_bound(seed))
@@ -103,7 +103,7 @@ class FineTune(UnionAppraiser):
 
     def _minibatch(self, inputs: dict, A: torch.Tensor, Y: torch.Tensor, public: Public):
         """Mini-batch steps with the same step as full batch. Each candidate samples its
-        batches from a generator seeded with ``batch_seed``, so candidates of one size (one
+        batches from a generator seeded with ``random_state``, so candidates of one size (one
         union size) draw the same batches: they step together, as one batch of candidates."""
         values = torch.empty(public.n_candidates, dtype=A.dtype)
         mask = penalty_mask(public.d1, public.n_outputs)
@@ -114,7 +114,7 @@ class FineTune(UnionAppraiser):
             A_g, Y_g = A[group, :m], Y[group, :m]
             n = n_tr + m
             decay = public.lam * public.n_seed / n * mask
-            rng = np.random.default_rng(self.batch_seed)
+            rng = np.random.default_rng(self.random_state)
             batches: list[np.ndarray] = []
             thetas = repeat(inputs["theta"], len(group))
             for _ in range(self.steps):
