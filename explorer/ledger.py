@@ -57,10 +57,6 @@ class Budget:
                 raise ExplorerError(f"the ledger budget for {name} must be a whole number "
                                     f"of at least 0, got {limit!r}.")
 
-    @property
-    def unlimited(self) -> bool:
-        return all(getattr(self, name) is None for name in COUNTS)
-
 
 class Ledger:
     """The counts one user's parties have revealed, by (role, counterparty)."""
