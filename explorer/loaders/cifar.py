@@ -103,10 +103,3 @@ def load_cifar10(data_dir: str | os.PathLike | None = None,
 
 
 CIFAR10 = Dataset("CIFAR-10", download_mb=163, find=local_cifar_dir, fetch=download_cifar10)
-
-
-def write_batch(path: Path, X: np.ndarray, y: np.ndarray) -> None:
-    """Write images (n, 3072) uint8 and labels as a CIFAR-10 python batch."""
-    with open(path, "wb") as f:
-        pickle.dump({b"data": np.asarray(X, dtype=np.uint8), b"labels": [int(v) for v in y],
-                     b"batch_label": path.name.encode()}, f)

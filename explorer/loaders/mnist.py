@@ -128,13 +128,3 @@ def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool =
 
 
 MNIST = Dataset("MNIST", download_mb=12, find=local_mnist_dir, fetch=download_mnist)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an unsigned-byte array as an IDX file (.gz if the name says so)."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
