@@ -65,12 +65,8 @@ def cifar_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = 
         if found is None:
             raise DataUnavailable(f"{data_dir} holds no CIFAR-10 python batches; {HINT}.")
         return found
-    found = local_cifar_dir()
-    if found is not None:
-        return found
-    if not allow_download:
-        raise DataUnavailable(f"no CIFAR-10 batches in {cache_dir('cifar10')}; {HINT}.")
-    return download_cifar10()
+    return CIFAR10.locate(allow_download,
+                          f"no CIFAR-10 batches in {cache_dir('cifar10')}; {HINT}.")
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -100,12 +100,7 @@ def mnist_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = 
         if not _pairs(d):
             raise DataUnavailable(f"MNIST directory {d} holds no IDX image/label pair; {HINT}.")
         return d
-    found = local_mnist_dir()
-    if found is not None:
-        return found
-    if not allow_download:
-        raise DataUnavailable(f"no MNIST files found in {cache_dir('mnist')}; {HINT}.")
-    return download_mnist()
+    return MNIST.locate(allow_download, f"no MNIST files found in {cache_dir('mnist')}; {HINT}.")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> RawData:
