@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from explorer.appraisers.logistic import probabilities
+from explorer.model import probabilities
 from explorer.mpc import exchange
 from explorer.mpc.crypten_compat import MPCConfig, load_crypten
 from explorer.mpc.launcher import run_parties

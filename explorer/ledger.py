@@ -21,13 +21,13 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from explorer.errors import ExplorerError
 from explorer.loaders.base import cache_dir
+from explorer.output import atomic_file
 
 COUNTS = ("sessions", "values", "bits")
 
@@ -56,10 +56,6 @@ class Budget:
                                       or limit < 0):
                 raise ExplorerError(f"the ledger budget for {name} must be a whole number "
                                     f"of at least 0, got {limit!r}.")
-
-    @property
-    def unlimited(self) -> bool:
-        return all(getattr(self, name) is None for name in COUNTS)
 
 
 class Ledger:
@@ -100,16 +96,10 @@ class Ledger:
         return entries
 
     def _write(self, entries: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(entries, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(self.path) as f:
+            json.dump(entries, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
 
     @staticmethod
     def _key(role: str, counterparty: str) -> str:

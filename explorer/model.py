@@ -55,9 +55,23 @@ def n_outputs(n_classes: int) -> int:
     return 1 if n_classes == 2 else n_classes
 
 
-def augment(X: torch.Tensor) -> torch.Tensor:
-    """Append a column of ones for the bias: (n, d) -> (n, d + 1)."""
-    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
+def with_bias(X: torch.Tensor) -> torch.Tensor:
+    """Append a column of ones for the bias: (..., n, d) -> (..., n, d + 1)."""
+    return torch.cat([X, torch.ones(*X.shape[:-1], 1, dtype=X.dtype)], dim=-1)
+
+
+def label_targets(y: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """Labels (..., n) -> targets (..., n, C): the 0/1 label for C = 1, else one-hot."""
+    if n_outputs == 1:
+        return y.to(DTYPE)[..., None]
+    return torch.nn.functional.one_hot(y.long(), n_outputs).to(DTYPE)
+
+
+def penalty_mask(d1: int, n_outputs: int) -> torch.Tensor:
+    """1 on the weight rows, 0 on the unpenalised bias row: (d1, C)."""
+    mask = torch.ones(d1, n_outputs, dtype=DTYPE)
+    mask[-1] = 0.0
+    return mask
 
 
 def logits(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -65,13 +79,19 @@ def logits(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return X @ theta[:-1] + theta[-1]
 
 
-def probabilities(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+def probabilities(Z, n_outputs: int):
+    """Probabilities from logits (..., C): sigmoid for C = 1, softmax over the last axis.
+
+    Written with the methods torch tensors and CrypTensors share, so the appraisers
+    (explorer.appraisers.logistic) evaluate the same link under MPC.
+    """
+    return Z.sigmoid() if n_outputs == 1 else Z.softmax(dim=-1)
+
+
+def class_probabilities(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Class probabilities of shape (n, K) (K = 2 for a sigmoid model)."""
-    z = logits(theta, X)
-    if z.shape[1] == 1:
-        p1 = torch.sigmoid(z)
-        return torch.cat([1 - p1, p1], dim=1)
-    return torch.softmax(z, dim=1)
+    p = probabilities(logits(theta, X), theta.shape[1])
+    return torch.cat([1 - p, p], dim=1) if p.shape[1] == 1 else p
 
 
 def per_sample_loss(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -90,35 +110,26 @@ def mean_loss(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
 
 def accuracy(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of samples whose most probable class is the label."""
-    return float((probabilities(theta, X).argmax(dim=1) == y).to(DTYPE).mean())
+    return float((class_probabilities(theta, X).argmax(dim=1) == y).to(DTYPE).mean())
 
 
 def residuals(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """d CE / d logits for each sample, shape (n, C): sigmoid(z) - y, or softmax(z) - onehot(y)."""
-    z = logits(theta, X)
-    if z.shape[1] == 1:
-        return torch.sigmoid(z) - y.to(z.dtype)[:, None]
-    return torch.softmax(z, dim=1) - torch.nn.functional.one_hot(y, z.shape[1]).to(z.dtype)
+    C = theta.shape[1]
+    return probabilities(logits(theta, X), C) - label_targets(y, C)
 
 
 def per_sample_grads(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient of each sample's cross-entropy (no penalty), shape (n, P)."""
     r = residuals(theta, X, y)
-    return (augment(X)[:, :, None] * r[:, None, :]).reshape(X.shape[0], -1)
+    return (with_bias(X)[:, :, None] * r[:, None, :]).reshape(X.shape[0], -1)
 
 
 def grad_sum(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
     """(Weighted) sum over samples of the cross-entropy gradient (no penalty), shape (d + 1, C)."""
     r = residuals(theta, X, y)
-    return augment(X).T @ (r if weight is None else weight[:, None] * r)
-
-
-def penalty_mask(theta: torch.Tensor) -> torch.Tensor:
-    """1 on weight rows, 0 on the (unpenalised) bias row; shape of theta."""
-    mask = torch.ones_like(theta)
-    mask[-1] = 0
-    return mask
+    return with_bias(X).T @ (r if weight is None else weight[:, None] * r)
 
 
 def objective(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
@@ -133,49 +144,46 @@ def objective(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
 def objective_grad(theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float,
                    n_seed: int, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Gradient of J, shape (d + 1, C)."""
-    return grad_sum(theta, X, y, weight) / n_seed + lam * penalty_mask(theta) * theta
+    return grad_sum(theta, X, y, weight) / n_seed + lam * penalty_mask(*theta.shape) * theta
 
 
 def _curvature(theta: torch.Tensor, X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
     """Per-sample Hessian of CE w.r.t. logits applied to directions Z (n, C)."""
-    z = logits(theta, X)
-    if z.shape[1] == 1:
-        s = torch.sigmoid(z)
-        return s * (1 - s) * Z
-    p = torch.softmax(z, dim=1)
+    p = probabilities(logits(theta, X), theta.shape[1])
+    if p.shape[1] == 1:
+        return p * (1 - p) * Z
     return p * Z - p * (p * Z).sum(dim=1, keepdim=True)
 
 
 def hessian_vector_product(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
                            V: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Hessian of J (over the samples X) times V; V and the result have theta's shape."""
-    A = augment(X)
+    A = with_bias(X)
     curv = _curvature(theta, X, A @ V)
     if weight is not None:
         curv = weight[:, None] * curv
-    return A.T @ curv / n_seed + lam * penalty_mask(theta) * V
+    return A.T @ curv / n_seed + lam * penalty_mask(*theta.shape) * V
 
 
 def hessian(theta: torch.Tensor, X: torch.Tensor, lam: float, n_seed: int,
             weight: torch.Tensor | None = None) -> torch.Tensor:
     """Dense Hessian of J over the samples X, shape (P, P), in flattened theta order."""
-    A = augment(X)
+    A = with_bias(X)
     n, d1 = A.shape
     C = theta.shape[1]
-    z = logits(theta, X)
+    p = probabilities(logits(theta, X), C)
     w = torch.ones(n, dtype=DTYPE) if weight is None else weight
     if C == 1:
-        s = torch.sigmoid(z)[:, 0]
+        s = p[:, 0]
         H = (A * (w * s * (1 - s))[:, None]).T @ A
     else:
-        p = torch.softmax(z, dim=1)
         H = torch.zeros(d1, C, d1, C, dtype=DTYPE)
         for k in range(C):
             H[:, k, :, k] = (A * (w * p[:, k])[:, None]).T @ A
         B = (A[:, :, None] * p[:, None, :]).reshape(n, d1 * C)
         H = H.reshape(d1 * C, d1 * C) - (B * w[:, None]).T @ B
     H = H / n_seed
-    H += torch.diag(lam * penalty_mask(theta).reshape(-1))
+    H += torch.diag(lam * penalty_mask(*theta.shape).reshape(-1))
     return H
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -76,6 +77,27 @@ def ensure_directory(path: str | os.PathLike) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path, binary: bool = False, private: bool = True,
+                suffix: str = ".tmp") -> Iterator[IO]:
+    """A new file beside ``path`` (text in UTF-8, or ``binary``) that replaces ``path`` when the
+    block ends, and is removed if it raises: either the whole file appears, or nothing.
+    ``private`` leaves it readable by its owner only, as created; else as any new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        if not private:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        with (os.fdopen(fd, "wb") if binary
+              else os.fdopen(fd, "w", newline="", encoding="utf-8")) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object],
                  private: bool = False) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place;
@@ -85,23 +107,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[str]], object],
         raise ExplorerError(f"the output directory {path.parent} does not exist; create it "
                             f"first.")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ExplorerError(f"cannot write {path} ({exc.strerror or exc}); choose another "
-                            f"place.") from None
-    try:
-        # mkstemp makes the file private; results are meant to be shared like any new file
-        if not private:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        with atomic_file(path, private=private) as f:
             write(f)
-        os.replace(tmp, path)
     except OSError as exc:
         raise ExplorerError(f"cannot write {path} ({exc.strerror or exc}); choose another "
                             f"place.") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

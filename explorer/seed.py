@@ -162,7 +162,7 @@ def choose_lam(X, y, n_classes: int, grid: Sequence[float] | np.ndarray = LAM_GR
         for i, lam in enumerate(lams):
             for j, (tr, te) in enumerate(splits):
                 res = model.fit(X[tr], y[tr], n_classes, float(lam))
-                p = model.probabilities(res.theta, model.as_features(X[te])).numpy()
+                p = model.class_probabilities(res.theta, model.as_features(X[te])).numpy()
                 losses[i, j] = log_loss(y[te], p, labels=labels)
     mean = losses.mean(axis=1)
     best = int(np.flatnonzero(mean == mean.min())[-1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,7 +40,6 @@ class Task:
     lam: float  # recommended L2 strength of the seed model (see explorer.model)
     flip_pair: tuple[int, int] | None  # the class pair label noise flips by default
     random_state: int  # of the split (and of dropped columns)
-    info: dict = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -57,15 +56,6 @@ class Task:
     def to_raw(self, X: np.ndarray) -> np.ndarray:
         """Standardised features (n, d) -> raw units (inverse of ``standardise``)."""
         return np.asarray(X) * self.scale + self.mean
-
-    def summary(self) -> dict:
-        """Sizes and class balance of each part, for display."""
-        def counts(y):
-            return np.bincount(y, minlength=self.n_classes).tolist()
-        return {"task": self.name, "features": self.n_features, "classes": self.n_classes,
-                "train": len(self.y_train), "test": len(self.y_test), "pool": len(self.y_pool),
-                "train_counts": counts(self.y_train), "test_counts": counts(self.y_test),
-                "pool_counts": counts(self.y_pool), **self.info}
 
 
 @dataclass(frozen=True)
@@ -251,5 +241,4 @@ def load_task(name: str, *, random_state: int = 0, data_dir: str | os.PathLike |
                 feature_names=tuple(raw.feature_names[i] for i in kept),
                 class_names=raw.class_names, mean=mean, scale=scale,
                 lam=spec.lam if lam is None else float(lam), flip_pair=spec.flip_pair,
-                random_state=random_state,
-                info={"dropped_features": int(drop_features)})
+                random_state=random_state)

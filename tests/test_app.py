@@ -67,10 +67,15 @@ def wait_for(predicate, timeout=60.0):
     return False
 
 
+def wait_for_task(app, timeout=60.0) -> bool:
+    """Block until the chosen task's seed model is fitted (or failed); True if in time."""
+    return app.loader._ready.wait(timeout)
+
+
 def ready_app(**kwargs) -> ExplorerApp:
     """A dashboard whose seed model (fitted in the background) is ready."""
     app = ExplorerApp(**kwargs)
-    assert app.wait_for_task(60)
+    assert wait_for_task(app, 60)
     return app
 
 
@@ -226,7 +231,7 @@ def test_a_task_whose_data_cannot_be_had_is_shown_unavailable(nothing_on_disk, t
     assert sentence in html.unescape(app.error.value)
 
     app.controls["task"].value = "wdbc"  # the others still work
-    assert app.wait_for_task(60)
+    assert wait_for_task(app, 60)
     assert "test accuracy" in app.seed_info.value and app.error.value == ""
     app.controls["task"].value = "mnist-3v5"  # known unavailable: said at once
     assert "mnist-3v5 is unavailable" in app.seed_info.value
@@ -350,7 +355,7 @@ def test_a_task_switch_during_a_run_changes_nothing_in_its_results():
     assert np.array_equal(got.priced.price, expected.priced.price)  # WDBC's rule and rate
     assert np.array_equal(got.priced.accepted, expected.priced.accepted)
     assert got.acquisition.equals(expected.acquisition)
-    assert app.wait_for_task(60) and app.loader.task.name == "digits"  # the new choice stands
+    assert wait_for_task(app, 60) and app.loader.task.name == "digits"  # the new choice stands
 
 
 def test_a_task_that_fails_to_load_clears_the_shown_results(nothing_on_disk, tmp_path,
@@ -412,7 +417,7 @@ def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
         assert html.escape(preset.lesson) in app.lesson.value
 
     app.preset.value = "why the gradient norm fails"
-    assert app.wait_for_task(60)
+    assert wait_for_task(app, 60)
     app.run()
     assert app.wait(120) and app.error.value == ""
     assert app.figures.scatter_choice.value == "gradient-norm"

@@ -99,7 +99,7 @@ def test_minibatches_cover_the_whole_union_each_epoch(wdbc, wdbc_seed):
     for idx in batches:
         idx = torch.from_numpy(idx)
         grad = model.grad_sum(theta, X[idx], y[idx]) / len(idx)
-        theta = theta - 0.1 * (grad + lam_union * model.penalty_mask(theta) * theta)
+        theta = theta - 0.1 * (grad + lam_union * model.penalty_mask(*theta.shape) * theta)
     expected = s.test_loss - model.mean_loss(theta, s.X_test, s.y_test)
     got = FineTune(lr=0.1, steps=9, batch_size=10, random_state=3).fit(s).value(c.X, c.y)
     assert got == pytest.approx(expected, rel=1e-10)

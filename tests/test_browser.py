@@ -15,6 +15,7 @@ copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -90,9 +91,18 @@ def dropdown(page, option_label: str):
 VIEWPORT = {"width": 1280, "height": 720}  # a projector
 
 
-def launch(p, tmp_path):
-    return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                             env=isolated_env(tmp_path / "chromium-home"))
+@contextlib.contextmanager
+def chromium(tmp_path):
+    """Headless Chromium for one test, closed whatever happens."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                    env=isolated_env(tmp_path / "chromium-home"))
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def open_dashboard(browser, server, viewport=VIEWPORT):
@@ -126,54 +136,50 @@ def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defa
     """At 1280x720 the Run button and the figure's top are on screen without scrolling; one
     point per candidate, the correlation table under the scatter; the Prices tab draws the
     pricing threshold; the first render and the first figure are timed."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     before = set(descendants(os.getpid()))
     n = app_defaults["candidates"]
     shot = tmp_path / "projector-1280x720.png"
     shots = [shot, tmp_path / "rank-scatter.png", tmp_path / "rank-and-correlations.png",
              tmp_path / "prices-value.png"]
-    with sync_playwright() as p:
-        browser = launch(p, tmp_path)
-        try:
-            page, first_render = open_dashboard(browser, voila)
-            dropdown(page, app_defaults["wdbc"]).select_option(label=app_defaults["wdbc"])
-            if app_defaults["backend"] != "plaintext":  # a ToggleButtons: click "plaintext"
-                page.locator(".widget-toggle-button",
-                             has_text=app_defaults["plaintext"]).click()
-            scatter = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="influence vs utility"))
-            points = scatter.locator(".scatterlayer .point")
-            expect(points).to_have_count(0)
+    with chromium(tmp_path) as browser:
+        page, first_render = open_dashboard(browser, voila)
+        dropdown(page, app_defaults["wdbc"]).select_option(label=app_defaults["wdbc"])
+        if app_defaults["backend"] != "plaintext":  # a ToggleButtons: click "plaintext"
+            page.locator(".widget-toggle-button",
+                         has_text=app_defaults["plaintext"]).click()
+        scatter = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="influence vs utility"))
+        points = scatter.locator(".scatterlayer .point")
+        expect(points).to_have_count(0)
 
-            clicked = time.perf_counter()
-            run_button(page).click()
-            expect(points.first).to_be_attached(timeout=RUN_TIMEOUT_MS)
-            first_point = time.perf_counter() - clicked
-            expect(points).to_have_count(n)
-            bar = page.locator(".widget-hprogress .progress-bar").first
-            expect(bar).to_have_attribute("style", re.compile(r"width:\s*100%"))
-            expect(page.get_by_text("Traceback")).to_have_count(0)
-            figure = scatter.bounding_box()
-            run = run_button(page).bounding_box()
-            scrolled = page.evaluate("document.scrollingElement.scrollTop")
-            page.screenshot(path=str(shot))
-            scatter.screenshot(path=str(shots[1]))
-            table = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="How well each appraiser ranks"))
-            expect(table).to_be_visible()
-            below = table.bounding_box()["y"] >= figure["y"] + figure["height"] - 1
-            table.scroll_into_view_if_needed()
-            page.screenshot(path=str(shots[2]))
+        clicked = time.perf_counter()
+        run_button(page).click()
+        expect(points.first).to_be_attached(timeout=RUN_TIMEOUT_MS)
+        first_point = time.perf_counter() - clicked
+        expect(points).to_have_count(n)
+        bar = page.locator(".widget-hprogress .progress-bar").first
+        expect(bar).to_have_attribute("style", re.compile(r"width:\s*100%"))
+        expect(page.get_by_text("Traceback")).to_have_count(0)
+        figure = scatter.bounding_box()
+        run = run_button(page).bounding_box()
+        scrolled = page.evaluate("document.scrollingElement.scrollTop")
+        page.screenshot(path=str(shot))
+        scatter.screenshot(path=str(shots[1]))
+        table = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="How well each appraiser ranks"))
+        expect(table).to_be_visible()
+        below = table.bounding_box()["y"] >= figure["y"] + figure["height"] - 1
+        table.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots[2]))
 
-            page.get_by_role("tab", name="Prices").click()
-            prices = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="Prices of the candidate datasets"))
-            threshold = prices.locator(".legendtext", has_text=re.compile(r"^threshold "))
-            expect(threshold).to_have_count(1)
-            page.screenshot(path=str(shots[3]))
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Prices").click()
+        prices = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="Prices of the candidate datasets"))
+        threshold = prices.locator(".legendtext", has_text=re.compile(r"^threshold "))
+        expect(threshold).to_have_count(1)
+        page.screenshot(path=str(shots[3]))
     keep(shots)
     print(f"\nvoila first render (navigation to Run button): {first_render:.1f} s; click to first "
           f"scatter point: {first_point:.1f} s; {n} points; figure from y={figure['y']:.0f} to "
@@ -191,39 +197,35 @@ def test_party_lanes_fill_in_from_a_real_parties_run(voila, tmp_path):
     """WDBC, influence, real parties with the TTP dealer: the lanes show each party's encrypted
     inputs with shapes, its bytes and rounds, the provider, and what was revealed to whom; the
     status moves at least twice a second during the encrypted session."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = [tmp_path / "parties-live.png", tmp_path / "parties-lanes.png"]
-    with sync_playwright() as p:
-        browser = launch(p, tmp_path)
-        try:
-            page, _ = open_dashboard(browser, voila)
-            page.get_by_text("3. Appraisers").click()
-            page.get_by_label("appraisers").select_option(["influence"])
-            page.get_by_text("4. Backend and privacy").click()
-            page.locator(".widget-toggle-button", has_text="real parties").click()
-            expect(page.get_by_text("a third dealer process")).to_be_visible()
-            # every change of the status line, timed in the page
-            status_line(page).evaluate("""el => { window.aeChanges = [];
-                new MutationObserver(() => window.aeChanges.push([performance.now(),
-                    el.textContent])).observe(el, {subtree: true, childList: true,
-                                                   characterData: true}); }""")
-            run_button(page).click()
-            page.get_by_role("tab", name="Who sees what").click()
-            expect(page.get_by_text("encrypted session").first).to_be_visible(
-                timeout=RUN_TIMEOUT_MS)
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(shots[0]))
-            lanes = page.locator(".ae-lanes")
-            expect(lanes).to_be_visible(timeout=RUN_TIMEOUT_MS)
-            text = lanes.inner_text()
-            page.screenshot(path=str(shots[1]))
-            changes = page.evaluate("window.aeChanges")
-            page.locator(".widget-button", has_text="Cancel").click()  # skip the acquisition
-            expect(status_line(page)).to_have_text(re.compile("cancelled|done"),
-                                                   timeout=60_000)
-        finally:
-            browser.close()
+    with chromium(tmp_path) as browser:
+        page, _ = open_dashboard(browser, voila)
+        page.get_by_text("3. Appraisers").click()
+        page.get_by_label("appraisers").select_option(["influence"])
+        page.get_by_text("4. Backend and privacy").click()
+        page.locator(".widget-toggle-button", has_text="real parties").click()
+        expect(page.get_by_text("a third dealer process")).to_be_visible()
+        # every change of the status line, timed in the page
+        status_line(page).evaluate("""el => { window.aeChanges = [];
+            new MutationObserver(() => window.aeChanges.push([performance.now(),
+                el.textContent])).observe(el, {subtree: true, childList: true,
+                                               characterData: true}); }""")
+        run_button(page).click()
+        page.get_by_role("tab", name="Who sees what").click()
+        expect(page.get_by_text("encrypted session").first).to_be_visible(
+            timeout=RUN_TIMEOUT_MS)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots[0]))
+        lanes = page.locator(".ae-lanes")
+        expect(lanes).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        text = lanes.inner_text()
+        page.screenshot(path=str(shots[1]))
+        changes = page.evaluate("window.aeChanges")
+        page.locator(".widget-button", has_text="Cancel").click()  # skip the acquisition
+        expect(status_line(page)).to_have_text(re.compile("cancelled|done"),
+                                               timeout=60_000)
     keep(shots)
     for wanted in ("Model owner", "Between them", "Data owner", "TTP", "a third dealer process",
                    "theta (31, 1)", "candidate features A, masked once for 2 copies (20, 30, 31)",
@@ -242,51 +244,47 @@ def test_bit_mode_shows_its_decisions_and_flat_prices(voila, tmp_path):
     own-data mean: the threshold control explains itself, the Prices tab shows each appraiser's
     threshold, its accept/reject decisions and the flat prices, with the figure's top on a
     1280x720 screen; the Acquisition tab says why greedy acquisition is not run."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = [tmp_path / "bit-prices.png", tmp_path / "bit-flat-prices.png",
              tmp_path / "bit-scatter.png"]
-    with sync_playwright() as p:
-        browser = launch(p, tmp_path)
-        try:
-            page, _ = open_dashboard(browser, voila)
-            page.get_by_text("4. Backend and privacy").click()
-            page.locator(".widget-toggle-button", has_text="simulated").click()
-            page.locator(".widget-toggle-button", has_text=re.compile(r"^\s*bit\s*$")).click()
-            expect(page.get_by_text("A threshold per appraiser")).to_be_visible()
-            sd = page.get_by_label("threshold: sd")
-            sd.fill("0")
-            sd.press("Enter")
-            expect(page.get_by_text("plus 0 sd. Data like its own")).to_be_visible()
-            started = time.perf_counter()
-            run_button(page).click()
-            expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
-            seconds = time.perf_counter() - started
-            expect(page.get_by_text("Traceback")).to_have_count(0)
-            scatter = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="influence vs utility"))
-            expect(scatter).to_be_visible()
-            page.screenshot(path=str(shots[2]))
+    with chromium(tmp_path) as browser:
+        page, _ = open_dashboard(browser, voila)
+        page.get_by_text("4. Backend and privacy").click()
+        page.locator(".widget-toggle-button", has_text="simulated").click()
+        page.locator(".widget-toggle-button", has_text=re.compile(r"^\s*bit\s*$")).click()
+        expect(page.get_by_text("A threshold per appraiser")).to_be_visible()
+        sd = page.get_by_label("threshold: sd")
+        sd.fill("0")
+        sd.press("Enter")
+        expect(page.get_by_text("plus 0 sd. Data like its own")).to_be_visible()
+        started = time.perf_counter()
+        run_button(page).click()
+        expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
+        seconds = time.perf_counter() - started
+        expect(page.get_by_text("Traceback")).to_have_count(0)
+        scatter = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="influence vs utility"))
+        expect(scatter).to_be_visible()
+        page.screenshot(path=str(shots[2]))
 
-            page.get_by_role("tab", name="Prices").click()
-            decisions = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="What bit mode revealed"))
-            expect(decisions).to_be_visible()
-            expect(decisions.locator(".scatterlayer .point").first).to_be_attached()
-            note = page.locator(".widget-html", has_text="Each appraiser's threshold").inner_text()
-            top = decisions.bounding_box()["y"]
-            page.screenshot(path=str(shots[0]))
-            flat = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="Flat prices from revealed bits"))
-            flat.scroll_into_view_if_needed()
-            expect(flat.locator(".legendtext", has_text="threshold").first).to_be_visible()
-            legend = " ".join(flat.locator(".legendtext").all_text_contents())
-            page.screenshot(path=str(shots[1]))
+        page.get_by_role("tab", name="Prices").click()
+        decisions = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="What bit mode revealed"))
+        expect(decisions).to_be_visible()
+        expect(decisions.locator(".scatterlayer .point").first).to_be_attached()
+        note = page.locator(".widget-html", has_text="Each appraiser's threshold").inner_text()
+        top = decisions.bounding_box()["y"]
+        page.screenshot(path=str(shots[0]))
+        flat = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="Flat prices from revealed bits"))
+        flat.scroll_into_view_if_needed()
+        expect(flat.locator(".legendtext", has_text="threshold").first).to_be_visible()
+        legend = " ".join(flat.locator(".legendtext").all_text_contents())
+        page.screenshot(path=str(shots[1]))
 
-            page.get_by_role("tab", name="Acquisition").click()
-            expect(page.get_by_text("a bit cannot say which is highest")).to_be_visible()
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Acquisition").click()
+        expect(page.get_by_text("a bit cannot say which is highest")).to_be_visible()
     keep(shots)
     print(f"\nbit mode, 20 candidates, simulated CrypTen: Run to done {seconds:.1f} s; decisions "
           f"figure top at y={top:.0f}")
@@ -299,7 +297,7 @@ def test_bit_mode_shows_its_decisions_and_flat_prices(voila, tmp_path):
 def test_a_task_switch_mid_run_and_a_failed_upload(voila, tmp_path):
     """A run keeps the task it started with when another is chosen meanwhile; a failed upload
     clears the previous file's result; the same file can be chosen again."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from explorer.cli import main
 
@@ -309,47 +307,43 @@ def test_a_task_switch_mid_run_and_a_failed_upload(voila, tmp_path):
     bad.write_text("a,b\n1,2\n")
     shots = [tmp_path / "task-switch.png", tmp_path / "upload-good.png",
              tmp_path / "upload-failed.png"]
-    with sync_playwright() as p:
-        browser = launch(p, tmp_path)
-        try:
-            page, _ = open_dashboard(browser, voila)
-            run_button(page).click()
-            label = page.get_by_text("Results of")
-            expect(label).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the run's snapshot is taken
-            dropdown(page, "digits").select_option(label="digits")
-            running = "done" not in status_line(page).inner_text()
-            expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
-            expect(page.get_by_text("10 classes")).to_be_visible(timeout=60_000)  # digits now
-            run_label = page.locator(".widget-html", has_text="Results of").inner_text()
-            scatter = page.locator(".js-plotly-plot").filter(
-                has=page.locator(".gtitle", has_text="influence vs utility"))
-            expect(scatter.locator(".scatterlayer .point")).to_have_count(20)
-            page.screenshot(path=str(shots[0]))
+    with chromium(tmp_path) as browser:
+        page, _ = open_dashboard(browser, voila)
+        run_button(page).click()
+        label = page.get_by_text("Results of")
+        expect(label).to_be_visible(timeout=RUN_TIMEOUT_MS)  # the run's snapshot is taken
+        dropdown(page, "digits").select_option(label="digits")
+        running = "done" not in status_line(page).inner_text()
+        expect(status_line(page)).to_have_text(re.compile("^done"), timeout=RUN_TIMEOUT_MS)
+        expect(page.get_by_text("10 classes")).to_be_visible(timeout=60_000)  # digits now
+        run_label = page.locator(".widget-html", has_text="Results of").inner_text()
+        scatter = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="influence vs utility"))
+        expect(scatter.locator(".scatterlayer .point")).to_have_count(20)
+        page.screenshot(path=str(shots[0]))
 
-            dropdown(page, "wdbc").select_option(label="wdbc")
-            expect(page.get_by_text("2 classes")).to_be_visible(timeout=60_000)
-            page.get_by_role("tab", name="Your data").click()
-            result = page.locator(".widget-html", has_text="appraised for task")
+        dropdown(page, "wdbc").select_option(label="wdbc")
+        expect(page.get_by_text("2 classes")).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Your data").click()
+        result = page.locator(".widget-html", has_text="appraised for task")
 
-            def choose(path: Path) -> None:
-                """Through the upload button's own file dialog, as a person does."""
-                with page.expect_file_chooser() as chooser:
-                    page.locator(".widget-upload").click()
-                chooser.value.set_files(str(path))
+        def choose(path: Path) -> None:
+            """Through the upload button's own file dialog, as a person does."""
+            with page.expect_file_chooser() as chooser:
+                page.locator(".widget-upload").click()
+            chooser.value.set_files(str(path))
 
-            choose(good)
-            expect(result).to_contain_text("task wdbc with the plaintext backend",
-                                           timeout=RUN_TIMEOUT_MS)
-            page.screenshot(path=str(shots[1]))
-            choose(bad)
-            expect(page.get_by_text("has no 'label' column")).to_be_visible(
-                timeout=RUN_TIMEOUT_MS)
-            expect(result).to_have_count(0)
-            page.screenshot(path=str(shots[2]))
-            choose(good)  # the same file again
-            expect(result).to_contain_text("mine.csv", timeout=RUN_TIMEOUT_MS)
-        finally:
-            browser.close()
+        choose(good)
+        expect(result).to_contain_text("task wdbc with the plaintext backend",
+                                       timeout=RUN_TIMEOUT_MS)
+        page.screenshot(path=str(shots[1]))
+        choose(bad)
+        expect(page.get_by_text("has no 'label' column")).to_be_visible(
+            timeout=RUN_TIMEOUT_MS)
+        expect(result).to_have_count(0)
+        page.screenshot(path=str(shots[2]))
+        choose(good)  # the same file again
+        expect(result).to_contain_text("mine.csv", timeout=RUN_TIMEOUT_MS)
     keep(shots)
     assert running, "the run ended before the task was switched"
     assert "wdbc, 20 candidates" in run_label
@@ -387,41 +381,34 @@ def test_a_page_left_or_closed_gives_its_kernel_back(culling_voila, tmp_path):
     kernel down at once (the page's shutdown request is accepted); a page gone without a word
     (closed without unload handlers, as a crashed tab or a lost connection) has its kernel culled.
     """
-    from playwright.sync_api import sync_playwright
-
     server = culling_voila
     before = set(descendants(os.getpid()))
     baseline = rss_mb([server.process.pid])
     assert kernels(server) == []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                    env=isolated_env(tmp_path / "chromium-home"))
-        try:
-            def open_page():
-                page, seconds = open_dashboard(browser, server)
-                return page, time.perf_counter(), seconds
+    with chromium(tmp_path) as browser:
+        def open_page():
+            page, seconds = open_dashboard(browser, server)
+            return page, time.perf_counter(), seconds
 
-            closed, closed_ready, first_render = open_page()
-            (closed_kernel,) = kernels(server)
-            one_kernel = rss_mb([server.process.pid, closed_kernel])
-            assert "_xsrf" in {c["name"] for c in closed.context.cookies()}
-            left, _, second_render = open_page()
-            (left_kernel,) = set(kernels(server)) - {closed_kernel}
+        closed, closed_ready, first_render = open_page()
+        (closed_kernel,) = kernels(server)
+        one_kernel = rss_mb([server.process.pid, closed_kernel])
+        assert "_xsrf" in {c["name"] for c in closed.context.cookies()}
+        left, _, second_render = open_page()
+        (left_kernel,) = set(kernels(server)) - {closed_kernel}
 
-            # the first page has sat idle past the cull timeout: connected, so never culled
-            time.sleep(max(0.0, CULL_IDLE + 3 * CULL_INTERVAL
-                           - (time.perf_counter() - closed_ready)))
-            assert alive(closed_kernel), "the kernel of an open page was culled"
+        # the first page has sat idle past the cull timeout: connected, so never culled
+        time.sleep(max(0.0, CULL_IDLE + 3 * CULL_INTERVAL
+                       - (time.perf_counter() - closed_ready)))
+        assert alive(closed_kernel), "the kernel of an open page was culled"
 
-            left.goto("about:blank")  # its unload handler asks the server to shut the kernel down
-            shut = wait_until(lambda: not alive(left_kernel), 10)
-            assert shut is not None, "the kernel of a page left is still running"
+        left.goto("about:blank")  # its unload handler asks the server to shut the kernel down
+        shut = wait_until(lambda: not alive(left_kernel), 10)
+        assert shut is not None, "the kernel of a page left is still running"
 
-            closed.close()  # no unload handlers run: nothing tells the server
-            culled = wait_until(lambda: not kernels(server), CULL_IDLE + 10 * CULL_INTERVAL + 10)
-            assert culled is not None, f"kernels left after closing the page: {kernels(server)}"
-        finally:
-            browser.close()
+        closed.close()  # no unload handlers run: nothing tells the server
+        culled = wait_until(lambda: not kernels(server), CULL_IDLE + 10 * CULL_INTERVAL + 10)
+        assert culled is not None, f"kernels left after closing the page: {kernels(server)}"
     after = rss_mb([server.process.pid, *kernels(server)])
     log = server.log.read_text(errors="replace")
     assert "_xsrf" not in log and "403 POST" not in log, "a shutdown request was refused"

@@ -3,16 +3,27 @@
 import functools
 import gzip
 import http.server
+import pickle
 import threading
 
 import numpy as np
 import pytest
 
 from explorer.errors import ExplorerError
-from explorer.loaders.cifar import load_cifar10, write_batch
-from explorer.loaders.mnist import load_mnist, read_idx, write_idx
+from explorer.loaders.cifar import load_cifar10
+from explorer.loaders.mnist import load_mnist, read_idx
 from explorer.loaders.user import read_candidate_file
 from explorer.tasks import load_task
+
+
+def write_idx(path, array):
+    """Write an unsigned-byte array as an IDX file (.gz if the name says so)."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
 
 
 def fake_mnist(directory, n=300, prefix="t10k", gz=True, seed=0):
@@ -106,6 +117,13 @@ def test_failed_download_leaves_nothing_and_says_what_to_do(tmp_path, monkeypatc
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
 
 
+def write_batch(path, X, y):
+    """Write images (n, 3072) uint8 and labels as a CIFAR-10 python batch."""
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.asarray(X, dtype=np.uint8), b"labels": [int(v) for v in y],
+                     b"batch_label": path.name.encode()}, f)
+
+
 def fake_cifar(directory, per_class=60, batches=2, seed=0):
     rng = np.random.default_rng(seed)
     d = directory / "cifar-10-batches-py"
@@ -134,9 +152,8 @@ def test_cifar_loader_reads_python_batches(tmp_path):
 def test_cifar_planecar_task_has_paper_ratios(tmp_path):
     fake_cifar(tmp_path, per_class=550, batches=2)  # 1,100 planes and 1,100 cars to train
     task = load_task("cifar-planecar", data_dir=tmp_path)
-    counts = task.summary()
-    assert counts["train_counts"] == [110, 11]  # 10:1 plane:car
-    assert counts["test_counts"][0] == counts["test_counts"][1] == 275  # balanced
+    assert np.bincount(task.y_train).tolist() == [110, 11]  # 10:1 plane:car
+    assert np.bincount(task.y_test).tolist() == [275, 275]  # balanced
     assert task.n_features == 3072 and task.class_names == ("airplane", "automobile")
 
 

@@ -179,10 +179,6 @@ class ExplorerApp:
     def preview(self) -> w.HTML:
         return self.loader.preview
 
-    def wait_for_task(self, timeout: float = 60.0) -> bool:
-        """Block until the chosen task's seed model is fitted (or failed); True if in time."""
-        return self.loader._ready.wait(timeout)
-
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current job ends; True if it ended within ``timeout``."""
         return self.runner.wait(timeout)

@@ -81,13 +81,6 @@ def candidate_pairs(candidates) -> list[tuple]:
     return pairs
 
 
-def penalty_mask(d1: int, n_outputs: int) -> torch.Tensor:
-    """1 on the weight rows, 0 on the unpenalised bias row: (d1, C)."""
-    mask = torch.ones(d1, n_outputs, dtype=torch.float64)
-    mask[-1] = 0.0
-    return mask
-
-
 class Appraiser(ABC):
     """Scikit-learn-shaped: ``fit(seed)`` does the model owner's one-off work on its seed model;
     a runner then appraises candidates (standardised features (m, d), labels (m,)) with it."""

@@ -17,19 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPE = torch.float64
-
-
-def with_bias(X: torch.Tensor) -> torch.Tensor:
-    """(..., n, d) -> (..., n, d + 1) with a last column of ones."""
-    return torch.cat([X, torch.ones(*X.shape[:-1], 1, dtype=DTYPE)], dim=-1)
-
-
-def label_targets(y: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    """Labels (..., n) -> targets (..., n, C): the 0/1 label for C = 1, else one-hot."""
-    if n_outputs == 1:
-        return y.to(DTYPE)[..., None]
-    return torch.nn.functional.one_hot(y.long(), n_outputs).to(DTYPE)
+from explorer.model import DTYPE, label_targets, with_bias
 
 
 def row_mask(sizes: Sequence[int], m: int | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from explorer.appraisers.base import Public, penalty_mask
+from explorer.appraisers.base import Public
 from explorer.appraisers.logistic import (
     repeat,
     test_loss_reductions,
@@ -18,13 +18,14 @@ from explorer.appraisers.tensors import is_encrypted
 from explorer.appraisers.union import UnionAppraiser
 from explorer.constraints import DEFAULTS, check_params
 from explorer.errors import AppraisalWarning, ExplorerError
+from explorer.model import penalty_mask, with_bias
 from explorer.seed import SeedModel
 
 
 def curvature_bound(seed: SeedModel) -> float:
     """An upper bound on the largest eigenvalue of the mean cross-entropy's Hessian over the
     model owner's seed set: c * lambda_max(A^T A) / n with c = 1/4 (sigmoid) or 1/2 (softmax)."""
-    A = torch.cat([seed.X_train, torch.ones(seed.n_seed, 1, dtype=torch.float64)], dim=1)
+    A = with_bias(seed.X_train)
     top = float(torch.linalg.eigvalsh(A.T @ A / seed.n_seed)[-1])
     return (0.25 if seed.theta.shape[1] == 1 else 0.5) * top
 

@@ -8,10 +8,10 @@ import torch
 from explorer import model
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
-from explorer.appraisers.logistic import probabilities
 from explorer.appraisers.reveal import UNSCALE_CAP, weight_margin
 from explorer.appraisers.tensors import cat, matmul
 from explorer.constraints import DEFAULTS, check_params
+from explorer.model import probabilities
 from explorer.seed import SeedModel
 
 

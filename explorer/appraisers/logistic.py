@@ -2,8 +2,8 @@
 
 Parameters theta are (d + 1, C), or one per candidate (B, d + 1, C); features carry the bias
 column (see explorer.appraisers.batch). C = 1 is a sigmoid model, C >= 3 softmax. These are the
-same formulas as explorer.model (which fits and differentiates in float64); here they are
-written only with operations CrypTen also has, over batches of candidates.
+formulas of explorer.model (which fits and differentiates in float64, and owns the link
+``probabilities``) written only with operations CrypTen also has, over batches of candidates.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from explorer.appraisers.tensors import cat, matmul
+from explorer.model import probabilities
 
 # Logit gaps are clamped at this distance inside exponentials. CrypTen's exp is the limit
 # (1 + x / 2^k)^(2^k), which turns into garbage for x below about -2^8 (and its sigmoid with
@@ -25,15 +26,10 @@ def clamp(x, bound: float = GAP):
     return bound - (bound - ((x + bound).relu() - bound)).relu()
 
 
-def probabilities(Z, n_outputs: int, bounded: bool = False):
-    """Probabilities from logits (..., C): sigmoid for C = 1, softmax over the last axis.
-
-    ``bounded`` clamps the logits (sigmoid) or their gaps to the largest (softmax) at GAP first,
-    for parameters that may have moved far from theta_hat.
-    """
-    if n_outputs == 1:
-        return (clamp(Z) if bounded else Z).sigmoid()
-    return softmax(Z) if bounded else Z.softmax(dim=-1)
+def bounded_probabilities(Z, n_outputs: int):
+    """explorer.model's ``probabilities`` with the logits (sigmoid) or their gaps to the largest
+    (softmax) clamped at GAP first, for parameters that may have moved far from theta_hat."""
+    return probabilities(clamp(Z), 1) if n_outputs == 1 else softmax(Z)
 
 
 def softmax(Z):
@@ -58,10 +54,11 @@ def gradient_sums(A, Y, theta, bounded: bool = False):
     """Summed cross-entropy gradient per candidate at theta.
 
     A (B, m, d1), Y (B, m, C), theta (d1, C) or (B, d1, C) -> (B, d1, C). Padding rows of A are
-    zero and contribute nothing. ``bounded``: see ``probabilities``. A may be an OpenedOperand
-    (both products reuse its one opening).
+    zero and contribute nothing. ``bounded``: see ``bounded_probabilities``. A may be an
+    OpenedOperand (both products reuse its one opening).
     """
-    R = probabilities(matmul(A, theta), Y.shape[-1], bounded) - Y
+    Z, C = matmul(A, theta), Y.shape[-1]
+    R = (bounded_probabilities(Z, C) if bounded else probabilities(Z, C)) - Y
     return matmul(A, R, transpose=True)
 
 
@@ -90,8 +87,7 @@ def union_gradient_sums(A_train, Y_train, A, Y, thetas):
     B, d1, C = thetas.shape
     n = A_train.shape[0]
     flat = thetas.permute(1, 0, 2).reshape(d1, B * C)
-    R = probabilities(A_train.matmul(flat).reshape(n, B, C), C, bounded=True) \
-        - Y_train.unsqueeze(1)
+    R = bounded_probabilities(A_train.matmul(flat).reshape(n, B, C), C) - Y_train.unsqueeze(1)
     G_train = A_train.t().matmul(R.reshape(n, B * C)).reshape(d1, B, C).permute(1, 0, 2)
     return G_train + gradient_sums(A, Y, thetas, bounded=True)
 

@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 
 from explorer import model
-from explorer.appraisers.base import Public, penalty_mask
-from explorer.appraisers.batch import row_mask, with_bias
+from explorer.appraisers.base import Public
+from explorer.appraisers.batch import row_mask
 from explorer.appraisers.fixed_point import check_fixed_point, ring_limit
 from explorer.appraisers.logistic import (
     cross_entropy_sums,
-    probabilities,
+    gradient_sums,
     repeat,
     softmax,
     test_loss_reductions,
@@ -49,6 +49,7 @@ from explorer.appraisers.tensors import cat, less, matmul
 from explorer.appraisers.union import UnionAppraiser
 from explorer.constraints import DEFAULTS, check_params
 from explorer.errors import ExplorerError
+from explorer.model import penalty_mask, with_bias
 from explorer.seed import SeedModel
 
 # Dense preconditioner for softmax models up to this many parameters (auto).
@@ -81,10 +82,9 @@ def kfac_eigenbasis(seed: SeedModel) -> tuple[torch.Tensor, torch.Tensor, torch.
     """Eigenvalue-corrected Kronecker factors of the seed Hessian: U_A (d1, d1), U_S (C, C) and
     s (d1, C), H's diagonal in the basis U_A ⊗ U_S (0 on the softmax's null direction)."""
     A = with_bias(seed.X_train)
-    p = model.probabilities(seed.theta, seed.X_train)
     C = seed.theta.shape[1]
+    p = model.probabilities(model.logits(seed.theta, seed.X_train), C)
     if C == 1:
-        p = p[:, 1:]
         S_mean = (p * (1 - p)).mean(dim=0, keepdim=True)
     else:
         S_mean = torch.diag(p.mean(dim=0)) - p.T @ p / len(p)
@@ -185,8 +185,7 @@ class Newton(UnionAppraiser):
         # trials (below), through the same computation, so that under MPC the logarithm's
         # error cancels in the comparisons
         objective = None
-        Z = matmul(A, inputs["theta"])
-        grad = matmul(A, probabilities(Z, C) - Y, transpose=True) / n_seed
+        grad = gradient_sums(A, Y, inputs["theta"]) / n_seed
         for k in range(self.steps):
             if k > 0:
                 G = union_gradient_sums(inputs["A_train"], inputs["Y_train"], A, Y, theta)

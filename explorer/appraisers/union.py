@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from explorer.appraisers.base import Appraiser, Public
-from explorer.appraisers.batch import label_targets, with_bias
 from explorer.appraisers.fixed_point import check_dataset, check_parameters
+from explorer.model import label_targets, with_bias
 
 
 class UnionAppraiser(Appraiser):

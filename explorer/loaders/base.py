@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer.errors import DataUnavailable
+
 
 @dataclass(frozen=True)
 class RawData:
@@ -39,3 +41,13 @@ class Dataset:
     download_mb: int  # the size of the download
     find: Callable[[], Path | None]  # a local copy (shared folder or cache), by file names only
     fetch: Callable[[], Path]  # download into the cache; DataUnavailable when that fails
+
+    def locate(self, allow_download: bool, missing: str) -> Path:
+        """The local copy, else (if allowed) a download into the cache; DataUnavailable saying
+        ``missing`` when there is no copy and no download is allowed."""
+        found = self.find()
+        if found is not None:
+            return found
+        if not allow_download:
+            raise DataUnavailable(missing)
+        return self.fetch()

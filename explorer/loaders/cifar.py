@@ -65,12 +65,8 @@ def cifar_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = 
         if found is None:
             raise DataUnavailable(f"{data_dir} holds no CIFAR-10 python batches; {HINT}.")
         return found
-    found = local_cifar_dir()
-    if found is not None:
-        return found
-    if not allow_download:
-        raise DataUnavailable(f"no CIFAR-10 batches in {cache_dir('cifar10')}; {HINT}.")
-    return download_cifar10()
+    return CIFAR10.locate(allow_download,
+                          f"no CIFAR-10 batches in {cache_dir('cifar10')}; {HINT}.")
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -103,10 +99,3 @@ def load_cifar10(data_dir: str | os.PathLike | None = None,
 
 
 CIFAR10 = Dataset("CIFAR-10", download_mb=163, find=local_cifar_dir, fetch=download_cifar10)
-
-
-def write_batch(path: Path, X: np.ndarray, y: np.ndarray) -> None:
-    """Write images (n, 3072) uint8 and labels as a CIFAR-10 python batch."""
-    with open(path, "wb") as f:
-        pickle.dump({b"data": np.asarray(X, dtype=np.uint8), b"labels": [int(v) for v in y],
-                     b"batch_label": path.name.encode()}, f)

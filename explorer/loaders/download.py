@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from explorer.errors import ExplorerError
+from explorer.output import atomic_file
 
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
@@ -15,16 +14,12 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with atomic_file(dest, binary=True, suffix=".part") as out, \
+                urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
-        os.replace(tmp, dest)
     except OSError as exc:
         raise ExplorerError(f"could not download {url} ({exc}); put the file at {dest} "
                             f"yourself or pass a directory that holds it.") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -100,12 +100,7 @@ def mnist_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = 
         if not _pairs(d):
             raise DataUnavailable(f"MNIST directory {d} holds no IDX image/label pair; {HINT}.")
         return d
-    found = local_mnist_dir()
-    if found is not None:
-        return found
-    if not allow_download:
-        raise DataUnavailable(f"no MNIST files found in {cache_dir('mnist')}; {HINT}.")
-    return download_mnist()
+    return MNIST.locate(allow_download, f"no MNIST files found in {cache_dir('mnist')}; {HINT}.")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> RawData:
@@ -128,13 +123,3 @@ def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool =
 
 
 MNIST = Dataset("MNIST", download_mb=12, find=local_mnist_dir, fetch=download_mnist)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an unsigned-byte array as an IDX file (.gz if the name says so)."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())

@@ -46,17 +46,14 @@ __all__ = [
     "MPCConfig",
     "apply_config",
     "crypten_config",
-    "current_config",
     "freeze_config",
     "load_crypten",
     "set_collective_timeout",
-    "shim_was_needed",
 ]
 
 _SHIM_NAME = "torch.onnx._internal.registration"
 _lock = threading.Lock()
 _crypten: types.ModuleType | None = None
-_shim_needed: bool | None = None
 
 
 def _module_importable(name: str) -> bool:
@@ -73,7 +70,7 @@ def load_crypten() -> types.ModuleType:
     Idempotent and thread-safe. Applies the ``torch.onnx._internal.registration``
     stub only if torch does not provide that module.
     """
-    global _crypten, _shim_needed
+    global _crypten
     if _crypten is not None:
         return _crypten
     with _lock:
@@ -82,9 +79,8 @@ def load_crypten() -> types.ModuleType:
         if "crypten" in sys.modules:  # imported elsewhere (e.g. after a shimmed import)
             _crypten = sys.modules["crypten"]
             return _crypten
-        _shim_needed = not _module_importable(_SHIM_NAME)
         stub: types.ModuleType | None = None
-        if _shim_needed:
+        if not _module_importable(_SHIM_NAME):
             stub = types.ModuleType(_SHIM_NAME, "crypten_compat stub (torch lacks this module)")
             stub.registry = None  # type: ignore[attr-defined]  # only the name is imported
             sys.modules[_SHIM_NAME] = stub
@@ -101,11 +97,6 @@ def load_crypten() -> types.ModuleType:
         exchange.install(DistributedCommunicator)  # two parties open by one exchange
         _crypten = crypten
         return crypten
-
-
-def shim_was_needed() -> bool | None:
-    """True/False once :func:`load_crypten` ran in this process, else None."""
-    return _shim_needed
 
 
 Provider = Literal["TFP", "TTP"]
@@ -253,15 +244,6 @@ def crypten_config(config: MPCConfig | Mapping[str, Any]) -> Iterator[None]:
         yield
     finally:
         crypten.cfg.config = previous
-
-
-def current_config() -> dict[str, Any]:
-    """The effective CrypTen config as a plain dict (for logging/reports)."""
-    from omegaconf import OmegaConf
-
-    result = OmegaConf.to_container(load_crypten().cfg.config, resolve=True)
-    assert isinstance(result, dict)
-    return result  # type: ignore[return-value]
 
 
 def _plain(node: Any) -> Any:
