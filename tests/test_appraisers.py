@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from appraising import value
 
 from explorer import model
 from explorer.appraisers import APPRAISERS, FineTune, GradientNorm, Influence, appraise
@@ -13,11 +14,6 @@ from explorer.constraints import parse_appraiser_names
 from explorer.errors import ExplorerError
 from explorer.market import make_market
 from explorer.utility import ground_truth, retrain
-
-
-def value(appraiser, X, y) -> float:
-    """The plaintext value of one candidate."""
-    return appraise(appraiser, [(X, y)]).values[0]
 
 
 @pytest.mark.parametrize("seed_name", ["wdbc_seed", "digits_seed"])

@@ -3,19 +3,12 @@ of two-party fixed point forced, its outcome asserted."""
 
 import numpy as np
 import pytest
+from appraising import configured, value
 
 import explorer.mpc.runner
-from explorer.appraisers import appraise
-from explorer.config import AppraiserConfig
 from explorer.constraints import DEFAULTS
 from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.market import make_market
-
-
-def configured(name, backend="plaintext", **options):
-    """Appraiser ``name``'s (unfitted) definition and the runner of its configuration."""
-    config = AppraiserConfig.from_options(names=(name,), backend=backend, **options)
-    return config.build(name), config.runner()
 
 
 def verified(appraiser, values, bits):
@@ -64,7 +57,7 @@ def test_truncation_failures_give_right_values_or_a_clear_failure(wdbc_seed, mar
     of every session (probability about |x| / 4096 each): copies disagree, the candidates are
     appraised again, and what comes back is either right or an error naming a candidate."""
     plain = configured("influence")[0].fit(wdbc_seed)
-    expected = np.array([appraise(plain, [(X, y)]).values[0] for X, y in pairs(market)])
+    expected = np.array([value(plain, X, y) for X, y in pairs(market)])
     private, runner = configured("influence", "crypten", mode="parties", precision_bits=26)
     sessions = []
     run_session = explorer.mpc.runner.run_session
@@ -97,7 +90,7 @@ def test_a_large_learning_rate_stays_right_under_mpc(wdbc_seed, market):
     right where unbounded sigmoids and logs used to overflow."""
     with pytest.warns(AppraisalWarning, match="stability bound"):
         plain = configured("finetune", lr=10.0, steps=4)[0].fit(wdbc_seed)
-    expected = np.array([appraise(plain, [(X, y)]).values[0] for X, y in pairs(market)[:6]])
+    expected = np.array([value(plain, X, y) for X, y in pairs(market)[:6]])
     private, runner = configured("finetune", "crypten", mode="simulated", provider="TFP",
                                  lr=10.0, steps=4)
     with pytest.warns(AppraisalWarning, match="stability bound"):
