@@ -16,3 +16,18 @@ def configured(name: str, backend: str = "plaintext", **options):
 def value(appraiser: Appraiser, X, y) -> float:
     """The plaintext value of one candidate."""
     return float(appraise(appraiser, [(X, y)]).values[0])
+
+
+def session_of(seed, name: str, pairs, return_shares: bool = False, **options):
+    """The private session of appraiser ``name`` fitted to ``seed`` for candidates ``pairs``,
+    with backend crypten and these flat options: (spec, model owner's input, candidate batch)."""
+    from explorer.mpc.session import session_inputs
+
+    appraiser, runner = configured(name, "crypten", **options)
+    return session_inputs(appraiser.fit(seed), pairs, runner.options, runner.defences,
+                          return_shares=return_shares)
+
+
+def plaintext_values(seed, name: str, pairs, **options):
+    """The plaintext values (n,) of appraiser ``name`` fitted to ``seed``, appraised together."""
+    return appraise(configured(name, **options)[0].fit(seed), pairs).values
