@@ -20,17 +20,12 @@ from test_private import children_of_this_process
 from explorer import plots
 from explorer.app import ExplorerApp
 from explorer.app.dashboard import TABS
-from explorer.app.runner import (
-    RANDOM_ORDERS,
-    ProgressPlan,
-    RunSnapshot,
-    describe,
-    run_appraisal,
-)
-from explorer.appraisers import AppraiserConfig
-from explorer.appraisers.base import ACQUISITION, ENCRYPTED, ProgressEvent
-from explorer.experiments import own_data_thresholds
+from explorer.app.runner import ProgressPlan, describe
+from explorer.config import AppraiserConfig
+from explorer.jobs import RANDOM_ORDERS, RunSnapshot, run_appraisal
+from explorer.market_prices import own_data_thresholds
 from explorer.pricing import PricingRule
+from explorer.progress import ACQUISITION, ENCRYPTED, ProgressEvent
 
 
 def points(array):

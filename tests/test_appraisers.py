@@ -5,16 +5,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from appraising import value
 
 from explorer import model
-from explorer.appraisers import (
-    APPRAISERS,
-    FineTune,
-    GradientNorm,
-    Influence,
-    make_appraiser,
-    parse_appraiser_names,
-)
+from explorer.appraisers import APPRAISERS, FineTune, GradientNorm, Influence, appraise
+from explorer.config import AppraiserConfig
+from explorer.constraints import parse_appraiser_names
 from explorer.errors import ExplorerError
 from explorer.market import make_market
 from explorer.utility import ground_truth, retrain
@@ -33,22 +29,22 @@ def test_influence_matches_retraining_with_a_tiny_weight(request, seed_name):
             warnings.simplefilter("error")
             theta = retrain(seed, X, y, tol=1e-12, weight=eps).theta
         actual = seed.test_loss - model.mean_loss(theta, seed.X_test, seed.y_test)
-        predicted = eps * influence.value(c.X, c.y)
+        predicted = eps * value(influence, c.X, c.y)
         assert predicted == pytest.approx(actual, rel=0.05)
 
 
 def test_influence_orders_clean_above_fully_flipped(wdbc, wdbc_seed):
     clean, noisy = make_market(wdbc, "label-noise", 2, 60, max_level=1.0)
     inf = Influence().fit(wdbc_seed)
-    assert inf.value(clean.X, clean.y) > 0 > inf.value(noisy.X, noisy.y)
+    assert value(inf, clean.X, clean.y) > 0 > value(inf, noisy.X, noisy.y)
     assert ground_truth(wdbc_seed, clean.X, clean.y).utility > 0
     assert ground_truth(wdbc_seed, noisy.X, noisy.y).utility < 0
 
 
 def test_influence_dense_and_cg_solvers_agree(digits, digits_seed):
     (c,) = make_market(digits, "none", 1, 50)
-    dense = Influence(solver="dense").fit(digits_seed).value(c.X, c.y)
-    cg = Influence(solver="cg").fit(digits_seed).value(c.X, c.y)
+    dense = value(Influence(solver="dense").fit(digits_seed), c.X, c.y)
+    cg = value(Influence(solver="cg").fit(digits_seed), c.X, c.y)
     assert dense == pytest.approx(cg, rel=1e-6)
 
 
@@ -56,8 +52,8 @@ def test_gradient_norm_is_the_norm_of_the_summed_gradient(wdbc, wdbc_seed):
     (c,) = make_market(wdbc, "none", 1, 25)
     X, y = model.as_features(c.X), model.as_labels(c.y)
     expected = model.per_sample_grads(wdbc_seed.theta, X, y).sum(0).norm()
-    assert GradientNorm().fit(wdbc_seed).value(c.X, c.y) == pytest.approx(float(expected),
-                                                                           rel=1e-12)
+    assert value(GradientNorm().fit(wdbc_seed), c.X, c.y) == pytest.approx(float(expected),
+                                                                          rel=1e-12)
 
 
 def test_one_full_batch_step_of_finetuning(wdbc, wdbc_seed):
@@ -72,15 +68,15 @@ def test_one_full_batch_step_of_finetuning(wdbc, wdbc_seed):
     J.backward()
     theta1 = s.theta - 0.5 * t.grad
     expected = s.test_loss - model.mean_loss(theta1, s.X_test, s.y_test)
-    got = FineTune(lr=0.5, steps=1).fit(s).value(c.X, c.y)
+    got = value(FineTune(lr=0.5, steps=1).fit(s), c.X, c.y)
     assert got == pytest.approx(expected, rel=1e-10)
 
 
 def test_minibatch_finetuning_is_seeded(wdbc, wdbc_seed):
     (c,) = make_market(wdbc, "none", 1, 25)
-    a = FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed).value(c.X, c.y)
-    b = FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed).value(c.X, c.y)
-    other = FineTune(steps=10, batch_size=8, random_state=2).fit(wdbc_seed).value(c.X, c.y)
+    a = value(FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed), c.X, c.y)
+    b = value(FineTune(steps=10, batch_size=8, random_state=1).fit(wdbc_seed), c.X, c.y)
+    other = value(FineTune(steps=10, batch_size=8, random_state=2).fit(wdbc_seed), c.X, c.y)
     assert a == b and a != other
 
 
@@ -101,7 +97,7 @@ def test_minibatches_cover_the_whole_union_each_epoch(wdbc, wdbc_seed):
         grad = model.grad_sum(theta, X[idx], y[idx]) / len(idx)
         theta = theta - 0.1 * (grad + lam_union * model.penalty_mask(*theta.shape) * theta)
     expected = s.test_loss - model.mean_loss(theta, s.X_test, s.y_test)
-    got = FineTune(lr=0.1, steps=9, batch_size=10, random_state=3).fit(s).value(c.X, c.y)
+    got = value(FineTune(lr=0.1, steps=9, batch_size=10, random_state=3).fit(s), c.X, c.y)
     assert got == pytest.approx(expected, rel=1e-10)
 
 
@@ -111,29 +107,29 @@ def test_minibatch_finetuning_of_many_candidates_is_each_ones_own(digits, digits
     market = make_market(digits, "label-noise", 3, 40, max_level=0.5, random_state=2)
     pairs = [(c.X, c.y) for c in market] + [(c.X[:25], c.y[:25]) for c in market[:2]]
     appraiser = FineTune(steps=9, batch_size=16, random_state=3).fit(digits_seed)
-    together = [r["value"] for r in appraiser.appraise_many(pairs)]
-    alone = [appraiser.value(X, y) for X, y in pairs]
+    together = appraise(appraiser, pairs).values.tolist()
+    alone = [value(appraiser, X, y) for X, y in pairs]
     assert together == pytest.approx(alone, rel=1e-12, abs=1e-15)
     assert len(set(together)) == len(pairs)
 
 
 @pytest.mark.parametrize("name", list(APPRAISERS))
 def test_appraisers_validate_candidates(wdbc_seed, name):
-    appraiser = make_appraiser(name)
+    appraiser = AppraiserConfig(names=(name,)).build(name)
     X = np.zeros((4, 30))
     with pytest.raises(ExplorerError, match="not fitted"):
-        appraiser.value(X, [0, 1, 0, 1])
+        value(appraiser, X, [0, 1, 0, 1])
     appraiser.fit(wdbc_seed)
     with pytest.raises(ExplorerError, match=r"shape \(samples, 30\)"):
-        appraiser.value(np.zeros((4, 29)), [0, 1, 0, 1])
+        value(appraiser, np.zeros((4, 29)), [0, 1, 0, 1])
     with pytest.raises(ExplorerError, match="NaN or infinite"):
-        appraiser.value(np.full((4, 30), np.nan), [0, 1, 0, 1])
+        value(appraiser, np.full((4, 30), np.nan), [0, 1, 0, 1])
     with pytest.raises(ExplorerError, match="does not know"):
-        appraiser.value(X, [0, 1, 2, 1])
+        value(appraiser, X, [0, 1, 2, 1])
     with pytest.raises(ExplorerError, match="empty"):
-        appraiser.value(np.zeros((0, 30)), [])
+        value(appraiser, np.zeros((0, 30)), [])
     with pytest.raises(ExplorerError, match="needs 4 labels"):
-        appraiser.value(X, [0, 1])
+        value(appraiser, X, [0, 1])
 
 
 @pytest.mark.parametrize("kwargs, message", [

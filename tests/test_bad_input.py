@@ -11,9 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from appraising import configured
+from appraising import value as value_of
 
-from explorer.appraisers import AppraiserConfig, make_appraiser
+from explorer.appraisers import appraise
 from explorer.cli import main
+from explorer.config import AppraiserConfig
 from explorer.constraints import MAX_CANDIDATE_FILE_BYTES
 from explorer.errors import ExplorerError
 from explorer.loaders.user import read_candidate_file, write_candidate_file
@@ -366,7 +369,13 @@ def market(wdbc):
 
 @pytest.fixture(scope="module")
 def influence(wdbc_seed):
-    return make_appraiser("influence").fit(wdbc_seed)
+    return configured("influence")[0].fit(wdbc_seed)
+
+
+def private_influence(seed):
+    """A fitted private influence appraiser and its runner (real parties)."""
+    appraiser, runner = configured("influence", "crypten")
+    return appraiser.fit(seed), runner
 
 
 def one_at(X, value):
@@ -428,45 +437,46 @@ API_CASES = [
     (lambda t, s, a, c, f: AppraiserConfig(names=3), "name the appraisers"),
     (lambda t, s, a, c, f: AppraiserConfig(names=[3]), "name the appraisers"),
     (lambda t, s, a, c, f: AppraiserConfig(names="influence,bogus"), "unknown appraiser"),
-    (lambda t, s, a, c, f: AppraiserConfig(bogus=1), "unknown AppraiserConfig option 'bogus'"),
+    (lambda t, s, a, c, f: AppraiserConfig.from_options(bogus=1),
+     "unknown AppraiserConfig option 'bogus'"),
     (lambda t, s, a, c, f: AppraiserConfig(steps=True), "steps"),
     (lambda t, s, a, c, f: AppraiserConfig(lr="x"), "learning rate"),
-    (lambda t, s, a, c, f: AppraiserConfig(timeout=0), "timeout"),
+    (lambda t, s, a, c, f: AppraiserConfig.from_options(timeout=0), "timeout"),
     (lambda t, s, a, c, f: AppraiserConfig(extra=5), "extra must map"),
     (lambda t, s, a, c, f: AppraiserConfig(extra={"influence": {"bogus": 1}}),
      "extra options of influence"),
-    (lambda t, s, a, c, f: make_appraiser(None), "name the appraisers"),
-    (lambda t, s, a, c, f: make_appraiser("influence", bogus=1), "unknown AppraiserConfig"),
-    (lambda t, s, a, c, f: make_appraiser("influence", "crypten", timeout=0), "timeout"),
-    (lambda t, s, a, c, f: make_appraiser("influence").fit("x"), "takes the model owner's"),
-    (lambda t, s, a, c, f: make_appraiser("influence").value(c.X, c.y), "not fitted"),
-    (lambda t, s, a, c, f: a.value(c.X[0], c.y[:1]), "shape"),
-    (lambda t, s, a, c, f: a.value(c.X[:, :5], c.y), "shape"),
-    (lambda t, s, a, c, f: a.value(one_at(c.X, np.nan), c.y), "NaN or infinite"),
-    (lambda t, s, a, c, f: a.value(one_at(c.X, 1e300), c.y),
+    (lambda t, s, a, c, f: configured(None), "name the appraisers"),
+    (lambda t, s, a, c, f: configured("influence", bogus=1), "unknown AppraiserConfig"),
+    (lambda t, s, a, c, f: configured("influence", "crypten", timeout=0), "timeout"),
+    (lambda t, s, a, c, f: configured("influence")[0].fit("x"), "takes the model owner's"),
+    (lambda t, s, a, c, f: value_of(configured("influence")[0], c.X, c.y), "not fitted"),
+    (lambda t, s, a, c, f: value_of(a, c.X[0], c.y[:1]), "shape"),
+    (lambda t, s, a, c, f: value_of(a, c.X[:, :5], c.y), "shape"),
+    (lambda t, s, a, c, f: value_of(a, one_at(c.X, np.nan), c.y), "NaN or infinite"),
+    (lambda t, s, a, c, f: value_of(a, one_at(c.X, 1e300), c.y),
      r"feature 0 of sample 0 .* 1e\+300 seed-set standard deviations"),
-    (lambda t, s, a, c, f: a.value(one_at(c.X, -2e6), c.y), "limit of 1e"),
-    (lambda t, s, a, c, f: a.value(c.X.astype(str), c.y), "array of real numbers"),
-    (lambda t, s, a, c, f: a.value("abc", c.y), "array of real numbers"),
-    (lambda t, s, a, c, f: a.value(c.X + 1j, c.y), "array of real numbers"),
-    (lambda t, s, a, c, f: a.value([[1.0, 2.0], [3.0]], c.y), "array of real numbers"),
-    (lambda t, s, a, c, f: a.value(torch.tensor(c.X, requires_grad=True)[:, :3], c.y),
+    (lambda t, s, a, c, f: value_of(a, one_at(c.X, -2e6), c.y), "limit of 1e"),
+    (lambda t, s, a, c, f: value_of(a, c.X.astype(str), c.y), "array of real numbers"),
+    (lambda t, s, a, c, f: value_of(a, "abc", c.y), "array of real numbers"),
+    (lambda t, s, a, c, f: value_of(a, c.X + 1j, c.y), "array of real numbers"),
+    (lambda t, s, a, c, f: value_of(a, [[1.0, 2.0], [3.0]], c.y), "array of real numbers"),
+    (lambda t, s, a, c, f: value_of(a, torch.tensor(c.X, requires_grad=True)[:, :3], c.y),
      "shape"),
-    (lambda t, s, a, c, f: a.value(c.X, c.y + 0.5), r"label \d\.5 .* not a whole number"),
-    (lambda t, s, a, c, f: a.value(c.X, c.y.astype(bool)), "true/false"),
-    (lambda t, s, a, c, f: a.value(c.X, np.array(["benign"] * 10)), "whole class indices"),
-    (lambda t, s, a, c, f: a.value(c.X, -np.ones(10, dtype=int)), r"labels \[-1\]"),
-    (lambda t, s, a, c, f: a.value(c.X, c.y[:, None]), "needs 10 labels"),
-    (lambda t, s, a, c, f: a.value(c.X, c.y[:-1]), "needs 10 labels"),
-    (lambda t, s, a, c, f: a.value(c.X[:0], c.y[:0]), "empty"),
-    (lambda t, s, a, c, f: a.appraise_many(5), r"list of \(X, y\) pairs"),
-    (lambda t, s, a, c, f: a.appraise_many(None), r"list of \(X, y\) pairs"),
-    (lambda t, s, a, c, f: a.appraise_many([c]), r"pass \(c\.X, c\.y\)"),
-    (lambda t, s, a, c, f: a.appraise_many([(c.X,)]), r"pair \(X, y\)"),
-    (lambda t, s, a, c, f: run_model_owner(make_appraiser("influence", "crypten").fit(s),
-                                           "30", bytes(32)), "sizes as a list"),
-    (lambda t, s, a, c, f: run_model_owner(make_appraiser("influence", "crypten").fit(s),
-                                           (30, 0), bytes(32)), "each candidate size"),
+    (lambda t, s, a, c, f: value_of(a, c.X, c.y + 0.5), r"label \d\.5 .* not a whole number"),
+    (lambda t, s, a, c, f: value_of(a, c.X, c.y.astype(bool)), "true/false"),
+    (lambda t, s, a, c, f: value_of(a, c.X, np.array(["benign"] * 10)), "whole class indices"),
+    (lambda t, s, a, c, f: value_of(a, c.X, -np.ones(10, dtype=int)), r"labels \[-1\]"),
+    (lambda t, s, a, c, f: value_of(a, c.X, c.y[:, None]), "needs 10 labels"),
+    (lambda t, s, a, c, f: value_of(a, c.X, c.y[:-1]), "needs 10 labels"),
+    (lambda t, s, a, c, f: value_of(a, c.X[:0], c.y[:0]), "empty"),
+    (lambda t, s, a, c, f: appraise(a, 5), r"list of \(X, y\) pairs"),
+    (lambda t, s, a, c, f: appraise(a, None), r"list of \(X, y\) pairs"),
+    (lambda t, s, a, c, f: appraise(a, [c]), r"pass \(c\.X, c\.y\)"),
+    (lambda t, s, a, c, f: appraise(a, [(c.X,)]), r"pair \(X, y\)"),
+    (lambda t, s, a, c, f: run_model_owner(*private_influence(s), "30", bytes(32)),
+     "sizes as a list"),
+    (lambda t, s, a, c, f: run_model_owner(*private_influence(s), (30, 0), bytes(32)),
+     "each candidate size"),
 ]
 
 
@@ -479,7 +489,7 @@ def test_python_api_refuses_with_one_sentence(files, wdbc, wdbc_seed, influence,
 
 
 def test_whole_float_labels_and_tensors_are_data(influence, market):
-    expected = influence.value(market.X, market.y)
-    assert influence.value(market.X, market.y.astype(float)) == expected
-    assert influence.value(torch.tensor(market.X), torch.tensor(market.y)) == expected
-    assert influence.value(market.X.tolist(), market.y.tolist()) == expected
+    expected = value_of(influence, market.X, market.y)
+    assert value_of(influence, market.X, market.y.astype(float)) == expected
+    assert value_of(influence, torch.tensor(market.X), torch.tensor(market.y)) == expected
+    assert value_of(influence, market.X.tolist(), market.y.tolist()) == expected

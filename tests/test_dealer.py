@@ -7,14 +7,14 @@ import mpc_parties
 import numpy as np
 import pytest
 import torch
+from appraising import plaintext_values, session_of
 from scipy import stats
 
-from explorer.appraisers import make_appraiser
 from explorer.market import make_market
 from explorer.mpc.dealt import _product_size, copies_product
 from explorer.mpc.launcher import run_parties
 from explorer.mpc.runs import LaunchError
-from explorer.mpc.session import mpc_config, session_inputs
+from explorer.mpc.session import mpc_config
 
 MAX_RELATIVE_ERROR = {"influence": 0.01, "gradient-norm": 0.01, "newton": 0.05}
 
@@ -30,14 +30,12 @@ def market(wdbc):
 def counted_session(seed, market, name: str, deal: bool) -> tuple[dict, dict, np.ndarray]:
     params = {"newton": {"newton_steps": 2}}.get(name, {})
     pairs = [(c.X, c.y) for c in market]
-    private = make_appraiser(name, "crypten", **params).fit(seed)
-    spec, mo, do = session_inputs(private, pairs)
+    spec, mo, do = session_of(seed, name, pairs, **params)
     launched = run_parties(mpc_parties.counted_appraisal_party,
                            {0: {"spec": spec, "input": mo}, 1: {"spec": spec, "input": do}},
                            config=mpc_config(spec.precision_bits, "TTP"), timeout=300,
                            dealer_payload={"spec": spec} if deal else None)
-    expected = np.array([r["value"] for r in
-                         make_appraiser(name, **params).fit(seed).appraise_many(pairs)])
+    expected = plaintext_values(seed, name, pairs, **params)
     return launched.results[0], launched.results[1], expected, (spec.copies, *do.A.shape)
 
 
@@ -77,8 +75,7 @@ def test_a_spec_rehearsed_before_is_replayed_from_its_requests(wdbc_seed, market
     it replay them without the computation. A replayed sequence that is not the session's own
     stops the session."""
     pairs = [(c.X, c.y) for c in market]
-    private = make_appraiser("influence", "crypten").fit(wdbc_seed)
-    spec, mo, do = session_inputs(private, pairs)
+    spec, mo, do = session_of(wdbc_seed, "influence", pairs)
     payloads = {0: {"spec": spec, "input": mo}, 1: {"spec": spec, "input": do}}
     config = mpc_config(spec.precision_bits, "TTP")
     first = run_parties(mpc_parties.counted_appraisal_party, payloads, config=config,
@@ -88,8 +85,7 @@ def test_a_spec_rehearsed_before_is_replayed_from_its_requests(wdbc_seed, market
     again = run_parties(mpc_parties.counted_appraisal_party, payloads, config=config,
                         timeout=300, dealer_payload={"spec": spec, "sequence": sequence})
     assert again.dealer["sequence"] == sequence and again.results[0]["forwarded"] == 0
-    expected = np.array([r["value"] for r in
-                         make_appraiser("influence").fit(wdbc_seed).appraise_many(pairs)])
+    expected = plaintext_values(wdbc_seed, "influence", pairs)
     got = again.results[0]["report"].values[0].numpy()
     assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()
     with pytest.raises(LaunchError, match="more than it dealt ahead"):
@@ -151,8 +147,8 @@ def test_a_spec_reaches_a_dealer_through_cryptens_restricted_unpickler(wdbc_seed
     load_crypten()
     from crypten.common.serial import restricted_loads
 
-    private = make_appraiser("newton", "crypten", newton_steps=2).fit(wdbc_seed)
-    spec, _, _ = session_inputs(private, [(c.X, c.y) for c in market])
+    spec, _, _ = session_of(wdbc_seed, "newton", [(c.X, c.y) for c in market],
+                            newton_steps=2)
     spec = SessionSpec(dataclasses.replace(spec.public, lam=np.float64(spec.public.lam)),
                        reveal="bit", verify=False, defences=Defences(grid=np.float64(0.01)))
     with pytest.raises(Exception, match="restricted"):

@@ -6,15 +6,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from appraising import plaintext_values, session_of
 
-from explorer.appraisers import make_appraiser
 from explorer.market import make_market
 from explorer.mpc import drawn
 from explorer.mpc.crypten_compat import load_crypten
 from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER, appraisal_party
 from explorer.mpc.runs import LaunchError
-from explorer.mpc.session import mpc_config, run_session, session_inputs
+from explorer.mpc.session import mpc_config, run_session
 
 load_crypten()
 from crypten.mpc.provider import ttp_provider  # noqa: E402
@@ -78,10 +78,8 @@ def market(wdbc):
 
 def test_a_later_session_of_a_spec_draws_ahead_and_gives_the_same_values(wdbc_seed, market):
     pairs = [(c.X, c.y) for c in market]
-    private = make_appraiser("gradient-norm", "crypten").fit(wdbc_seed)
-    spec, mo, do = session_inputs(private, pairs)
-    expected = np.array([r["value"] for r in
-                         make_appraiser("gradient-norm").fit(wdbc_seed).appraise_many(pairs)])
+    spec, mo, do = session_of(wdbc_seed, "gradient-norm", pairs)
+    expected = plaintext_values(wdbc_seed, "gradient-norm", pairs)
     first = run_session(spec, mo, do)
     second = run_session(spec, mo, do)
     assert [r.drawn_ahead for r in first.reports] == [0, 0]
@@ -94,8 +92,7 @@ def test_a_later_session_of_a_spec_draws_ahead_and_gives_the_same_values(wdbc_se
 
 def test_a_party_given_a_wrong_record_stops_the_session(wdbc_seed, market):
     pairs = [(c.X, c.y) for c in market[:3]]
-    private = make_appraiser("influence", "crypten").fit(wdbc_seed)
-    spec, mo, do = session_inputs(private, pairs)
+    spec, mo, do = session_of(wdbc_seed, "influence", pairs)
     first = run_session(spec, mo, do)
     log = list(first.reports[DATA_OWNER].draws)
     name, function, shape, args, kwargs = log[0]

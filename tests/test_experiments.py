@@ -4,34 +4,32 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer.appraisers import AppraiserConfig, make_appraiser
+from explorer.acquisition import ACQUISITION_COLUMNS, acquisition_curves, market_acquisition
+from explorer.config import AppraiserConfig
 from explorer.errors import ExplorerError
 from explorer.experiments import (
-    ACQUISITION_COLUMNS,
     BREAKDOWN_COLUMNS,
     RESULT_COLUMNS,
-    acquisition_curves,
     appraise_market,
-    bit_appraisers,
-    bit_prices,
-    finetune_budgets,
-    finetune_grid,
-    finetune_steps,
-    market_acquisition,
     market_utilities,
-    own_data_thresholds,
-    repeated_rank_correlations,
     runtime_breakdown,
 )
 from explorer.market import make_market
+from explorer.market_prices import bit_configs, bit_prices, own_data_thresholds
 from explorer.pricing import PricingRule
 from explorer.seed import fit_seed_model
+from explorer.sweeps import (
+    finetune_budgets,
+    finetune_grid,
+    finetune_steps,
+    repeated_rank_correlations,
+)
 from explorer.tasks import load_task
 
 
 def test_appraise_market_columns_and_dtypes(wdbc, wdbc_seed):
     market = make_market(wdbc, "label-noise", 4, 20, 0.5)
-    frame = appraise_market(wdbc_seed, market, [make_appraiser("influence")])
+    frame = appraise_market(wdbc_seed, market, AppraiserConfig(names=("influence",)))
     assert list(frame.columns) == RESULT_COLUMNS
     assert frame.candidate.dtype.kind == "i" and frame.value.dtype.kind == "f"
     assert (frame.backend == "plaintext").all() and (frame.bytes == 0).all()
@@ -134,17 +132,17 @@ def test_own_data_thresholds_per_appraiser(wdbc_seed):
         own_data_thresholds(wdbc_seed, config, 30, samples=5)
 
 
-def test_bit_appraisers_take_each_its_threshold():
-    config = AppraiserConfig(names=("influence", "gradient-norm"), backend="crypten",
-                             provider="TFP")
-    built = bit_appraisers(config, {"influence": 0.05, "gradient-norm": 9.0})
-    assert [(a.name, a.mpc.reveal, a.mpc.threshold) for a in built] == [
-        ("influence", "bit", 0.05), ("gradient-norm", "bit", 9.0)]
+def test_bit_configs_take_each_its_threshold():
+    config = AppraiserConfig.from_options(names=("influence", "gradient-norm"),
+                                          backend="crypten", provider="TFP")
+    built = bit_configs(config, {"influence": 0.05, "gradient-norm": 9.0})
+    assert [(c.names, c.mpc.reveal, c.mpc.threshold) for c in built] == [
+        (("influence",), "bit", 0.05), (("gradient-norm",), "bit", 9.0)]
     with pytest.raises(ExplorerError, match="gradient-norm"):
-        bit_appraisers(config, {"influence": 0.05})
+        bit_configs(config, {"influence": 0.05})
     with pytest.raises(ExplorerError, match="crypten"):
-        bit_appraisers(config.with_(backend="plaintext"), {"influence": 0.05,
-                                                           "gradient-norm": 9.0})
+        bit_configs(config.with_(backend="plaintext"), {"influence": 0.05,
+                                                        "gradient-norm": 9.0})
 
 
 def test_bit_prices_are_flat():
@@ -160,8 +158,8 @@ def test_bit_prices_are_flat():
 
 def test_runtime_breakdown_sums_the_market(wdbc, wdbc_seed):
     market = make_market(wdbc, "none", 3, 20)
-    frame = runtime_breakdown(wdbc_seed, market, [make_appraiser("influence"),
-                                                  make_appraiser("gradient-norm")])
+    frame = runtime_breakdown(wdbc_seed, market, [AppraiserConfig(names=("influence",)),
+                                                  AppraiserConfig(names=("gradient-norm",))])
     assert list(frame.columns) == BREAKDOWN_COLUMNS
     assert frame.candidates.tolist() == [3, 3] and (frame.private_seconds == 0).all()
     assert (frame.plaintext_seconds > 0).all()

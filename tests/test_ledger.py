@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from explorer.appraisers import AppraiserConfig
+from explorer.config import AppraiserConfig
 from explorer.errors import ExplorerError
 from explorer.ledger import Budget, Ledger, fingerprint
 from explorer.market import make_market
@@ -70,16 +70,15 @@ def test_private_runs_between_parties_count_and_refuse(tmp_path, monkeypatch, wd
                                                        wdbc_seed):
     monkeypatch.setenv("APPRAISAL_EXPLORER_CACHE", str(tmp_path))
     market = [(c.X, c.y) for c in make_market(wdbc, "none", 3, 20, random_state=1)]
-    config = AppraiserConfig(names=("influence",), backend="crypten",
-                             budget=Budget(values=8))
-    first = config.build("influence").fit(wdbc_seed)
-    first.appraise_many(market)
-    assert first.ledger_counts_ == {"sessions": 1, "values": 6, "bits": 0}
+    config = AppraiserConfig.from_options(names=("influence",), backend="crypten",
+                                          budget=Budget(values=8))
+    first = config.appraise("influence", wdbc_seed, market)
+    assert first.ledger_counts == {"sessions": 1, "values": 6, "bits": 0}
     with pytest.raises(ExplorerError, match="past the model owner's budget of 8"):
-        config.build("influence").fit(wdbc_seed).appraise_many(market)
-    simulated = config.with_(mode="simulated", provider="TFP").build("influence")
-    simulated.fit(wdbc_seed).appraise_many(market)  # teaching runs: no ledger
-    assert not hasattr(simulated, "ledger_counts_")
+        config.appraise("influence", wdbc_seed, market)
+    simulated = config.with_(mode="simulated", provider="TFP")
+    taught = simulated.appraise("influence", wdbc_seed, market)  # teaching runs: no ledger
+    assert taught.ledger_counts is None
 
 
 def test_fingerprints_name_no_secret():

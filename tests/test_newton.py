@@ -5,10 +5,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from appraising import configured, value
 
 from explorer import model
-from explorer.appraisers import AppraiserConfig, Influence, Newton, make_appraiser
+from explorer.appraisers import Influence, Newton, appraise
 from explorer.appraisers.newton import dense_eigenbasis, kfac_eigenbasis
+from explorer.config import AppraiserConfig
 from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.experiments import appraise_market
 from explorer.market import make_market
@@ -24,7 +26,7 @@ def test_many_steps_converge_to_the_retrained_utility(wdbc, lam):
     newton = Newton(steps=64).fit(seed)
     for c in market:
         exact = ground_truth(seed, c.X, c.y).utility
-        assert newton.value(c.X, c.y) == pytest.approx(exact, rel=1e-5, abs=1e-8)
+        assert value(newton, c.X, c.y) == pytest.approx(exact, rel=1e-5, abs=1e-8)
 
 
 def test_one_step_on_one_row_is_alpha_times_first_order_influence(wdbc, wdbc_seed):
@@ -41,9 +43,9 @@ def test_one_step_on_one_row_is_alpha_times_first_order_influence(wdbc, wdbc_see
     assert torch.allclose(theta_1, expected, rtol=1e-9, atol=1e-12)
     linear = float((model.grad_sum(s.theta, s.X_test, s.y_test) / len(s.y_test)
                     * (s.theta - theta_1)).sum())
-    first_order = Influence().fit(s).value(c.X, c.y)
+    first_order = value(Influence().fit(s), c.X, c.y)
     assert linear == pytest.approx(alpha * first_order, rel=1e-9)
-    assert newton.value(c.X, c.y) == pytest.approx(alpha * first_order, rel=0.05)
+    assert value(newton, c.X, c.y) == pytest.approx(alpha * first_order, rel=0.05)
 
 
 def test_the_safeguard_never_increases_the_union_objective(wdbc, wdbc_seed):
@@ -107,16 +109,16 @@ def test_kfac_and_dense_both_approach_the_utility(digits, digits_seed):
     utility = np.array([ground_truth(digits_seed, c.X, c.y).utility for c in market])
     for kind in ("dense", "kfac"):
         a = Newton(steps=30, preconditioner=kind).fit(digits_seed)
-        values = np.array([a.value(c.X, c.y) for c in market])
+        values = np.array([value(a, c.X, c.y) for c in market])
         assert np.abs(values - utility).max() <= 0.02 * np.abs(utility).max(), kind
 
 
 def test_batched_values_equal_one_at_a_time(wdbc, wdbc_seed):
     market = make_market(wdbc, "label-noise", 5, 20, max_level=0.5, random_state=3)
     for name in ("influence", "gradient-norm", "finetune", "newton"):
-        a = make_appraiser(name).fit(wdbc_seed)
-        batched = [r["value"] for r in a.appraise_many([(c.X, c.y) for c in market])]
-        single = [a.value(c.X, c.y) for c in market]
+        a = configured(name)[0].fit(wdbc_seed)
+        batched = appraise(a, [(c.X, c.y) for c in market]).values
+        single = [value(a, c.X, c.y) for c in market]
         assert np.allclose(batched, single, rtol=1e-12, atol=1e-15), name
 
 
@@ -127,7 +129,7 @@ def test_influence_beyond_its_linear_range_is_flagged(wdbc):
     seed = fit_seed_model(wdbc, lam=1e-3)
     market = make_market(wdbc, "label-noise", 10, 30, max_level=0.5, random_state=0)
     with pytest.warns(AppraisalWarning, match="linearisation broken"):
-        frame = appraise_market(seed, market, [Influence()])
+        frame = appraise_market(seed, market, AppraiserConfig(names=("influence",)))
     broken = frame.diagnostic != ""
     assert broken.any()
     assert (frame.value[broken] > seed.test_loss).all()
@@ -139,7 +141,7 @@ def test_diagnostics_stay_silent_on_the_defaults(wdbc, wdbc_seed):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         frame = appraise_market(wdbc_seed, market, AppraiserConfig(
-            names=("influence", "gradient-norm", "finetune", "newton")).build_all())
+            names=("influence", "gradient-norm", "finetune", "newton")))
     assert (frame.diagnostic == "").all()
     assert (frame.truth_grad_norm < 1e-7).all()
 
@@ -149,17 +151,17 @@ def test_finetuning_that_would_diverge_is_refused(wdbc):
     (c,) = make_market(wdbc, "none", 1, 30)
     with pytest.raises(ExplorerError, match="diverges"), \
             pytest.warns(AppraisalWarning, match="stability bound"):
-        make_appraiser("finetune", lr=0.1).fit(seed).value(c.X, c.y)
+        value(configured("finetune", lr=0.1)[0].fit(seed), c.X, c.y)
 
 
 def test_a_learning_rate_past_the_stability_bound_warns(wdbc_seed):
     with pytest.warns(AppraisalWarning, match="stability bound"):
-        make_appraiser("finetune", lr=5.0).fit(wdbc_seed)
+        configured("finetune", lr=5.0)[0].fit(wdbc_seed)
 
 
 def test_minibatches_too_few_to_cover_the_seed_set_warn(wdbc_seed):
     with pytest.warns(AppraisalWarning, match="do not cover"):
-        make_appraiser("finetune", steps=2, batch_size=8).fit(wdbc_seed)
+        configured("finetune", steps=2, batch_size=8)[0].fit(wdbc_seed)
 
 
 def test_ground_truth_tolerance_is_relative_to_the_problem(wdbc):

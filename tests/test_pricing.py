@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from appraising import value
 
 from explorer.appraisers import Influence
 from explorer.errors import ExplorerError
-from explorer.experiments import priced_market
 from explorer.market import make_market
+from explorer.market_prices import priced_market
 from explorer.pricing import PricingRule, own_data_baseline
 
 
@@ -20,7 +21,7 @@ def test_rule_prices_values_and_bits():
 def test_own_data_baseline_matches_random_subsets(wdbc_seed, rng):
     mean, sd = own_data_baseline(wdbc_seed, 20)
     influence = Influence().fit(wdbc_seed)
-    draws = [influence.value(wdbc_seed.X_train[idx], wdbc_seed.y_train[idx])
+    draws = [value(influence, wdbc_seed.X_train[idx], wdbc_seed.y_train[idx])
              for idx in (rng.choice(wdbc_seed.n_seed, 20, replace=False) for _ in range(400))]
     assert np.mean(draws) == pytest.approx(mean, abs=3 * sd / np.sqrt(400))
     assert np.std(draws) == pytest.approx(sd, rel=0.15)
@@ -40,7 +41,7 @@ def test_duplicates_and_harmful_data_are_priced_at_the_floor(wdbc, wdbc_seed):
 def test_calibrated_rule_refuses_a_candidate_copied_from_the_seed_set(wdbc, wdbc_seed):
     (dup,) = make_market(wdbc, "duplicates", 1, 30, 1.0, 1.0)
     rule = PricingRule.calibrated(wdbc_seed, 30, rate=1.0)
-    assert rule.prices([Influence().fit(wdbc_seed).value(dup.X, dup.y)])[0] == 0.0
+    assert rule.prices([value(Influence().fit(wdbc_seed), dup.X, dup.y)])[0] == 0.0
 
 
 def test_bad_rules():

@@ -6,9 +6,9 @@ import mpc_parties
 import numpy as np
 import pytest
 import torch
+from appraising import configured, value
 from scipy import stats
 
-from explorer.appraisers import make_appraiser
 from explorer.appraisers.batch import CandidateBatch
 from explorer.errors import ExplorerError
 from explorer.market import make_market
@@ -38,26 +38,26 @@ def pairs(market):
 def test_private_matches_plaintext_between_real_parties(wdbc_seed, market, name):
     """The same definition on torch tensors and on CrypTensors between real parties."""
     params = {"finetune": {"lr": 0.1, "steps": 4}, "newton": {"newton_steps": 2}}.get(name, {})
-    plain = make_appraiser(name, **params).fit(wdbc_seed)
-    expected = np.array([plain.value(X, y) for X, y in pairs(market)])
-    private = make_appraiser(name, "crypten", mode="parties", **params).fit(wdbc_seed)
-    rows = private.appraise_many(pairs(market))
-    got = np.array([r["value"] for r in rows])
+    plain = configured(name, **params)[0].fit(wdbc_seed)
+    expected = np.array([value(plain, X, y) for X, y in pairs(market)])
+    private, runner = configured(name, "crypten", mode="parties", **params)
+    appraisal = runner.run(private.fit(wdbc_seed), pairs(market))
+    rows = appraisal.rows()
+    got = appraisal.values
     assert stats.spearmanr(got, expected).statistic >= 0.99
     assert np.abs(got - expected).max() <= MAX_RELATIVE_ERROR[name] * np.abs(expected).max()
-    session = private.last_session_
+    session = appraisal.last_session
     assert session.bytes > 0 and session.rounds > 0 and session.private_seconds > 0
     assert all(r["bytes"] > 0 and r["private_seconds"] > 0 for r in rows)
     assert children_of_this_process() == []
 
 
 def test_single_bit_makes_the_plaintext_decisions(wdbc_seed, market):
-    plain = make_appraiser("influence").fit(wdbc_seed)
-    expected = np.array([plain.value(X, y) for X, y in pairs(market)])
+    plain = configured("influence")[0].fit(wdbc_seed)
+    expected = np.array([value(plain, X, y) for X, y in pairs(market)])
     threshold = float(np.median(expected))
-    bits = make_appraiser("influence", "crypten", reveal="bit",
-                          threshold=threshold).fit(wdbc_seed).appraise_many(pairs(market))
-    got = np.array([r["value"] for r in bits])
+    private, runner = configured("influence", "crypten", reveal="bit", threshold=threshold)
+    got = runner.run(private.fit(wdbc_seed), pairs(market)).values
     assert set(np.unique(got)) <= {0.0, 1.0}
     clear = np.abs(expected - threshold) > 0.02 * np.ptp(expected)
     assert clear.sum() >= 8
@@ -71,16 +71,17 @@ def test_simulated_mode_matches_plaintext(digits_seed, digits, name, tolerance):
     (fine-tuning's 4 steps move the test loss by ~1e-3 nats, near the log's resolution)."""
     candidates = pairs(make_market(digits, "label-noise", 4, 60, max_level=0.8))
     params = {"finetune": {"steps": 4}, "newton": {"newton_steps": 2}}.get(name, {})
-    plain = make_appraiser(name, **params).fit(digits_seed)
-    expected = np.array([plain.value(X, y) for X, y in candidates])
-    private = make_appraiser(name, "crypten", mode="simulated", provider="TFP", **params)
-    got = np.array([r["value"] for r in private.fit(digits_seed).appraise_many(candidates)])
+    plain = configured(name, **params)[0].fit(digits_seed)
+    expected = np.array([value(plain, X, y) for X, y in candidates])
+    private, runner = configured(name, "crypten", mode="simulated", provider="TFP", **params)
+    got = runner.run(private.fit(digits_seed), candidates).values
     assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
 
 
 def influence_session(seed, market, **options):
-    private = make_appraiser("influence", "crypten", **options).fit(seed)
-    return session_inputs(private, pairs(market), return_shares=True)
+    private, runner = configured("influence", "crypten", **options)
+    return session_inputs(private.fit(seed), pairs(market), runner.options, runner.defences,
+                          return_shares=True)
 
 
 def test_data_owner_shares_reveal_nothing_of_the_model(digits_seed, digits):
@@ -136,17 +137,17 @@ def test_overflow_prone_inputs_are_refused_before_encryption(wdbc_seed, market, 
 ])
 def test_bad_private_options(options, message):
     with pytest.raises(ExplorerError, match=message):
-        make_appraiser("influence", "crypten", **options)
+        configured("influence", "crypten", **options)
 
 
 def test_tiny_influence_weights_keep_their_precision(wdbc_seed, market):
     """v / n_seed can fall below 2^-16 (MNIST); the secret power-of-two scaling keeps it."""
-    plain = make_appraiser("influence").fit(wdbc_seed)
-    expected = np.array([plain.value(X, y) for X, y in pairs(market)]) * 1e-4
+    plain = configured("influence")[0].fit(wdbc_seed)
+    expected = np.array([value(plain, X, y) for X, y in pairs(market)]) * 1e-4
     # simulated mode truncates exactly, so 24 bits resolve the values (~1e-5) themselves
-    private = make_appraiser("influence", "crypten", mode="simulated", provider="TFP",
-                             precision_bits=24)
+    private, runner = configured("influence", "crypten", mode="simulated", provider="TFP",
+                                 precision_bits=24)
     private.fit(wdbc_seed)
     private.weights_ = private.weights_ * 1e-4  # most entries now below 2^-24
-    got = np.array([r["value"] for r in private.appraise_many(pairs(market))])
+    got = runner.run(private, pairs(market)).values
     assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()

@@ -56,8 +56,8 @@ def test_table1_is_the_same_for_the_same_seed():
     same seed give identical numbers, steps included."""
     if not mnist_available():
         pytest.skip("MNIST files are not on this machine")
-    from explorer.experiments import finetune_steps
     from explorer.reproduce import Options, reproduce
+    from explorer.sweeps import finetune_steps
 
     first, second = (reproduce("table1", Options(quick=True, random_state=3)) for _ in range(2))
     pd.testing.assert_frame_equal(first.frame, second.frame)

@@ -7,6 +7,7 @@ import threading
 import mpc_parties as mp
 import pytest
 import torch
+from appraising import session_of
 from limit import (
     RING_BYTES,
     Link,
@@ -16,12 +17,11 @@ from limit import (
     measure_nonlinearity,
 )
 
-from explorer.appraisers import make_appraiser
 from explorer.market import make_market
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import run_parties
 from explorer.mpc.protocol import DATA_OWNER, MODEL_OWNER
-from explorer.mpc.session import SessionResult, mpc_config, session_inputs
+from explorer.mpc.session import SessionResult, mpc_config
 from explorer.mpc.wire import WireCounter
 
 TOLERANCE = 0.10  # gloo's message headers are in the kernel's count, not in ours
@@ -52,8 +52,7 @@ def counted(wdbc_seed, wdbc):
     """A verified influence session for 20 WDBC candidates between real parties and the
     dealer, with CrypTen's own counters on and the kernel's read around it."""
     market = make_market(wdbc, "label-noise", 20, 30, max_level=0.5, random_state=0)
-    appraiser = make_appraiser("influence", "crypten").fit(wdbc_seed)
-    spec, mo, do = session_inputs(appraiser, [(c.X, c.y) for c in market])
+    spec, mo, do = session_of(wdbc_seed, "influence", [(c.X, c.y) for c in market])
     config = dataclasses.replace(mpc_config(spec.precision_bits, "TTP"), verbose=True)
     run = run_parties(mp.wire_checked_party, {MODEL_OWNER: {"spec": spec, "input": mo},
                                               DATA_OWNER: {"spec": spec, "input": do}},
