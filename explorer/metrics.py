@@ -10,7 +10,8 @@ from scipy import stats
 
 
 def spearman(values: Sequence[float], reference: Sequence[float]) -> float:
-    """Spearman's rank correlation; NaN when either side is constant."""
+    """Spearman's rank correlation (scipy, ties averaged); NaN when fewer than two points or
+    either side is constant."""
     values, reference = np.asarray(values, float), np.asarray(reference, float)
     if len(values) < 2 or np.ptp(values) == 0 or np.ptp(reference) == 0:
         return float("nan")

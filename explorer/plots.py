@@ -52,9 +52,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
-from scipy import stats
 
 from explorer.errors import ExplorerError
+from explorer.metrics import spearman
 from explorer.output import write_atomic
 
 TEMPLATE = "plotly_white"
@@ -138,15 +138,6 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     """The CSS rgba() of a '#rrggbb' colour with the given opacity."""
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r}, {g}, {b}, {alpha})"
-
-
-def _spearman(values: Sequence[float], reference: Sequence[float]) -> float:
-    """Spearman's rho (scipy, ties averaged); NaN when fewer than two points or either side is
-    constant."""
-    values, reference = np.asarray(values, float), np.asarray(reference, float)
-    if len(values) < 2 or np.ptp(values) == 0 or np.ptp(reference) == 0:
-        return float("nan")
-    return float(stats.spearmanr(values, reference).statistic)
 
 
 def _rho_text(rho: float) -> str:
@@ -305,7 +296,7 @@ def rank_scatter(results: pd.DataFrame, appraiser: str = "influence", against: s
             raise ExplorerError(f"rank_scatter found no rows of {appraiser!r} with level in "
                                 f"[{lo:g}, {hi:g}].")
         scope = f", level in [{lo:g}, {hi:g}]"
-    rho = _spearman(kept["value"], kept[against])
+    rho = spearman(kept["value"], kept[against])
     heading = f"{appraiser} vs {against}{scope}: {_rho_text(rho)}"
     if title is not None:
         heading = f"{title} ({heading})"
@@ -356,7 +347,7 @@ def correlation_table(results: pd.DataFrame, against: str = "utility",
     rhos, readings = [], []
     for name in appraisers:
         rows = results[results["appraiser"] == name]
-        rho = _spearman(rows["value"], rows[against])
+        rho = spearman(rows["value"], rows[against])
         rhos.append("n/a" if np.isnan(rho) else f"{rho:+.3f}")
         if name == "gradient-norm":
             readings.append("measures surprise, not helpfulness: negative under label noise")
@@ -621,7 +612,7 @@ def gradient_norm_panels(frame: pd.DataFrame) -> go.Figure:
     _require(frame, ["panel", "level", "utility", "value"], "gradient_norm_panels")
     panels = list(dict.fromkeys(frame["panel"]))
     subsets = {p: frame[frame["panel"] == p].sort_values("level", kind="stable") for p in panels}
-    titles = [f"{p}: {_rho_text(_spearman(s['value'], s['utility']))}"
+    titles = [f"{p}: {_rho_text(spearman(s['value'], s['utility']))}"
               for p, s in subsets.items()]
     spacing = min(0.12, 0.9 / (len(panels) - 1)) if len(panels) > 1 else 0.0
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles,
@@ -826,7 +817,7 @@ def bit_decisions(results: pd.DataFrame, thresholds: Mapping[str, float] | None 
     for name in appraisers:
         rows = results[results["appraiser"] == name]
         accepted = int((rows["value"] == 1).sum())
-        rho = _spearman(rows["value"].fillna(0.0), rows["utility"])
+        rho = spearman(rows["value"].fillna(0.0), rows["utility"])
         labels[name] = (f"{name} > {limits[name]:.3g}<br>{accepted} of {len(rows)} accepted, "
                         f"{_rho_text(rho)}")
     for verdict, bit, symbol, colour in (("accepted", 1.0, "circle", ACCEPTED_COLOUR),

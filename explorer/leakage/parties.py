@@ -106,7 +106,7 @@ class DataOwnerParty:
         self._candidate = seed_check.check_candidate(X, y)  # validated like any candidate
         self.backend = backend
         self.mode = mode
-        self.provider = "TFP" if mode == "simulated" else "TTP"
+        self.provider = default_provider(mode)
         self.defence = defence or Defence()
         self.timeout = timeout
         self.sessions = 0
