@@ -30,8 +30,9 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from explorer.appraisers import make_appraiser
+from explorer.appraisers import Influence, appraise
 from explorer.appraisers.reveal import gaussian_epsilon, value_sensitivity
+from explorer.config import AppraiserConfig
 from explorer.experiments import market_utilities
 from explorer.leakage import (
     DEFAULT_ROW_BOUND,
@@ -109,8 +110,8 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
     market = make_market(task, "label-noise", 30, 30, max_level=0.5, seed=1)
     pairs = [(m.X, m.y) for m in market]
     truth = market_utilities(seed, market).utility.to_numpy()
-    honest = make_appraiser("influence").fit(seed)
-    values = np.array([r["value"] for r in honest.appraise_many(pairs)])
+    honest = Influence().fit(seed)
+    values = appraise(honest, pairs).values
     spread = float(np.ptp(values))
     bound, rows, C = public_weight_bound(honest), DEFAULT_ROW_BOUND, seed.theta.shape[1]
     sensitivity = value_sensitivity(bound, rows, C)
@@ -125,10 +126,11 @@ def trade_off(name, task, seed, repeat: int, draws: int) -> None:
         for level in LEVELS:
             step = level * spread
             options = {"grid": step} if defence == "rounding" else {"noise": step}
-            appraiser = make_appraiser("influence", weight_bound=bound, row_bound=rows,
-                                       **options).fit(seed)
-            rhos = [stats.spearmanr([r["value"] for r in appraiser.appraise_many(pairs)],
-                                    truth).statistic for _ in range(draws)]
+            config = AppraiserConfig.from_options(names=("influence",), weight_bound=bound,
+                                                  row_bound=rows, **options)
+            appraiser, runner = config.build("influence").fit(seed), config.runner()
+            rhos = [stats.spearmanr(runner.run(appraiser, pairs).values, truth).statistic
+                    for _ in range(draws)]
             eps = gaussian_epsilon(step, 1e-5, sensitivity) if defence == "noise" else None
             errors = []
             for attacker in ("data-owner", "model-owner"):
