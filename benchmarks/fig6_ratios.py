@@ -15,9 +15,11 @@ import warnings
 
 import pandas as pd
 
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
-from explorer.experiments import fig6_ranges, repeated_markets
+from explorer.config import AppraiserConfig
+from explorer.constraints import APPRAISER_NAMES
+from explorer.metrics import fig6_ranges
 from explorer.seed import fit_seed_model
+from explorer.sweeps import repeated_markets
 from explorer.tasks import load_task
 
 RATIOS = [("500:400 (the paper's 550:440)", {}, 400),

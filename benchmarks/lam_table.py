@@ -17,9 +17,11 @@ import warnings
 
 import pandas as pd
 
-from explorer.appraisers import APPRAISER_NAMES, AppraiserConfig
-from explorer.experiments import appraise_market, market_utilities, rank_correlations
+from explorer.config import AppraiserConfig
+from explorer.constraints import APPRAISER_NAMES
+from explorer.experiments import appraise_market, market_utilities
 from explorer.market import make_market
+from explorer.metrics import rank_correlations
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
@@ -43,7 +45,7 @@ def main() -> None:
                 seed = fit_seed_model(task, lam=lam)
                 market = make_market(task, kind, n, size, hi, random_state=run)
                 truth = market_utilities(seed, market)
-                results = appraise_market(seed, market, config.build_all(), truth)
+                results = appraise_market(seed, market, config, truth)
                 rows.append({"lam": str(lam), "chosen": seed.lam,
                              **rank_correlations(results).to_dict()})
         table = pd.DataFrame(rows).groupby("lam", sort=False).mean()

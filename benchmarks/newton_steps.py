@@ -16,9 +16,10 @@ import warnings
 
 import pandas as pd
 
-from explorer.appraisers import AppraiserConfig
-from explorer.experiments import appraise_market, fig6_ranges, market_utilities
+from explorer.config import AppraiserConfig
+from explorer.experiments import appraise_market, market_utilities
 from explorer.market import make_market
+from explorer.metrics import fig6_ranges
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
@@ -51,11 +52,11 @@ def main() -> None:
             market = make_market(task, kind, n, size, hi, lo, random_state=run)
             truth = market_utilities(seed, market)
             config = AppraiserConfig(names=("influence", "finetune"))
-            appraisers = {a.name: a for a in config.build_all()}
-            appraisers.update({f"newton K={k}": config.with_(newton_steps=k).build("newton")
-                               for k in range(1, args.max_steps + 1)})
-            for label_, appraiser in appraisers.items():
-                frame = appraise_market(seed, market, [appraiser], truth)
+            configs = {n: config.with_(names=(n,)) for n in config.names}
+            configs.update({f"newton K={k}": config.with_(names=("newton",), newton_steps=k)
+                            for k in range(1, args.max_steps + 1)})
+            for label_, one in configs.items():
+                frame = appraise_market(seed, market, one, truth)
                 rows.append({"run": run, "appraiser": label_, **fig6_ranges(frame)})
         table = pd.DataFrame(rows).groupby("appraiser", sort=False).mean().drop(columns="run")
         print(f"== {label}")

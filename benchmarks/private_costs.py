@@ -52,15 +52,11 @@ import numpy as np
 import pandas as pd
 from limit import influence_limit, measure_link, measure_nonlinearity
 
-from explorer.appraisers import AppraiserConfig
+from explorer.config import AppraiserConfig
 from explorer.errors import ExplorerError
-from explorer.experiments import (
-    UTILITY_COLUMNS,
-    appraise_market,
-    market_utilities,
-    spearman,
-)
+from explorer.experiments import UTILITY_COLUMNS, appraise_market, market_utilities
 from explorer.market import make_market
+from explorer.metrics import spearman
 from explorer.mpc.session import warm_sessions
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, Task, data_on_disk, load_task, standardisation
@@ -85,10 +81,11 @@ NONLINEARITY_ROWS = 20_000  # the sigmoid or softmax is measured on at most this
 WARM_PAUSE = 10.0
 
 
-def private(name: str, timeout: float):
-    """The private appraiser with the project's defaults: parties, TTP, 16 precision bits."""
-    return CONFIG.with_(backend="crypten", mode="parties", provider="TTP",
-                        timeout=timeout).build(name)
+def private(name: str, timeout: float) -> AppraiserConfig:
+    """The private configuration of one appraiser with the project's defaults: parties, TTP,
+    16 precision bits."""
+    return CONFIG.with_(names=(name,), backend="crypten", mode="parties", provider="TTP",
+                        timeout=timeout)
 
 
 def no_truth(market) -> pd.DataFrame:
@@ -134,9 +131,9 @@ def appraise(label: str, seed, market, names, timeout: float, truth: pd.DataFram
     the private cost totals by appraiser."""
     out = {}
     for name in names:
-        plain = appraise_market(seed, market, [CONFIG.build(name)], truth)
+        plain = appraise_market(seed, market, CONFIG.with_(names=(name,)), truth)
         start = time.perf_counter()
-        priv = appraise_market(seed, market, [private(name, timeout)], truth)
+        priv = appraise_market(seed, market, private(name, timeout), truth)
         outside = time.perf_counter() - start
         c = costs(priv)
         plain_s = plain["seconds"].sum()
@@ -179,18 +176,19 @@ def batched_vs_separate(seed, market, timeout: float, limit: int, budget: float)
     """One influence session for all candidates against one session per candidate, back to
     back under the same load."""
     n = len(market)
-    appraiser = private("influence", timeout).fit(seed)
-    batch_values = np.array([r["value"] for r in appraiser.appraise_many(
-        [(c.X, c.y) for c in market])])
-    s = appraiser.last_session_
+    config = private("influence", timeout)
+    appraiser, runner = config.build("influence").fit(seed), config.runner()
+    batch = runner.run(appraiser, [(c.X, c.y) for c in market])
+    batch_values = batch.values
+    s = batch.last_session
     batched = {"session": s.wall_seconds, "private": s.private_seconds, "bytes": s.bytes,
                "rounds": s.rounds}
     sessions = []
     start = time.perf_counter()
     for c in market[:limit]:
-        (row,) = appraiser.appraise_many([(c.X, c.y)])
-        s = appraiser.last_session_
-        sessions.append((s.wall_seconds, s.private_seconds, s.bytes, s.rounds, row["value"]))
+        one = runner.run(appraiser, [(c.X, c.y)])
+        s = one.last_session
+        sessions.append((s.wall_seconds, s.private_seconds, s.bytes, s.rounds, one.values[0]))
         done = len(sessions)
         if done >= 10 and done < n and (time.perf_counter() - start) / done * n > budget:
             break
@@ -259,9 +257,9 @@ def part_mnist(args) -> None:
 
     # fine-tuning under MPC on MNIST: time 2 candidates first, then choose how many to run
     probe_n = min(2, n)
-    probe = private("finetune", args.timeout).fit(seed)
-    probe.appraise_many([(c.X, c.y) for c in market[:probe_n]])
-    s = probe.last_session_
+    probe = private("finetune", args.timeout).appraise("finetune", seed,
+                                                       [(c.X, c.y) for c in market[:probe_n]])
+    s = probe.last_session
     per = s.wall_seconds / probe_n  # includes the fixed costs, so an over-estimate
     estimate = per * n
     n_ft = n if estimate <= args.finetune_budget else max(probe_n,
@@ -290,8 +288,9 @@ def verification_cost(label: str, seed, market, timeout: float) -> None:
     """Influence with and without verification (two independently shared copies)."""
     rows = {}
     for verify in (False, True):
-        appraiser = CONFIG.with_(backend="crypten", verify=verify, timeout=timeout)
-        frame = appraise_market(seed, market, [appraiser.build("influence")], no_truth(market))
+        config = CONFIG.with_(names=("influence",), backend="crypten", verify=verify,
+                              timeout=timeout)
+        frame = appraise_market(seed, market, config, no_truth(market))
         rows[verify] = costs(frame)
     off, on = rows[False], rows[True]
     print(f"{label} influence verification: unverified {secs(off['private'])} "
@@ -314,20 +313,20 @@ def limit_row(label: str, task, n: int, size: int, link, timeout: float, seed: i
     seed_model = fit_seed_model(task)
     market = make_market(task, "label-noise", n, size, max_level=0.5, random_state=seed)
     pairs = [(c.X, c.y) for c in market]
-    appraiser = private("influence", timeout).fit(seed_model)
+    config = private("influence", timeout)
+    appraiser, runner = config.build("influence").fit(seed_model), config.runner()
     d1, C = seed_model.n_features + 1, seed_model.theta.shape[1]
-    copies = 2 if appraiser.mpc.verify else 1
+    copies = 2 if config.mpc.verify else 1
     m = max(len(y) for _, y in pairs)
     rows = min(n * m, NONLINEARITY_ROWS)
     nonlinear = measure_nonlinearity(rows, C, timeout=timeout)
     limit = influence_limit(n, m, d1, C, copies, link, nonlinear)
     with warm_sessions("TTP"):
-        appraiser.appraise_many(pairs)  # takes the pool's first processes; refills it
+        runner.run(appraiser, pairs)  # takes the pool's first processes; refills it
         sessions = []
         for _ in range(3):
             time.sleep(WARM_PAUSE)
-            appraiser.appraise_many(pairs)
-            sessions.append(appraiser.last_session_)
+            sessions.append(runner.run(appraiser, pairs).last_session)
     s = sorted(sessions, key=lambda x: x.wall_seconds)[1]  # the median session
     print(f"{label}: {n} candidates x {m} rows x {d1} features (with the bias), {C} logit(s), "
           f"{copies} copies (verified); limit {limit.rounds} rounds x {link.rtt_seconds * 1e3:.3f}"
@@ -357,15 +356,14 @@ def separate_warm(task, n: int, size: int, separate: int, timeout: float, seed: 
     may wait for the pool's refill)."""
     seed_model = fit_seed_model(task)
     market = make_market(task, "label-noise", n, size, max_level=0.5, random_state=seed)
-    appraiser = private("influence", timeout).fit(seed_model)
+    config = private("influence", timeout)
+    appraiser, runner = config.build("influence").fit(seed_model), config.runner()
     with warm_sessions("TTP"):
-        appraiser.appraise_many([(c.X, c.y) for c in market])  # warm-up
-        appraiser.appraise_many([(c.X, c.y) for c in market])
-        batched = appraiser.last_session_.wall_seconds
+        runner.run(appraiser, [(c.X, c.y) for c in market])  # warm-up
+        batched = runner.run(appraiser, [(c.X, c.y) for c in market]).last_session.wall_seconds
         walls = []
         for c in market[:separate]:
-            appraiser.appraise_many([(c.X, c.y)])
-            walls.append(appraiser.last_session_.wall_seconds)
+            walls.append(runner.run(appraiser, [(c.X, c.y)]).last_session.wall_seconds)
     speed = np.mean(walls) * n / batched
     print(f"wdbc batched vs one session per candidate, warm parties: {secs(batched)} against "
           f"{len(walls)} x {np.mean(walls):.3f} s (extrapolated to {n}: "

@@ -9,6 +9,7 @@ import argparse
 import tempfile
 import time
 
+from explorer.config import AppraiserConfig
 from explorer.reproduce import Options, reproduce
 
 if __name__ == "__main__":
@@ -24,7 +25,8 @@ if __name__ == "__main__":
             if backend == "crypten" and name in ("table1", "fig3"):
                 continue
             start = time.perf_counter()
-            rep = reproduce(name, Options(backend=backend, data_dir=args.data_dir))
+            options = Options(config=AppraiserConfig(backend=backend), data_dir=args.data_dir)
+            rep = reproduce(name, options)
             rep.write(out)
             for line in rep.headlines:
                 print(f"[{backend}] {line}", flush=True)

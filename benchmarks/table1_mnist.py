@@ -7,7 +7,8 @@ Reads ../shared/data/mnist (or --data-dir). Prints ours beside the paper's 0.96.
 import argparse
 import time
 
-from explorer.experiments import repeated_rank_correlations
+from explorer.config import AppraiserConfig
+from explorer.sweeps import repeated_rank_correlations
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -18,7 +19,7 @@ if __name__ == "__main__":
     # 10,000 digits: 2,000 test, 600 seed (the paper's D_tr), 7,400 pool -> 10 candidates of 740
     frame = repeated_rank_correlations(
         "mnist", "label-noise", 10, 740, max_level=1.0, min_level=0.1, runs=args.runs,
-        appraisers=("influence", "gradient-norm", "finetune"),
+        config=AppraiserConfig(names=("influence", "gradient-norm", "finetune")),
         task_options={"data_dir": args.data_dir} if args.data_dir else None)
     stats = frame.groupby("appraiser", sort=False)[["spearman", "spearman_level"]].agg(
         ["mean", "std"])

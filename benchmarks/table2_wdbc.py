@@ -6,7 +6,8 @@ Prints our mean +/- sd beside the paper's. Not a test: run `make bench` or this 
 import sys
 import time
 
-from explorer.experiments import repeated_rank_correlations
+from explorer.config import AppraiserConfig
+from explorer.sweeps import repeated_rank_correlations
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 # (label, corruption, max level, min level, task options, paper mean, paper sd)
@@ -25,8 +26,8 @@ if __name__ == "__main__":
     for label, kind, hi, lo, task_options, mean, sd in SETTINGS:
         start = time.perf_counter()
         frame = repeated_rank_correlations("wdbc", kind, 100, 30, hi, lo, runs=RUNS,
-                                           appraisers=("influence", "gradient-norm",
-                                                       "finetune"),
+                                           config=AppraiserConfig(
+                                               names=("influence", "gradient-norm", "finetune")),
                                            task_options=task_options)
         stats = frame.groupby("appraiser", sort=False)["spearman"].agg(["mean", "std"])
         inf = stats.loc["influence"]
