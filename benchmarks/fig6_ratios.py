@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--random-state", type=int, default=0)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    config = AppraiserConfig(names=APPRAISER_NAMES, lr=0.1, steps=16)
+    config = AppraiserConfig(names=APPRAISER_NAMES)  # the default hyper-parameters
     for label, options, size in RATIOS:
         task = load_task("mnist-3v5", random_state=args.random_state, **options)
         seed = fit_seed_model(task)

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--random-state", type=int, default=100)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    config = AppraiserConfig(names=APPRAISER_NAMES, lr=0.1, steps=16)
+    config = AppraiserConfig(names=APPRAISER_NAMES)  # the default hyper-parameters
     for label, task_name, kind, n, size, hi in MARKETS:
         rows = []
         for lam in LAMS:
