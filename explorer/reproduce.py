@@ -88,7 +88,7 @@ def _planecar(opts: Options) -> tuple[str, dict, int]:
 
 def table1(opts: Options) -> Reproduction:
     """MNIST, labels 1 and 7 flipped with probability p/10 in candidate p = 1..10; fine-tuning
-    limited to 1x/4x/16x influence's work per candidate (experiments.finetune_steps: a cost
+    limited to 1x/4x/16x influence's work per candidate (sweeps.finetune_steps: a cost
     model of public sizes, so the same seed gives the same table) at three learning rates."""
     task = load_task("mnist", random_state=opts.random_state)
     n, size = (5, 200) if opts.quick else (10, 740)
