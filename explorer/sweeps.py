@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.config import AppraiserConfig
+from explorer.constraints import DEFAULTS
 from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.experiments import INFLUENCE, appraise_market
 from explorer.market import Candidate, make_market
@@ -71,7 +72,7 @@ def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: 
 
 def finetune_grid(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
                   batch_sizes: Sequence[int | None], epochs: Sequence[int],
-                  lr: float = 0.1) -> pd.DataFrame:
+                  lr: float = DEFAULTS["lr"]) -> pd.DataFrame:
     """The paper's Figure 3: fine-tuning's rank correlation and runtime over batch size x
     epochs (``None`` = full batch). Columns: batch_size, epochs, steps, spearman, seconds."""
     n_union = seed.n_seed + max(c.size for c in candidates)

@@ -13,7 +13,7 @@ from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.logistic import gradient_sums
 from explorer.appraisers.reveal import clip_rows
 from explorer.config import AppraiserConfig
-from explorer.constraints import REVEALS
+from explorer.constraints import DEFAULTS, REVEALS
 from explorer.errors import ExplorerError
 from explorer.leakage.data_owner import DEFAULT_COPIES, DEFAULT_DEPTH, data_owner_attack
 from explorer.leakage.defences import (
@@ -56,8 +56,8 @@ class Attack:
     mode: str = "simulated"
     queries: int | None = None
     random_state: int = 0
-    precision_bits: int = 16
-    timeout: float = 600.0
+    precision_bits: int = DEFAULTS["precision_bits"]
+    timeout: float = DEFAULTS["timeout"]
     copies: int = DEFAULT_COPIES
     depth: int = DEFAULT_DEPTH
     grid: float = DEFAULT_GRID

@@ -12,7 +12,7 @@ from explorer.appraisers.base import Appraiser
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.reveal import compute_defended
 from explorer.config import AppraiserConfig
-from explorer.constraints import REVEALS, default_provider
+from explorer.constraints import DEFAULTS, REVEALS, default_provider
 from explorer.errors import ExplorerError
 from explorer.leakage.defences import Defence, Refused
 from explorer.mpc.protocol import ModelOwnerInput, SessionSpec, definition
@@ -72,8 +72,9 @@ class AppraisalService:
 
 
 def build_service(seed: SeedModel, reveal: str, defence: Defence, backend: str = "plaintext",
-                  mode: str = "simulated", threshold: float = 0.0, precision_bits: int = 16,
-                  timeout: float = 600.0) -> AppraisalService:
+                  mode: str = "simulated", threshold: float = 0.0,
+                  precision_bits: int = DEFAULTS["precision_bits"],
+                  timeout: float = DEFAULTS["timeout"]) -> AppraisalService:
     """The model owner's appraisal service for this defence, on a fitted influence appraiser
     that applies the defence's reveal defences (in plaintext or inside MPC)."""
     if reveal == "bit" and defence.defences.grid > 0:
@@ -102,7 +103,7 @@ class DataOwnerParty:
 
     def __init__(self, seed_check: SeedModel, X, y, backend: str = "plaintext",
                  mode: str = "simulated", defence: Defence | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = DEFAULTS["timeout"]):
         self._candidate = seed_check.check_candidate(X, y)  # validated like any candidate
         self.backend = backend
         self.mode = mode

@@ -15,6 +15,7 @@ import numpy as np
 from explorer.appraisers.base import Appraiser
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
 from explorer.appraisers.reveal import Defences
+from explorer.constraints import DEFAULTS
 from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
 from explorer.mpc.launcher import HEARTBEAT_SECONDS, run_parties, warm_parties
@@ -106,7 +107,8 @@ def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
 
 
 def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: CandidateBatch,
-                mode: str = "parties", provider: str = "TTP", timeout: float = 600.0,
+                mode: str = DEFAULTS["mode"], provider: str = DEFAULTS["provider"],
+                timeout: float = DEFAULTS["timeout"],
                 cancel: threading.Event | None = None,
                 on_wait: Callable[[float, int, int], None] | None = None) -> SessionResult:
     """Appraise the data owner's candidates against the model owner's inputs under MPC.
