@@ -470,20 +470,16 @@ def cmd_appraise(args) -> int:
 
 
 def timeline_lines(times) -> list[str]:
-    """The run's timeline as lines "time <phase>[ <appraiser>, <part>]: seconds", then the
-    wall time they add up to."""
+    """The run's timeline as "seconds <phase>[ <appraiser> <part>] <seconds>" lines, in the
+    order measured ("other": what no phase measured), then "seconds wall <seconds>", their
+    sum: the run's wall time from loading the task to the last appraiser's value."""
     lines = []
     for row in times.itertuples():
-        where = row.phase + (f" {row.appraiser}, {row.part}" if row.appraiser or
+        where = row.phase + (f" {row.appraiser} {row.part}" if row.appraiser or
                              row.part != row.phase else "")
-        times_ = f" (x{row.count})" if row.count > 1 else ""
-        lines.append(f"time {where}: {row.seconds:.3f} s{times_}")
-    lines.append(f"time wall: {wall_seconds(times):.3f} s (the time lines above add up to it; "
-                 f"other = what no phase measured)")
+        lines.append(f"seconds {where} {row.seconds:.3f}")
+    lines.append(f"seconds wall {wall_seconds(times):.3f}")
     return lines
-
-
-
 
 
 def _ledger_line(appraisals) -> str:
