@@ -51,6 +51,7 @@ from explorer.parties import (
 from explorer.reproduce import ARTEFACTS, Options, reproduce
 from explorer.seed import fit_seed_model
 from explorer.tasks import TASKS, load_task
+from explorer.timeline import SETUP, Timeline, wall_seconds
 
 PROG = "appraisal-explorer"
 
@@ -271,6 +272,10 @@ def _appraise_options(args) -> None:
             and Path(args.out).resolve() == Path(args.candidate_file).resolve():
         raise ExplorerError(f"--out {args.out} would overwrite the candidate file; write the "
                             f"results elsewhere.")
+    if args.out is not None and args.timeline_out is not None \
+            and Path(args.out).resolve() == Path(args.timeline_out).resolve():
+        raise ExplorerError(f"--out and --timeline-out both name {args.out}; give the timeline "
+                            f"a file of its own.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                    ".npz with X, y)")
     a.add_argument("--out", type=_path, help="write one CSV row per candidate and appraiser "
                    "here")
+    a.add_argument("--timeline-out", type=_path, help="write the run's timeline here: one CSV "
+                   "row per phase (phase, appraiser, part, seconds, count), adding up to the "
+                   "run's wall time")
 
     s = sub.add_parser("sample-candidate", help="write a candidate dataset in the file format "
                        "--candidate-file reads (raw units)")
@@ -405,17 +413,21 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 def cmd_appraise(args) -> int:
     _appraise_options(args)
     config = _config(args)  # validated before the slow part
-    if args.out is not None:
-        check_output_file(args.out)
+    for out in (args.out, args.timeline_out):
+        if out is not None:
+            check_output_file(out)
+    timeline = Timeline().start()
     with config.warm_processes():  # party processes import while the task loads
-        task = _task(args)
-        if args.candidate_file:
-            candidates = [candidate_from_file(args.candidate_file, task)]
-        else:
-            candidates = make_market(task, args.corruption, args.candidates, args.size,
-                                     args.max_level, args.min_level, random_state=args.random_state,
-                                     flip=args.flip, target_class=args.target_class)
-        seed = _seed(args, task)
+        with timeline.phase(SETUP):
+            task = _task(args)
+            if args.candidate_file:
+                candidates = [candidate_from_file(args.candidate_file, task)]
+            else:
+                candidates = make_market(task, args.corruption, args.candidates, args.size,
+                                         args.max_level, args.min_level,
+                                         random_state=args.random_state, flip=args.flip,
+                                         target_class=args.target_class)
+            seed = _seed(args, task)
         chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
         print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
               f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test "
@@ -425,9 +437,14 @@ def cmd_appraise(args) -> int:
             print(defences)
         appraisals = []
         results = appraise_market(seed, candidates, config, progress=_progress(),
-                                  on_appraisal=lambda _, a: appraisals.append(a))
+                                  on_appraisal=lambda _, a: appraisals.append(a),
+                                  timeline=timeline)
+    timeline.stop()
+    times = timeline.frame()
     if args.out is not None:
         _write_csv(results, args.out)
+    if args.timeline_out is not None:
+        _write_csv(times, args.timeline_out)
     if args.candidate_file:
         first = results.iloc[0]
         print(f"utility {first.utility:.6g}")
@@ -447,7 +464,22 @@ def cmd_appraise(args) -> int:
             for line in appraisal.account.lines():
                 print(f"session {appraisal.appraiser}: {line}")
         print(_ledger_line(appraisals))
+    for line in timeline_lines(times):
+        print(line)
     return 0
+
+
+def timeline_lines(times) -> list[str]:
+    """The run's timeline as "seconds <phase>[ <appraiser> <part>] <seconds>" lines, in the
+    order measured ("other": what no phase measured), then "seconds wall <seconds>", their
+    sum: the run's wall time from loading the task to the last appraiser's value."""
+    lines = []
+    for row in times.itertuples():
+        where = row.phase + (f" {row.appraiser} {row.part}" if row.appraiser or
+                             row.part != row.phase else "")
+        lines.append(f"seconds {where} {row.seconds:.3f}")
+    lines.append(f"seconds wall {wall_seconds(times):.3f}")
+    return lines
 
 
 def _ledger_line(appraisals) -> str:

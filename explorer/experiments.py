@@ -8,6 +8,7 @@ explorer.market_prices.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -21,6 +22,7 @@ from explorer.errors import AppraisalWarning, Cancelled, ExplorerError
 from explorer.market import Candidate
 from explorer.progress import Progress
 from explorer.seed import SeedModel
+from explorer.timeline import GROUND_TRUTH, Timeline
 from explorer.utility import ground_truth
 
 UTILITY_COLUMNS = ["candidate", "kind", "level", "size", "utility", "accuracy_change",
@@ -66,8 +68,8 @@ def market_utilities(seed: SeedModel, candidates: Sequence[Candidate],
 def appraise_market(seed: SeedModel, candidates: Sequence[Candidate], configs: Configs,
                     utilities: pd.DataFrame | None = None, progress: Progress | None = None,
                     cancel: threading.Event | None = None,
-                    on_appraisal: Callable[[pd.DataFrame, Appraisal], None] | None = None
-                    ) -> pd.DataFrame:
+                    on_appraisal: Callable[[pd.DataFrame, Appraisal], None] | None = None,
+                    timeline: Timeline | None = None) -> pd.DataFrame:
     """One row per candidate and appraiser: the value, its cost, and the ground truth. Each
     configuration's appraisers run with its own runner (explorer.config), in order.
 
@@ -79,23 +81,30 @@ def appraise_market(seed: SeedModel, candidates: Sequence[Candidate], configs: C
     and ``rounds`` of the communication's critical path (0 in plaintext).
     ``on_appraisal`` receives the rows so far and the appraiser's whole Appraisal (its session
     account, ledger counts) each time an appraiser finishes (live figures); setting ``cancel``
-    stops the job with Cancelled.
+    stops the job with Cancelled. ``timeline`` (explorer.timeline) receives the wall seconds
+    of the ground truth (when computed here) and of each appraiser's parts.
     """
     if utilities is None:
-        utilities = market_utilities(seed, candidates, progress, cancel)
+        with timeline.phase(GROUND_TRUTH, count=len(candidates)) if timeline is not None \
+                else contextlib.nullcontext():
+            utilities = market_utilities(seed, candidates, progress, cancel)
     truth = utilities.set_index("candidate")
     rows = []
     pairs = [(c.X, c.y) for c in candidates]
     for config in config_list(configs):
         runner = config.runner()
         for name in config.names:
+            start = time.perf_counter()
             appraiser = config.build(name).fit(seed)
+            fitted = time.perf_counter() - start
             if progress:
                 progress(name, 0, len(candidates))
             appraisal = runner.run(appraiser, pairs, progress, cancel)
             notes = [""] * len(appraisal) if config.reveals_bits \
                 else appraiser.diagnose(appraisal.values)
             _warn_diagnostics(name, notes)
+            if timeline is not None:
+                timeline.add_appraisal(appraisal, fitted, time.perf_counter() - start)
             for c, row, note in zip(candidates, appraisal.rows(), notes, strict=True):
                 rows.append({**truth.loc[c.index].to_dict(), "candidate": c.index,
                              "appraiser": name, "backend": appraisal.backend,

@@ -31,6 +31,8 @@ from explorer.pricing import PRICE_THRESHOLD_SD, PricingRule
 from explorer.progress import ACQUISITION, EventProgress, ProgressEvent
 from explorer.seed import SeedModel
 from explorer.tasks import Task
+from explorer.timeline import ACQUISITION as ACQUIRING
+from explorer.timeline import GROUND_TRUTH, LIVE, PRICES, PROCESSES, Timeline
 
 ACQUISITION_ROUNDS = 5
 RANDOM_ORDERS = 5  # random acquisition's band: this many random orders
@@ -108,14 +110,16 @@ class RunSnapshot:
 class RunOutcome:
     """A run's results: one row per candidate and appraiser, the greedy-vs-random acquisition
     (value mode), the prices (value mode: influence's, with the pricing threshold; bit mode:
-    every appraiser's flat prices, with its own threshold), and per private appraiser its
-    session account."""
+    every appraiser's flat prices, with its own threshold), per private appraiser its
+    session account, and the run's ``timeline`` (explorer.timeline: each phase's wall seconds,
+    adding up to the run's, set once the run has ended)."""
 
     snapshot: RunSnapshot
     results: pd.DataFrame
     acquisition: pd.DataFrame | None = None
     priced: pd.DataFrame | None = None
     accounts: dict[str, SessionAccount] = field(default_factory=dict)
+    timeline: pd.DataFrame | None = None
 
 
 def priced(results: pd.DataFrame, snapshot: RunSnapshot) -> pd.DataFrame | None:
@@ -136,21 +140,26 @@ def priced(results: pd.DataFrame, snapshot: RunSnapshot) -> pd.DataFrame | None:
 class AcquisitionProgress:
     """The acquisition's events: each round as ``market_acquisition`` makes it (a Progress),
     and between rounds (an encrypted round takes seconds) the elapsed time every
-    TICK_SECONDS, from a thread that runs while the object is entered."""
+    TICK_SECONDS, from a thread that runs while the object is entered. ``on_event`` None
+    sends nothing. It keeps when each round ended (``ended``, perf_counter seconds), which
+    splits the acquisition's time into greedy rounds and random orders."""
 
-    def __init__(self, on_event: OnEvent, total: int):
+    def __init__(self, on_event: OnEvent | None, total: int):
         self.on_event, self.done, self.total = on_event, 0, max(total, 1)
+        self.ended: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         self._start = time.perf_counter()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        self.ended.append(time.perf_counter())
         self.done, self.total = done, total
         self._emit()
 
     def _emit(self) -> None:
-        self.on_event(ProgressEvent(ACQUISITION, "influence", self.done, self.total,
-                                    time.perf_counter() - self._start))
+        if self.on_event:
+            self.on_event(ProgressEvent(ACQUISITION, "influence", self.done, self.total,
+                                        time.perf_counter() - self._start))
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
@@ -158,12 +167,33 @@ class AcquisitionProgress:
 
     def __enter__(self) -> AcquisitionProgress:
         self._start = time.perf_counter()
-        self._thread.start()
+        if self.on_event:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _acquire(snapshot: RunSnapshot, on_event: OnEvent | None, cancel: threading.Event | None,
+             timeline: Timeline) -> pd.DataFrame:
+    """Greedy acquisition by influence against RANDOM_ORDERS random orders, its wall time in
+    the timeline as the greedy rounds (made first; private ones are sessions) and the random
+    orders (plaintext retraining)."""
+    rounds = snapshot.rounds
+    progress = AcquisitionProgress(on_event, rounds * (1 + RANDOM_ORDERS))
+    start = time.perf_counter()
+    with progress:
+        acquired = market_acquisition(snapshot.seed, list(snapshot.market), rounds,
+                                      random_orders=RANDOM_ORDERS, config=snapshot.config,
+                                      cancel=cancel, progress=progress)
+    end = time.perf_counter()
+    greedy = progress.ended[rounds - 1] if len(progress.ended) >= rounds else end
+    timeline.add(ACQUIRING, greedy - start, "influence", "greedy rounds", rounds)
+    timeline.add(ACQUIRING, end - greedy, "", "random orders", rounds * RANDOM_ORDERS)
+    return acquired
 
 
 def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
@@ -171,33 +201,43 @@ def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
                   on_results: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
     """Appraise the snapshot's market: ground truth, every appraiser (``on_results`` hears each
     one's rows as it finishes; in bit mode each with the snapshot's threshold), prices, then
-    (value mode) greedy acquisition by influence against random, reported round by round."""
+    (value mode) greedy acquisition by influence against random, reported round by round.
+    The outcome's ``timeline`` holds each phase's wall seconds and what none of them holds
+    ("other"), adding up to the run's wall time."""
     config, seed, market = snapshot.config, snapshot.seed, list(snapshot.market)
     progress = EventProgress(on_event, config.names) if on_event else None
     outcome = RunOutcome(snapshot, pd.DataFrame())
+    timeline = Timeline().start()
 
     def partial(results: pd.DataFrame, appraisal: Appraisal | None = None) -> None:
         outcome.results = results
         if appraisal is not None and appraisal.account is not None:
             outcome.accounts = {**outcome.accounts, appraisal.appraiser: appraisal.account}
         if on_results:
-            on_results(outcome)
+            with timeline.phase(LIVE):  # the dashboard draws the rows so far
+                on_results(outcome)
 
-    with config.warm_processes():  # party processes import during the ground truth
-        utilities = market_utilities(seed, market, progress, cancel)
+    private = config.private and config.mpc.mode == "parties"
+    warm = contextlib.ExitStack()
+    with timeline.phase(PROCESSES, part="warm pool started") if private \
+            else contextlib.nullcontext():
+        warm.enter_context(config.warm_processes())  # they import during the ground truth
+    with warm:
+        with timeline.phase(GROUND_TRUTH, count=len(market)):
+            utilities = market_utilities(seed, market, progress, cancel)
         partial(appraise_market(seed, market, snapshot.configs(), utilities, progress, cancel,
-                                on_appraisal=partial))
-        outcome.priced = priced(outcome.results, snapshot)
+                                on_appraisal=partial, timeline=timeline))
+        with timeline.phase(PRICES):
+            outcome.priced = priced(outcome.results, snapshot)
         if snapshot.rounds:
-            total = snapshot.rounds * (1 + RANDOM_ORDERS)
-            with contextlib.ExitStack() as stack:
-                rounds = stack.enter_context(AcquisitionProgress(on_event, total)) \
-                    if on_event else None
-                outcome.acquisition = market_acquisition(
-                    seed, market, snapshot.rounds, random_orders=RANDOM_ORDERS, config=config,
-                    cancel=cancel, progress=rounds)
+            outcome.acquisition = _acquire(snapshot, on_event, cancel, timeline)
+        closing = time.perf_counter()
+    if private:
+        timeline.add(PROCESSES, time.perf_counter() - closing, part="warm pool stopped")
     if on_event:
         on_event(ProgressEvent(ACQUISITION, None, 1, 1))
+    timeline.stop()
+    outcome.timeline = timeline.frame()
     return outcome
 
 

@@ -22,6 +22,9 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
   (sent on the wire by all parties and the dealer) and rounds (on the critical path). Rows
   with the same appraiser and backend are summed (per-candidate shares of one session add up
   to the session's cost).
+- ``run_timeline``: phase, appraiser ('' outside an appraiser's phase), part, seconds, and
+  an "other" row (explorer.timeline: the run's wall seconds no phase measured); the rows' sum
+  is the run's wall time.
 - ``finetune_grid_heatmaps``: batch_size (a number, or 'full', None or NaN for full batch),
   epochs, spearman, seconds. Repeated cells are averaged.
 - ``gradient_norm_panels``: panel, level, utility, value (the gradient-norm appraisal).
@@ -551,6 +554,86 @@ def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:
                  "critical path of its session.")
     return _layout(fig, title, text, axis_px=AXIS_PX + (36 if communicates else 0),
                    barmode="group", legend={"title": {"text": "part"}})
+
+# A run's phases outside the appraisers, coloured apart from them; an appraiser's parts are
+# told apart by their pattern, its colour being the appraiser's.
+PHASE_COLOURS: dict[str, str] = {
+    "task and seed model": "#BBBBBB",
+    "party processes": "#D55E00",
+    "ground truth": UTILITY_COLOUR,
+    "prices": "#999933",
+    "live results": "#88CCEE",
+    "other": "#DDDDDD",
+}
+PART_PATTERNS: dict[str, str] = {
+    "set-up": "", "computation": "", "session inputs": ".", "start-up and handoff": "x",
+    "offline phase": "-", "encrypted computation": "", "session set-up and wind-down": "/",
+    "greedy rounds": "", "random orders": "", "other": "\\",
+}
+PART_OPACITY = {"set-up": 0.55}  # the plaintext set-up lighter than the encrypted part
+
+
+def run_timeline(timeline: pd.DataFrame) -> go.Figure:
+    """Draw where a run's wall time went, as a waterfall: one horizontal bar per phase (each
+    appraiser its own, split into its parts), each starting where the one above ended, so the
+    last ends at the run's wall time (the sum of the rows, "other" included).
+
+    Appraisers' bars have their colours (``APPRAISER_COLOURS``), their parts a pattern each;
+    the caption states the wall time and the "other" seconds no phase measured.
+    """
+    _require(timeline, ["phase", "appraiser", "part", "seconds"], "run_timeline")
+    if not (timeline["phase"] == "other").any():
+        raise ExplorerError("run_timeline needs the timeline's \"other\" row (the seconds no "
+                            "phase measured), without which its bars cannot add up to the "
+                            "run's wall time.")
+    frame = timeline.assign(appraiser=timeline["appraiser"].fillna("").astype(str))
+    frame["row"] = [f"{p}: {a}" if a and p == "appraisal" else p
+                    for p, a in zip(frame["phase"], frame["appraiser"], strict=True)]
+    rows = list(dict.fromkeys(frame["row"]))
+    wall = float(frame["seconds"].sum())
+    other = float(frame.loc[frame["phase"] == "other", "seconds"].sum())
+    appraiser_colours = _colours(_ordered(frame["appraiser"][frame["appraiser"] != ""],
+                                          APPRAISER_COLOURS), APPRAISER_COLOURS)
+    frame["start"] = frame["seconds"].cumsum() - frame["seconds"]
+    fig = go.Figure()
+    for part in dict.fromkeys(frame["part"]):
+        spans = frame[frame["part"] == part]
+        colours = [appraiser_colours[a] if a else PHASE_COLOURS.get(p, "#777777")
+                   for p, a in zip(spans["phase"], spans["appraiser"], strict=True)]
+        seconds = spans["seconds"].to_numpy(float)
+        fig.add_trace(go.Bar(
+            y=spans["row"], x=seconds, base=spans["start"].to_numpy(float), orientation="h",
+            name=part, legendgroup=part,
+            marker={"color": colours, "opacity": PART_OPACITY.get(part, 1.0),
+                    "pattern": {"shape": PART_PATTERNS.get(part, "+"), "fillmode": "overlay",
+                                "fgcolor": "#FFFFFF", "solidity": 0.3},
+                    "line": {"color": "#FFFFFF", "width": 0.5}},
+            text=[f"{s:.3g} s" for s in seconds], textposition="inside",
+            insidetextanchor="middle",
+            customdata=np.column_stack([spans["count"].to_numpy(float)
+                                        if "count" in spans else np.ones(len(spans))]),
+            hovertemplate=f"%{{y}}<br>{part}: %{{x:.3g}} s (×%{{customdata[0]:.0f}})"
+                          "<extra></extra>"))
+    fig.add_vline(x=wall, line={"color": "#444444", "dash": "dot", "width": 1},
+                  annotation_text=f"wall {wall:.3g} s", annotation_position="top left")
+    fig.update_yaxes(categoryorder="array", categoryarray=rows, autorange="reversed")
+    fig.update_xaxes(title_text="seconds since the run started", range=[0, 1.08 * wall or 1])
+    text = (f"The run took {wall:.3g} s of wall time, from its start to its last result. Each "
+            f"bar is a phase, starting where the one above ended, so together they span the "
+            f"whole run; an appraiser's bar is split into its parts: the plaintext set-up "
+            f"(e.g. v = H⁻¹g_te) and, in a private run, each session's start-up and handoff of "
+            f"the inputs to its processes, offline phase (the dealer's deal awaited), "
+            f"encrypted computation and CrypTen's set-up and wind-down; its \"other\" is "
+            f"verification and bookkeeping. Shorter is faster.")
+    if other < 0:
+        text += (f" The measured phases overlap: they add up to {-other:.3g} s more than the "
+                 f"wall time, shown as a negative \"other\".")
+    else:
+        text += f" \"Other\" ({other:.3g} s) is the run's time no phase measured."
+    return _layout(fig, f"Where the run's {wall:.3g} s went", text, barmode="overlay",
+                   plot_px=max(HEIGHT, 60 + 34 * len(rows)), legend_rows=3,
+                   legend={"title": {"text": "part"}}, margin={"l": 200},
+                   uniformtext={"minsize": 9, "mode": "hide"})
 
 
 def _batch_size_key(batch: object) -> tuple[float, str]:

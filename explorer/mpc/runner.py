@@ -88,7 +88,7 @@ class PrivateRunner:
         counts = None
         todo = list(range(n))
         totals = {"private": 0.0, "bytes": 0, "rounds": 0, "wall": 0.0, "prep": 0.0,
-                  "sessions": 0}
+                  "startup": 0.0, "offline": 0.0, "sessions": 0}
         sessions: list[SessionResult] = []
         first_spec: SessionSpec | None = None
         result: SessionResult | None = None
@@ -112,7 +112,8 @@ class PrivateRunner:
             result = run_session(spec, mo, batch, options.mode, options.provider,
                                  options.timeout, cancel=cancel, on_wait=heartbeat)
             for key, field_ in (("private", "private_seconds"), ("bytes", "bytes"),
-                                ("rounds", "rounds"), ("wall", "wall_seconds")):
+                                ("rounds", "rounds"), ("wall", "wall_seconds"),
+                                ("startup", "startup_seconds"), ("offline", "offline_seconds")):
                 totals[key] += getattr(result, field_)
             totals["sessions"] += 1
             sessions.append(result)

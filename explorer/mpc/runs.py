@@ -22,12 +22,14 @@ def role(rank: int | None, world_size: int = 2) -> str:
 @dataclass(frozen=True)
 class LaunchResult:
     """What a run of party processes returned: each party's result by rank, the run's wall
-    seconds (starting the processes included), their pids by role and the dealer's result."""
+    seconds (starting the processes included), their pids by role, the dealer's result and
+    the seconds until every process was up with its payload (start-up and handoff)."""
 
     results: list[Any]  # index = party rank
     wall_s: float
     pids: dict[str, int]  # by role
     dealer: Any = None  # what the dealer returned: its wire count, {"bytes", "rounds"}
+    up_s: float = 0.0  # from the launch until the last process had its payload
 
 
 class LaunchError(RuntimeError):

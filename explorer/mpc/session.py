@@ -51,7 +51,10 @@ class SessionResult:
     """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party);
     bytes sent on the wire by the model owner, the data owner and the dealer, each byte counted
     once; rounds of the critical path (the most sequential rounds of any party, see
-    explorer.mpc.wire); and whole wall time including process start-up (seconds)."""
+    explorer.mpc.wire); and whole wall time including process start-up (seconds), of which
+    ``startup_seconds`` passed until every process was up with its payload (0 in simulated
+    mode) and ``offline_seconds`` from the parties' start until their clocks (the deal awaited,
+    shares drawn ahead: the slowest party's)."""
 
     values: np.ndarray
     private_seconds: float
@@ -60,17 +63,22 @@ class SessionResult:
     wall_seconds: float
     reports: tuple[PartyReport, ...]
     dealer_bytes: int = 0  # included in bytes
+    startup_seconds: float = 0.0  # included in wall_seconds
+    offline_seconds: float = 0.0  # included in wall_seconds
 
     @classmethod
     def of(cls, reports: Sequence[PartyReport], dealer: dict | None,
-           wall_seconds: float) -> SessionResult:
-        """The session's result from every party's report and the dealer's wire count."""
+           wall_seconds: float, startup_seconds: float = 0.0) -> SessionResult:
+        """The session's result from every party's report, the dealer's wire count and the
+        seconds until its processes were up."""
         dealer_bytes = int(dealer["bytes"]) if dealer else 0
         return cls(values=reports[0].values.numpy(),
                    private_seconds=max(r.seconds for r in reports),
                    bytes=sum(r.bytes for r in reports) + dealer_bytes,
                    rounds=max(r.rounds for r in reports), wall_seconds=wall_seconds,
-                   reports=tuple(reports), dealer_bytes=dealer_bytes)
+                   reports=tuple(reports), dealer_bytes=dealer_bytes,
+                   startup_seconds=startup_seconds,
+                   offline_seconds=max(r.offline_seconds for r in reports))
 
 
 def _ticking(on_wait: Callable[[float, int, int], None] | None, stop: threading.Event) -> None:
@@ -134,7 +142,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             finally:
                 stop.set()
                 ticker.join()
-            reports, dealer = (report,), None
+            reports, dealer, up = (report,), None, 0.0
             wall = time.perf_counter() - start
         else:
             # the launcher is silent while it hands the payloads to processes still importing
@@ -169,6 +177,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                 stop.set()
                 ticker.join()
             reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
+            up = launched.up_s
             if dealer and dealer.get("sequence"):
                 _keep(_REHEARSED, key, dealer["sequence"])
             _keep(_DRAWN, f"{provider} {key}", {rank: list(reports[rank].draws)
@@ -181,7 +190,7 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
                             f"stopped; raise the timeout or appraise fewer candidates.") from exc
     except LaunchError as exc:
         raise ExplorerError(f"the private appraisal failed: {exc}") from exc
-    return SessionResult.of(reports, dealer, wall)
+    return SessionResult.of(reports, dealer, wall, up)
 
 
 def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple], options: MPCOptions,
