@@ -33,14 +33,23 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
 
     ``strategy`` is "influence" (the highest influence under the current model), "random" or
     "oracle" (the highest utility under the current model: ground truth, simulation only).
-    ``on_round()`` is called after each round.
+    ``on_round()`` is called after each round. With a private ``config`` greedy acquisition
+    runs all its rounds in one private session (explorer.mpc.acquisition), which returns the
+    picks; the rounds are then replayed here in the clear for their test losses.
     """
     current, remaining = start, list(market)
     rows = [{"round": 0, "candidate": -1, "test_loss": start.test_loss}]
+    picks = None
+    if strategy == "influence" and config.private:
+        picks = config.runner().acquire(config.build("influence").fit(start),
+                                        [(c.X, c.y) for c in market], rounds, cancel).picks
     for r in range(1, rounds + 1):
         if cancel is not None and cancel.is_set():
             raise Cancelled("the acquisition was cancelled.")
-        if strategy == "influence":
+        if picks is not None:
+            # by identity: a Candidate holds tensors, which == compares elementwise
+            pick = next(i for i, c in enumerate(remaining) if c is market[picks[r - 1]])
+        elif strategy == "influence":
             values = config.appraise("influence", current, [(c.X, c.y) for c in remaining],
                                      cancel=cancel).values
             pick = int(np.argmax(values))

@@ -66,6 +66,17 @@ class PrivateRunner:
         return appraiser.verified(values, self.options.bits, self.defences.grid,
                                   self.options.precision_bits)
 
+    def acquire(self, appraiser: Appraiser, candidates: Sequence[tuple], rounds: int,
+                cancel: threading.Event | None = None):
+        """Greedy acquisition of ``rounds`` of the candidates [(X, y), ...] by the model owner
+        the appraiser is fitted to, all rounds in one private session: an
+        explorer.mpc.acquisition.Acquisition (each round's pick, values and the costs)."""
+        from explorer.mpc.acquisition import acquire
+
+        self.check(appraiser)
+        return acquire(appraiser, candidates, rounds, self.options, self.defences,
+                       local_ledger(appraiser, self.options), RETRIES, cancel)
+
     def run(self, appraiser: Appraiser, candidates: Sequence[tuple],
             progress: Progress | None = None,
             cancel: threading.Event | None = None) -> Appraisal:
