@@ -10,7 +10,9 @@ the ratio per-round / one-session, measured in the same run:
 
 - wall seconds: the whole acquisition as the caller waits for it (processes, refits, all);
 - session wall: the sessions' own wall time, process start-up included;
-- encrypted seconds (slowest party), bytes on the wire (model owner, data owner and dealer,
+- encrypted seconds (slowest party; in one session they include the model owner's refits in
+  the clear between rounds, shown on the next line, which the per-round sessions do not),
+  bytes on the wire (model owner, data owner and dealer,
   each byte once), rounds of the critical path (explorer.mpc.wire), sessions.
 
 Both with fresh party processes per session, then both with warm ones (``--skip-warm`` to skip;
@@ -36,14 +38,14 @@ from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 from explorer.utility import absorb
 
-KEYS = ("wall", "session wall", "encrypted s", "bytes", "rounds", "sessions")
+KEYS = ("wall", "session wall", "encrypted s", "  of it refits", "bytes", "rounds", "sessions")
 
 
 def per_round(config: AppraiserConfig, seed, pairs, rounds: int) -> tuple[list[int], dict]:
     """Greedy acquisition with one private appraisal session per round."""
     start = time.perf_counter()
     current, remaining, picks = seed, list(range(len(pairs))), []
-    cost = dict.fromkeys(KEYS[1:], 0.0)
+    cost = dict.fromkeys(KEYS[1:], 0.0)  # the refits happen between sessions: 0 in them
     for _ in range(rounds):
         appraisal = config.appraise("influence", current, [pairs[i] for i in remaining])
         for key, total in (("session wall", "wall"), ("encrypted s", "private"),
@@ -61,6 +63,7 @@ def one_session(config: AppraiserConfig, seed, pairs, rounds: int) -> tuple[list
     totals = got.totals
     return list(got.picks), {"wall": time.perf_counter() - start,
                              "session wall": totals["wall"], "encrypted s": totals["private"],
+                             "  of it refits": totals["refits"],
                              "bytes": totals["bytes"], "rounds": totals["rounds"],
                              "sessions": totals["sessions"]}
 
@@ -72,7 +75,7 @@ def show(label: str, before: dict, after: dict) -> None:
         a, b = before[key], after[key]
         fmt = (lambda x: f"{x / 1e6:.2f} MB") if key == "bytes" else \
             (lambda x: f"{x:.0f}") if key in ("rounds", "sessions") else (lambda x: f"{x:.2f} s")
-        ratio = f"{a / b:.1f}x" if b else "-"
+        ratio = f"{a / b:.1f}x" if a and b else "-"
         print(f"  {key:14}{fmt(a):>14}{fmt(b):>14}{ratio:>9}")
 
 

@@ -20,7 +20,9 @@ run by ``run_acquisition``), instead of one whole private session per round:
   among the remaining candidates to the data owner (both keep the same list of them);
 - the data owner hands the bought candidate over in the clear: it sends its rows (features and
   label targets, padded to the batch's public m rows; the candidate's size is public) to the
-  model owner alone, which refits on them.
+  model owner alone, which refits on them. It holds them in the clear, so this is one message
+  on the parties' own group (CrypTen's main group: the dealer is not in it), not
+  ``get_plain_text(dst=0)``, which would first have to secret-share them.
 
 What each party learns each round: both, the remaining candidates' values (two copies) and the
 pick; the model owner, the bought candidate's rows. The model owner's payload is its own
@@ -86,6 +88,7 @@ class AcquisitionReport(PartyReport):
 
     picks: tuple[int, ...] = ()
     verified: tuple[bool, ...] = ()
+    clear_seconds: float = 0.0  # of ``seconds``: the model owner's refits and inputs, in the clear
 
 
 def _model_owner_round(spec: SessionSpec, current: SeedModel) -> tuple[Appraiser, ModelOwnerInput]:
@@ -171,9 +174,12 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
     values = torch.full((rounds, copies, B), float("nan"), dtype=torch.float64)
     picks: list[int] = []
     verified: list[bool] = []
+    clear = 0.0
     for r in range(rounds):
         if r > 0 and current is not None:
+            started = time.perf_counter()
             fitted, mo = _model_owner_round(spec, current)
+            clear += time.perf_counter() - started
         inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER,
                                  rank) for name, shape in sorted(shapes.items())}
         value = appraiser.compute(inputs, A, Y, public_copies)  # (copies * B,)
@@ -200,8 +206,10 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
         if world_size > 1:
             rows = comm.broadcast(rows, DATA_OWNER)  # two parties: to the model owner only
         if current is not None:
+            started = time.perf_counter()
             X, y = _unpack(rows, public.sizes[pick], public.n_features, C)
             current = absorb(current, X, y)
+            clear += time.perf_counter() - started
     if rank == world_size:  # the dealer's rehearsal ends here
         return None
     if dealt is not None:
@@ -216,7 +224,8 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
                              rounds=after["rounds"] - before["rounds"],
                              draws=tuple(draws.log) if draws is not None else (),
                              drawn_ahead=draws.drawn_ahead if draws is not None else 0,
-                             picks=tuple(picks), verified=tuple(verified))
+                             picks=tuple(picks), verified=tuple(verified),
+                             clear_seconds=clear)
 
 
 # the dealer's rehearsed requests and each party's draws, by the public settings and K: a
@@ -238,12 +247,15 @@ def _keep(cache: dict, key: str, value) -> None:
 class AcquisitionSession:
     """One acquisition session's outcome: ``picks`` (K,) batch indices in buying order,
     ``values`` (K, copies, B) as revealed (NaN: bought earlier), ``verified`` (K,), and its
-    cost as a SessionResult (encrypted seconds, bytes, rounds, wall seconds: all K rounds)."""
+    cost as a SessionResult (encrypted seconds, bytes, rounds, wall seconds: all K rounds;
+    its encrypted seconds include ``clear_seconds``, the model owner's refits between rounds,
+    which the data owner waits through)."""
 
     picks: tuple[int, ...]
     values: np.ndarray
     verified: tuple[bool, ...]
     result: SessionResult
+    clear_seconds: float = 0.0
 
 
 def acquisition_spec(appraiser: Appraiser, candidates: Sequence[tuple], options: MPCOptions
@@ -303,7 +315,7 @@ def run_acquisition(seed: SeedModel, spec: SessionSpec, batch: CandidateBatch, r
         raise ExplorerError("the parties of the private acquisition disagree on what was "
                             "bought.")  # cannot happen: the pick is broadcast
     return AcquisitionSession(mo.picks, mo.values.numpy(), mo.verified,
-                              SessionResult.of(reports, dealer, wall))
+                              SessionResult.of(reports, dealer, wall), mo.clear_seconds)
 
 
 def check_acquisition(options: MPCOptions, defences: Defences, rounds: int, n: int) -> None:
@@ -323,9 +335,10 @@ def check_acquisition(options: MPCOptions, defences: Defences, rounds: int, n: i
 class Acquisition:
     """A private greedy acquisition: ``picks`` (K,) candidate indices in buying order,
     ``values`` (K, B) each round's verified values (NaN: bought in an earlier round), and the
-    cost of every session it took (``totals``: encrypted seconds "private", "bytes", "rounds",
-    wall seconds "wall" including process start-up, "prep" seconds in the clear, "sessions";
-    all summed over the K rounds, as one session holds them all)."""
+    cost of every session it took (``totals``: encrypted seconds "private", of which "refits"
+    the model owner's refits in the clear between rounds, "bytes", "rounds", wall seconds
+    "wall" including process start-up, "prep" seconds in the clear before the session,
+    "sessions"; all summed over the K rounds, as one session holds them all)."""
 
     picks: tuple[int, ...]
     values: np.ndarray
@@ -351,6 +364,7 @@ def acquire(appraiser: Appraiser, candidates: Sequence[tuple], rounds: int,
     ledger, counterparty = ledger
     counts = None
     sessions: list[SessionResult] = []
+    refits = 0.0
     B = len(candidates)
     for _ in range(retries + 1):
         if ledger is not None:  # both roles are played here: each counts what it reveals
@@ -360,6 +374,7 @@ def acquire(appraiser: Appraiser, candidates: Sequence[tuple], rounds: int,
         session = run_acquisition(appraiser.seed_, spec, batch, rounds, options, cancel,
                                   on_wait)
         sessions.append(session.result)
+        refits += session.clear_seconds
         if all(session.verified):
             break
     else:
@@ -368,7 +383,7 @@ def acquire(appraiser: Appraiser, candidates: Sequence[tuple], rounds: int,
                             f"{retries + 1} sessions (its two independently shared copies "
                             f"disagreed); use fewer precision bits (16 is the default) or "
                             f"standardised features.")
-    totals = {"private": sum(s.private_seconds for s in sessions),
+    totals = {"private": sum(s.private_seconds for s in sessions), "refits": refits,
               "bytes": sum(s.bytes for s in sessions),
               "rounds": sum(s.rounds for s in sessions),
               "wall": sum(s.wall_seconds for s in sessions), "prep": prep,
