@@ -1,6 +1,7 @@
 """Greedy acquisition in one private session against the plaintext greedy sequence."""
 
 import os
+import threading
 
 import mpc_parties
 import numpy as np
@@ -9,7 +10,7 @@ from appraising import configured
 
 from explorer.acquisition import market_acquisition
 from explorer.config import AppraiserConfig
-from explorer.errors import ExplorerError
+from explorer.errors import Cancelled, ExplorerError
 from explorer.market import make_market
 from explorer.utility import absorb
 
@@ -81,3 +82,11 @@ def test_more_rounds_than_candidates_is_refused(wdbc_seed, market):
     appraiser, runner = configured("influence", "crypten", mode="simulated", provider="TFP")
     with pytest.raises(ExplorerError, match="rounds must be between 1"):
         runner.acquire(appraiser.fit(wdbc_seed), [(c.X, c.y) for c in market[:3]], 4)
+
+
+def test_a_cancelled_acquisition_stops(wdbc_seed, market):
+    appraiser, runner = configured("influence", "crypten", mode="parties", provider="TTP")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        runner.acquire(appraiser.fit(wdbc_seed), [(c.X, c.y) for c in market], 2, cancel)
