@@ -180,7 +180,7 @@ class AcquisitionProgress:
 def _acquire(snapshot: RunSnapshot, on_event: OnEvent | None, cancel: threading.Event | None,
              timeline: Timeline) -> pd.DataFrame:
     """Greedy acquisition by influence against RANDOM_ORDERS random orders, its wall time in
-    the timeline as the greedy rounds (made first; private ones are sessions) and the random
+    the timeline as the greedy rounds (made first; privately, all in one session) and the random
     orders (plaintext retraining)."""
     rounds = snapshot.rounds
     progress = AcquisitionProgress(on_event, rounds * (1 + RANDOM_ORDERS))
