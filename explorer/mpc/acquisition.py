@@ -62,10 +62,12 @@ from explorer.mpc.protocol import (
     DATA_OWNER,
     MODEL_OWNER,
     ModelOwnerInput,
+    PartyClock,
     PartyReport,
     SessionSpec,
     _encrypt,
     _reveal,
+    candidate_inputs,
     check_data_owner_input,
     check_model_owner_input,
     definition,
@@ -74,7 +76,6 @@ from explorer.mpc.protocol import (
 from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
 from explorer.mpc.session import SessionResult, mpc_config
 from explorer.mpc.simulated import run_simulated
-from explorer.mpc.wire import wire_counter
 from explorer.seed import SeedModel
 from explorer.utility import absorb
 
@@ -118,8 +119,6 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
     "rounds": K, "input": its own input}: the model owner's is its SeedModel, the data owner's
     its CandidateBatch (in simulated mode the model owner's payload also has "data": the
     batch). The dealer (rank == world_size) runs it with the spec and K alone, to rehearse."""
-    from explorer.mpc import dealt as dealt_ahead
-    from explorer.mpc import drawn, masked
 
     if rank == world_size and payload.get("sequence"):
         from explorer.mpc.dealer import replay
@@ -143,31 +142,12 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
         batch = payload["data"] if world_size == 1 else mine
         check_data_owner_input(spec, batch)
     fitted, mo = _model_owner_round(spec, current) if current is not None else (None, None)
-    dealt = None
-    if crypten.mpc.ttp_required():
-        dealt_ahead.install()
-        if rank == MODEL_OWNER:
-            dealt = dealt_ahead.expect_deal(None)  # the local dealer rehearses the payload
-    draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
-        if world_size > 1 and rank < world_size else None
-    wire = wire_counter() if world_size > 1 else None
+    # the local dealer rehearses the payload itself, so the deal is asked for without the spec
+    clock = PartyClock.open(crypten, rank, world_size, payload, None)
     comm = crypten.communicator.get()
-    if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
-        # as explorer.mpc.protocol: a replayed deal is all in before the clocks start together
-        if dealt is not None and payload.get("offline"):
-            dealt.wait_for_deal()
-        comm.all_reduce(torch.zeros(1, dtype=torch.long))
-    before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
-    start = time.perf_counter()
 
     # the data owner's candidates enter once, for every round and both copies
-    if masked.opens_once():
-        A = masked.opened_input(batch.A if batch else None, (B, m, d1), do_src, copies)
-    else:
-        A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src,
-                                  rank) for _ in range(copies)])
-    Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), do_src, rank)
-                     for _ in range(copies)])
+    A, Y = candidate_inputs(crypten, batch, public, copies, do_src, rank)
     public_copies = dataclasses.replace(public, sizes=public.sizes * copies)
 
     remaining = list(range(B))
@@ -212,20 +192,8 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
             clear += time.perf_counter() - started
     if rank == world_size:  # the dealer's rehearsal ends here
         return None
-    if dealt is not None:
-        dealt.check_used_up()
-    if draws is not None:
-        draws.check_used_up()
-        drawn.stop()
-    seconds = time.perf_counter() - start
-    after = wire.snapshot() if wire is not None else before
-    return AcquisitionReport(values=values, seconds=seconds,
-                             bytes=after["bytes"] - before["bytes"],
-                             rounds=after["rounds"] - before["rounds"],
-                             draws=tuple(draws.log) if draws is not None else (),
-                             drawn_ahead=draws.drawn_ahead if draws is not None else 0,
-                             picks=tuple(picks), verified=tuple(verified),
-                             clear_seconds=clear)
+    return AcquisitionReport(values=values, picks=tuple(picks), verified=tuple(verified),
+                             clear_seconds=clear, **clock.close())
 
 
 # the dealer's rehearsed requests and each party's draws, by the public settings and K: a

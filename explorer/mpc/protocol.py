@@ -169,12 +169,92 @@ def _reveal(x, precision_bits: int) -> torch.Tensor:
     return x.reveal().to(torch.float64) / 2.0 ** precision_bits
 
 
+def candidate_inputs(crypten, batch: CandidateBatch | None, public: Public, copies: int,
+                     src: int, rank: int) -> tuple:
+    """The data owner's candidates as both parties hold them: features A (copies x B, m, d1)
+    and label targets Y (copies x B, m, C). Each copy's shares are drawn afresh: a truncation
+    failure, which depends on the shares' randomness, almost never strikes both copies alike.
+    The features are opened once for all their products and every copy (explorer.mpc.masked)
+    when the dealer deals masks. ``batch`` is None on every party but ``src``."""
+    from explorer.mpc import masked
+
+    B, m, d1, C = public.n_candidates, public.size, public.d1, public.n_outputs
+    if masked.opens_once():
+        A = masked.opened_input(batch.A if batch else None, (B, m, d1), src, copies)
+    else:
+        A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), src, rank)
+                         for _ in range(copies)])
+    Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), src, rank)
+                     for _ in range(copies)])
+    return A, Y
+
+
+@dataclass
+class PartyClock:
+    """A party's offline phase and clock in one session: its dealt-ahead client (the model
+    owner's, with TTP), its draws made ahead or recorded (explorer.mpc.drawn), its wire counter
+    (None when one process plays both parties) and when its clock started."""
+
+    dealt: object | None
+    draws: object | None
+    wire: object | None
+    before: dict
+    start: float
+
+    @classmethod
+    def open(cls, crypten, rank: int, world_size: int, payload: dict,
+             deal_spec: dict | None) -> PartyClock:
+        """Install the dealt-ahead provider and ask for the deal (``deal_spec``: the public
+        spec the dealer rehearses, or None when it rehearses the payload itself), start this
+        party's draws, and start the clock: a spec run before has its offline phase (the deal,
+        each party's draws) end before the clock starts (the model owner holds the whole deal,
+        which the dealer replays fast), and one exchange starts both parties' clocks together;
+        else the dealer's generation would compete with the parties for the cores (the wall
+        time has it all). A first session streams instead: its dealer rehearses meanwhile."""
+        from explorer.mpc import dealt as dealt_ahead
+        from explorer.mpc import drawn
+
+        dealt = None
+        if crypten.mpc.ttp_required():
+            dealt_ahead.install()
+            if rank == MODEL_OWNER:
+                dealt = dealt_ahead.expect_deal(deal_spec)
+        # a party's own shares of the correlated randomness: drawn ahead from the record of an
+        # earlier session of this spec (while the deal arrives), or recorded for the next one
+        draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
+            if world_size > 1 and rank < world_size else None
+        # one process plays both parties in simulated mode: nothing goes on a wire. The count
+        # is read, not reset, so that whatever else this process counts (a dealer) keeps its own
+        wire = wire_counter() if world_size > 1 else None
+        if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
+            if dealt is not None and payload.get("offline"):
+                dealt.wait_for_deal()
+            crypten.communicator.get().all_reduce(torch.zeros(1, dtype=torch.long))
+        before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
+        return cls(dealt, draws, wire, before, time.perf_counter())
+
+    def close(self) -> dict:
+        """Check the deal and the draws were used up exactly; this party's seconds since its
+        clock started, bytes and rounds on the wire, and its draws (for the next session)."""
+        from explorer.mpc import drawn
+
+        if self.dealt is not None:
+            self.dealt.check_used_up()
+        if self.draws is not None:
+            self.draws.check_used_up()
+            drawn.stop()
+        seconds = time.perf_counter() - self.start
+        after = self.wire.snapshot() if self.wire is not None else self.before
+        return {"seconds": seconds, "bytes": after["bytes"] - self.before["bytes"],
+                "rounds": after["rounds"] - self.before["rounds"],
+                "draws": tuple(self.draws.log) if self.draws is not None else (),
+                "drawn_ahead": self.draws.drawn_ahead if self.draws is not None else 0}
+
+
 def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | None:
     """The code each party runs. ``payload`` = {"spec": SessionSpec, "input": its own input}
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
-    from explorer.mpc import dealt as dealt_ahead
-    from explorer.mpc import drawn, masked
 
     entered = time.perf_counter()
     if rank == world_size and payload.get("sequence"):
@@ -189,7 +269,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     do_src = DATA_OWNER if world_size > 1 else MODEL_OWNER
     mine = payload.get("input")
     mo: ModelOwnerInput | None = mine if rank == MODEL_OWNER else None
-    B, m, d1, C = public.n_candidates, public.size, public.d1, public.n_outputs
+    B = public.n_candidates
 
     # checks happen before any communication
     batch: CandidateBatch | None = None
@@ -199,42 +279,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         batch = dataclasses.replace(batch, A=clip_rows(batch.A, spec.defences.row_bound))
     if mo is not None:
         check_model_owner_input(spec, appraiser, mo)
-    dealt = None
-    if crypten.mpc.ttp_required():
-        dealt_ahead.install()
-        if rank == MODEL_OWNER:
-            dealt = dealt_ahead.expect_deal(spec.to_plain())
-    # a party's own shares of the correlated randomness: drawn ahead from the record of an
-    # earlier session of this spec (while the deal arrives), or recorded for the next one
-    draws = drawn.start(drawn.session_generators(), payload.get("draws")) \
-        if world_size > 1 and rank < world_size else None
+    clock = PartyClock.open(crypten, rank, world_size, payload, spec.to_plain())
 
-    # one process plays both parties in simulated mode: nothing goes on a wire. The count is
-    # read, not reset, so that whatever else this process counts (a dealer) keeps its own
-    wire = wire_counter() if world_size > 1 else None
-    if crypten.mpc.ttp_required() and world_size > 1 and rank < world_size:
-        # a spec run before has its offline phase (the deal, each party's draws) end before
-        # the clock starts: the model owner holds the whole deal, which the dealer replays
-        # fast, and one exchange starts both parties' clocks together; else the dealer's
-        # generation would compete with the parties for the cores (the wall time has it all).
-        # A first session streams instead: its dealer computes its rehearsal meanwhile
-        if dealt is not None and payload.get("offline"):
-            dealt.wait_for_deal()
-        crypten.communicator.get().all_reduce(torch.zeros(1, dtype=torch.long))
-    before = wire.snapshot() if wire is not None else {"bytes": 0, "rounds": 0}
-    start = time.perf_counter()
-
-    # each copy's shares are drawn afresh: a truncation failure, which depends on the shares'
-    # randomness, almost never strikes both copies alike. The features are opened once for
-    # all their products and both copies (explorer.mpc.masked), when the dealer deals masks
     copies = spec.copies
-    if masked.opens_once():
-        A = masked.opened_input(batch.A if batch else None, (B, m, d1), do_src, copies)
-    else:
-        A = crypten.cat([_encrypt(crypten, batch.A if batch else None, (B, m, d1), do_src,
-                                  rank) for _ in range(copies)])
-    Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), do_src, rank)
-                     for _ in range(copies)])
+    A, Y = candidate_inputs(crypten, batch, public, copies, do_src, rank)
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
               for name, shape in sorted(shapes.items())}
     defences = spec.defences
@@ -269,20 +317,9 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         revealed = _reveal(value, spec.precision_bits)
     if rank == world_size:  # the dealer's rehearsal ends here
         return None
-    if dealt is not None:
-        dealt.check_used_up()
-    if draws is not None:
-        draws.check_used_up()
-        drawn.stop()
-    seconds = time.perf_counter() - start
-    after = wire.snapshot() if wire is not None else before
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
-    return PartyReport(values=revealed.reshape(copies, B), seconds=seconds,
-                       bytes=after["bytes"] - before["bytes"],
-                       rounds=after["rounds"] - before["rounds"], shares=shares,
-                       draws=tuple(draws.log) if draws is not None else (),
-                       drawn_ahead=draws.drawn_ahead if draws is not None else 0,
-                       offline_seconds=start - entered)
+    return PartyReport(values=revealed.reshape(copies, B), shares=shares,
+                       offline_seconds=clock.start - entered, **clock.close())
 
 
 def public_settings(spec: SessionSpec) -> dict:
