@@ -103,10 +103,14 @@ def test_a_stopped_party_is_named_and_the_set_rebuilt(children_before: set[int])
 
 def test_a_failing_party_and_an_idle_party_killed_between_sessions(
         children_before: set[int]) -> None:
-    with kernel_parties(size=2) as party_set:
+    with kernel_parties() as party_set:
+        run_parties(mp.remembering_party, {0: None, 1: None}, timeout=90)
+        before = party_set.pids
         with pytest.raises(LaunchError) as caught:
             run_parties(mp.boom_party, {0: None, 1: None}, timeout=90)
         assert str(caught.value) == "boom"
+        # the parties' processes are replaced in their places; the idle dealer keeps its own
+        assert party_set.pids[2] == before[2] and not set(party_set.pids[:2]) & set(before)
         first = run_parties(mp.remembering_party, {0: 0, 1: 1}, timeout=90).pids
         os.kill(first["data owner"], signal.SIGKILL)  # between sessions (out of memory, say)
         time.sleep(0.5)
@@ -115,7 +119,7 @@ def test_a_failing_party_and_an_idle_party_killed_between_sessions(
         assert second.pids["data owner"] != first["data owner"]
         assert [r["received"] for r in second.results] == [[0, 2], [3]]
         pids = party_set.pids
-    assert_nothing_left(children_before, [*caught.value.pids.values(), *first.values(), *pids])
+    assert_nothing_left(children_before, [*before, *first.values(), *pids])
 
 
 OWNER = textwrap.dedent("""

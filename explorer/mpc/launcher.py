@@ -22,6 +22,12 @@ What every run guarantees:
 * **Warm processes.** Inside ``with warm_parties():`` the launcher takes processes that have
   already imported torch and CrypTen from a pool (refilled in the background). Each still
   receives only its own payload, and serves exactly one session before exiting.
+* **Kept processes.** While a :class:`PartySet` serves (``with kernel_parties():``, or
+  ``keep_parties()`` for the rest of the process: a dashboard kernel), the same processes
+  serve one session after another: each still receives only its own payload through its own
+  pipe, with a fresh session key and store, and tears its CrypTen session down before the next
+  boot. A failed, timed-out or cancelled session kills the processes it used, and the set
+  starts new ones. Only for a process that holds both parties' data anyway (DESIGN.md §8).
 """
 
 from __future__ import annotations
@@ -325,7 +331,8 @@ class PartySet:
             raise ValueError(f"a party set holds at least the two parties, not {size}.")
         self.size, self.preload = size, tuple(preload)
         self.lock = threading.Lock()
-        self.children: list[_Child] = []
+        # by rank: a slot keeps its role (a replacement takes the place of the one it replaces)
+        self.children: list[_Child | None] = []
         self.busy = self.closed = False
         self._starter = ThreadPoolExecutor(1, thread_name_prefix="party-starter")
         self._starter.submit(self._fill)  # in the background: the caller goes on meanwhile
@@ -334,8 +341,12 @@ class PartySet:
     def _fill(self, n: int | None = None) -> None:
         """Start processes until the set holds ``n`` (its size by default); on the starter."""
         with self.lock:
-            while not self.closed and len(self.children) < (n or self.size):
-                self.children.append(_start_child(self.preload))
+            if self.closed:
+                return
+            self.children += [None] * ((n or self.size) - len(self.children))
+            for slot, child in enumerate(self.children):
+                if child is None:
+                    self.children[slot] = _start_child(self.preload)
 
     def take(self, n: int) -> list[_Child] | None:
         """The first ``n`` processes (by rank), started or replaced where missing, dead or
@@ -344,8 +355,8 @@ class PartySet:
             if self.closed or self.busy:
                 return None
             self.busy = True
-            dead = [c for c in self.children[:n] if not _healthy(c)]
-            self.children = [c for c in self.children if c not in dead]
+            dead = [c for c in self.children[:n] if c is not None and not _healthy(c)]
+            self.children = [None if c in dead else c for c in self.children]
         for child in dead:
             child.close()
         try:
@@ -356,8 +367,9 @@ class PartySet:
             self.release([], ok=True)
             raise
         with self.lock:
-            if not self.closed and len(self.children) >= n:
-                return self.children[:n]
+            taken = self.children[:n]
+            if not self.closed and len(taken) == n and None not in taken:
+                return taken
             self.busy = False
             return None
 
@@ -366,7 +378,7 @@ class PartySet:
         start their replacements in the background."""
         if not ok:
             with self.lock:
-                self.children = [c for c in self.children if c not in used]
+                self.children = [None if c in used else c for c in self.children]
             for child in used:
                 child.close()
         with self.lock:
@@ -380,14 +392,15 @@ class PartySet:
     def pids(self) -> list[int]:
         """The processes' ids, by rank."""
         with self.lock:
-            return [c.pid for c in self.children]
+            return [c.pid for c in self.children if c is not None]
 
     def close(self) -> None:
         """Kill and reap every process of the set (idempotent)."""
         with self.lock:
             self.closed, children, self.children = True, self.children, []
         for child in children:
-            child.close()
+            if child is not None:
+                child.close()
         self._starter.shutdown(wait=False)
         atexit.unregister(self.close)
 
