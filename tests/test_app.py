@@ -188,7 +188,8 @@ def test_cancel_stops_a_long_crypten_job_and_its_parties():
     assert wait_for(lambda: len(ticks | {app.status.value}) > 2 or ticks.add(app.status.value),
                     5)  # the heartbeat moves at least once a second
     app.cancel()
-    assert app.wait(30)
+    cancelled = time.perf_counter()
+    assert app.wait(30), f"still running {time.perf_counter() - cancelled:.0f} s after cancel"
     assert app.status.value == "cancelled" and app.progress.bar_style == "warning"
     # the cancelled session's processes are gone; the kernel keeps only its party set's
     kept = kept_parties()
@@ -474,7 +475,8 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
         assert wanted in lanes, wanted
     assert account.revealed == 12 and account.party_bytes["data owner"] > 0
     kept = kept_parties()  # the run's sessions were served by the kernel's own processes
-    assert kept is not None and len(kept.pids) == 3
+    # (the cancelled session's are replaced in the background)
+    assert kept is not None and wait_for(lambda: len(kept.pids) == 3, 10)
 
     session = [t for t, s in changes if "encrypted session" in s]
     acquisition = acquiring()

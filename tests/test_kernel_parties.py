@@ -101,7 +101,7 @@ def test_a_stopped_party_is_named_and_the_set_rebuilt(children_before: set[int])
     assert_nothing_left(children_before, [*stalled.values(), *pids])
 
 
-def test_a_failing_party_and_an_idle_party_killed_between_sessions(
+def test_a_failing_party_and_idle_parties_killed_or_stopped_between_sessions(
         children_before: set[int]) -> None:
     with kernel_parties() as party_set:
         run_parties(mp.remembering_party, {0: None, 1: None}, timeout=90)
@@ -118,8 +118,14 @@ def test_a_failing_party_and_an_idle_party_killed_between_sessions(
         assert second.pids["model owner"] == first["model owner"]
         assert second.pids["data owner"] != first["data owner"]
         assert [r["received"] for r in second.results] == [[0, 2], [3]]
+        os.kill(second.pids["model owner"], signal.SIGSTOP)  # stopped while idle
+        time.sleep(0.5)
+        third = run_parties(mp.remembering_party, {0: 4, 1: 5}, timeout=90)
+        assert third.pids["model owner"] != second.pids["model owner"]
+        assert [r["received"] for r in third.results] == [[4], [3, 5]]
         pids = party_set.pids
-    assert_nothing_left(children_before, [*before, *first.values(), *pids])
+    assert_nothing_left(children_before, [*before, *first.values(), *second.pids.values(),
+                                          *pids])
 
 
 OWNER = textwrap.dedent("""
