@@ -174,3 +174,14 @@ class AppraiserConfig:
         from explorer.mpc.session import warm_sessions
 
         return warm_sessions(self.mpc.provider)
+
+    def keep_processes(self) -> None:
+        """For sessions between real parties: keep party processes for the rest of this
+        process's life, each serving one session after another (explorer.mpc.session.
+        keep_sessions). Only a process that holds both parties' data anyway (a dashboard
+        kernel) may; a no-op for the other backends and modes."""
+        if not self.private or self.mpc.mode != "parties":
+            return
+        from explorer.mpc.session import keep_sessions
+
+        keep_sessions()

@@ -340,3 +340,16 @@ def channel_party(rank: int, world_size: int, payload: dict) -> dict[str, Any]:
     exchange.connect(payload["keys"][rank], comm.main_group, payload.get("timeout", 30.0))
     total = comm.all_reduce(torch.full((100_000,), rank + 1, dtype=torch.int64))
     return {"opened by the launcher": opened_by_launcher, "sum": total.unique().tolist()}
+
+
+_RECEIVED: list[Any] = []  # every payload this process has received, across its sessions
+
+
+def remembering_party(rank: int, world_size: int, payload: Any) -> dict[str, Any]:
+    """This process's pid and every payload it has received so far (a reused process keeps
+    them), after a product with the other party to show that the session really ran."""
+    crypten = load_crypten()
+    _RECEIVED.append(payload)
+    product = (crypten.cryptensor(torch.ones(2), src=0) *
+               crypten.cryptensor(torch.full((2,), 2.0), src=1)).sum().get_plain_text()
+    return {"pid": os.getpid(), "received": list(_RECEIVED), "product": float(product)}

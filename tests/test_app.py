@@ -24,6 +24,7 @@ from explorer.app.runner import ProgressPlan, describe
 from explorer.config import AppraiserConfig
 from explorer.jobs import RANDOM_ORDERS, RunSnapshot, run_appraisal
 from explorer.market_prices import own_data_thresholds
+from explorer.mpc.launcher import kept_parties
 from explorer.pricing import PricingRule
 from explorer.progress import ACQUISITION, ENCRYPTED, ProgressEvent
 
@@ -165,6 +166,16 @@ def test_errors_are_shown_as_sentences():
     assert app.progress.bar_style == "danger" and not app.run_button.disabled
 
 
+@pytest.fixture(autouse=True)
+def no_kept_parties():
+    """A Run with real parties keeps party processes for the process's life (a kernel's):
+    each test closes them."""
+    yield
+    kept = kept_parties()
+    if kept is not None:
+        kept.close()
+
+
 def test_cancel_stops_a_long_crypten_job_and_its_parties():
     app = ready_app()
     app.controls["task"].value = "digits"
@@ -179,8 +190,14 @@ def test_cancel_stops_a_long_crypten_job_and_its_parties():
     assert wait_for(lambda: len(ticks | {app.status.value}) > 2 or ticks.add(app.status.value),
                     5)  # the heartbeat moves at least once a second
     app.cancel()
-    assert app.wait(30)
+    cancelled = time.perf_counter()
+    assert app.wait(30), f"still running {time.perf_counter() - cancelled:.0f} s after cancel"
     assert app.status.value == "cancelled" and app.progress.bar_style == "warning"
+    # the cancelled session's processes are gone; the kernel keeps only its party set's
+    kept = kept_parties()
+    assert kept is not None
+    assert wait_for(lambda: set(children_of_this_process()) <= set(kept.pids), 10)
+    kept.close()
     assert wait_for(lambda: children_of_this_process() == [], 10)
 
 
@@ -459,6 +476,9 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
                  f"{account.party_rounds['data owner']} rounds"):
         assert wanted in lanes, wanted
     assert account.revealed == 12 and account.party_bytes["data owner"] > 0
+    kept = kept_parties()  # the run's sessions were served by the kernel's own processes
+    # (the cancelled session's are replaced in the background)
+    assert kept is not None and wait_for(lambda: len(kept.pids) == 3, 10)
 
     session = [t for t, s in changes if "encrypted session" in s]
     acquisition = acquiring()

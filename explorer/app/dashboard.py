@@ -242,6 +242,9 @@ class ExplorerApp:
     def _job(self) -> None:
         c = self.controls
         config = appraiser_config(c)  # the settings as Run was pressed
+        # real parties: this kernel's own party processes from now on, importing meanwhile
+        # (it holds both sides' data already; a page that never runs them never pays for them)
+        config.keep_processes()
         rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
@@ -286,6 +289,7 @@ class ExplorerApp:
         self.upload_result.value = ""  # a failure must not leave the previous result standing
         self.again_button.disabled = False
         config = appraiser_config(self.controls)
+        config.keep_processes()  # as in _job
         threshold_sd = self.controls["threshold_sd"].value
         backend = dict(zip(self.controls["backend"]._options_values,
                            self.controls["backend"]._options_labels, strict=True))[

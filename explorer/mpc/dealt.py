@@ -159,6 +159,14 @@ def install() -> None:
         providers["TTP"] = DealtAheadProvider()
 
 
+def forget_session() -> None:
+    """A process that serves another session: its masks are counted from 0 again (their
+    index names them to that session's dealer)."""
+    provider = vars(_crypten.mpc)["__SUPPORTED_PROVIDERS"]["TTP"]
+    if isinstance(provider, DealtAheadProvider):
+        provider.masks = 0
+
+
 class DealtClient:
     """Rank 0's requests, popped from what the dealer deals ahead and checked against it.
 

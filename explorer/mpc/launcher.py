@@ -22,10 +22,17 @@ What every run guarantees:
 * **Warm processes.** Inside ``with warm_parties():`` the launcher takes processes that have
   already imported torch and CrypTen from a pool (refilled in the background). Each still
   receives only its own payload, and serves exactly one session before exiting.
+* **Kept processes.** While a :class:`PartySet` serves (``with kernel_parties():``, or
+  ``keep_parties()`` for the rest of the process: a dashboard kernel), the same processes
+  serve one session after another: each still receives only its own payload through its own
+  pipe, with a fresh session key and store, and tears its CrypTen session down before the next
+  boot. A failed, timed-out or cancelled session kills the processes it used, and the set
+  starts new ones. Only for a process that holds both parties' data anyway (DESIGN.md §8).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
@@ -39,11 +46,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
-from explorer.mpc import exchange
+from explorer.mpc import exchange, wire
 from explorer.mpc.crypten_compat import (
     MPCConfig,
     apply_config,
@@ -60,9 +69,9 @@ from explorer.mpc.runs import (
     PartyFn,
     role,
 )
-from explorer.mpc.wire import bytes_so_far
 
-__all__ = ["run_parties", "warm_parties"]
+__all__ = ["PartySet", "keep_parties", "kept_parties", "kernel_parties", "run_parties",
+           "warm_parties"]
 
 HEARTBEAT_SECONDS = 0.25  # how often the launcher wakes (cancel, progress) and a child beats
 STALL_SECONDS = 20.0  # a local process silent this long has stalled
@@ -85,30 +94,60 @@ class _Pipe:
 def _heartbeat(pipe: _Pipe, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_SECONDS):
         with contextlib.suppress(OSError):
-            pipe.send(("alive", bytes_so_far()))  # progress: what it has sent on the wire
+            pipe.send(("alive", wire.bytes_so_far()))  # progress: what it has sent on the wire
 
 
 def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str] = ()) -> None:
     """Body of every launched process. Never returns (exits with os._exit). ``preload`` names
-    modules to import before the payload arrives (those its unpickling would import)."""
+    modules to import before the payload arrives (those its unpickling would import). It
+    serves one session, or one after another while each boot says ``reuse`` (a PartySet's
+    processes), and exits when the launcher closes its boot pipe."""
     _die_with_parent(parent_pid)
-    pipe, code, stop = _Pipe(fd_out), 1, threading.Event()
+    pipe, code = _Pipe(fd_out), 1
     try:
         crypten = load_crypten()  # warm: imports happen before any payload exists
-        import torch
-
         for module in preload:
             importlib.import_module(module)
-
         conn_in = Connection(fd_in, writable=False)
-        boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
-        conn_in.close()
-        pipe.send(("alive",))  # started: the launcher's stall clock runs from here
-        threading.Thread(target=_heartbeat, args=(pipe, stop), daemon=True).start()
+        pristine = crypten.cfg.config  # CrypTen's defaults, before any session's settings
+        while True:
+            try:
+                boot: dict[str, Any] = pickle.loads(conn_in.recv_bytes())
+            except EOFError:  # the launcher closed the set: nothing went wrong
+                code = 0
+                break
+            result = _serve(crypten, boot, pipe, pristine)
+            pipe.send(("ok", result))  # after the heartbeat stopped: the session's last word
+            if not boot.get("reuse"):
+                code = 0
+                break
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):
+            pipe.send(("err", *_describe(exc)))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        # skip interpreter teardown: gloo destructors in a half-dead group can hang
+        os._exit(code)
+
+
+def _serve(crypten: Any, boot: dict[str, Any], pipe: _Pipe, pristine: Any) -> Any:
+    """One session in this process: the party's (or the dealer's) result. Raises what the
+    session raised; the process is then killed, never reused."""
+    import torch
+
+    wire.new_session()  # heartbeats count this session's bytes, as in a fresh process
+    pipe.send(("alive",))  # started: the launcher's stall clock runs from here
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(pipe, stop), daemon=True)
+    beat.start()
+    try:
         os.environ.update(boot["env"])
         torch.set_num_threads(1)
+        crypten.cfg.config = pristine  # nothing of an earlier session's settings stays
         apply_config(boot["config"])
-        freeze_config()  # one session per process: plain attributes from here on
+        freeze_config()  # plain attributes for this session
         # later than the launcher's stall check, which names the silent party
         set_collective_timeout(boot["stall_timeout"] + 10.0)
         rank, world_size = boot["rank"], boot["world_size"]
@@ -126,20 +165,30 @@ def _child_main(fd_in: int, fd_out: int, parent_pid: int, preload: Sequence[str]
                 exchange.connect(boot["key"], crypten.communicator.get().main_group,
                                  boot["stall_timeout"] + 10.0)
             result = boot["fn"](rank, world_size, boot["payload"])
+        if not boot["dealer"]:
             crypten.uninit()  # rank 0 tells the dealer to stop here; not after a failure
-        stop.set()
-        pipe.send(("ok", result))
-        code = 0
-    except BaseException as exc:
-        stop.set()
-        with contextlib.suppress(BaseException):
-            pipe.send(("err", *_describe(exc)))
+        if boot.get("reuse"):
+            if crypten.is_initialized():  # the dealer's groups (the parties' are gone)
+                crypten.uninit()
+            _forget_session(crypten)
+        return result
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(BaseException):
-                stream.flush()
-        # skip interpreter teardown: gloo destructors in a half-dead group can hang
-        os._exit(code)
+        stop.set()
+        beat.join()
+
+
+def _forget_session(crypten: Any) -> None:
+    """Leave nothing of the session that ended for the next one in this process: its own
+    connection, the TTP client (crypten.uninit keeps it, with the generator it shares with
+    the dealer and the deal's hook on its requests) and the provider's count of masks."""
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    exchange.close()
+    TTPClient.uninit()  # the next TTP session's init makes a new one, with fresh generators
+    if "explorer.mpc.dealt" in sys.modules:  # the project's TTP provider is in use
+        from explorer.mpc import dealt
+
+        dealt.forget_session()
 
 
 def _describe(exc: BaseException) -> tuple[str, str, bytes | None]:
@@ -265,6 +314,145 @@ def warm_parties(size: int = 3, preload: Sequence[str] = ()) -> Iterator[None]:
         _POOL = outer
 
 
+class PartySet:
+    """Party processes (model owner, data owner, dealer: by rank) that serve one session after
+    another, for as long as this process (a dashboard kernel) keeps them.
+
+    Each session still hands each process only its own payload through its own pipe, with a
+    fresh session key and store; after it, each process tears its CrypTen session down and
+    waits for the next boot. A session that fails, times out or is cancelled kills the
+    processes it used, and the set starts their replacements at once. Processes are started
+    from one long-lived thread of the set: their parent-death signal follows the thread that
+    started them, and a job's thread ends with its job. ``close`` (also at exit) kills them all.
+    Sessions of different counterparties must never share a set (DESIGN.md §8).
+    """
+
+    def __init__(self, size: int = 3, preload: Sequence[str] = ()):
+        if size < 2:
+            raise ValueError(f"a party set holds at least the two parties, not {size}.")
+        self.size, self.preload = size, tuple(preload)
+        self.lock = threading.Lock()
+        # by rank: a slot keeps its role (a replacement takes the place of the one it replaces)
+        self.children: list[_Child | None] = []
+        self.busy = self.closed = False
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="party-starter")
+        self._starter.submit(self._fill)  # in the background: the caller goes on meanwhile
+        atexit.register(self.close)
+
+    def _fill(self, n: int | None = None) -> None:
+        """Start processes until the set holds ``n`` (its size by default); on the starter."""
+        with self.lock:
+            if self.closed:
+                return
+            self.children += [None] * ((n or self.size) - len(self.children))
+            for slot, child in enumerate(self.children):
+                if child is None:
+                    self.children[slot] = _start_child(self.preload)
+
+    def take(self, n: int) -> list[_Child] | None:
+        """The first ``n`` processes (by rank), started or replaced where missing, dead or
+        stopped; None when closed or serving another session (the caller starts its own)."""
+        with self.lock:
+            if self.closed or self.busy:
+                return None
+            self.busy = True
+            dead = [c for c in self.children[:n] if c is not None and not _healthy(c)]
+            self.children = [None if c in dead else c for c in self.children]
+        for child in dead:
+            child.close()
+        try:
+            self._starter.submit(self._fill, max(n, self.size)).result()
+        except RuntimeError:  # closed meanwhile
+            pass
+        except BaseException:
+            self.release([], ok=True)
+            raise
+        with self.lock:
+            taken = self.children[:n]
+            if not self.closed and len(taken) == n and None not in taken:
+                return taken
+            self.busy = False
+            return None
+
+    def release(self, used: list[_Child], ok: bool) -> None:
+        """After a session: keep the processes, or (``ok`` false) kill the ones it used and
+        start their replacements in the background."""
+        if not ok:
+            with self.lock:
+                self.children = [None if c in used else c for c in self.children]
+            for child in used:
+                child.close()
+        with self.lock:
+            self.busy = False
+            closed = self.closed
+        if not ok and not closed:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self._starter.submit(self._fill)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes' ids, by rank."""
+        with self.lock:
+            return [c.pid for c in self.children if c is not None]
+
+    def close(self) -> None:
+        """Kill and reap every process of the set (idempotent)."""
+        with self.lock:
+            self.closed, children, self.children = True, self.children, []
+        for child in children:
+            if child is not None:
+                child.close()
+        self._starter.shutdown(wait=False)
+        atexit.unregister(self.close)
+
+
+def _healthy(child: _Child) -> bool:
+    """Alive and not stopped (a stopped process would stall the next session)."""
+    if child.popen.poll() is not None:
+        return False
+    try:
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return not sys.platform.startswith("linux")
+    return state not in ("T", "t", "Z", "X")
+
+
+_SET: PartySet | None = None
+_SET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def kernel_parties(size: int = 3, preload: Sequence[str] = ()) -> Iterator[PartySet]:
+    """Within this block, :func:`run_parties` takes its processes from a PartySet (reused
+    session after session); the set is closed on leaving it."""
+    global _SET
+    party_set = PartySet(size, preload)
+    with _SET_LOCK:
+        outer, _SET = _SET, party_set
+    try:
+        yield party_set
+    finally:
+        party_set.close()
+        with _SET_LOCK:
+            _SET = outer
+
+
+def keep_parties(size: int = 3, preload: Sequence[str] = ()) -> PartySet:
+    """The PartySet that serves this process's sessions from now until it exits (a dashboard
+    kernel's), started in the background on the first call; later calls return it."""
+    global _SET
+    with _SET_LOCK:
+        if _SET is None or _SET.closed:
+            _SET = PartySet(size, preload)
+        return _SET
+
+
+def kept_parties() -> PartySet | None:
+    """The PartySet serving this process's sessions, if any."""
+    party_set = _SET
+    return None if party_set is None or party_set.closed else party_set
+
+
 def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig | None = None,
                 timeout: float = 120.0, stall_timeout: float = STALL_SECONDS,
                 key: bytes | None = None, cancel: threading.Event | None = None,
@@ -289,15 +477,20 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
     start = time.monotonic()
     n = world_size + (1 if config.uses_ttp else 0)
     children: list[_Child] = []
+    party_set, reused, ok = kept_parties(), None, False
     store_dir = tempfile.mkdtemp(prefix="appraisal-session-")  # 0700: this user only
     try:
-        if _POOL is not None:
+        reused = party_set.take(n) if party_set is not None else None
+        if reused is not None:
+            children = reused
+        elif _POOL is not None:
             children = _POOL.take(n)
         else:
             for _ in range(n):
                 children.append(_start_child())
         for rank, child in enumerate(children):
             child.rank, child.label = rank, role(rank, world_size)
+            child.last_seen, child.first_seen, child.sent = None, None, 0
             dealer = rank == world_size
             runs_fn = not dealer or dealer_payload is not None
             boot = {"fn": fn if runs_fn else None,
@@ -306,22 +499,28 @@ def run_parties(fn: PartyFn, payloads: Mapping[int, Any], *, config: MPCConfig |
                     "config": config, "stall_timeout": stall_timeout,
                     "env": {"RENDEZVOUS": f"file://{store_dir}/store",
                             "WORLD_SIZE": str(world_size), "RANK": str(rank),
-                            "DISTRIBUTED_BACKEND": "gloo", "GLOO_SOCKET_IFNAME": "lo"}}
+                            "DISTRIBUTED_BACKEND": "gloo", "GLOO_SOCKET_IFNAME": "lo"},
+                    "reuse": reused is not None}
             with contextlib.suppress(OSError):  # a dead child is seen through its pipe
                 child.boot.send_bytes(pickle.dumps(boot, protocol=pickle.HIGHEST_PROTOCOL))
-                child.boot.close()
+                if reused is None:
+                    child.boot.close()
         pids = {c.label: c.pid for c in children}
         results = _collect(children, start + timeout, timeout, stall_timeout, cancel, on_wait,
                            pids)
         # every process had its payload once the last one spoke (a process that said nothing
         # before its result was up by then): start-up and handoff end here
         up = max(c.first_seen if c.first_seen is not None else start for c in children)
+        ok = True
         return LaunchResult([results[r] for r in range(world_size)],
                             time.monotonic() - start, pids, results.get(world_size),
                             up_s=up - start)
     finally:
-        for child in children:
-            child.close()
+        if reused is not None:
+            party_set.release(children, ok)
+        else:
+            for child in children:
+                child.close()
         shutil.rmtree(store_dir, ignore_errors=True)
         if _POOL is not None:
             # only now: new processes' imports take seconds of CPU, which on a small machine

@@ -5,6 +5,7 @@ dealer's rehearsals and each party's draws kept for the next session of the same
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,13 @@ from explorer.appraisers.reveal import Defences
 from explorer.constraints import DEFAULTS
 from explorer.errors import Cancelled, ExplorerError
 from explorer.mpc.crypten_compat import MPCConfig
-from explorer.mpc.launcher import HEARTBEAT_SECONDS, run_parties, warm_parties
+from explorer.mpc.launcher import (
+    HEARTBEAT_SECONDS,
+    keep_parties,
+    kept_parties,
+    run_parties,
+    warm_parties,
+)
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
     DATA_OWNER,
@@ -38,8 +45,18 @@ PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.m
 
 def warm_sessions(provider: str):
     """A context in which sessions between real parties take warm processes: torch, CrypTen
-    and the protocol already imported (explorer.mpc.launcher.warm_parties)."""
+    and the protocol already imported (explorer.mpc.launcher.warm_parties); a no-op while
+    this process keeps its own party processes (``keep_sessions``), which serve instead."""
+    if kept_parties() is not None:
+        return contextlib.nullcontext()
     return warm_parties(3 if provider == "TTP" else 2, preload=PARTY_MODULES)
+
+
+def keep_sessions() -> None:
+    """From now until this process exits, sessions between real parties reuse the same party
+    processes (explorer.mpc.launcher.keep_parties), started now in the background. Only for a
+    process that holds both parties' data anyway, a dashboard kernel (DESIGN.md §8)."""
+    keep_parties(3, preload=PARTY_MODULES)
 
 
 # Newton iterations of the inverse square root in the gradient norm (CrypTen's default is 3).

@@ -88,6 +88,14 @@ def bytes_so_far() -> int:
     return 0 if counter is None else counter.bytes_sent
 
 
+def new_session() -> None:
+    """Count from zero again (if counting): a process that serves sessions one after another
+    reports each one's bytes in its heartbeats, as a fresh process would."""
+    counter = _COUNTER
+    if counter is not None:
+        counter.reset()
+
+
 def _nbytes(tensors: Any) -> int:
     if tensors is None:
         return 0
