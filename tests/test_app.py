@@ -460,7 +460,7 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
         return {s for t, s in changes if "acquisition: greedy" in s}
 
     # the lanes fill in when the appraisal's session ends; then the acquisition's private
-    # rounds move the status too, and the run is cancelled there to keep the test short
+    # session moves the status too, and the run is cancelled there if it is still going
     assert wait_for(lambda: len(acquiring()) >= 2 or not app.runner.running, 300)
     app.cancel()
     assert app.wait(60) and app.error.value == "", app.error.value
@@ -484,7 +484,9 @@ def test_real_parties_fill_the_party_lanes_and_progress_moves(capsys):
     acquisition = acquiring()
     rate = (len(session) - 1) / (session[-1] - session[0])
     assert rate >= 2.0, f"{rate:.1f} progress updates a second during the session"
-    assert len(acquisition) >= 2
+    # the greedy rounds are one private session on the kept processes, over in well under a
+    # second here: the status shows the acquisition at least once, and more often when it lasts
+    assert len(acquisition) >= 1
     with capsys.disabled():
         print(f"\nprogress during the encrypted session: {len(session)} updates, "
               f"{rate:.1f} a second; {len(acquisition)} during the acquisition")
