@@ -36,10 +36,10 @@ c.VoilaKernelManager.preheat_denylist = [r"^(?!(.*/)?explorer\.ipynb$)"]
 # The memory budget of each page (explorer.memory): its kernel plus the party processes of its
 # private runs. A private run that would pass it is refused with a sentence on the page, and one
 # that outgrows it is stopped, instead of the server (or Binder's 2 GB pod) being killed. Measured
-# (benchmarks/class_load.py): a kernel is 400-550 MB, a real-parties run with the TTP dealer adds
-# three processes of about 300 MB. Kernels inherit the server's environment; a value set before
-# starting the server wins.
-os.environ.setdefault("EXPLORER_MEMORY_BUDGET_MB", "1600")
+# (benchmarks/class_load.py): a kernel is 400-700 MB, a real-parties run with the TTP dealer adds
+# three processes of about 300 MB, 1.5 GB in all; 1800 MB fits one page and the server in Binder's
+# 2 GB pod. Kernels inherit the server's environment; a value set before starting the server wins.
+os.environ.setdefault("EXPLORER_MEMORY_BUDGET_MB", "1800")
 
 
 def give_pages_their_xsrf_cookie() -> None:
