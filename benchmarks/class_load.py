@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -60,18 +62,41 @@ class Memory:
     """The server tree's peak, and each kernel's (with its party processes), sampled."""
 
     server_pid: int
+    floor_mb: float = 0.0
     peak_mb: float = 0.0
     kernel_peak_mb: dict[int, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
+    aborted: str = ""
 
     def sample(self) -> None:
         while not self.stop.wait(SAMPLE_SECONDS):
+            available = available_mb()
+            if available is not None and available < self.floor_mb:
+                # the machine is shared: stop the server (pages then fail) before the kernel's
+                # out-of-memory killer picks a process, maybe someone else's
+                self.aborted = (f"stopped: the machine had {available:.0f} MB left, under "
+                                f"--keep-free {self.floor_mb:.0f} MB")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.server_pid, signal.SIGTERM)
+                return
             below = descendants(self.server_pid)
             self.peak_mb = max(self.peak_mb, sum(process_rss_mb(p)
                                                  for p in (self.server_pid, *below)))
             for kernel in kernels(self.server_pid):
                 rss = sum(process_rss_mb(p) for p in (kernel, *descendants(kernel)))
                 self.kernel_peak_mb[kernel] = max(self.kernel_peak_mb.get(kernel, 0.0), rss)
+
+
+def available_mb() -> float | None:
+    """MemAvailable of the machine in MB (None if /proc/meminfo cannot say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def kernels(server_pid: int) -> list[int]:
@@ -204,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=None,
                         help=f"memory budget per page in MB ({BUDGET_ENV}; default: "
                              f"binder/voila.py's)")
+    parser.add_argument("--keep-free", type=float, default=2000.0,
+                        help="stop the server when the machine has less memory available, in "
+                             "MB (default 2000)")
     args = parser.parse_args(argv)
     if args.pages < 1 or args.warm < 0 or (args.budget is not None and args.budget <= 0):
         parser.error("--pages must be at least 1, --warm at least 0 and --budget positive.")
@@ -217,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         started = time.perf_counter()
         with voila_server(NOTEBOOKS, home) as server:
-            memory = Memory(server.process.pid)
+            memory = Memory(server.process.pid, args.keep_free)
             sampler = threading.Thread(target=memory.sample, daemon=True)
             sampler.start()
             try:
@@ -232,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             per_kernel = sorted(memory.kernel_peak_mb.values(), reverse=True)
         total = time.perf_counter() - started
     report(args, alone, figures, memory.peak_mb, per_kernel, total)
+    if memory.aborted:
+        print(memory.aborted)
+        return 1
     return 0 if all(not f.error for f in figures) else 1
 
 
