@@ -37,11 +37,14 @@ test: lint browser
 
 # The dashboard (notebooks/explorer.ipynb) served by Voila at the server's root on port $(PORT)
 # (`make demo PORT=8900`), with the server settings Binder uses too (binder/voila.py: idle kernels
-# of closed pages are culled); Ctrl-C stops it, kernels included.
+# of closed pages are culled, a memory budget per page); $(WARM) kernels wait with the dashboard
+# already rendered, so a page opens in about a second (`make demo WARM=0` for none; each waiting
+# kernel holds 400-500 MB). Ctrl-C stops it, kernels included.
 PORT ?= 8866
+WARM ?= 2
 demo: setup
 	@echo "Dashboard: http://localhost:$(PORT)"
-	$(BIN)/voila notebooks/explorer.ipynb --no-browser --port=$(PORT) --Voila.port_retries=0 \
+	EXPLORER_WARM_KERNELS=$(WARM) $(BIN)/voila notebooks/explorer.ipynb --no-browser --port=$(PORT) --Voila.port_retries=0 \
 		--Voila.ip=localhost --Voila.config_file_paths=$(CURDIR)/binder
 
 bench: setup

@@ -4,6 +4,9 @@
 # - on Binder, postBuild copies it to ~/.jupyter/jupyter_server_config.py, the configuration of
 #   the Jupyter server whose Voila extension serves voila/render/notebooks/explorer.ipynb.
 # Options given on the command line override these (tests/test_browser.py shortens the timings).
+import inspect
+import os
+
 c = get_config()  # noqa: F821 (traitlets defines get_config when it loads this file)
 
 # Each page load starts a kernel of 400-500 MB. A kernel that has no page connected and has sent
@@ -17,15 +20,70 @@ c.MappingKernelManager.cull_connected = False
 c.MappingKernelManager.cull_busy = False
 
 
-def set_xsrf_cookie(req, notebook, cwd):
-    """Give the page its `_xsrf` cookie before the kernel starts.
+# Warm kernels (`make demo WARM=2`, or EXPLORER_WARM_KERNELS for any server started with this
+# file): Voila starts that many kernels ahead and runs the dashboard in each, so a page opened
+# takes one that has already imported torch and built its widgets (first render ~1 s instead of
+# 10-30 s) and a new one is warmed behind it. Each waiting kernel holds 400-500 MB. Only
+# standalone Voila has the pool; under Binder's server extension the setting does nothing.
+WARM_KERNELS = int(os.environ.get("EXPLORER_WARM_KERNELS", "0") or 0)
+if WARM_KERNELS > 0:
+    c.VoilaConfiguration.preheat_kernel = True
+    c.VoilaConfiguration.default_pool_size = WARM_KERNELS
+# Served as a folder (the tests, benchmarks/class_load.py), Voila would warm kernels for every
+# notebook in it, the tutorial and the paper's reproduction too: only the dashboard is warmed.
+c.VoilaKernelManager.preheat_denylist = [r"^(?!(.*/)?explorer\.ipynb$)"]
+
+# The memory budget of each page (explorer.memory): its kernel plus the party processes of its
+# private runs. A private run that would pass it is refused with a sentence on the page, and one
+# that outgrows it is stopped, instead of the server (or Binder's 2 GB pod) being killed. Measured
+# (benchmarks/class_load.py): a kernel is 400-700 MB, a real-parties run with the TTP dealer adds
+# three processes of about 300 MB, 1.5 GB in all; 1800 MB fits one page and the server in Binder's
+# 2 GB pod. Kernels inherit the server's environment; a value set before starting the server wins.
+os.environ.setdefault("EXPLORER_MEMORY_BUDGET_MB", "1800")
+
+
+def give_pages_their_xsrf_cookie() -> None:
+    """Give every dashboard page its `_xsrf` cookie.
 
     On unload, Voila's page posts /voila/api/shutdown/<kernel> with the `_xsrf` cookie's value,
     but Voila 0.5 never sets that cookie, so the server refuses the request ("403 '_xsrf'
     argument missing from POST") and the kernel stays. Reading the handler's token sets the
-    cookie; the check itself stays on.
+    cookie; the check itself stays on. Done when the page's request is prepared, not in a
+    prelaunch hook, because Voila refuses a prelaunch hook together with warm kernels.
     """
-    req.xsrf_token  # noqa: B018 (the property sets the cookie)
+    from voila.handler import VoilaHandler
+
+    if getattr(VoilaHandler.prepare, "gives_xsrf_cookie", False):
+        return  # this file was loaded twice
+    prepare = VoilaHandler.prepare
+
+    async def prepare_with_cookie(self, *args, **kwargs):
+        result = prepare(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            await result
+        self.xsrf_token  # noqa: B018 (the property sets the cookie)
+        keep_warm_kernels_from_the_culler(self.kernel_manager)
+
+    prepare_with_cookie.gives_xsrf_cookie = True
+    VoilaHandler.prepare = prepare_with_cookie
 
 
-c.VoilaConfiguration.prelaunch_hook = set_xsrf_cookie
+def keep_warm_kernels_from_the_culler(manager) -> None:
+    """Mark the waiting warm kernels active, just before a page takes one.
+
+    Voila never culls a kernel while it waits in the pool, but one that waited longer than
+    cull_idle_timeout is idle by the culler's clock the moment a page takes it, and until the
+    page's websocket connects (about a second) the next cull check would shut it down under the
+    student. Marking the pool's kernels active on every page request closes that window.
+    """
+    from jupyter_server._tz import utcnow
+
+    for pool in getattr(manager, "_pools", {}).values():
+        for task in pool:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                kernel_id = task.result().get("kernel_id")
+                if kernel_id in manager:
+                    manager.get_kernel(kernel_id).last_activity = utcnow()
+
+
+give_pages_their_xsrf_cookie()

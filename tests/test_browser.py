@@ -8,7 +8,8 @@ kernel imports this checkout: jupyter_env puts it first on PYTHONPATH) and headl
 - bit mode (simulated CrypTen, bits revealed) shows each appraiser's own threshold, which
   candidates its bit accepted and their flat prices, and says why acquisition is not run;
 - a task chosen mid-run changes nothing in that run; a failed upload clears the previous result;
-- the kernel each page load starts goes away when the page is left or closed.
+- the kernel each page load starts goes away when the page is left or closed, warm kernels
+  (Voila's pool, `make demo WARM=n`) included.
 
 Timings are printed (``pytest -s`` shows them); screenshots are kept in each test's tmp folder and
 copied to /tmp/browser-shots/. ``make test`` installs Debian's chromium when it is missing."""
@@ -67,6 +68,16 @@ def voila(tmp_path):
 @pytest.fixture
 def culling_voila(tmp_path):
     yield from serve(tmp_path, SHORT_CULLING)
+
+
+# what `make demo WARM=1` sets through EXPLORER_WARM_KERNELS (binder/voila.py)
+ONE_WARM_KERNEL = ("--VoilaConfiguration.preheat_kernel=True",
+                   "--VoilaConfiguration.default_pool_size=1")
+
+
+@pytest.fixture
+def warm_voila(tmp_path):
+    yield from serve(tmp_path, (*SHORT_CULLING, *ONE_WARM_KERNEL))
 
 
 @pytest.fixture
@@ -420,6 +431,46 @@ def test_a_page_left_or_closed_gives_its_kernel_back(culling_voila, tmp_path):
           f"left: kernel gone in {shut:.1f} s; a page closed: culled {culled:.1f} s later "
           f"(after {CULL_IDLE} s idle, checked every {CULL_INTERVAL} s); then {after:.0f} MB")
     assert after < baseline + 0.25 * (one_kernel - baseline), "the kernels' memory did not return"
+    server_tree = {server.process.pid, *descendants(server.process.pid)}
+    leftover = set(descendants(os.getpid())) - before - server_tree
+    assert not leftover, f"processes left behind by the browser: {sorted(leftover)}"
+
+
+def test_a_warm_kernel_serves_a_page_and_still_goes_away_when_the_page_is_left(warm_voila,
+                                                                              tmp_path):
+    """A pool of one warm kernel: it waits past the cull timeout without being culled; a page
+    takes it (rendered ahead) and keeps it past the cull timeout, though it had been idle for
+    longer when taken; leaving the page shuts it down (the shutdown request is accepted); the
+    pool is filled again behind it."""
+    server = warm_voila
+    before = set(descendants(os.getpid()))
+    assert wait_until(lambda: len(kernels(server)) == 1, 60) is not None, "no warm kernel"
+    (warm,) = kernels(server)
+    # the dashboard is built in it ahead (torch imported: hundreds of MB), then it waits idle
+    assert wait_until(lambda: rss_mb([warm]) > 250, RENDER_TIMEOUT_MS / 1000) is not None
+    time.sleep(CULL_IDLE + 3 * CULL_INTERVAL)
+    assert alive(warm), "a warm kernel was culled while it waited in the pool"
+    with chromium(tmp_path) as browser:
+        page, first_render = open_dashboard(browser, server)
+        assert "_xsrf" in {c["name"] for c in page.context.cookies()}
+        time.sleep(CULL_IDLE + 3 * CULL_INTERVAL)
+        assert alive(warm), "the warm kernel was culled under its page"
+        assert run_button(page).is_enabled()
+        refilled = wait_until(lambda: len(set(kernels(server)) - {warm}) == 1, 60)
+        assert refilled is not None, "the pool was not filled again"
+        page.goto("about:blank")  # its unload handler asks the server to shut the kernel down
+        shut = wait_until(lambda: not alive(warm), 10)
+        assert shut is not None, "the kernel of a page left is still running"
+    log = server.log.read_text(errors="replace")
+    assert "Using pre-heated kernel" in log
+    assert "_xsrf" not in log and "403 POST" not in log, "a shutdown request was refused"
+    # the culler may also find the kernel of the page just left (no connection, idle) while the
+    # page's shutdown request is being served: only a cull before that request would be wrong
+    (taken,) = re.findall(r"Using pre-heated kernel: ([0-9a-f-]+)", log)
+    culled = log.find(f"Culling 'idle' kernel 'python3' ({taken})")
+    assert culled == -1 or log.find(f"Kernel shutdown: {taken}") < culled, log
+    print(f"\nwarm kernel: first render {first_render:.1f} s (navigation to Run button); a page "
+          f"left: kernel gone in {shut:.1f} s; the pool refilled")
     server_tree = {server.process.pid, *descendants(server.process.pid)}
     leftover = set(descendants(os.getpid())) - before - server_tree
     assert not leftover, f"processes left behind by the browser: {sorted(leftover)}"

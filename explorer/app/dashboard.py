@@ -18,7 +18,7 @@ import time
 import ipywidgets as w
 from IPython.display import display
 
-from explorer import plots
+from explorer import memory, plots
 from explorer.app.controls import (
     PRESETS,
     apply_preset,
@@ -267,7 +267,8 @@ class ExplorerApp:
             if outcome.accounts:
                 self.party_view.show(outcome.accounts, context)
 
-        outcome = run_appraisal(snapshot, self._on_event, self.runner.cancel_event, partial)
+        with memory.guard(config, self.runner.cancel_event):  # the page's memory budget
+            outcome = run_appraisal(snapshot, self._on_event, self.runner.cancel_event, partial)
         self.figures.show(outcome, final=True)
         self.runner.say(f"done in {time.perf_counter() - started:.1f} s")
 
@@ -296,8 +297,9 @@ class ExplorerApp:
             self.controls["backend"].value]
         name, task, seed, _ = self.loader.wait_ready(self.runner.cancel_event)
         self.runner.say(f"appraising {html.escape(filename)}…")
-        outcome = appraise_upload(filename, content, name, task, seed, config, backend,
-                                  self._on_event, self.runner.cancel_event, threshold_sd)
+        with memory.guard(config, self.runner.cancel_event):
+            outcome = appraise_upload(filename, content, name, task, seed, config, backend,
+                                      self._on_event, self.runner.cancel_event, threshold_sd)
         self.upload_result.value = upload_html(outcome)
         self.runner.say(f"appraised {html.escape(filename)}")
 

@@ -14,7 +14,7 @@ import tempfile
 
 import ipywidgets as w
 import pandas as pd
-import plotly.io as pio
+from plotly.io._base_renderers import PlotlyRenderer
 
 from explorer import plots
 from explorer.app.task_loader import TABLE_CSS
@@ -40,9 +40,15 @@ NO_BIT_ACQUISITION = ("Bit mode reveals only accepted or rejected: greedy acquis
                       "so it is not run. Reveal values to see it.")
 
 
+# plotly's "plotly_mimetype" renderer itself, not looked up in plotly.io.renderers: building that
+# registry imports nbformat, whose jsonschema builds a URI grammar for 3-6 s of a kernel's
+# first render on two cores, for nothing the dashboard uses.
+MIMETYPE_RENDERER = PlotlyRenderer()
+
+
 def mimebundle_output(fig) -> dict:
     """A plotly figure as an Output widget's display_data (settable from any thread)."""
-    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
+    bundle = MIMETYPE_RENDERER.to_mimebundle(fig.to_dict())
     return {"output_type": "display_data", "data": bundle, "metadata": {}}
 
 
