@@ -153,7 +153,7 @@ def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defa
     n = app_defaults["candidates"]
     shot = tmp_path / "projector-1280x720.png"
     shots = [shot, tmp_path / "rank-scatter.png", tmp_path / "rank-and-correlations.png",
-             tmp_path / "prices-value.png"]
+             tmp_path / "prices-value.png", tmp_path / "runtime-timeline.png"]
     with chromium(tmp_path) as browser:
         page, first_render = open_dashboard(browser, voila)
         dropdown(page, app_defaults["wdbc"]).select_option(label=app_defaults["wdbc"])
@@ -191,6 +191,12 @@ def test_dashboard_runs_wdbc_and_shows_the_figure_on_a_projector(voila, app_defa
         threshold = prices.locator(".legendtext", has_text=re.compile(r"^threshold "))
         expect(threshold).to_have_count(1)
         page.screenshot(path=str(shots[3]))
+
+        page.get_by_role("tab", name="Runtime").click()
+        timeline = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text=re.compile(r"Where the run's .* s went")))
+        expect(timeline).to_be_visible()
+        page.screenshot(path=str(shots[4]))
     keep(shots)
     print(f"\nvoila first render (navigation to Run button): {first_render:.1f} s; click to first "
           f"scatter point: {first_point:.1f} s; {n} points; figure from y={figure['y']:.0f} to "
