@@ -60,7 +60,7 @@ class AppraiserConfig:
     appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
     crypten) and the public reveal ``defences`` (both backends).
 
-    ``build(name)`` makes one appraiser's definition, ``build_all()`` every named one;
+    ``build(name)`` makes one appraiser's definition;
     ``runner()`` the runner of the backend; ``appraise(name, seed, candidates)`` all three.
     """
 
@@ -130,6 +130,12 @@ class AppraiserConfig:
         return self.backend == "crypten"
 
     @property
+    def real_parties(self) -> bool:
+        """Whether the appraisers run between real party processes (backend crypten, mode
+        parties)."""
+        return self.private and self.mpc.mode == "parties"
+
+    @property
     def reveals_bits(self) -> bool:
         """Whether a run reveals only the bit value > threshold per candidate (bit mode)."""
         return reveals_bits(self.backend, self.mpc.reveal)
@@ -145,9 +151,6 @@ class AppraiserConfig:
         """The (unfitted) definition of appraiser ``name``."""
         (name,) = parse_appraiser_names([name])
         return APPRAISERS[name](**self.hyper_parameters(name))
-
-    def build_all(self) -> list[Appraiser]:
-        return [self.build(n) for n in self.names]
 
     def runner(self):
         """The runner of this configuration's backend: a PlaintextRunner, or a PrivateRunner
@@ -169,7 +172,7 @@ class AppraiserConfig:
         """A context in which private sessions between real parties take processes that have
         already imported torch and CrypTen (explorer.mpc.launcher.warm_parties); a no-op for
         the other backends and modes."""
-        if not self.private or self.mpc.mode != "parties":
+        if not self.real_parties:
             return contextlib.nullcontext()
         from explorer.mpc.session import warm_sessions
 
@@ -180,7 +183,7 @@ class AppraiserConfig:
         process's life, each serving one session after another (explorer.mpc.session.
         keep_sessions). Only a process that holds both parties' data anyway (a dashboard
         kernel) may; a no-op for the other backends and modes."""
-        if not self.private or self.mpc.mode != "parties":
+        if not self.real_parties:
             return
         from explorer.mpc.session import keep_sessions
 

@@ -60,7 +60,7 @@ class RunSnapshot:
     @classmethod
     def take(cls, task_name: str, task: Task, seed: SeedModel, market: Sequence[Candidate],
              config: AppraiserConfig, rate: float, flat: float = 0.0,
-             threshold_sd: float = 3.0) -> RunSnapshot:
+             threshold_sd: float = PRICE_THRESHOLD_SD) -> RunSnapshot:
         """The snapshot of a run about to start. In bit mode it fixes each appraiser's own
         threshold (``own_data_thresholds``: the mean of its values on random subsets of the
         model owner's training set of the candidates' size, plus ``threshold_sd`` sd)."""
@@ -217,7 +217,7 @@ def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
             with timeline.phase(LIVE):  # the dashboard draws the rows so far
                 on_results(outcome)
 
-    private = config.private and config.mpc.mode == "parties"
+    private = config.real_parties
     warm = contextlib.ExitStack()
     with timeline.phase(PROCESSES, part="warm pool started") if private \
             else contextlib.nullcontext():
@@ -257,7 +257,7 @@ class UploadOutcome:
 def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, seed: SeedModel,
                     config: AppraiserConfig, backend: str, on_event: OnEvent | None = None,
                     cancel: threading.Event | None = None,
-                    threshold_sd: float = 3.0) -> UploadOutcome:
+                    threshold_sd: float = PRICE_THRESHOLD_SD) -> UploadOutcome:
     """Appraise one candidate file (CSV or NPZ in the task's raw units) as the command line's
     ``appraise --candidate-file`` does; in bit mode against each appraiser's own-data threshold
     for a candidate of the file's size (as a run's)."""

@@ -13,7 +13,7 @@ from explorer.config import AppraiserConfig
 from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.experiments import INFLUENCE, appraise_market
 from explorer.market import Candidate, make_market
-from explorer.pricing import PricingRule
+from explorer.pricing import PRICE_THRESHOLD_SD, PricingRule
 from explorer.seed import SeedModel
 
 PRICE_KINDS = (("none", 0.0), ("label-noise", 1.0), ("duplicates", 1.0), ("feature-noise", 1.0))
@@ -40,7 +40,8 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
          "accepted", "threshold"]]
 
 
-def own_data_thresholds(seed: SeedModel, config: AppraiserConfig, size: int, z: float = 3.0,
+def own_data_thresholds(seed: SeedModel, config: AppraiserConfig, size: int,
+                        z: float = PRICE_THRESHOLD_SD,
                         samples: int = 20, random_state: int = 0) -> dict[str, float]:
     """A bit-mode threshold per appraiser, each on that appraiser's own scale.
 

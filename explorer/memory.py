@@ -96,10 +96,9 @@ def tree_rss_mb(pid: int | None = None) -> float:
 def party_processes(config) -> int:
     """How many processes a run of this AppraiserConfig starts: none in plaintext or simulated
     mode (CrypTen runs in the kernel), two parties with real parties, and the TTP dealer."""
-    mpc = getattr(config, "mpc", None)
-    if not getattr(config, "private", False) or getattr(mpc, "mode", None) != "parties":
+    if not config.real_parties:
         return 0
-    return 3 if getattr(mpc, "provider", None) == "TTP" else 2
+    return 3 if config.mpc.provider == "TTP" else 2
 
 
 def check_start(budget: float | None, processes: int, pid: int | None = None) -> float:

@@ -40,7 +40,6 @@ STARTUP = "start-up and handoff"
 OFFLINE = "offline phase"
 ENCRYPTED = "encrypted computation"
 WIND = "session set-up and wind-down"  # CrypTen set up, parties connected, results back
-PARTS = (FIT, COMPUTE, INPUTS, STARTUP, OFFLINE, ENCRYPTED, WIND, OTHER)
 
 # "other" may come out this far below zero (clock reads of different processes) before the
 # timeline says its phases overlap

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from explorer import memory
+from explorer.config import AppraiserConfig
 from explorer.errors import Cancelled, ExplorerError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -64,8 +64,9 @@ def test_a_run_that_would_pass_the_budget_is_refused_before_it_starts():
 
 def test_party_processes_follow_the_backend():
     def config(private, mode="parties", provider="TTP"):
-        return SimpleNamespace(private=private, mpc=SimpleNamespace(mode=mode,
-                                                                    provider=provider))
+        if not private:
+            return AppraiserConfig()
+        return AppraiserConfig.from_options(backend="crypten", mode=mode, provider=provider)
     assert memory.party_processes(config(False)) == 0
     assert memory.party_processes(config(True, "simulated", "TFP")) == 0
     assert memory.party_processes(config(True, "parties", "TFP")) == 2

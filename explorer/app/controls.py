@@ -17,6 +17,7 @@ from explorer.errors import ExplorerError
 from explorer.leakage.attack import ATTACKERS
 from explorer.leakage.defences import DEFENCES
 from explorer.market import CORRUPTIONS
+from explorer.pricing import PRICE_THRESHOLD_SD
 from explorer.tasks import TASKS
 
 BACKENDS = (("plaintext", "plaintext"), ("simulated", "simulated"),
@@ -100,7 +101,7 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
                                description="provider"),
         "reveal": w.ToggleButtons(options=["value", "bit"], value="value", description="reveal",
                                   style={"description_width": "50px", "button_width": "80px"}),
-        "threshold_sd": w.BoundedFloatText(value=3.0, min=0.0, max=10.0, step=0.5,
+        "threshold_sd": w.BoundedFloatText(value=PRICE_THRESHOLD_SD, min=0.0, max=10.0, step=0.5,
                                            description="threshold: sd"),
         "rate": w.FloatText(value=1000.0, description="price per nat"),
         "flat": w.BoundedFloatText(value=50.0, min=0.0, max=1e6, description="flat price (bit)"),

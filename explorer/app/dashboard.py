@@ -242,9 +242,6 @@ class ExplorerApp:
     def _job(self) -> None:
         c = self.controls
         config = appraiser_config(c)  # the settings as Run was pressed
-        # real parties: this kernel's own party processes from now on, importing meanwhile
-        # (it holds both sides' data already; a page that never runs them never pays for them)
-        config.keep_processes()
         rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
@@ -267,7 +264,13 @@ class ExplorerApp:
             if outcome.accounts:
                 self.party_view.show(outcome.accounts, context)
 
-        with memory.guard(config, self.runner.cancel_event):  # the page's memory budget
+        # the page's memory budget is checked before this kernel's party processes start: once
+        # started, they are counted at what they hold while still importing
+        with memory.guard(config, self.runner.cancel_event):
+            # real parties: this kernel's own party processes from now on, importing during
+            # the ground truth (the kernel holds both sides' data already; a page that never
+            # runs them never pays for them)
+            config.keep_processes()
             outcome = run_appraisal(snapshot, self._on_event, self.runner.cancel_event, partial)
         self.figures.show(outcome, final=True)
         self.runner.say(f"done in {time.perf_counter() - started:.1f} s")
@@ -290,7 +293,6 @@ class ExplorerApp:
         self.upload_result.value = ""  # a failure must not leave the previous result standing
         self.again_button.disabled = False
         config = appraiser_config(self.controls)
-        config.keep_processes()  # as in _job
         threshold_sd = self.controls["threshold_sd"].value
         backend = dict(zip(self.controls["backend"]._options_values,
                            self.controls["backend"]._options_labels, strict=True))[
@@ -298,6 +300,7 @@ class ExplorerApp:
         name, task, seed, _ = self.loader.wait_ready(self.runner.cancel_event)
         self.runner.say(f"appraising {html.escape(filename)}…")
         with memory.guard(config, self.runner.cancel_event):
+            config.keep_processes()  # as in _job
             outcome = appraise_upload(filename, content, name, task, seed, config, backend,
                                       self._on_event, self.runner.cancel_event, threshold_sd)
         self.upload_result.value = upload_html(outcome)

@@ -286,8 +286,14 @@ def run_acquisition(seed: SeedModel, spec: SessionSpec, batch: CandidateBatch, r
                               SessionResult.of(reports, dealer, wall), mo.clear_seconds)
 
 
-def check_acquisition(options: MPCOptions, defences: Defences, rounds: int, n: int) -> None:
+def check_acquisition(appraiser: Appraiser, options: MPCOptions, defences: Defences,
+                      rounds: int, n: int) -> None:
     """Refuse settings a private greedy acquisition cannot run (one sentence)."""
+    if appraiser.name != "influence":
+        # the others enter the seed set itself, whose public size grows with every purchase
+        # while the session's public settings are round 1's
+        raise ExplorerError(f"private greedy acquisition buys by influence, not "
+                            f"{appraiser.name}; appraise with influence.")
     if options.bits:
         raise ExplorerError("greedy acquisition buys the highest value, which a bit cannot "
                             "say; use reveal='value'.")
@@ -325,7 +331,7 @@ def acquire(appraiser: Appraiser, candidates: Sequence[tuple], rounds: int,
     and its number of retries). A session in which some round's copies disagree is repeated
     whole (fresh randomness), up to ``retries`` times; then the acquisition fails."""
     candidates = appraiser.check_candidates(candidates)
-    check_acquisition(options, defences, rounds, len(candidates))
+    check_acquisition(appraiser, options, defences, rounds, len(candidates))
     start = time.perf_counter()
     spec, batch = acquisition_spec(appraiser, candidates, options)
     prep = time.perf_counter() - start

@@ -278,8 +278,9 @@ class _Pool:
 
     def take(self, n: int) -> list[_Child]:
         with self.lock:
-            dead = [c for c in self.idle if c.popen.poll() is not None]
-            alive = [c for c in self.idle if c.popen.poll() is None]
+            alive, dead = [], []
+            for c in self.idle:  # one poll each: a child dying meanwhile is in one list
+                (alive if c.popen.poll() is None else dead).append(c)
             taken, self.idle = alive[:n], alive[n:]
         for child in dead:
             child.close()

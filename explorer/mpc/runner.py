@@ -137,10 +137,12 @@ class PrivateRunner:
                 break
         if todo and options.bits:
             # copies that keep disagreeing on a bit sit within the encrypted noise of the
-            # threshold, where either bit is right: take the first copy's
+            # threshold, where either bit is right: take the first copy's, if it is a bit
+            first = result.values[0]
             for j, i in enumerate(todo):
-                values[i] = result.values[0, j]
-            todo = []
+                if first[j] in (0.0, 1.0):
+                    values[i] = first[j]
+            todo = [i for j, i in enumerate(todo) if first[j] not in (0.0, 1.0)]
         if todo:
             raise ExplorerError(
                 f"the private {appraiser.name} value of candidate {todo[0]} could not be "
