@@ -53,10 +53,9 @@ import torch
 from explorer.appraisers.base import Appraiser
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
 from explorer.appraisers.reveal import Defences
-from explorer.errors import Cancelled, ExplorerError
+from explorer.errors import ExplorerError
 from explorer.ledger import Ledger
 from explorer.mpc.crypten_compat import load_crypten
-from explorer.mpc.launcher import run_parties
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
     DATA_OWNER,
@@ -71,11 +70,8 @@ from explorer.mpc.protocol import (
     check_data_owner_input,
     check_model_owner_input,
     definition,
-    public_settings,
 )
-from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
-from explorer.mpc.session import SessionResult, mpc_config
-from explorer.mpc.simulated import run_simulated
+from explorer.mpc.session import SessionResult, launch_session
 from explorer.seed import SeedModel
 from explorer.utility import absorb
 
@@ -196,21 +192,6 @@ def acquisition_party(rank: int, world_size: int, payload: dict) -> AcquisitionR
                              clear_seconds=clear, **clock.close())
 
 
-# the dealer's rehearsed requests and each party's draws, by the public settings and K: a
-# repeated sequence replays its deal and draws ahead (as explorer.mpc.session does for one
-# appraisal)
-_REHEARSED: dict[str, list] = {}
-_DRAWN: dict[str, dict[int, list]] = {}
-KEPT = 4
-
-
-def _keep(cache: dict, key: str, value) -> None:
-    cache.pop(key, None)
-    if len(cache) >= KEPT:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-
-
 @dataclass(frozen=True)
 class AcquisitionSession:
     """One acquisition session's outcome: ``picks`` (K,) batch indices in buying order,
@@ -242,48 +223,13 @@ def run_acquisition(seed: SeedModel, spec: SessionSpec, batch: CandidateBatch, r
                     ) -> AcquisitionSession:
     """One private session of ``rounds`` greedy purchases from ``batch`` by the model owner
     with ``seed`` (module docstring), in real party processes or simulated."""
-    config = mpc_config(spec.precision_bits, options.provider)
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("the acquisition was cancelled.")
-    key = f"{rounds} {sorted(public_settings(spec).items())!r}"
-    try:
-        if options.mode == "simulated":
-            start = time.perf_counter()
-            report = run_simulated(acquisition_party, {"spec": spec, "rounds": rounds,
-                                                       "input": seed, "data": batch},
-                                   config=config)
-            reports, dealer, wall = (report,), None, time.perf_counter() - start
-        else:
-            drawn = _DRAWN.get(f"{options.provider} {key}", {})
-            launched = run_parties(
-                acquisition_party,
-                {MODEL_OWNER: {"spec": spec, "rounds": rounds, "input": seed,
-                               "draws": drawn.get(MODEL_OWNER), "offline": key in _REHEARSED},
-                 DATA_OWNER: {"spec": spec, "rounds": rounds, "input": batch,
-                              "draws": drawn.get(DATA_OWNER)}},
-                config=config, timeout=options.timeout, cancel=cancel, on_wait=on_wait,
-                dealer_payload={"spec": spec, "rounds": rounds,
-                                "sequence": _REHEARSED.get(key)})
-            reports, dealer, wall = launched.results, launched.dealer, launched.wall_s
-            if dealer and dealer.get("sequence"):
-                _keep(_REHEARSED, key, dealer["sequence"])
-            _keep(_DRAWN, f"{options.provider} {key}",
-                  {rank: list(reports[rank].draws) for rank in (MODEL_OWNER, DATA_OWNER)})
-    except LaunchCancelled as exc:
-        raise Cancelled("the private acquisition was cancelled; its processes were "
-                        "stopped.") from exc
-    except LaunchTimeout as exc:
-        raise ExplorerError(f"the private acquisition did not finish within "
-                            f"{options.timeout:g} s and was stopped; raise the timeout or buy "
-                            f"in fewer rounds.") from exc
-    except LaunchError as exc:
-        raise ExplorerError(f"the private acquisition failed: {exc}") from exc
-    mo = reports[MODEL_OWNER]
-    if any(r.picks != mo.picks for r in reports):
-        raise ExplorerError("the parties of the private acquisition disagree on what was "
-                            "bought.")  # cannot happen: the pick is broadcast
-    return AcquisitionSession(mo.picks, mo.values.numpy(), mo.verified,
-                              SessionResult.of(reports, dealer, wall), mo.clear_seconds)
+    result = launch_session(acquisition_party, spec, seed, batch, mode=options.mode,
+                            provider=options.provider, timeout=options.timeout, cancel=cancel,
+                            on_wait=on_wait, what="acquisition", smaller="buy in fewer rounds",
+                            extra={"rounds": rounds})
+    mo = result.reports[MODEL_OWNER]  # the pick is broadcast: every party bought the same
+    return AcquisitionSession(mo.picks, mo.values.numpy(), mo.verified, result,
+                              mo.clear_seconds)
 
 
 def check_acquisition(appraiser: Appraiser, options: MPCOptions, defences: Defences,

@@ -145,17 +145,33 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
                precision_bits=spec.precision_bits,
                timeout=timeout).check_defences(spec.defences)  # validates
+    return launch_session(appraisal_party, spec, model_owner, data_owner, mode=mode,
+                          provider=provider, timeout=timeout, cancel=cancel, on_wait=on_wait,
+                          what="appraisal", smaller="appraise fewer candidates")
+
+
+def launch_session(party: Callable, spec: SessionSpec, model_owner, data_owner, *, mode: str,
+                   provider: str, timeout: float, cancel: threading.Event | None,
+                   on_wait: Callable[[float, int, int], None] | None, what: str, smaller: str,
+                   extra: dict | None = None) -> SessionResult:
+    """Run ``party`` (the code every party runs: explorer.mpc.protocol.appraisal_party, or
+    explorer.mpc.acquisition.acquisition_party) in one private session: simulated in this
+    process, or between real party processes with the dealer, which replays its rehearsal of
+    an earlier session of the same public settings (and ``extra``, given to every party), as
+    each party draws its shares ahead from its record. ``what`` and ``smaller`` name the job
+    and what to do about a timeout in the sentence of a failure."""
     config = mpc_config(spec.precision_bits, provider)
+    extra = extra or {}
     if cancel is not None and cancel.is_set():
-        raise Cancelled("the appraisal was cancelled.")
+        raise Cancelled(f"the {what} was cancelled.")
     try:
         if mode == "simulated":
             start, stop = time.perf_counter(), threading.Event()
             ticker = threading.Thread(target=_ticking, args=(on_wait, stop), daemon=True)
             ticker.start()
             try:
-                report = run_simulated(appraisal_party, {"spec": spec, "input": model_owner,
-                                                         "data": data_owner}, config=config)
+                report = run_simulated(party, {"spec": spec, "input": model_owner,
+                                               "data": data_owner, **extra}, config=config)
             finally:
                 stop.set()
                 ticker.join()
@@ -177,19 +193,20 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
 
             ticker = threading.Thread(target=_ticking, args=(until_heard, stop), daemon=True)
             ticker.start()
-            key = _rehearsal_key(spec)
+            key = f"{party.__name__} {sorted(extra.items())!r} {_rehearsal_key(spec)}"
             drawn = _DRAWN.get(f"{provider} {key}", {})  # the provider decides who draws
             try:
-                launched = run_parties(appraisal_party,
+                launched = run_parties(party,
                                        {MODEL_OWNER: {"spec": spec, "input": model_owner,
                                                       "draws": drawn.get(MODEL_OWNER),
-                                                      "offline": key in _REHEARSED},
+                                                      "offline": key in _REHEARSED, **extra},
                                         DATA_OWNER: {"spec": spec, "input": data_owner,
-                                                     "draws": drawn.get(DATA_OWNER)}},
+                                                     "draws": drawn.get(DATA_OWNER), **extra}},
                                        config=config, timeout=timeout, cancel=cancel,
                                        on_wait=waited,
                                        dealer_payload={"spec": spec,
-                                                       "sequence": _REHEARSED.get(key)})
+                                                       "sequence": _REHEARSED.get(key),
+                                                       **extra})
             finally:
                 stop.set()
                 ticker.join()
@@ -200,13 +217,13 @@ def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: Can
             _keep(_DRAWN, f"{provider} {key}", {rank: list(reports[rank].draws)
                                                for rank in (MODEL_OWNER, DATA_OWNER)})
     except LaunchCancelled as exc:
-        raise Cancelled("the private appraisal was cancelled; its processes were stopped.") \
+        raise Cancelled(f"the private {what} was cancelled; its processes were stopped.") \
             from exc
     except LaunchTimeout as exc:
-        raise ExplorerError(f"the private appraisal did not finish within {timeout:g} s and was "
-                            f"stopped; raise the timeout or appraise fewer candidates.") from exc
+        raise ExplorerError(f"the private {what} did not finish within {timeout:g} s and was "
+                            f"stopped; raise the timeout or {smaller}.") from exc
     except LaunchError as exc:
-        raise ExplorerError(f"the private appraisal failed: {exc}") from exc
+        raise ExplorerError(f"the private {what} failed: {exc}") from exc
     return SessionResult.of(reports, dealer, wall, up)
 
 
