@@ -18,9 +18,10 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
 - ``correlation_table``: appraiser, value and the ground-truth column (default utility).
 - ``acquisition_curves``: run, strategy, round, relative_reduction (fraction of the seed
   model's test loss; positive = better). Band: sample sd over runs (zero width with one run).
-- ``budget_curves``: strategy, method, run, round, spent, test_loss and budget (one value) of
-  ``explorer.acquisition.budgeted_acquisition``. Runs of a strategy (random's orders) give the
-  mean and its ±1 sample-sd band of the test loss as a step function of the money spent.
+- ``budget_curves``: strategy, method, run, round, candidate, price, spent, test_loss and
+  budget (one value) of ``explorer.acquisition.budgeted_acquisition``. Runs of a strategy
+  (random's orders) give the mean and its ±1 sample-sd band of the test loss as a step
+  function of the money spent.
 - ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
   (sent on the wire by all parties and the dealer) and rounds (on the critical path). Rows
   with the same appraiser and backend are summed (per-candidate shares of one session add up
@@ -504,8 +505,8 @@ def budget_curves(frame: pd.DataFrame,
     (random's orders) are drawn as their mean and a ±1 sd band, evaluated on every amount any
     of them spent. The budget is a vertical line, the seed model's test loss a horizontal one.
     """
-    _require(frame, ["strategy", "method", "run", "round", "spent", "test_loss", "budget"],
-             "budget_curves")
+    _require(frame, ["strategy", "method", "run", "round", "candidate", "price", "spent",
+                     "test_loss", "budget"], "budget_curves")
     budgets = frame["budget"].unique()
     if len(budgets) != 1:
         raise ExplorerError(f"budget_curves draws one budget, but the frame holds "
