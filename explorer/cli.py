@@ -714,15 +714,16 @@ def _add_acquire_parser(sub) -> None:
     q = sub.add_parser("acquire", help="the budgeted buyer: buy candidates by appraised value "
                        "per asking price within a budget, beside random buying and the oracle")
     _add_task_options(q)
-    q.add_argument("--corruption", default="none", help=f"one of {', '.join(CORRUPTIONS)}")
+    q.add_argument("--corruption", default="none",
+                   help=f"one of {', '.join(CORRUPTIONS)} (default none)")
     q.add_argument("--candidates", type=_option("n_candidates", whole=True), default=10,
-                   help="number of candidates (sellers)")
+                   help="number of candidates (sellers; default 10)")
     q.add_argument("--size", type=_option("size", whole=True), default=30,
-                   help="samples per candidate")
+                   help="samples per candidate (default 30)")
     q.add_argument("--max-level", type=_option("max_level", whole=False), default=1.0,
-                   help="highest corruption level")
+                   help="highest corruption level (default 1)")
     q.add_argument("--min-level", type=_option("min_level", whole=False), default=0.0,
-                   help="lowest corruption level")
+                   help="lowest corruption level (default 0)")
     q.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
     q.add_argument("--budget", type=_option("budget", whole=False), required=True,
                    help="what the model owner may spend in all (currency units)")
@@ -740,7 +741,7 @@ def _add_acquire_parser(sub) -> None:
     q.add_argument("--batch-size", type=_option("batch_size", whole=True),
                    help="fine-tuning batch size (full batch if omitted)")
     q.add_argument("--random-orders", type=_option("random_orders", whole=True), default=5,
-                   help="random buying: this many random orders")
+                   help="random buying: this many random orders (default 5)")
     q.add_argument("--oracle", default="auto", choices=ORACLES,
                    help="knapsack: retrain on every affordable subset (exact; small markets); "
                    "greedy: by true utility per price; auto: knapsack up to 1024 affordable "
