@@ -1,5 +1,5 @@
 """Command line: ``appraisal-explorer appraise|reproduce|sample-candidate|tasks|export-encoding|
-party|attack``.
+party|attack|acquire``.
 
 Bad input ends with one sentence on stderr and exit status 2, never a traceback.
 """
@@ -24,6 +24,7 @@ from explorer.constraints import (
     DEFAULTS,
     LABELS,
     MODES,
+    ORACLES,
     PRECONDITIONERS,
     PROVIDERS,
     REVEALS,
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--session-key-file", type=_path, help="the session key shared out of "
                        "band (else the environment variable APPRAISAL_SESSION_KEY)")
     _add_attack_parser(sub)
+    _add_acquire_parser(sub)
     return parser
 
 
@@ -694,6 +696,107 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def _prices(text: str) -> tuple[float, ...]:
+    try:
+        prices = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as "
+                                         f"30,25.5,40, got {text!r}") from None
+    if not all(CONSTRAINTS["price"].ok(p) for p in prices):
+        raise argparse.ArgumentTypeError(f"expected each price to be "
+                                         f"{CONSTRAINTS['price'].describe()}, got {text!r}")
+    return prices
+
+
+def _add_acquire_parser(sub) -> None:
+    from explorer.asks import PRICE_NOISE, PRICE_PER_SAMPLE
+
+    q = sub.add_parser("acquire", help="the budgeted buyer: buy candidates by appraised value "
+                       "per asking price within a budget, beside random buying and the oracle")
+    _add_task_options(q)
+    q.add_argument("--corruption", default="none",
+                   help=f"one of {', '.join(CORRUPTIONS)} (default none)")
+    q.add_argument("--candidates", type=_option("n_candidates", whole=True), default=10,
+                   help="number of candidates (sellers; default 10)")
+    q.add_argument("--size", type=_option("size", whole=True), default=30,
+                   help="samples per candidate (default 30)")
+    q.add_argument("--max-level", type=_option("max_level", whole=False), default=1.0,
+                   help="highest corruption level (default 1)")
+    q.add_argument("--min-level", type=_option("min_level", whole=False), default=0.0,
+                   help="lowest corruption level (default 0)")
+    q.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
+    q.add_argument("--budget", type=_option("budget", whole=False), required=True,
+                   help="what the model owner may spend in all (currency units)")
+    q.add_argument("--prices", type=_prices, help="the sellers' asking prices, one per "
+                   "candidate in market order, e.g. 30,25.5,40 (otherwise the asks model)")
+    q.add_argument("--price-per-sample", type=_option("price_per_sample", whole=False),
+                   help=f"asks model: the median price of a sample (default "
+                   f"{PRICE_PER_SAMPLE:g})")
+    q.add_argument("--price-noise", type=_option("price_noise", whole=False),
+                   help=f"asks model: the log-price's standard deviation (default "
+                   f"{PRICE_NOISE:g}; 0: prices proportional to size)")
+    q.add_argument("--appraiser", default="influence", choices=APPRAISER_NAMES,
+                   help="what the greedy buyer appraises the candidates with")
+    _add_hyper_parameters(q)
+    q.add_argument("--batch-size", type=_option("batch_size", whole=True),
+                   help="fine-tuning batch size (full batch if omitted)")
+    q.add_argument("--random-orders", type=_option("random_orders", whole=True), default=5,
+                   help="random buying: this many random orders (default 5)")
+    q.add_argument("--oracle", default="auto", choices=ORACLES,
+                   help="knapsack: retrain on every affordable subset (exact; small markets); "
+                   "greedy: by true utility per price; auto: knapsack up to 1024 affordable "
+                   "subsets")
+    _add_private_options(q)
+    _add_defence_options(q)
+    q.add_argument("--out", type=_path, required=True, help="CSV: one row per purchase of each "
+                   "strategy and run, and its round 0 (see README)")
+
+
+def cmd_acquire(args) -> int:
+    from explorer.acquisition import budget_summary, budgeted_acquisition
+    from explorer.asks import PRICE_NOISE, PRICE_PER_SAMPLE, asking_prices, check_prices
+
+    model = [o for o in ("price_per_sample", "price_noise") if getattr(args, o) is not None]
+    if args.prices is not None and model:
+        raise ExplorerError(f"{_option_name(model[0])} sets the asks model, which --prices "
+                            f"replaces; drop one of them.")
+    config = _config(args, names=(args.appraiser,))
+    if config.reveals_bits:
+        raise ExplorerError("the budgeted buyer ranks candidates by value per price, which a "
+                            "bit cannot say; use --reveal value.")
+    check_output_file(args.out)
+    with config.warm_processes():
+        task = _task(args)
+        market = make_market(task, args.corruption, args.candidates, args.size, args.max_level,
+                             args.min_level, random_state=args.random_state, flip=args.flip)
+        if args.prices is not None:
+            prices = check_prices(args.prices, len(market))
+        else:
+            prices = asking_prices(market, args.price_per_sample or PRICE_PER_SAMPLE,
+                                   PRICE_NOISE if args.price_noise is None else args.price_noise,
+                                   random_state=args.random_state)
+        seed = _seed(args, task)
+        frame = budgeted_acquisition(seed, market, prices, args.budget, args.appraiser, config,
+                                     args.random_orders, args.oracle, args.random_state,
+                                     progress=_progress())
+    _write_csv(frame, args.out)
+    print(f"seed model: {task.name}, {seed.n_seed} training samples, test loss "
+          f"{seed.test_loss:.4f} nats")
+    print(f"asks: {len(market)} candidates, {prices.min():.4g} to {prices.max():.4g}, "
+          f"{prices.sum():.4g} in all; budget {args.budget:g}")
+    for strategy, row in budget_summary(frame).iterrows():
+        if row.runs == 1:
+            print(f"{strategy} ({row.method}): {row.bought_mean:.0f} bought for "
+                  f"{row.spent_mean:.4g}, test loss {row.test_loss_mean:.4f}")
+        else:
+            print(f"{strategy} ({row.method}, {row.runs} orders): {row.bought_mean:.3g} "
+                  f"± {row.bought_std:.2g} bought for {row.spent_mean:.4g} ± "
+                  f"{row.spent_std:.2g}, test loss {row.test_loss_mean:.4f} ± "
+                  f"{row.test_loss_std:.4f} (mean ± sd)")
+    print(f"wrote {len(frame)} rows to {args.out}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     for name, spec in TASKS.items():
         print(f"{name}: {spec.description}; default lam {spec.lam:g}")
@@ -719,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     commands = {"appraise": cmd_appraise, "sample-candidate": cmd_sample_candidate,
                 "tasks": cmd_tasks, "export-encoding": cmd_export_encoding, "party": cmd_party,
-                "reproduce": cmd_reproduce, "attack": cmd_attack}
+                "reproduce": cmd_reproduce, "attack": cmd_attack, "acquire": cmd_acquire}
     try:
         args = build_parser().parse_args(argv)
         code = commands[args.command](args)

@@ -28,6 +28,9 @@ REVEALS = ("value", "bit")
 PRECONDITIONERS = ("auto", "dense", "kfac")
 SOLVERS = ("auto", "dense", "cg")
 APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
+# budgeted buying's oracle: every affordable subset (small markets), greedy by utility per price,
+# or the first when the market is small enough (explorer.acquisition)
+ORACLES = ("auto", "knapsack", "greedy")
 
 
 def default_provider(mode: str) -> str:
@@ -234,6 +237,13 @@ CONSTRAINTS: dict[str, Any] = {
                           words="a positive number up to 1"),
     "row_bound": _Real(0.0, 1e6, low_open=True, optional=True,
                        words="a positive number up to 1e+06"),
+    # budgeted buying (explorer.acquisition, explorer.asks): money in currency units
+    "budget": _Real(0.0, 1e12, low_open=True, words="a positive number up to 1e+12"),
+    "price": _Real(0.0, 1e12, low_open=True, words="a positive number up to 1e+12"),
+    "price_per_sample": _Real(0.0, 1e9, low_open=True, words="a positive number up to 1e+09"),
+    "price_noise": _Real(0.0, 3.0),
+    "random_orders": _Whole(1, 1000),
+    "oracle": _OneOf(ORACLES),
 }
 
 
@@ -272,6 +282,12 @@ LABELS = {
     "noise": "the noise level (--noise)",
     "weight_bound": "the weight bound (--weight-bound)",
     "row_bound": "the row bound (--row-bound)",
+    "budget": "the budget (--budget)",
+    "price": "an asking price (--prices)",
+    "price_per_sample": "the asking price per sample (--price-per-sample)",
+    "price_noise": "the asking prices' log-normal spread (--price-noise)",
+    "random_orders": "the number of random orders (--random-orders)",
+    "oracle": "oracle (--oracle)",
 }
 assert set(LABELS) == set(CONSTRAINTS)
 

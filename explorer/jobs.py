@@ -1,7 +1,8 @@
 """The dashboard's and the command line's jobs as plain Python: what a run is (a snapshot of
 everything it depends on), the run itself (``run_appraisal``: ground truth, appraisal, prices,
-acquisition), a user's candidate file appraised (``candidate_from_file``, ``appraise_upload``)
-and the leakage curves (``attack_curves``). The dashboard (explorer.app) only wires widgets to
+acquisition), buying within a budget on a run's market (``buy_within_budget``), a user's
+candidate file appraised (``candidate_from_file``, ``appraise_upload``) and the leakage curves
+(``attack_curves``). The dashboard (explorer.app) only wires widgets to
 these; the command line calls the same functions.
 """
 
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from explorer.acquisition import market_acquisition
+from explorer.acquisition import budgeted_acquisition, market_acquisition
 from explorer.appraisers.result import Appraisal
+from explorer.asks import asking_prices
 from explorer.config import AppraiserConfig
-from explorer.errors import Cancelled
+from explorer.errors import Cancelled, ExplorerError
 from explorer.experiments import appraise_market, market_utilities
 from explorer.leakage.attack import Attack, run_attack
 from explorer.loaders.user import read_candidate_file
@@ -239,6 +241,22 @@ def run_appraisal(snapshot: RunSnapshot, on_event: OnEvent | None = None,
     timeline.stop()
     outcome.timeline = timeline.frame()
     return outcome
+
+
+def buy_within_budget(snapshot: RunSnapshot, budget: float, on_event: OnEvent | None = None,
+                      cancel: threading.Event | None = None) -> pd.DataFrame:
+    """The budgeted buyer on a run's market, with the run's seed model and settings: the
+    sellers ask by explorer.asks' model (its defaults, random state 0), greedy buys by
+    influence per price, beside RANDOM_ORDERS random orders and the oracle ("auto"); a
+    ``budgeted_acquisition`` frame."""
+    if not snapshot.rounds:
+        raise ExplorerError("the budgeted buyer buys by influence value per price: run with "
+                            "influence among the appraisers and values revealed first.")
+    market = list(snapshot.market)
+    progress = EventProgress(on_event, ()) if on_event else None
+    return budgeted_acquisition(snapshot.seed, market, asking_prices(market), budget,
+                                config=snapshot.config, random_orders=RANDOM_ORDERS,
+                                cancel=cancel, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
 - ``correlation_table``: appraiser, value and the ground-truth column (default utility).
 - ``acquisition_curves``: run, strategy, round, relative_reduction (fraction of the seed
   model's test loss; positive = better). Band: sample sd over runs (zero width with one run).
+- ``budget_curves``: strategy, method, run, round, candidate, price, spent, test_loss and
+  budget (one value) of ``explorer.acquisition.budgeted_acquisition``. Runs of a strategy
+  (random's orders) give the mean and its ±1 sample-sd band of the test loss as a step
+  function of the money spent.
 - ``runtime_bars``: appraiser, backend, plaintext_seconds, private_seconds, optional bytes
   (sent on the wire by all parties and the dealer) and rounds (on the critical path). Rows
   with the same appraiser and backend are summed (per-candidate shares of one session add up
@@ -476,6 +480,95 @@ def leakage_curves(curves: pd.DataFrame,
             "means the defence holds. Rounding and noise are the protocol's own, applied "
             "before the reveal.")
     return _layout(fig, title, text, legend={"title": {"text": "reveal, defence"}})
+
+
+def _steps(spent: np.ndarray, loss: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The test loss after the last purchase made with at most x spent, at each x of ``grid``
+    (``spent`` ascending, starting at 0)."""
+    return loss[np.searchsorted(spent, grid, side="right") - 1]
+
+
+def _step_path(grid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A step function's corners: flat from each grid point to the next, then a jump."""
+    x = np.repeat(grid, 2)[1:]
+    y = np.repeat(values, 2)[:-1]
+    return x, y
+
+
+def budget_curves(frame: pd.DataFrame,
+                  title: str = "Buying within a budget: greedy by value per price vs random "
+                               "and the oracle") -> go.Figure:
+    """Draw the test loss against the money spent, per strategy of a budgeted buyer.
+
+    Each strategy's test loss (nats, lower is better) is a step function of the money spent:
+    it drops or rises at each purchase and stays until the next. Several runs of a strategy
+    (random's orders) are drawn as their mean and a ±1 sd band, evaluated on every amount any
+    of them spent. The budget is a vertical line, the seed model's test loss a horizontal one.
+    """
+    _require(frame, ["strategy", "method", "run", "round", "candidate", "price", "spent",
+                     "test_loss", "budget"], "budget_curves")
+    budgets = frame["budget"].unique()
+    if len(budgets) != 1:
+        raise ExplorerError(f"budget_curves draws one budget, but the frame holds "
+                            f"{len(budgets)}; draw each budget's rows on their own.")
+    budget = float(budgets[0])
+    seed_loss = float(frame.loc[frame["round"] == 0, "test_loss"].iloc[0])
+    strategies = _ordered(frame["strategy"], ["greedy", "random", "oracle"])
+    greedy = frame.loc[frame["strategy"] == "greedy", "method"]
+    appraiser = str(greedy.iloc[0]).split(" ")[0] if len(greedy) else ""
+    colours = _colours(strategies, {"greedy": APPRAISER_COLOURS.get(appraiser, "#0072B2"),
+                                    "random": APPRAISER_COLOURS["random"],
+                                    "oracle": UTILITY_COLOUR})
+    fig = go.Figure()
+    fig.add_hline(y=seed_loss, line={"color": "#999999", "width": 1, "dash": "dot"},
+                  annotation_text="seed model", annotation_position="bottom left")
+    fig.add_vline(x=budget, line={"color": "#444444", "dash": "dot", "width": 1},
+                  annotation_text=f"budget {budget:.4g}", annotation_position="top left")
+    for strategy in strategies:
+        rows = frame[frame["strategy"] == strategy]
+        runs = [r.sort_values("round") for _, r in rows.groupby("run")]
+        method = str(rows["method"].iloc[0])
+        name = f"{strategy}: {method}"
+        grid = np.unique(np.concatenate([r["spent"].to_numpy(float) for r in runs] + [[budget]]))
+        grid = grid[grid <= budget]
+        curves = np.array([_steps(r["spent"].to_numpy(float), r["test_loss"].to_numpy(float),
+                                  grid) for r in runs])
+        mean = curves.mean(axis=0)
+        colour = colours[strategy]
+        dash = "dash" if strategy == "oracle" else "solid"
+        if len(runs) > 1:
+            name = f"{name} (mean of {len(runs)})"
+            sd = curves.std(axis=0, ddof=1)
+            x, upper = _step_path(grid, mean + sd)
+            _, lower = _step_path(grid, mean - sd)
+            fig.add_trace(go.Scatter(
+                x=np.concatenate([x, x[::-1]]), y=np.concatenate([upper, lower[::-1]]),
+                fill="toself", fillcolor=_rgba(colour, 0.2), line={"width": 0}, mode="lines",
+                name=f"{name} ± 1 sd", legendgroup=strategy, showlegend=False,
+                hoverinfo="skip"))
+        x, y = _step_path(grid, mean)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=strategy,
+                                 line={"color": colour, "width": 2, "dash": dash},
+                                 hoverinfo="skip"))
+        if len(runs) == 1:  # each purchase: what was bought, at what price
+            bought = runs[0][runs[0]["round"] > 0]
+            fig.add_trace(go.Scatter(
+                x=bought["spent"], y=bought["test_loss"], mode="markers", name=name,
+                legendgroup=strategy, showlegend=False,
+                marker={"color": colour, "size": 8}, customdata=bought[["candidate", "price"]],
+                hovertemplate=f"{strategy}<br>candidate %{{customdata[0]}} for "
+                              "%{customdata[1]:.4g}<br>spent %{x:.4g}<br>test loss %{y:.4g}"
+                              "<extra></extra>"))
+    fig.update_xaxes(title_text="money spent (currency units)", range=[0, budget * 1.04])
+    fig.update_yaxes(title_text="test loss (nats)")
+    text = ("Each line: the model's test loss (mean cross-entropy, nats; lower is better) "
+            "after buying, against the money spent so far; it steps at each purchase. Greedy "
+            "re-appraises the affordable candidates after every purchase, skips those of value "
+            "<= 0 and buys the highest value per asking price; random buys any affordable "
+            "candidate, until none is (mean and ±1 sd over its orders). The dashed oracle "
+            f"buys by retraining ({GROUND_TRUTH}): the knapsack oracle's last point is the "
+            "lowest test loss any set of candidates within the budget reaches.")
+    return _layout(fig, title, text, legend={"title": {"text": "strategy"}})
 
 
 def runtime_bars(breakdown: pd.DataFrame) -> go.Figure:

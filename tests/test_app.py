@@ -22,7 +22,7 @@ from explorer.app import ExplorerApp
 from explorer.app.dashboard import TABS
 from explorer.app.runner import ProgressPlan, describe
 from explorer.config import AppraiserConfig
-from explorer.jobs import RANDOM_ORDERS, RunSnapshot, run_appraisal
+from explorer.jobs import RANDOM_ORDERS, RunSnapshot, buy_within_budget, run_appraisal
 from explorer.market_prices import own_data_thresholds
 from explorer.mpc.launcher import kept_parties
 from explorer.pricing import PricingRule
@@ -599,3 +599,35 @@ def test_an_encrypted_session_says_what_its_processes_have_sent_so_far():
                                  "4.2 MB sent (0/20 verified)")
     simulated = ProgressEvent(ENCRYPTED, "influence", 0, 20, elapsed=1.25, parties_up=1)
     assert "sent" not in describe(simulated)
+
+
+def test_the_acquisition_tab_buys_within_a_budget_from_the_last_run():
+    """Before a run the button says to run first; after one it draws the budgeted buyer on
+    that run's market (buy_within_budget's frame), and a new run clears the stale figure."""
+    app = ready_app()
+    app.buy_button.click()
+    assert app.wait(30)
+    assert text(app.error.value) == "press Run first: the buyer buys from that run's market."
+    app.controls["candidates"].value = 8
+    app.controls["appraisers"].value = ("influence",)
+    app.run()
+    assert app.wait(120) and app.error.value == "", app.error.value
+    app.budget.value = 60.0
+    app.buy_button.click()
+    assert app.wait(120) and app.error.value == "", app.error.value
+    assert app.status.value == "bought within a budget of 60"
+    frame = buy_within_budget(app.figures.outcome.snapshot, 60.0)
+    drawn = figure(app, "budget")
+    lines = {t["name"]: t for t in drawn["data"] if t.get("mode") == "lines"
+             and t.get("fill") != "toself"}
+    assert len(lines) == 3
+    finals = frame.sort_values("round").groupby("strategy").test_loss.last()
+    (greedy,) = [t for name, t in lines.items() if name.startswith("greedy")]
+    assert points(greedy["y"])[-1] == pytest.approx(finals["greedy"])
+    assert points(greedy["x"])[-1] == 60.0
+    app.controls["appraisers"].value = ("gradient-norm",)
+    app.run()
+    assert app.wait(120) and not app.outputs["budget"].outputs
+    app.buy_button.click()
+    assert app.wait(30)
+    assert "run with influence among the appraisers" in text(app.error.value)

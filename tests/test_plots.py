@@ -456,10 +456,20 @@ def figures(results, curves, breakdown, grid, norms, prices, bits):
     budget = pd.DataFrame({"lr": [0.1, 0.1], "budget": [1, 4], "steps": [1, 2],
                            "spearman": [0.5, 0.9]})
     paper = pd.DataFrame({"setting": ["none"], "mean": [0.8], "sd": [0.1], "paper_mean": [0.88]})
+    buying = pd.DataFrame({
+        "strategy": ["greedy"] * 2 + ["random"] * 4 + ["oracle"] * 2,
+        "method": ["influence value per price"] * 2 + ["uniform among affordable"] * 4
+        + ["knapsack: every affordable subset"] * 2,
+        "run": [0, 0, 0, 0, 1, 1, 0, 0], "round": [0, 1, 0, 1, 0, 1, 0, 1],
+        "candidate": [-1, 2, -1, 0, -1, 1, -1, 2],
+        "price": [0.0, 20.0, 0.0, 30.0, 0.0, 25.0, 0.0, 20.0],
+        "spent": [0.0, 20.0, 0.0, 30.0, 0.0, 25.0, 0.0, 20.0],
+        "test_loss": [0.2, 0.15, 0.2, 0.25, 0.2, 0.22, 0.2, 0.15], "budget": 50.0})
     return {
         "rank_scatter": plots.rank_scatter(results),
         "correlation_table": plots.correlation_table(results),
         "acquisition_curves": plots.acquisition_curves(curves),
+        "budget_curves": plots.budget_curves(buying),
         "leakage_curves": plots.leakage_curves(leak),
         "runtime_bars": plots.runtime_bars(breakdown),
         "run_timeline": plots.run_timeline(pd.DataFrame({
@@ -504,7 +514,7 @@ def test_every_figure_carries_its_caption_under_the_plot(figures, tmp_path):
 
 
 def test_captions_say_which_way_is_better(figures):
-    for name in ("rank_scatter", "correlation_table", "acquisition_curves",
+    for name in ("rank_scatter", "correlation_table", "acquisition_curves", "budget_curves",
                  "finetune_grid_heatmaps", "budget_heatmap", "paper_comparison_bars"):
         assert "better" in plots.caption(figures[name]), name
     for name in ("runtime_bars", "leakage_curves"):

@@ -34,7 +34,13 @@ from explorer.app.party_view import PartyView
 from explorer.app.runner import JobRunner, ProgressPlan
 from explorer.app.task_loader import TaskLoader
 from explorer.errors import ExplorerError
-from explorer.jobs import RunSnapshot, appraise_upload, attack_curves, run_appraisal
+from explorer.jobs import (
+    RunSnapshot,
+    appraise_upload,
+    attack_curves,
+    buy_within_budget,
+    run_appraisal,
+)
 from explorer.progress import ProgressEvent
 
 TABS = (("rank", "Rank vs rank"), ("parties", "Who sees what"), ("acquisition", "Acquisition"),
@@ -81,6 +87,15 @@ class ExplorerApp:
                                       layout=w.Layout(width="auto"),
                                       tooltip="Attack the chosen task's seed model (or a "
                                               "candidate) under each defence.")
+        self.budget = w.BoundedFloatText(value=100.0, min=0.01, max=1e12, description="budget",
+                                         style={"description_width": "50px"},
+                                         layout=w.Layout(width="180px"),
+                                         tooltip="What the model owner may spend in all; each "
+                                                 "seller asks about 1 per sample.")
+        self.buy_button = w.Button(description="Buy within budget", icon="play",
+                                   layout=w.Layout(width="auto"),
+                                   tooltip="Buy from the last run's market by influence per "
+                                           "asking price, beside random buying and the oracle.")
         self._preset_scatter: str | None = None
         self._provider_for_parties = self.controls["provider"].value
         self._wire()
@@ -96,6 +111,7 @@ class ExplorerApp:
         self.upload.observe(self._uploaded, "value")
         self.again_button.on_click(lambda _: self._appraise_last_upload())
         self.attack_button.on_click(lambda _: self.attack())
+        self.buy_button.on_click(lambda _: self.buy())
         self.preset.observe(self._preset_chosen, "value")
         c["backend"].observe(self._backend_changed, "value")
         for name in ("provider", "reveal", "threshold_sd"):
@@ -124,6 +140,8 @@ class ExplorerApp:
         f = self.figures
         contents = {
             "parties": self.party_view.widget,
+            "acquisition": w.VBox([f.tab("acquisition"),
+                                   w.HBox([self.budget, self.buy_button]), f.outputs["budget"]]),
             "upload": w.VBox([w.HTML("A CSV with the task's feature columns in order (raw "
                                      "units) and a <code>label</code> column; appraised with "
                                      "the task, appraisers and backend chosen on the left."),
@@ -310,6 +328,23 @@ class ExplorerApp:
         """Measure what the revealed values leak, under each chosen defence (the leakage
         tab's button)."""
         self.runner.start(self._attack_job)
+
+    def buy(self) -> None:
+        """Buy within the budget from the last run's market (the acquisition tab's button)."""
+        self.runner.start(self._buy_job)
+
+    def _buy_job(self) -> None:
+        outcome = self.figures.outcome
+        if outcome is None or outcome.results.empty:
+            raise ExplorerError("press Run first: the buyer buys from that run's market.")
+        self.figures.outputs["budget"].outputs = ()
+        config = outcome.snapshot.config
+        with memory.guard(config, self.runner.cancel_event):
+            config.keep_processes()  # as in _job
+            frame = buy_within_budget(outcome.snapshot, self.budget.value, self._on_event,
+                                      self.runner.cancel_event)
+        self.figures.set_figure("budget", plots.budget_curves(frame))
+        self.runner.say(f"bought within a budget of {self.budget.value:g}")
 
     def _attack_job(self) -> None:
         attacker = self.attack_controls["attacker"].value

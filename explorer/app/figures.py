@@ -22,8 +22,8 @@ from explorer.jobs import RunOutcome, UploadOutcome
 from explorer.pricing import PRICE_THRESHOLD_SD
 
 # "prices" holds value mode's price bars; "decisions" and "flat_prices" are bit mode's views
-FIGURES = ("rank", "correlations", "acquisition", "timeline", "runtime", "prices", "decisions",
-           "flat_prices", "table", "leakage")
+FIGURES = ("rank", "correlations", "acquisition", "budget", "timeline", "runtime", "prices",
+           "decisions", "flat_prices", "table", "leakage")
 # What a tab says beside its figure that the figure's own caption does not.
 NOTES = {
     "prices": f"The threshold is calibrated on the model owner's own data: the predicted "
