@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from explorer.appraisers import APPRAISERS, Appraisal, Appraiser, PlaintextRunner
+from explorer.appraisers import FAMILIES, Appraisal, Appraiser, PlaintextRunner, definition
 from explorer.appraisers.reveal import Defences
 from explorer.constraints import (
     APPRAISER_NAMES,
@@ -30,7 +30,7 @@ from explorer.constraints import (
 from explorer.errors import ExplorerError
 from explorer.mpc.options import MPCOptions
 from explorer.progress import Progress
-from explorer.seed import SeedModel
+from explorer.seed import LastLayerSeed, NetworkSeed, SeedModel
 
 
 def reveals_bits(backend: str, reveal: str) -> bool:
@@ -46,7 +46,8 @@ def _check_extra(extra: Any) -> None:
                             f"{{'influence': {{'solver': 'cg'}}}}, got {extra!r}.")
     for name, options in extra.items():
         _OneOf(APPRAISER_NAMES).check("appraiser", name)
-        taken = set(inspect.signature(APPRAISERS[name]).parameters)
+        taken = {p for family in FAMILIES.values() if name in family
+                 for p in inspect.signature(family[name]).parameters}
         if not isinstance(options, Mapping) or set(options) - taken:
             raise ExplorerError(f"extra options of {name} must be a mapping with keys among "
                                 f"{', '.join(sorted(taken))}, got {options!r}.")
@@ -56,7 +57,8 @@ def _check_extra(extra: Any) -> None:
 class AppraiserConfig:
     """Everything needed to build appraisers and run them: names, backend, hyper-parameters
     (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``random_state``;
-    newton's ``newton_steps`` and ``preconditioner``; ``extra`` constructor arguments by
+    newton's ``newton_steps`` and ``preconditioner``; a network's influence ``damping``
+    (explorer.appraisers.network); ``extra`` constructor arguments by
     appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
     crypten) and the public reveal ``defences`` (both backends).
 
@@ -72,6 +74,7 @@ class AppraiserConfig:
     random_state: int = DEFAULTS["random_state"]
     newton_steps: int = DEFAULTS["newton_steps"]
     preconditioner: str = DEFAULTS["preconditioner"]
+    damping: float = DEFAULTS["damping"]
     mpc: MPCOptions = field(default_factory=MPCOptions)
     defences: Defences = field(default_factory=Defences)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -140,17 +143,22 @@ class AppraiserConfig:
         """Whether a run reveals only the bit value > threshold per candidate (bit mode)."""
         return reveals_bits(self.backend, self.mpc.reveal)
 
-    def hyper_parameters(self, name: str) -> dict:
-        """The constructor arguments of appraiser ``name``."""
+    def hyper_parameters(self, name: str, family: str = "logistic") -> dict:
+        """The constructor arguments of appraiser ``name`` for seed models of ``family``."""
         own = {"finetune": {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
                             "random_state": self.random_state},
                "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner}}
-        return {**own.get(name, {}), **self.extra.get(name, {})}
+        if family == "mlp":
+            own["influence"] = {"damping": self.damping}
+        cls = FAMILIES[family].get(name)
+        taken = set(inspect.signature(cls).parameters) if cls is not None else set()
+        extra = {k: v for k, v in self.extra.get(name, {}).items() if k in taken}
+        return {**own.get(name, {}), **extra}
 
-    def build(self, name: str) -> Appraiser:
-        """The (unfitted) definition of appraiser ``name``."""
+    def build(self, name: str, family: str = "logistic") -> Appraiser:
+        """The (unfitted) definition of appraiser ``name`` for seed models of ``family``."""
         (name,) = parse_appraiser_names([name])
-        return APPRAISERS[name](**self.hyper_parameters(name))
+        return definition(family, name, **self.hyper_parameters(name, family))
 
     def runner(self):
         """The runner of this configuration's backend: a PlaintextRunner, or a PrivateRunner
@@ -161,12 +169,14 @@ class AppraiserConfig:
 
         return PrivateRunner(self.mpc, self.defences)
 
-    def appraise(self, name: str, seed: SeedModel, candidates: Sequence[tuple],
-                 progress: Progress | None = None,
+    def appraise(self, name: str, seed: SeedModel | NetworkSeed | LastLayerSeed,
+                 candidates: Sequence[tuple], progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> Appraisal:
         """Build appraiser ``name``, fit it to the model owner's ``seed`` model and appraise
         [(X, y), ...] with this configuration's runner."""
-        return self.runner().run(self.build(name).fit(seed), candidates, progress, cancel)
+        family = getattr(seed, "family", "logistic")
+        return self.runner().run(self.build(name, family).fit(seed), candidates, progress,
+                                 cancel)
 
     def warm_processes(self):
         """A context in which private sessions between real parties take processes that have

@@ -28,6 +28,10 @@ REVEALS = ("value", "bit")
 PRECONDITIONERS = ("auto", "dense", "kfac")
 SOLVERS = ("auto", "dense", "cg")
 APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
+# The seed model's family: the paper's L2 logistic regression; a small ReLU network; the same
+# network with its hidden layers frozen, the head appraised as a logistic model on them.
+MODELS = ("logistic", "mlp", "last-layer")
+ACTIVATIONS = ("relu", "square")
 # budgeted buying's oracle: every affordable subset (small markets), greedy by utility per price,
 # or the first when the market is small enough (explorer.acquisition)
 ORACLES = ("auto", "knapsack", "greedy")
@@ -43,6 +47,12 @@ def default_provider(mode: str) -> str:
 # constructors, the command line and the dashboard's controls all read them here.
 DEFAULTS: dict[str, Any] = {
     "names": ("influence", "gradient-norm", "finetune"),
+    # the seed model: its family, and a network's hidden widths and activation
+    "model": "logistic",
+    "hidden": (64,),
+    "activation": "relu",
+    # influence on a network: delta = damping x lam in (H + delta I) v = g_te
+    "damping": 0.1,
     "backend": "plaintext",
     # fine-tuning
     "lr": 0.1,
@@ -204,6 +214,10 @@ CONSTRAINTS: dict[str, Any] = {
     "test_size": _Portion(),
     "tol": _Real(0.0, None, low_open=True),
     "max_iter": _Whole(1),
+    "model": _OneOf(MODELS),
+    "hidden": _Whole(1, 4096),  # each hidden width
+    "activation": _OneOf(ACTIVATIONS),
+    "damping": _Real(0.0, 1e6, words="a number within [0, 1e+06]"),
     # the candidate market
     "n_candidates": _Whole(1, 100_000),
     "size": _Whole(1),
@@ -256,6 +270,10 @@ LABELS = {
     "test_size": "the test-set size",
     "tol": "the fit's tolerance",
     "max_iter": "the fit's iteration limit",
+    "model": "seed model (--model)",
+    "hidden": "each hidden width (--hidden)",
+    "activation": "activation (--activation)",
+    "damping": "the influence damping (--damping)",
     "n_candidates": "the number of candidates (--candidates)",
     "size": "the candidate size (--size)",
     "sizes": "each candidate size (--sizes)",

@@ -12,8 +12,9 @@ import torch
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from explorer import model
-from explorer.constraints import check_params
+from explorer import model as logistic
+from explorer import network
+from explorer.constraints import DEFAULTS, check_params
 from explorer.errors import ConvergenceWarning, ExplorerError
 from explorer.loaders.user import check_magnitudes
 from explorer.tasks import Task
@@ -66,44 +67,187 @@ class SeedModel:
     @property
     def test_loss(self) -> float:
         """Mean test cross-entropy at theta_hat, nats."""
-        return model.mean_loss(self.theta, self.X_test, self.y_test)
+        return logistic.mean_loss(self.theta, self.X_test, self.y_test)
 
     @property
     def test_accuracy(self) -> float:
-        return model.accuracy(self.theta, self.X_test, self.y_test)
+        return logistic.accuracy(self.theta, self.X_test, self.y_test)
+
+    family = "logistic"
 
     def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validate a candidate dataset against this model; return it as tensors (m, d), (m,).
+        """Validate a candidate dataset against this model (see ``checked_candidate``)."""
+        return checked_candidate(self.n_features, self.n_classes, X, y)
 
-        X: real numbers (m, d), standardised, each within MAX_STANDARDISED seed-set standard
-        deviations; y: whole class indices 0..K-1 (whole-valued floats are accepted).
-        """
-        X = _real_array(X, "the candidate's features")
-        y = _real_array(y, "the candidate's labels", labels=True)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ExplorerError(f"a candidate must have shape (samples, {self.n_features}), got "
-                                f"{X.shape}.")
-        if len(X) == 0:
-            raise ExplorerError("the candidate dataset is empty; give it at least one sample.")
-        if y.shape != (len(X),):
-            raise ExplorerError(f"a candidate of {len(X)} samples needs {len(X)} labels, got "
-                                f"shape {y.shape}.")
-        if not np.isfinite(X).all():
-            raise ExplorerError("the candidate's features contain NaN or infinite values; remove "
-                                "or impute them first.")
-        check_magnitudes(X)
-        if not np.issubdtype(y.dtype, np.integer):
-            whole = np.isfinite(y) & (y == np.round(y))
-            if not whole.all():
-                i = int(np.flatnonzero(~whole)[0])
-                raise ExplorerError(f"the candidate's label {y[i].item()!r} (sample {i}, from 0) "
-                                    f"is not a whole number; labels must be whole class "
-                                    f"indices 0..{self.n_classes - 1}.")
-        if y.min() < 0 or y.max() >= self.n_classes:
-            bad = sorted(set(np.unique(y).tolist()) - set(range(self.n_classes)))
-            raise ExplorerError(f"the candidate has labels {bad[:5]} that the model does not "
-                                f"know; labels must be 0..{self.n_classes - 1}.")
-        return model.as_features(X), model.as_labels(y.astype(np.int64))
+
+@dataclass(frozen=True)
+class NetworkSeed:
+    """The ``mlp`` family's seed model (explorer.network): flat parameters theta (P,) at a
+    local minimum of J on D_tr reached from the seeded start ``random_state``, its
+    architecture, and what it was fitted on. ``tol`` is the absolute gradient-norm tolerance
+    it was fitted to; the ground truth retrains with the same optimiser and tolerance."""
+
+    architecture: network.Architecture
+    theta: torch.Tensor
+    lam: float
+    n_classes: int
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    grad_norm: float
+    converged: bool
+    tol: float
+    random_state: int = 0
+
+    family = "mlp"
+
+    @property
+    def n_seed(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def test_loss(self) -> float:
+        """Mean test cross-entropy at theta_hat, nats."""
+        return network.mean_loss(self.architecture, self.theta, self.X_test, self.y_test)
+
+    @property
+    def test_accuracy(self) -> float:
+        return network.accuracy(self.architecture, self.theta, self.X_test, self.y_test)
+
+    def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a candidate dataset against this model (see ``checked_candidate``)."""
+        return checked_candidate(self.n_features, self.n_classes, X, y)
+
+
+@dataclass(frozen=True)
+class LastLayerSeed:
+    """The ``last-layer`` family's seed model: an mlp seed model's hidden layers frozen as a
+    feature map phi(x) (n, h_last), and its head refitted as the logistic model ``head`` on
+    phi of the seed set (the same optimum: at the network's minimum the head's gradient is
+    zero). Candidates are checked and given in the raw features; the appraisers and the
+    ground truth see phi of them."""
+
+    network: NetworkSeed
+    head: SeedModel
+
+    family = "last-layer"
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """phi(X): the frozen hidden layers' activations (n, h_last)."""
+        s = self.network
+        return network.hidden_features(s.architecture, s.theta, X)
+
+    @property
+    def architecture(self) -> network.Architecture:
+        return self.network.architecture
+
+    @property
+    def lam(self) -> float:
+        return self.head.lam
+
+    @property
+    def n_classes(self) -> int:
+        return self.head.n_classes
+
+    @property
+    def n_seed(self) -> int:
+        return self.head.n_seed
+
+    @property
+    def n_features(self) -> int:
+        return self.network.n_features
+
+    @property
+    def X_train(self) -> torch.Tensor:
+        return self.network.X_train
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        return self.network.y_train
+
+    @property
+    def X_test(self) -> torch.Tensor:
+        return self.network.X_test
+
+    @property
+    def y_test(self) -> torch.Tensor:
+        return self.network.y_test
+
+    @property
+    def grad_norm(self) -> float:
+        return self.head.grad_norm
+
+    @property
+    def converged(self) -> bool:
+        return self.head.converged and self.network.converged
+
+    @property
+    def test_loss(self) -> float:
+        return self.head.test_loss
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.head.test_accuracy
+
+    def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a candidate dataset against this model (see ``checked_candidate``)."""
+        return checked_candidate(self.n_features, self.n_classes, X, y)
+
+
+def freeze_hidden(seed: NetworkSeed, tol: float = 1e-8) -> LastLayerSeed:
+    """The last-layer seed model of an mlp seed model: its head refitted, warm-started from the
+    network's output layer, as a logistic model on the hidden activations of the seed set."""
+    arch = seed.architecture
+    last = arch.unflatten(seed.theta)[-1]
+    phi_train = network.hidden_features(arch, seed.theta, seed.X_train)
+    res = logistic.fit(phi_train, seed.y_train, seed.n_classes, seed.lam, tol=tol,
+                       theta0=last.clone())
+    head = SeedModel(theta=res.theta, lam=seed.lam, n_classes=seed.n_classes,
+                     X_train=phi_train, y_train=seed.y_train,
+                     X_test=network.hidden_features(arch, seed.theta, seed.X_test),
+                     y_test=seed.y_test, grad_norm=res.grad_norm, converged=res.converged)
+    return LastLayerSeed(network=seed, head=head)
+
+
+def checked_candidate(n_features: int, n_classes: int, X,
+                      y) -> tuple[torch.Tensor, torch.Tensor]:
+    """A candidate dataset validated for a model of ``n_features`` and ``n_classes``, as
+    tensors (m, d), (m,).
+
+    X: real numbers (m, d), standardised, each within MAX_STANDARDISED seed-set standard
+    deviations; y: whole class indices 0..K-1 (whole-valued floats are accepted).
+    """
+    X = _real_array(X, "the candidate's features")
+    y = _real_array(y, "the candidate's labels", labels=True)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ExplorerError(f"a candidate must have shape (samples, {n_features}), got "
+                            f"{X.shape}.")
+    if len(X) == 0:
+        raise ExplorerError("the candidate dataset is empty; give it at least one sample.")
+    if y.shape != (len(X),):
+        raise ExplorerError(f"a candidate of {len(X)} samples needs {len(X)} labels, got "
+                            f"shape {y.shape}.")
+    if not np.isfinite(X).all():
+        raise ExplorerError("the candidate's features contain NaN or infinite values; remove "
+                            "or impute them first.")
+    check_magnitudes(X)
+    if not np.issubdtype(y.dtype, np.integer):
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise ExplorerError(f"the candidate's label {y[i].item()!r} (sample {i}, from 0) "
+                                f"is not a whole number; labels must be whole class "
+                                f"indices 0..{n_classes - 1}.")
+    if y.min() < 0 or y.max() >= n_classes:
+        bad = sorted(set(np.unique(y).tolist()) - set(range(n_classes)))
+        raise ExplorerError(f"the candidate has labels {bad[:5]} that the model does not "
+                            f"know; labels must be 0..{n_classes - 1}.")
+    return logistic.as_features(X), logistic.as_labels(y.astype(np.int64))
 
 
 def _real_array(values, what: str, labels: bool = False) -> np.ndarray:
@@ -161,8 +305,8 @@ def choose_lam(X, y, n_classes: int, grid: Sequence[float] | np.ndarray = LAM_GR
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i, lam in enumerate(lams):
             for j, (tr, te) in enumerate(splits):
-                res = model.fit(X[tr], y[tr], n_classes, float(lam))
-                p = model.class_probabilities(res.theta, model.as_features(X[te])).numpy()
+                res = logistic.fit(X[tr], y[tr], n_classes, float(lam))
+                p = logistic.class_probabilities(res.theta, logistic.as_features(X[te])).numpy()
                 losses[i, j] = log_loss(y[te], p, labels=labels)
     mean = losses.mean(axis=1)
     best = int(np.flatnonzero(mean == mean.min())[-1])
@@ -171,16 +315,29 @@ def choose_lam(X, y, n_classes: int, grid: Sequence[float] | np.ndarray = LAM_GR
 
 
 def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8,
-                   max_iter: int = 2000) -> SeedModel:
-    """Fit theta_hat on the task's seed training set to gradient norm ``tol``.
+                   max_iter: int = 2000, model: str = DEFAULTS["model"],
+                   hidden: tuple[int, ...] = DEFAULTS["hidden"],
+                   activation: str = DEFAULTS["activation"],
+                   random_state: int = 0) -> SeedModel | NetworkSeed | LastLayerSeed:
+    """Fit the model owner's seed model on the task's seed training set to gradient norm
+    ``tol`` (relative to max(1, ||grad J|| at the start)).
 
-    ``lam`` is the L2 strength (default ``task.lam``), or ``"cv"`` to choose it by
-    cross-validation on the seed set (``choose_lam``; the result is kept as ``lam_choice``).
+    ``model`` is the family (explorer.constraints.MODELS): "logistic", theta_hat (d + 1, C);
+    "mlp", a network of ``hidden`` widths and ``activation`` from the seeded start
+    ``random_state`` (explorer.network); "last-layer", that network with its hidden layers
+    frozen and its head refitted as a logistic model on their activations
+    (``freeze_hidden``). ``lam`` is the L2 strength (default ``task.lam``, or
+    ``task.network_lam`` for a network), or ``"cv"`` to choose a logistic model's by
+    cross-validation on the seed set (``choose_lam``; kept as ``lam_choice``).
     """
     if not isinstance(task, Task):
         raise ExplorerError(f"fit_seed_model takes a Task from load_task, got "
                             f"{type(task).__name__}.")
-    check_params({"tol": tol, "max_iter": max_iter})
+    check_params({"tol": tol, "max_iter": max_iter, "model": model,
+                  "random_state": random_state})
+    if model != "logistic":
+        return _fit_network_seed(task, lam, tol, max_iter, model, hidden, activation,
+                                 random_state)
     choice = None
     if isinstance(lam, str):
         if lam != "cv":
@@ -190,9 +347,36 @@ def fit_seed_model(task: Task, lam: float | str | None = None, tol: float = 1e-8
         lam = choice.lam
     lam = task.lam if lam is None else lam
     check_params({"lam": lam})
-    X_tr, y_tr = model.as_features(task.X_train), model.as_labels(task.y_train)
-    res = model.fit(X_tr, y_tr, task.n_classes, lam, tol=tol, max_iter=max_iter)
+    X_tr, y_tr = logistic.as_features(task.X_train), logistic.as_labels(task.y_train)
+    res = logistic.fit(X_tr, y_tr, task.n_classes, lam, tol=tol, max_iter=max_iter)
     return SeedModel(theta=res.theta, lam=float(lam), n_classes=task.n_classes, X_train=X_tr,
-                     y_train=y_tr, X_test=model.as_features(task.X_test),
-                     y_test=model.as_labels(task.y_test), grad_norm=res.grad_norm,
+                     y_train=y_tr, X_test=logistic.as_features(task.X_test),
+                     y_test=logistic.as_labels(task.y_test), grad_norm=res.grad_norm,
                      converged=res.converged, lam_choice=choice)
+
+
+def _fit_network_seed(task: Task, lam, tol: float, max_iter: int, family: str,
+                      hidden, activation: str, random_state: int):
+    if isinstance(lam, str):
+        raise ExplorerError(f"cross-validated lam ('cv') is for the logistic model; give the "
+                            f"{family} seed model a number, or leave lam at the task's "
+                            f"{task.network_lam:g}.")
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    if not 1 <= len(hidden) <= 2:
+        raise ExplorerError(f"an mlp has one or two hidden layers, got {len(hidden)} widths "
+                            f"{hidden!r}; give one or two widths, e.g. --hidden 64.")
+    check_params({"activation": activation})
+    for width in hidden:
+        check_params({"hidden": width})
+    lam = task.network_lam if lam is None else lam
+    check_params({"lam": lam})
+    arch = network.architecture(task.n_features, task.n_classes, hidden, activation)
+    X_tr, y_tr = logistic.as_features(task.X_train), logistic.as_labels(task.y_train)
+    res = network.fit(X_tr, y_tr, arch, float(lam), tol=tol, max_iter=max_iter,
+                      random_state=random_state)
+    seed = NetworkSeed(architecture=arch, theta=res.theta, lam=float(lam),
+                       n_classes=task.n_classes, X_train=X_tr, y_train=y_tr,
+                       X_test=logistic.as_features(task.X_test),
+                       y_test=logistic.as_labels(task.y_test), grad_norm=res.grad_norm,
+                       converged=res.converged, tol=res.tol, random_state=random_state)
+    return freeze_hidden(seed) if family == "last-layer" else seed

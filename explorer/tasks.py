@@ -38,6 +38,7 @@ class Task:
     mean: np.ndarray  # (d,) seed-set mean, raw units
     scale: np.ndarray  # (d,) seed-set standard deviation (floored), raw units
     lam: float  # recommended L2 strength of the seed model (see explorer.model)
+    network_lam: float  # the same for a network seed model (explorer.network)
     flip_pair: tuple[int, int] | None  # the class pair label noise flips by default
     random_state: int  # of the split (and of dropped columns)
 
@@ -66,6 +67,9 @@ class TaskSpec:
     test_size: float | int  # fraction or count; ignored when the loader gives a test set
     seed_size: float | int  # fraction of all samples, or a count
     lam: float
+    # an L2 network's strength: smaller than the logistic model's, whose only capacity control
+    # it is (README: neural seed models, how it was chosen)
+    network_lam: float = 0.03
     seed_fractions: dict[int, float] | None = None  # class -> share of the seed set
     test_fractions: dict[int, float] | None = None
     classes: tuple[int, ...] | None = None  # keep only these source classes (relabelled 0..)
@@ -240,5 +244,7 @@ def load_task(name: str, *, random_state: int = 0, data_dir: str | os.PathLike |
                 y_test=test_part.y, X_pool=std(pool_part), y_pool=pool_part.y,
                 feature_names=tuple(raw.feature_names[i] for i in kept),
                 class_names=raw.class_names, mean=mean, scale=scale,
-                lam=spec.lam if lam is None else float(lam), flip_pair=spec.flip_pair,
+                lam=spec.lam if lam is None else float(lam),
+                network_lam=spec.network_lam if lam is None else float(lam),
+                flip_pair=spec.flip_pair,
                 random_state=random_state)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from explorer import model
-from explorer.seed import SeedModel
+from explorer import model, network
+from explorer.errors import ExplorerError
+from explorer.seed import LastLayerSeed, NetworkSeed, SeedModel
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,33 @@ def retrain(seed: SeedModel, X_a: torch.Tensor, y_a: torch.Tensor, tol: float = 
                      tol=tol, weight=w)
 
 
-def ground_truth(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> Utility:
-    """Retrain on D_tr ∪ D_a to convergence; return the test-loss reduction and accuracy change."""
+def retrain_network(seed: NetworkSeed, X_a: torch.Tensor, y_a: torch.Tensor,
+                    tol: float = 1e-8) -> network.NetworkFit:
+    """theta_star of an mlp seed model: J on D_tr ∪ D_a minimised from theta_hat (warm start)
+    with the seed model's optimiser and relative tolerance, deterministically: the minimum the
+    model owner reaches by buying D_a, among the several a non-convex loss has."""
+    X = torch.cat([seed.X_train, X_a])
+    y = torch.cat([seed.y_train, y_a])
+    return network.fit(X, y, seed.architecture, seed.lam, n_seed=seed.n_seed,
+                       theta0=seed.theta, tol=tol)
+
+
+def ground_truth(seed: SeedModel | NetworkSeed | LastLayerSeed, X_a, y_a,
+                 tol: float = 1e-8) -> Utility:
+    """Retrain on D_tr ∪ D_a to convergence; return the test-loss reduction and accuracy change.
+
+    A network retrains from theta_hat (``retrain_network``); a last-layer model retrains its
+    head on the frozen features of D_tr ∪ D_a, a convex problem."""
     X_a, y_a = seed.check_candidate(X_a, y_a)
+    if isinstance(seed, NetworkSeed):
+        res = retrain_network(seed, X_a, y_a, tol=tol)
+        arch = seed.architecture
+        loss = network.mean_loss(arch, res.theta, seed.X_test, seed.y_test)
+        acc = network.accuracy(arch, res.theta, seed.X_test, seed.y_test)
+        return Utility(utility=seed.test_loss - loss, accuracy_change=acc - seed.test_accuracy,
+                       test_loss=loss, grad_norm=res.grad_norm)
+    if isinstance(seed, LastLayerSeed):
+        seed, X_a = seed.head, seed.features(X_a)
     res = retrain(seed, X_a, y_a, tol=tol)
     loss = model.mean_loss(res.theta, seed.X_test, seed.y_test)
     acc = model.accuracy(res.theta, seed.X_test, seed.y_test)
@@ -48,7 +73,8 @@ def ground_truth(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> Utility:
                    test_loss=loss, grad_norm=res.grad_norm)
 
 
-def absorb(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> SeedModel:
+def absorb(seed: SeedModel | NetworkSeed, X_a, y_a,
+           tol: float = 1e-8) -> SeedModel | NetworkSeed:
     """The model owner's seed model after acquiring D_a: theta_star on D_tr ∪ D_a.
 
     The returned model's training set is the union and its L2 strength is rescaled to
@@ -56,9 +82,17 @@ def absorb(seed: SeedModel, X_a, y_a, tol: float = 1e-8) -> SeedModel:
     scaled: the same optimum, Hessian and influence as the objective of explorer.model.
     """
     X_a, y_a = seed.check_candidate(X_a, y_a)
-    res = retrain(seed, X_a, y_a, tol=tol)
+    if isinstance(seed, LastLayerSeed):
+        raise ExplorerError("acquisition retrains the whole model; it is defined for the "
+                            "logistic and mlp seed models, not last-layer.")
     X = torch.cat([seed.X_train, X_a])
     y = torch.cat([seed.y_train, y_a])
+    if isinstance(seed, NetworkSeed):
+        res = retrain_network(seed, X_a, y_a, tol=tol)
+        return replace(seed, theta=res.theta, lam=seed.lam * seed.n_seed / len(y), X_train=X,
+                       y_train=y, grad_norm=res.grad_norm, converged=res.converged,
+                       tol=res.tol)
+    res = retrain(seed, X_a, y_a, tol=tol)
     return SeedModel(theta=res.theta, lam=seed.lam * seed.n_seed / len(y),
                      n_classes=seed.n_classes, X_train=X, y_train=y, X_test=seed.X_test,
                      y_test=seed.y_test, grad_norm=res.grad_norm, converged=res.converged)

@@ -48,6 +48,9 @@ class Public:
     n_seed: int  # |D_tr|
     n_test: int  # |D_te|
     lam: float
+    family: str = "logistic"  # the seed model's family (explorer.constraints.MODELS)
+    hidden: tuple[int, ...] = ()  # an mlp's hidden widths
+    activation: str = ""  # an mlp's hidden activation
 
     @property
     def n_candidates(self) -> int:
@@ -165,10 +168,18 @@ class Appraiser(ABC):
 
     # -- the model owner's one-off work ------------------------------------------------
 
-    def fit(self, seed: SeedModel) -> Appraiser:
-        if not isinstance(seed, SeedModel):
-            raise ExplorerError(f"fit takes the model owner's SeedModel (from fit_seed_model), "
-                                f"got {type(seed).__name__}.")
+    # the seed models of this appraiser's family (explorer.seed)
+    family: ClassVar[str] = "logistic"
+    seed_type: ClassVar[type] = SeedModel
+
+    def fit(self, seed) -> Appraiser:
+        if not isinstance(seed, self.seed_type):
+            got = getattr(seed, "family", None)
+            raise ExplorerError(
+                f"the {self.family} family's {self.name} appraiser takes a {self.family} seed "
+                f"model (fit_seed_model(task, model={self.family!r})), got "
+                + (f"a {got} seed model." if isinstance(got, str) else
+                   f"{type(seed).__name__}."))
         start = time.perf_counter()
         self.seed_ = seed
         self._setup(seed)

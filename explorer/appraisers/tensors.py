@@ -52,3 +52,11 @@ def less(a, b):
     """1.0 where a < b, else 0.0 (encrypted under MPC, so the comparison stays secret)."""
     result = a < b
     return result.to(torch.float64) if isinstance(result, torch.Tensor) else result
+
+
+def with_ones_column(x):
+    """x (..., n, k) -> (..., n, k + 1) with a last column of ones (a bias column), torch or
+    CrypTen (whose ``pad`` puts the public constant in one party's share)."""
+    if is_encrypted(x):
+        return x.pad((0, 1), value=1.0)
+    return torch.nn.functional.pad(x, (0, 1), value=1.0)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from explorer.appraisers import APPRAISERS
+from explorer import appraisers
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import CandidateBatch
 from explorer.appraisers.fixed_point import check_dataset, check_fixed_point, ring_limit
@@ -99,6 +99,7 @@ class SessionSpec:
         public = dict(plain["public"])
         public["params"] = tuple(tuple(pair) for pair in public["params"])
         public["sizes"] = tuple(public["sizes"])
+        public["hidden"] = tuple(public.get("hidden", ()))
         return cls(**{**plain, "public": Public(**public),
                       "defences": Defences(**plain["defences"])})
 
@@ -127,10 +128,9 @@ class PartyReport:
 
 
 def definition(public: Public) -> Appraiser:
-    """The appraiser both parties run, rebuilt from the public name and hyper-parameters."""
-    if public.appraiser not in APPRAISERS:
-        raise ExplorerError(f"unknown private appraiser {public.appraiser!r}.")
-    return APPRAISERS[public.appraiser](**dict(public.params))
+    """The appraiser both parties run, rebuilt from the public family, name and
+    hyper-parameters."""
+    return appraisers.definition(public.family, public.appraiser, **dict(public.params))
 
 
 def check_model_owner_input(spec: SessionSpec, appraiser: Appraiser, mo: ModelOwnerInput) -> None:

@@ -1,0 +1,250 @@
+"""The ``mlp`` family's pieces that appraisers compute on torch tensors and CrypTensors alike,
+and the family's influence and gradient-norm appraisers.
+
+Each layer is a matrix W_l (in + 1, out) with the bias as its last row (explorer.network), one
+per candidate (B, in + 1, out) where parameters move. Candidates come as the batch layout of
+explorer.appraisers.batch: A (B, m, d + 1) with the bias column, Y (B, m, C), and padding rows
+all zero. Padding rows are zero only at the first layer's input: the next layers add their
+biases, so every sum over rows takes the public row mask.
+
+The hidden activation is computed with its slope (its derivative at the pre-activation), which
+the tangent of forward mode and the backward pass both need: for ReLU the slope is the
+comparison [z > 0] that ReLU itself needs under MPC, so the activation costs one comparison and
+two products; for the square activation the slope is 2z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from explorer import network
+from explorer.appraisers.base import Appraiser, Public
+from explorer.appraisers.batch import row_mask
+from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
+from explorer.appraisers.tensors import cat, less, matmul
+from explorer.errors import ExplorerError
+from explorer.model import probabilities
+from explorer.seed import NetworkSeed
+
+
+def activation_and_slope(Z, activation: str):
+    """(activation(Z), activation'(Z)) elementwise, torch or CrypTen."""
+    if activation == "relu":
+        slope = less(0.0, Z)
+        return Z * slope, slope
+    return Z * Z, Z * 2.0
+
+
+def first_layer(A, matrices: list):
+    """A (B, m, d + 1) times each of ``matrices`` (d + 1, k_j): one product with their
+    concatenation, so an OpenedOperand A is opened once for all of them."""
+    widths = [int(M.shape[-1]) for M in matrices]
+    Z = matmul(A, cat(matrices, dim=-1) if len(matrices) > 1 else matrices[0])
+    out, start = [], 0
+    for w in widths:
+        out.append(Z[..., start:start + w])
+        start += w
+    return out
+
+
+def affine(H, W):
+    """H (..., n, in) times the weight rows of W (in + 1, out) (or (B, in + 1, out)) plus its
+    bias row."""
+    return H.matmul(W[..., :-1, :]) + W[..., -1:, :]
+
+
+def forward_tangent(layers: list, tangents: list, A, activation: str):
+    """Logits Z (B, m, C) and their directional derivative Z' along the tangent (the layers'
+    directions V_l, shaped like the layers): forward mode, one pass of values and tangents.
+
+    A linear layer maps (h, h') to (W h + b, W h' + V h + c); the activation maps (z, z') to
+    (a(z), a'(z) z'); at the first layer h' = 0, so both products are of A."""
+    Z, Zt = first_layer(A, [layers[0], tangents[0]])
+    for W, V in zip(layers[1:], tangents[1:], strict=True):
+        H, slope = activation_and_slope(Z, activation)
+        Ht = slope * Zt
+        Z, Zt = affine(H, W), Ht.matmul(W[..., :-1, :]) + affine(H, V)
+    return Z, Zt
+
+
+def forward(layers: list, A, activation: str):
+    """Each layer's input and each hidden layer's slope, and the logits: (inputs, slopes, Z).
+    inputs[0] is A; inputs[l] the activations entering layer l (B, m, in_l)."""
+    inputs, slopes = [A], []
+    Z = first_layer(A, [layers[0]])[0]
+    for W in layers[1:]:
+        H, slope = activation_and_slope(Z, activation)
+        inputs.append(H)
+        slopes.append(slope)
+        Z = affine(H, W)
+    return inputs, slopes, Z
+
+
+def gradient_sums(layers: list, A, Y, mask: torch.Tensor, activation: str) -> list:
+    """Summed cross-entropy gradient per candidate, one (B, in_l + 1, out_l) per layer, by one
+    forward and one backward pass. ``mask`` (B, m, 1) is the public row mask."""
+    inputs, slopes, Z = forward(layers, A, activation)
+    delta = (probabilities(Z, Z.shape[-1]) - Y) * mask  # dCE/dZ, zero on padding rows
+    grads = [None] * len(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        if i == 0:
+            grads[0] = matmul(A, delta, transpose=True)  # A carries the bias column
+            break
+        H = inputs[i]
+        grads[i] = cat([H.transpose(-2, -1).matmul(delta), delta.sum(dim=-2, keepdim=True)],
+                       dim=-2)
+        W = layers[i]
+        delta = delta.matmul(W[..., :-1, :].transpose(-2, -1)) * slopes[i - 1]
+    return grads
+
+
+def layer_names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(count)]
+
+
+class NetworkAppraiser(Appraiser):
+    """Base of the ``mlp`` family's appraisers: the seed model is an explorer.seed.NetworkSeed
+    and the public metadata carries its architecture."""
+
+    family = "mlp"
+    seed_type = NetworkSeed
+
+    def public(self, sizes) -> Public:
+        s = self._fitted()
+        arch = s.architecture
+        return Public(appraiser=self.name, params=tuple(sorted(self.params().items())),
+                      n_features=s.n_features, n_outputs=arch.n_outputs,
+                      sizes=tuple(int(n) for n in sizes), n_seed=s.n_seed,
+                      n_test=len(s.y_test), lam=s.lam, family="mlp", hidden=arch.hidden,
+                      activation=arch.activation)
+
+    @staticmethod
+    def architecture(public: Public) -> network.Architecture:
+        return network.Architecture(n_features=public.n_features, hidden=public.hidden,
+                                    n_outputs=public.n_outputs,
+                                    activation=public.activation or "relu")
+
+    def layer_shapes(self, public: Public, prefix: str = "layer") -> dict[str, tuple]:
+        shapes = self.architecture(public).shapes
+        return dict(zip(layer_names(prefix, len(shapes)), shapes, strict=True))
+
+    def layer_inputs(self, prefix: str = "layer") -> dict[str, torch.Tensor]:
+        s = self.seed_
+        layers = s.architecture.unflatten(s.theta)
+        return dict(zip(layer_names(prefix, len(layers)), layers, strict=True))
+
+    def layers(self, inputs: dict, public: Public, prefix: str = "layer") -> list:
+        return [inputs[n] for n in layer_names(prefix, len(public.hidden) + 1)]
+
+    def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
+        for name, value in inputs.items():
+            if name.startswith("layer"):
+                check_parameters(value, precision_bits)
+
+    def work_per_row(self) -> int:
+        arch = self.seed_.architecture
+        return int(sum(arch.hidden) + arch.n_outputs) * 4
+
+
+class NetworkInfluence(NetworkAppraiser):
+    """value = v · G(D_a) / n_seed, nats of mean test loss, with v = (H + delta I)^-1 g_te.
+
+    G(D_a) · v is the directional derivative of the candidate's summed loss along v, computed by
+    forward mode (explorer.appraisers.network.forward_tangent): one pass of values and tangents,
+    no backward pass. v is the model owner's, solved in the clear by conjugate gradient on exact
+    Hessian-vector products (explorer.network.solve_damped); ``damping`` sets delta = damping x
+    lam, which keeps H + delta I positive definite where the seed model's Hessian is singular
+    (dead units' biases, the softmax's common bias shift)."""
+
+    name = "influence"
+    model_owner_data = ("each layer of theta_hat and the same layers of v / n_seed, scaled by a "
+                        "secret power of two")
+
+    _beyond_test_loss = ("linearisation broken: predicts a larger reduction than the seed's "
+                         "whole test loss")
+
+    def __init__(self, damping: float = 0.1):
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)) \
+                or not np.isfinite(damping) or damping < 0:
+            raise ExplorerError(f"the influence damping must be a non-negative number, got "
+                                f"{damping!r}.")
+        self.damping = float(damping)
+
+    def params(self) -> dict:
+        return {"damping": self.damping}
+
+    def _setup(self, seed: NetworkSeed) -> None:
+        arch = seed.architecture
+        g_te = network.grad_sum(arch, seed.theta, seed.X_test, seed.y_test) / len(seed.y_test)
+        solve = network.solve_damped(arch, seed.theta, seed.X_train, seed.y_train, seed.lam,
+                                     seed.n_seed, g_te, self.damping * seed.lam)
+        self.solve_ = solve
+        self.delta_ = solve.delta
+        self.weights_ = solve.v / seed.n_seed
+
+    def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
+        return {**self.layer_shapes(public), **self.layer_shapes(public, "tangent"),
+                "unscale": (1,)}
+
+    def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
+        # as for the logistic model: v / n_seed sits below fixed-point resolution; scale it by
+        # a power of two to a largest entry near 1 and undo that after the sum
+        peak = float(self.weights_.abs().max())
+        scale = 2.0 ** -np.ceil(np.log2(peak)) if peak > 0 else 1.0
+        arch = self.seed_.architecture
+        tangents = arch.unflatten(self.weights_ * scale)
+        return {**self.layer_inputs(),
+                **dict(zip(layer_names("tangent", len(tangents)), tangents, strict=True)),
+                "unscale": torch.tensor([1.0 / scale], dtype=torch.float64)}
+
+    def check_fixed_point(self, inputs: dict[str, torch.Tensor], precision_bits: int) -> None:
+        super().check_fixed_point(inputs, precision_bits)
+        for name, value in inputs.items():
+            if name.startswith("tangent"):
+                check_fixed_point("influence directions v / n_seed", value, 1.0,
+                                  precision_bits, "after scaling")
+
+    def compute(self, inputs: dict, A, Y, public: Public):
+        layers = self.layers(inputs, public)
+        tangents = self.layers(inputs, public, "tangent")
+        Z, Zt = forward_tangent(layers, tangents, A, public.activation or "relu")
+        R = (probabilities(Z, public.n_outputs) - Y) * row_mask(public.sizes)
+        return (R * Zt).sum(dim=-1).sum(dim=-1) * inputs["unscale"]
+
+
+class NetworkGradientNorm(NetworkAppraiser):
+    """value = ||sum over D_a of the loss gradient at theta_hat||_2, every layer's entries
+    together, computed as s ||G / s|| with the model owner's public-size scale s (as the
+    logistic model's gradient norm, explorer.appraisers.gradient_norm)."""
+
+    name = "gradient-norm"
+    model_owner_data = "each layer of theta_hat and a public-size scale s with its inverse"
+
+    def possible(self, values: np.ndarray) -> np.ndarray:
+        return np.isfinite(values) & (values >= -1e-3 * np.median(np.abs(values)))
+
+    def diagnose(self, values) -> list[str]:
+        return [""] * len(values)
+
+    def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
+        return {**self.layer_shapes(public), "scale": (1,), "inv_scale": (1,)}
+
+    def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
+        s = self.seed_
+        per_sample = network.grad_sum(s.architecture, s.theta, s.X_test, s.y_test).norm() \
+            / len(s.y_test)
+        scale = max(float(per_sample) * float(np.median(public.sizes)), 1e-3)
+        return {**self.layer_inputs(), "scale": torch.tensor([scale], dtype=torch.float64),
+                "inv_scale": torch.tensor([1.0 / scale], dtype=torch.float64)}
+
+    def compute(self, inputs: dict, A, Y, public: Public):
+        grads = gradient_sums(self.layers(inputs, public), A, Y, row_mask(public.sizes),
+                              public.activation or "relu")
+        B = public.n_candidates
+        total = None
+        for G in grads:
+            scaled = G.reshape(B, -1) * inputs["inv_scale"]
+            part = (scaled * scaled).sum(dim=1)
+            total = part if total is None else total + part
+        return total.sqrt() * inputs["scale"]
