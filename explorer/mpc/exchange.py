@@ -12,9 +12,18 @@ stall for a scheduler tick (about 4 ms) on one exchange in eight when the partie
 between exchanges, as they do; a plain socket does not. Parties on separate machines exchange
 with gloo's isend and irecv, over the connections gloo already has.
 
-Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on both parties,
-and for any other group size or reduction CrypTen's own all-reduce runs. What is sent is
-counted on this process's wire counter (explorer.mpc.wire): the payload bytes, one round.
+More than two parties (several data owners) open a sharing the same way, by one exchange:
+each sends its share to every other party over gloo's point-to-point messages and adds what it
+receives, one round where gloo's ring all-reduce would take 2 (P - 1) sequential steps (and
+would hand intermediate processes partial sums). Two more operations serve several data
+owners, both one round of point-to-point messages: ``blocks_sent`` (each data owner sends its
+own rows of a public tensor, such as its masked features, to every other party) and
+``reduced_to`` (sharings opened to chosen parties only: each party sends its share to each
+destination, which alone adds them up; nobody relays a partial sum).
+
+Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on every party,
+and for any other reduction CrypTen's own all-reduce runs. What is sent is counted on this
+process's wire counter (explorer.mpc.wire): the payload bytes, one round.
 """
 
 from __future__ import annotations
@@ -192,7 +201,7 @@ def install(communicator_class: type) -> None:
                    batched: bool = False) -> Any:
         group = self.main_group
         combine = _COMBINE.get(op)
-        if combine is None or dist.get_world_size(group) != 2:
+        if combine is None or dist.get_world_size(group) < 2:
             return original(self, input, op=op, batched=batched)
         tensors = input if batched else [input]
         out = exchanged([t.data for t in tensors], group, combine)
@@ -226,11 +235,22 @@ def install(communicator_class: type) -> None:
     broadcast.__doc__ = original_broadcast.__doc__
     communicator_class.broadcast = _logging(broadcast)
 
+    def sent_blocks(self: Any, mine: torch.Tensor | None, shape: tuple[int, ...],
+                    owners: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        return blocks_sent(mine, shape, owners, self.main_group)
+
+    def reduced(self: Any, parts: list[tuple[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+        return reduced_to(parts, self.main_group)
+
+    sent_blocks.__doc__, reduced.__doc__ = blocks_sent.__doc__, reduced_to.__doc__
+    communicator_class.sent_blocks = sent_blocks
+    communicator_class.reduced_to = reduced
+
 
 def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[torch.Tensor]:
-    """``combine(mine, theirs)`` for each tensor, ``theirs`` being the peer's tensor in the same
-    position, in one round trip: over the parties' own connection when open, else every gloo
-    send and receive posted at once."""
+    """``combine(mine, theirs)`` for each tensor, ``theirs`` being each peer's tensor in the
+    same position (every other party of ``group``), in one round trip: over the two parties'
+    own connection when open, else every gloo send and receive posted at once."""
     mine = [t.contiguous() for t in tensors]
     if _CHANNEL is not None:
         flat = torch.cat([t.reshape(-1) for t in mine]) if len(mine) > 1 else mine[0].reshape(-1)
@@ -240,12 +260,71 @@ def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[tor
         counter.waited()
         parts = received.split([t.numel() for t in mine]) if len(mine) > 1 else [received]
         theirs = [p.view(t.shape) for p, t in zip(parts, mine, strict=True)]
-    else:
-        peer = dist.get_global_rank(group, 1 - dist.get_rank(group))
-        theirs = [torch.empty_like(t) for t in mine]
-        # tags keep the list's tensors apart; successive calls match in order on each pair
-        sends = [dist.isend(t, peer, group=group, tag=i) for i, t in enumerate(mine)]
-        receives = [dist.irecv(t, peer, group=group, tag=i) for i, t in enumerate(theirs)]
-        for work in receives + sends:
-            work.wait()
-    return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]
+        return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]
+    me = dist.get_rank(group)
+    peers = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))
+             if r != me]
+    theirs = {peer: [torch.empty_like(t) for t in mine] for peer in peers}
+    # tags keep the list's tensors apart; successive calls match in order on each pair
+    sends = [dist.isend(t, peer, group=group, tag=i) for peer in peers
+             for i, t in enumerate(mine)]
+    receives = [dist.irecv(t, peer, group=group, tag=i) for peer in peers
+                for i, t in enumerate(theirs[peer])]
+    for work in receives + sends:
+        work.wait()
+    out = mine
+    for peer in peers:  # the ring's sum (or XOR) is the same in any order
+        out = [combine(a, b) for a, b in zip(out, theirs[peer], strict=True)]
+    return out
+
+
+def blocks_sent(mine: torch.Tensor | None, shape: tuple[int, ...],
+                owners: tuple[tuple[int, int], ...], group: Any) -> torch.Tensor:
+    """The public tensor of ``shape`` whose consecutive row blocks (along the first axis) are
+    held by ``owners`` ((rank, rows), in order): each owner sends its block (``mine``, on it;
+    None elsewhere) to every other party of ``group``, all messages posted at once, one round.
+    Every party returns the whole tensor."""
+    me = dist.get_rank()  # global ranks throughout, as ``owners`` names them
+    parties = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))]
+    blocks, sends, receives, offset = [], [], [], 0
+    for owner, rows in owners:
+        if owner == me:
+            if mine is None or tuple(mine.shape) != (rows, *shape[1:]):
+                raise ValueError(f"block of rank {me} must have shape {(rows, *shape[1:])}")
+            block = mine.contiguous()
+            sends += [dist.isend(block, p, group=group) for p in parties if p != me]
+        else:
+            block = torch.empty((rows, *shape[1:]), dtype=torch.long)
+            receives.append(dist.irecv(block, owner, group=group))
+        blocks.append(block)
+        offset += rows
+    if offset != shape[0]:
+        raise ValueError(f"the owners' blocks add up to {offset} rows, not {shape[0]}")
+    for work in receives + sends:
+        work.wait()
+    return torch.cat(blocks)
+
+
+def reduced_to(parts: list[tuple[int, torch.Tensor]], group: Any) -> dict[int, torch.Tensor]:
+    """Sharings opened to chosen parties only: for each (destination rank, this party's share),
+    every other party sends its share to the destination, which adds them all up. All messages
+    are posted at once (one round); the result, by destination, holds the sums this party
+    received (the ring's sum modulo 2^64), and nothing for the others. Destinations are
+    distinct global ranks."""
+    if len({dst for dst, _ in parts}) != len(parts):
+        raise ValueError("each destination is named once")
+    me = dist.get_rank()
+    parties = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))]
+    sends, receives, opened = [], [], {}
+    for tag, (dst, share) in enumerate(parts):
+        share = share.contiguous()
+        if dst != me:
+            sends.append(dist.isend(share, dst, group=group, tag=tag))
+            continue
+        theirs = [torch.empty_like(share) for p in parties if p != me]
+        receives += [dist.irecv(t, p, group=group, tag=tag)
+                     for t, p in zip(theirs, [p for p in parties if p != me], strict=True)]
+        opened[dst] = (share, theirs)
+    for work in receives + sends:
+        work.wait()
+    return {dst: sum(theirs, share.clone()) for dst, (share, theirs) in opened.items()}
