@@ -12,18 +12,18 @@ stall for a scheduler tick (about 4 ms) on one exchange in eight when the partie
 between exchanges, as they do; a plain socket does not. Parties on separate machines exchange
 with gloo's isend and irecv, over the connections gloo already has.
 
-More than two parties (several data owners) open a sharing the same way, by one exchange:
-each sends its share to every other party over gloo's point-to-point messages and adds what it
-receives, one round where gloo's ring all-reduce would take 2 (P - 1) sequential steps (and
-would hand intermediate processes partial sums). Two more operations serve several data
-owners, both one round of point-to-point messages: ``blocks_sent`` (each data owner sends its
+More than two parties (several data owners) open a sharing with CrypTen's own all-reduce,
+gloo's ring: each party sends about twice its share whatever the number of parties (where an
+exchange with every other party would send its share to each), in 2 (P - 1) sequential steps,
+each counted as a round (explorer.mpc.wire). Two more operations serve several data owners,
+both one round of point-to-point messages: ``blocks_sent`` (each data owner sends its
 own rows of a public tensor, such as its masked features, to every other party) and
 ``reduced_to`` (sharings opened to chosen parties only: each party sends its share to each
 destination, which alone adds them up; nobody relays a partial sum).
 
 Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on every party,
-and for any other reduction CrypTen's own all-reduce runs. What is sent is counted on this
-process's wire counter (explorer.mpc.wire): the payload bytes, one round.
+and for any other reduction or group size CrypTen's own all-reduce runs. What is sent is
+counted on this process's wire counter (explorer.mpc.wire): the payload bytes, one round.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def install(communicator_class: type) -> None:
                    batched: bool = False) -> Any:
         group = self.main_group
         combine = _COMBINE.get(op)
-        if combine is None or dist.get_world_size(group) < 2:
+        if combine is None or dist.get_world_size(group) != 2:
             return original(self, input, op=op, batched=batched)
         tensors = input if batched else [input]
         out = exchanged([t.data for t in tensors], group, combine)
@@ -248,9 +248,9 @@ def install(communicator_class: type) -> None:
 
 
 def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[torch.Tensor]:
-    """``combine(mine, theirs)`` for each tensor, ``theirs`` being each peer's tensor in the
-    same position (every other party of ``group``), in one round trip: over the two parties'
-    own connection when open, else every gloo send and receive posted at once."""
+    """``combine(mine, theirs)`` for each tensor, ``theirs`` being the peer's tensor in the same
+    position, in one round trip: over the parties' own connection when open, else every gloo
+    send and receive posted at once."""
     mine = [t.contiguous() for t in tensors]
     if _CHANNEL is not None:
         flat = torch.cat([t.reshape(-1) for t in mine]) if len(mine) > 1 else mine[0].reshape(-1)
@@ -260,22 +260,15 @@ def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[tor
         counter.waited()
         parts = received.split([t.numel() for t in mine]) if len(mine) > 1 else [received]
         theirs = [p.view(t.shape) for p, t in zip(parts, mine, strict=True)]
-        return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]
-    me = dist.get_rank(group)
-    peers = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))
-             if r != me]
-    theirs = {peer: [torch.empty_like(t) for t in mine] for peer in peers}
-    # tags keep the list's tensors apart; successive calls match in order on each pair
-    sends = [dist.isend(t, peer, group=group, tag=i) for peer in peers
-             for i, t in enumerate(mine)]
-    receives = [dist.irecv(t, peer, group=group, tag=i) for peer in peers
-                for i, t in enumerate(theirs[peer])]
-    for work in receives + sends:
-        work.wait()
-    out = mine
-    for peer in peers:  # the ring's sum (or XOR) is the same in any order
-        out = [combine(a, b) for a, b in zip(out, theirs[peer], strict=True)]
-    return out
+    else:
+        peer = dist.get_global_rank(group, 1 - dist.get_rank(group))
+        theirs = [torch.empty_like(t) for t in mine]
+        # tags keep the list's tensors apart; successive calls match in order on each pair
+        sends = [dist.isend(t, peer, group=group, tag=i) for i, t in enumerate(mine)]
+        receives = [dist.irecv(t, peer, group=group, tag=i) for i, t in enumerate(theirs)]
+        for work in receives + sends:
+            work.wait()
+    return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]
 
 
 def blocks_sent(mine: torch.Tensor | None, shape: tuple[int, ...],

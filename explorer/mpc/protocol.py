@@ -329,6 +329,9 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     do_src = DATA_OWNER if world_size > 1 else MODEL_OWNER
     owners = spec.owners(world_size)
     several = len(owners) > 1  # data owners, each learning its own block only
+    if several and spec.defences.grid > 0:
+        raise ExplorerError("the grid rounds by two-party CrypTen's local truncation, which "
+                            "several data owners do not have; drop the grid.")
     if world_size > 1 and world_size != len(owners) + 1:
         raise ExplorerError(f"the session has {len(owners)} data owner"
                             f"{'s' if len(owners) > 1 else ''}, so it runs with world size "
