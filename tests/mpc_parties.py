@@ -397,8 +397,8 @@ def audited_appraisal_party(rank: int, world_size: int, payload: dict) -> Any:
         return call
 
     def reduced(fn):
-        def call(parts):
-            out = fn(parts)
+        def call(parts, **kwargs):
+            out = fn(parts, **kwargs)
             keep(list(out.values()))
             return out
         return call

@@ -109,13 +109,17 @@ def test_the_model_owner_enters_its_inputs_once(audited):
     # the same inputs, each once, whether one, two or three data owners hold the candidates
     assert entered[1] == entered[2] == entered[3] == [(31, 1), (1,), (31, 1)]
     # and opened once: the openings that do not span the batch (the masked product's right
-    # operand [theta | W], the unscale's) are the same; only the batch's grow with k
-    # (CrypTen's comparison of a sharing among P parties adds P - 1 of them: README)
+    # operand [theta | W], the unscale's) are the same for every k
     spec = audited[1][1]
     batch = (spec.public.n_candidates, spec.copies * spec.public.n_candidates)
     own = {k: [s for s in results[0]["opened"] if not set(s) & set(batch)]
            for k, (results, _) in audited.items()}
     assert (31, 2) in own[1] and own[1] == own[2] == own[3]
+    # its bytes on the same batch grow only as an opening's share of them does: the two
+    # parties' exchange sends each share once, a ring all-reduce among P sends 2(P - 1)/P of
+    # it (4/3 with three parties, 3/2 with four), nothing more per data owner
+    sent = {k: results[0]["report"].bytes for k, (results, _) in audited.items()}
+    assert sent[2] <= 1.4 * sent[1] and sent[3] <= 1.15 * sent[2], sent
 
 
 def test_a_data_owner_that_dies_fails_the_session_clearly(wdbc_seed, pairs):

@@ -212,7 +212,7 @@ class _StandIn:
     def sent_blocks(self, mine, shape, owners):
         return torch.zeros(shape, dtype=torch.long)
 
-    def reduced_to(self, parts):
+    def reduced_to(self, parts, skip=()):
         return {dst: share.clone() for dst, share in parts if dst == 0}
 
     def broadcast_obj(self, obj, src, group=None):

@@ -18,8 +18,9 @@ exchange with every other party would send its share to each), in 2 (P - 1) sequ
 each counted as a round (explorer.mpc.wire). Two more operations serve several data owners,
 both one round of point-to-point messages: ``blocks_sent`` (each data owner sends its
 own rows of a public tensor, such as its masked features, to every other party) and
-``reduced_to`` (sharings opened to chosen parties only: each party sends its share to each
-destination, which alone adds them up; nobody relays a partial sum).
+``reduced_to`` (sharings opened to chosen parties only, or summed there over some of the
+parties: each party sends its share to each destination, which alone adds them up; nobody
+relays a partial sum).
 
 Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on every party,
 and for any other reduction or group size CrypTen's own all-reduce runs. What is sent is
@@ -239,8 +240,9 @@ def install(communicator_class: type) -> None:
                     owners: tuple[tuple[int, int], ...]) -> torch.Tensor:
         return blocks_sent(mine, shape, owners, self.main_group)
 
-    def reduced(self: Any, parts: list[tuple[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
-        return reduced_to(parts, self.main_group)
+    def reduced(self: Any, parts: list[tuple[int, torch.Tensor]], skip: tuple[int, ...] = ()
+                ) -> dict[int, torch.Tensor]:
+        return reduced_to(parts, self.main_group, skip)
 
     sent_blocks.__doc__, reduced.__doc__ = blocks_sent.__doc__, reduced_to.__doc__
     communicator_class.sent_blocks = sent_blocks
@@ -298,25 +300,30 @@ def blocks_sent(mine: torch.Tensor | None, shape: tuple[int, ...],
     return torch.cat(blocks)
 
 
-def reduced_to(parts: list[tuple[int, torch.Tensor]], group: Any) -> dict[int, torch.Tensor]:
+def reduced_to(parts: list[tuple[int, torch.Tensor]], group: Any, skip: tuple[int, ...] = ()
+               ) -> dict[int, torch.Tensor]:
     """Sharings opened to chosen parties only: for each (destination rank, this party's share),
     every other party sends its share to the destination, which adds them all up. All messages
     are posted at once (one round); the result, by destination, holds the sums this party
     received (the ring's sum modulo 2^64), and nothing for the others. Destinations are
-    distinct global ranks."""
-    if len({dst for dst, _ in parts}) != len(parts):
-        raise ValueError("each destination is named once")
+    distinct global ranks, none in ``skip``: the parties whose shares are left out of the sums
+    (they send nothing)."""
+    if len({dst for dst, _ in parts}) != len(parts) or {dst for dst, _ in parts} & set(skip):
+        raise ValueError("each destination is named once, and none is skipped")
     me = dist.get_rank()
-    parties = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))]
+    senders = [p for p in (dist.get_global_rank(group, r)
+                           for r in range(dist.get_world_size(group))) if p not in skip]
     sends, receives, opened = [], [], {}
     for tag, (dst, share) in enumerate(parts):
         share = share.contiguous()
         if dst != me:
-            sends.append(dist.isend(share, dst, group=group, tag=tag))
+            if me in senders:
+                sends.append(dist.isend(share, dst, group=group, tag=tag))
             continue
-        theirs = [torch.empty_like(share) for p in parties if p != me]
+        others = [p for p in senders if p != me]
+        theirs = [torch.empty_like(share) for _ in others]
         receives += [dist.irecv(t, p, group=group, tag=tag)
-                     for t, p in zip(theirs, [p for p in parties if p != me], strict=True)]
+                     for t, p in zip(theirs, others, strict=True)]
         opened[dst] = (share, theirs)
     for work in receives + sends:
         work.wait()

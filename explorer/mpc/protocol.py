@@ -42,6 +42,7 @@ stochastically by the local truncation of 2-party CrypTen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -316,6 +317,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
 
+    from explorer.mpc.owned import owned_rows
+
     entered = time.perf_counter()
     if rank == world_size and payload.get("sequence"):
         from explorer.mpc.dealer import replay
@@ -361,8 +364,10 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         # the dealer's rehearsal (rank == world_size) opens placeholders: only the parties decide
         if rank < world_size and bit.item() != 1:
             raise refuse_weights(defences.weight_bound)  # one bit, before any value exists
-    value = appraiser.compute(inputs, A, Y,
-                              dataclasses.replace(public, sizes=public.sizes * copies))
+    # several data owners: each block's comparisons between the model owner and its owner
+    with owned_rows(owners, copies) if several else contextlib.nullcontext():
+        value = appraiser.compute(inputs, A, Y,
+                                  dataclasses.replace(public, sizes=public.sizes * copies))
     if defences.noise > 0:
         # each party's own draw, entered as its own input; both copies carry the same noise
         # (several data owners: each draws the noise of its own block)
@@ -379,7 +384,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         if spec.reveal == "bit":
             threshold = _encrypt(crypten, torch.tensor([mo.threshold]) if mo else None, (1,),
                                  MODEL_OWNER, rank)
-            value = value > threshold
+            with owned_rows(owners, copies):
+                value = value > threshold
         if rank == world_size:  # the dealer's rehearsal ends here: an opening needs no deal
             return None
         revealed = _revealed_to_owners(value, spec, rank, world_size)

@@ -40,7 +40,8 @@ from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
 from explorer.mpc.simulated import run_simulated
 
 # what a party's payload needs imported: a warm process imports it before any payload exists
-PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked")
+PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked",
+                 "explorer.mpc.owned")
 
 
 def warm_sessions(provider: str, sellers: int = 1):
