@@ -63,6 +63,17 @@ def test_k_data_owners_give_the_plaintext_values(wdbc_seed, pairs, k):
     assert children_of_this_process() == []
 
 
+@pytest.mark.parametrize("name, params, tolerance", [
+    ("gradient-norm", {}, 0.01), ("newton", {"newton_steps": 2}, 0.05)])
+def test_other_appraisers_with_two_data_owners(wdbc_seed, pairs, name, params, tolerance):
+    """The features' transposed products (gradients) and newton's secret comparisons, with the
+    tolerances of tests/test_private.py."""
+    expected = plaintext_values(wdbc_seed, name, pairs, **params)
+    private, runner = configured(name, "crypten", mode="parties", sellers=2, **params)
+    got = runner.run(private.fit(wdbc_seed), pairs).values
+    assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+
+
 def audited_session(seed, pairs, k):
     """One session with k data owners of ``pairs`` (consecutive blocks) whose every process
     reports what it obtained in the clear: the results by rank, and the spec."""
@@ -163,3 +174,10 @@ def test_bad_sellers_are_refused_in_one_sentence(capsys, argv, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert re.search(message, err), err
+
+
+def test_greedy_acquisition_refuses_several_data_owners(wdbc_seed, pairs):
+    appraiser, runner = configured("influence", "crypten", sellers=2)
+    with pytest.raises(ExplorerError, match="greedy acquisition runs with one data owner"):
+        runner.acquire(appraiser.fit(wdbc_seed), pairs, 2)
+    assert children_of_this_process() == []

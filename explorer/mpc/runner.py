@@ -74,6 +74,9 @@ class PrivateRunner:
         from explorer.mpc.acquisition import acquire
 
         self.check(appraiser)
+        if self.options.sellers > 1:
+            raise ExplorerError(f"greedy acquisition runs with one data owner, not "
+                                f"{self.options.sellers}; appraise with sellers 1.")
         return acquire(appraiser, candidates, rounds, self.options, self.defences,
                        local_ledger(appraiser, self.options), RETRIES, cancel)
 
