@@ -11,10 +11,9 @@ alone: CrypTen's control flow never depends on secret values, and every shape is
    truncation by the wrap count, whose masks the dealer deals too), with a stand-in
    communicator that sends nothing (``_StandIn``), in a thread of its own. Each provider
    request of that run is answered at once by the dealer's server methods, in order, and
-   queued. The dealer's PRGs (one shared
-   with each party, seeded by CrypTen's TTP set-up) advance exactly as they would serving the
-   requests one by one, so each party's own shares, drawn from its PRG as in CrypTen, stay
-   consistent with the dealt ones.
+   queued. The dealer's PRGs (one shared with each party, seeded by CrypTen's TTP set-up)
+   advance exactly as they would serving the requests one by one, so each party's own
+   shares, drawn from its PRG as in CrypTen, stay consistent with the dealt ones.
 2. **Pushed ahead.** Rank 0 asks once, when its session starts; the dealer then pushes what
    it has rehearsed, batch after batch, until the rehearsal ends; a thread of rank 0 receives
    it. A product waits only while the rehearsal is behind the session, never on a round
