@@ -23,7 +23,9 @@ appraisal values, or only the B bits ``value > threshold`` (with ``verify``, eac
 two independently shared copies, compared by explorer.mpc.runner). With k >= 2 data owners the
 model owner's inputs are still entered once and every candidate computed in the one batch, but
 the values (or bits) are opened to the model owner (all B) and to each data owner (its own
-block only), never to another data owner (explorer.mpc.exchange.reduced_to).
+block only), never to another data owner (explorer.mpc.exchange.reduced_to); each comparison
+of the batch takes one adder, each block re-shared between the model owner and its own data
+owner (explorer.mpc.owned).
 
 Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
 features once per session, sent by the data owner (each data owner its own block) under a mask
