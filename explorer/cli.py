@@ -144,9 +144,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    help="drop this many random feature columns from the whole task")
 
 
-def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True):
     """The MPC options; without ``defaults`` they stay None when not given (see
-    APPRAISE_DEFAULTS)."""
+    APPRAISE_DEFAULTS). Returns their argument group."""
     def default(value):
         return value if defaults else None
 
@@ -175,6 +175,7 @@ def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True) -> N
     g.add_argument("--timeout", type=_option("timeout", whole=False),
                    default=default(DEFAULTS["timeout"]),
                    help="seconds before a private session is stopped")
+    return g
 
 
 def _add_defence_options(p, defaults: bool = True) -> None:
@@ -235,10 +236,11 @@ APPRAISE_DEFAULTS = {
     "budget_bits": None,
     **{k: DEFAULTS[k] for k in ("lr", "steps", "batch_size", "newton_steps", "preconditioner",
                                 "mode", "provider", "reveal", "precision_bits", "threshold",
-                                "timeout", "grid", "noise", "weight_bound", "row_bound")},
+                                "timeout", "sellers", "grid", "noise", "weight_bound",
+                                "row_bound")},
 }
 APPRAISE_APPLIES_ONLY = (
-    (("corruption", "candidates", "size", "max_level", "min_level"),
+    (("corruption", "candidates", "size", "max_level", "min_level", "sellers"),
      "to a synthetic market, not with --candidate-file", lambda a: a.candidate_file is None),
     (("flip",), "with --corruption label-noise", lambda a: a.corruption == "label-noise"),
     (("target_class",), "with --corruption imbalance", lambda a: a.corruption == "imbalance"),
@@ -246,7 +248,7 @@ APPRAISE_APPLIES_ONLY = (
      lambda a: "finetune" in a.appraisers),
     (("newton_steps", "preconditioner"), "to the newton appraiser",
      lambda a: "newton" in a.appraisers),
-    (("mode", "provider", "reveal", "precision_bits", "timeout", "budget_sessions",
+    (("mode", "provider", "reveal", "precision_bits", "timeout", "sellers", "budget_sessions",
       "budget_values", "budget_bits"), "with --backend crypten",
      lambda a: a.backend == "crypten"),
     (("threshold",), "with --reveal bit", lambda a: a.reveal == "bit"),
@@ -303,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hyper_parameters(a, defaults=False)
     a.add_argument("--batch-size", type=_option("batch_size", whole=True),
                    help="fine-tuning batch size (full batch if omitted)")
-    _add_private_options(a, defaults=False)
+    private = _add_private_options(a, defaults=False)
+    private.add_argument("--sellers", type=_option("sellers", whole=True),
+                         help="split the market's candidates among this many data owners, in "
+                         "consecutive blocks, each its own process (real parties; default 1)")
     _add_defence_options(a, defaults=False)
     a.add_argument("--candidate-file", type=_path, help="appraise your own dataset instead: a "
                    "CSV with a header naming the task's feature columns and a label column (or "
@@ -347,17 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "dealer out of band")
 
     p = sub.add_parser("party", help="run one party of a private appraisal on this machine, "
-                       "with RENDEZVOUS, WORLD_SIZE=2 and RANK set (see README)")
+                       "with RENDEZVOUS, WORLD_SIZE=2 (k + 1 with k data owners) and RANK set "
+                       "(see README)")
     roles = p.add_subparsers(dest="role", required=True, parser_class=_Parser)
     mo = roles.add_parser("model-owner", help="RANK=0: the model owner")
     _add_task_options(mo)
-    mo.add_argument("--sizes", type=_sizes, required=True,
-                    help="the agreed candidate sizes, e.g. 30,30")
-    dow = roles.add_parser("data-owner", help="RANK=1: the data owner")
+    mo.add_argument("--sizes", type=_sizes, required=True, action="append",
+                    help="the agreed candidate sizes, e.g. 30,30; with several data owners, "
+                    "repeat it once per data owner, in rank order")
+    dow = roles.add_parser("data-owner", help="RANK=1 (data owner j of k: RANK=j): a data "
+                           "owner")
     dow.add_argument("--encoding", type=_path, required=True,
                      help="the model owner's encoding file")
     dow.add_argument("--candidate-file", type=_path, action="append", required=True,
                      help="a candidate dataset (repeat for several)")
+    dow.add_argument("--sizes", type=_sizes, action="append",
+                     help="with several data owners: every data owner's candidate sizes, "
+                     "repeated once per data owner in rank order (the same as the model "
+                     "owner's), its own at position RANK")
     for r in (mo, dow):
         r.add_argument("--appraiser", default="influence", choices=APPRAISER_NAMES)
         _add_hyper_parameters(r)
@@ -372,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--threshold", type=_option("threshold", whole=False),
                     default=DEFAULTS["threshold"],
                     help="bit mode: the threshold")
-    dealer = roles.add_parser("dealer", help="RANK=2: the dealer of the TTP provider")
+    dealer = roles.add_parser("dealer", help="RANK=2 (k + 1 with k data owners): the dealer "
+                              "of the TTP provider")
     for r in (mo, dow, dealer):
         r.add_argument("--session-key-file", type=_path, help="the session key shared out of "
                        "band (else the environment variable APPRAISAL_SESSION_KEY)")
@@ -384,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 # the settings a command's options may give (the rest of its options are not appraisal settings)
 CONFIG_OPTIONS = ("backend", "lr", "steps", "batch_size", "newton_steps", "preconditioner",
                   "mode", "precision_bits", "provider", "reveal", "threshold", "timeout",
-                  "grid", "noise", "weight_bound", "row_bound")
+                  "sellers", "grid", "noise", "weight_bound", "row_bound")
 
 
 def _config(args, names=None) -> AppraiserConfig:
@@ -415,6 +428,8 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 def cmd_appraise(args) -> int:
     _appraise_options(args)
     config = _config(args)  # validated before the slow part
+    if config.private and args.candidate_file is None:
+        config.mpc.sellers_of(args.candidates)  # every data owner holds a candidate
     for out in (args.out, args.timeline_out):
         if out is not None:
             check_output_file(out)
@@ -461,7 +476,8 @@ def cmd_appraise(args) -> int:
             print(f"cost {name}: plaintext {g.plaintext_seconds.sum():.2f} s, encrypted "
                   f"{g.private_seconds.sum():.2f} s, {g.bytes.sum() / 1e6:.1f} MB sent on the "
                   f"wire, {g.rounds.sum():.0f} rounds (critical path) ({args.mode}, "
-                  f"{args.provider}, {args.precision_bits} bits, reveal {args.reveal})")
+                  f"{args.provider}, {args.precision_bits} bits, reveal {args.reveal}"
+                  + (f", {args.sellers} data owners" if args.sellers > 1 else "") + ")")
         for appraisal in appraisals:  # who sees what (the dashboard's party lanes)
             for line in appraisal.account.lines():
                 print(f"session {appraisal.appraiser}: {line}")
@@ -531,12 +547,12 @@ def _print_party_report(name: str, report, reveal: str) -> None:
 def cmd_party(args) -> int:
     # files and options first, then the environment, the key last: before any networking
     if args.role == "dealer":
-        check_environment(2)
+        check_environment("dealer", None)
         run_dealer(session_key(args.session_key_file))
         return 0
     config = _config(args, names=(args.appraiser,))
     appraiser, runner = config.build(args.appraiser), config.runner()
-    check_environment(0 if args.role == "model-owner" else 1)
+    check_environment(args.role.replace("-", " "), max(len(args.sizes or ()), 1))
     if args.role == "model-owner":
         task = _task(args)
         appraiser.fit(_seed(args, task))
@@ -549,7 +565,7 @@ def cmd_party(args) -> int:
                                           scale=enc["scale"])
                       for f in args.candidate_file]
         report = run_data_owner(enc, appraiser, runner, candidates,
-                                session_key(args.session_key_file))
+                                session_key(args.session_key_file), args.sizes or ())
     n_outputs = appraiser.seed_.theta.shape[1] if args.role == "model-owner" \
         else enc["n_outputs"]
     defences = _defence_line(config, int(n_outputs))

@@ -102,7 +102,8 @@ class AppraiserConfig:
     @classmethod
     def from_options(cls, **options) -> AppraiserConfig:
         """The configuration of flat settings: this class's own fields, MPCOptions' (mode,
-        provider, reveal, threshold, precision_bits, timeout, verify, budget) and Defences'
+        provider, reveal, threshold, precision_bits, timeout, verify, sellers, budget) and
+        Defences'
         (grid, noise, weight_bound, row_bound); what is not given takes its default."""
         return cls().with_(**options)
 
@@ -186,7 +187,7 @@ class AppraiserConfig:
             return contextlib.nullcontext()
         from explorer.mpc.session import warm_sessions
 
-        return warm_sessions(self.mpc.provider)
+        return warm_sessions(self.mpc.provider, self.mpc.sellers)
 
     def keep_processes(self) -> None:
         """For sessions between real parties: keep party processes for the rest of this

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "threshold": 0.0,
     "timeout": 600.0,
     "verify": True,  # every value twice, from independent sharings (README)
+    "sellers": 1,  # data owners, each its own process with its own candidates
     # defences applied inside the protocol before the reveal
     "grid": 0.0,
     "noise": 0.0,
@@ -85,6 +86,8 @@ MAX_CANDIDATE_FILE_BYTES = 512 * 2**20
 # A candidate feature further than this many seed-set standard deviations from the seed-set mean
 # is refused as absurd (a unit or parsing mistake); far below what the fixed-point ring holds.
 MAX_STANDARDISED = 1e6
+# Data owners in one private session: one process each (README: several data owners).
+MAX_SELLERS = 32
 
 
 def is_whole(value: Any) -> bool:
@@ -242,6 +245,7 @@ CONSTRAINTS: dict[str, Any] = {
     "threshold": _Real(),
     "timeout": _Real(0.0, 7 * 86400.0, low_open=True),
     "verify": _Bool(),
+    "sellers": _Whole(1, MAX_SELLERS),
     "budget_count": _Whole(0, None),
     # defences applied inside the protocol before the reveal (explorer.appraisers.reveal)
     "grid": _Real(0.0, 1e6, words="a number within [0, 1e+06] (0: no rounding)"),
@@ -295,6 +299,7 @@ LABELS = {
     "threshold": "the threshold (--threshold)",
     "timeout": "the timeout (--timeout)",
     "verify": "verify",
+    "sellers": "the number of data owners (--sellers)",
     "budget_count": "a ledger budget (--budget-sessions, --budget-values, --budget-bits)",
     "grid": "the rounding grid (--grid)",
     "noise": "the noise level (--noise)",

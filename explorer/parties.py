@@ -1,5 +1,6 @@
 """Each party on its own machine: model owner, data owner and dealer started separately with
-CrypTen's environment variables (RENDEZVOUS=tcp://host:port, WORLD_SIZE=2, RANK=0|1|2).
+CrypTen's environment variables (RENDEZVOUS=tcp://host:port, WORLD_SIZE=2, RANK=0|1|2); with k
+data owners, WORLD_SIZE=k+1, data owner j runs as RANK=j and the dealer as RANK=k+1.
 
 The data owner never sees the model owner's data, only its public *encoding*: feature names and
 order, the standardisation (mean and scale per feature), the classes, and the sizes fine-tuning
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from explorer.appraisers.base import Appraiser, Public
-from explorer.appraisers.batch import candidate_batch
+from explorer.appraisers.batch import CandidateBatch, candidate_batch
 from explorer.constraints import CONSTRAINTS, DEFAULTS, check_params, is_real, is_whole
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
@@ -116,16 +117,35 @@ def read_encoding(path: str | os.PathLike) -> dict:
     return enc
 
 
-def check_environment(rank: int) -> None:
-    """Refuse, before any networking, CrypTen's environment variables unfit for ``rank``."""
+def check_environment(role: str, sellers: int | None = 1) -> int:
+    """Refuse, before any networking, CrypTen's environment variables unfit for ``role``
+    ("model owner", "data owner" or "dealer") in a session with ``sellers`` data owners (the
+    dealer: None, any number); return this process's RANK."""
+    example = {"model owner": 0, "data owner": 1}.get(role, (sellers or 1) + 1)
     missing = [k for k in ENV if k not in os.environ]
     if missing:
         raise ExplorerError(f"set {', '.join(missing)} for this party (e.g. "
-                            f"RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE=2 RANK={rank}).")
-    if os.environ["RANK"] != str(rank) or os.environ["WORLD_SIZE"] != "2":
-        raise ExplorerError(f"this role runs as RANK={rank} with WORLD_SIZE=2, but the "
-                            f"environment says RANK={os.environ['RANK']}, "
-                            f"WORLD_SIZE={os.environ['WORLD_SIZE']}.")
+                            f"RENDEZVOUS=tcp://10.0.0.1:29500 WORLD_SIZE={(sellers or 1) + 1} "
+                            f"RANK={example}).")
+    said = (f"the environment says RANK={os.environ['RANK']}, "
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']}")
+    try:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except ValueError:
+        rank, world_size = -1, -1
+    if role == "dealer":
+        if world_size < 2 or rank != world_size:
+            raise ExplorerError(f"the dealer runs as RANK equal to WORLD_SIZE (2 with one data "
+                                f"owner, k + 1 with k), but {said}.")
+    elif sellers == 1 or role == "model owner":
+        want = 0 if role == "model owner" else 1
+        if rank != want or world_size != sellers + 1:
+            owners = f" (the model owner and {sellers} data owners)" if sellers > 1 else ""
+            raise ExplorerError(f"this role runs as RANK={want} with WORLD_SIZE={sellers + 1}"
+                                f"{owners}, but {said}.")
+    elif world_size != sellers + 1 or not 1 <= rank <= sellers:
+        raise ExplorerError(f"a data owner among {sellers} runs as RANK=1 to {sellers} with "
+                            f"WORLD_SIZE={sellers + 1}, but {said}.")
     rendezvous = os.environ["RENDEZVOUS"]
     try:
         url = urlparse(rendezvous)
@@ -135,6 +155,7 @@ def check_environment(rank: int) -> None:
     if url is None or url.scheme != "tcp" or not (url.hostname and port):
         raise ExplorerError(f"RENDEZVOUS must be the model owner's address as "
                             f"tcp://host:port (e.g. tcp://10.0.0.1:29500), got {rendezvous!r}.")
+    return rank
 
 
 # Across machines a party silent this long has stopped or cannot be reached.
@@ -181,16 +202,17 @@ def _session_error(exc: Exception, who: str) -> ExplorerError:
         return ExplorerError(text)
     if "imed out" in text or "imeout" in text:
         return ExplorerError(f"no answer from the other parties for {STALL_SECONDS:g} s: one "
-                             f"of them stopped or cannot be reached; check that all three run "
-                             f"and can reach RENDEZVOUS, then start them again.")
+                             f"of them stopped or cannot be reached; check that every party "
+                             f"(the dealer too) runs and can reach RENDEZVOUS, then start them "
+                             f"again.")
     if "closed" in text or "reset" in text or "Broken pipe" in text:
         return ExplorerError(f"another party ended the session while the {who} was computing; "
                              f"its own message says why.")
     return ExplorerError(f"the {who}'s session failed: {text}")
 
 
-def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> PartyReport:
-    check_environment(rank)
+def _run(role_: str, spec: SessionSpec, payload, provider: str, key: bytes) -> PartyReport:
+    rank = check_environment(role_, spec.sellers)
     try:
         return run_party_from_env(appraisal_party, {"spec": spec, "input": payload},
                                   config=mpc_config(spec.precision_bits, provider), key=key,
@@ -198,7 +220,7 @@ def _run(rank: int, spec: SessionSpec, payload, provider: str, key: bytes) -> Pa
     except ExplorerError:
         raise
     except (RuntimeError, LaunchError) as exc:
-        raise _session_error(exc, role(rank)) from exc
+        raise _session_error(exc, role(rank, spec.sellers + 1)) from exc
 
 
 def _spend(role_: str, counterparty: str, mpc: MPCOptions, n: int) -> dict[str, int]:
@@ -215,7 +237,7 @@ def _verified(appraiser: Appraiser, runner: PrivateRunner, report: PartyReport) 
         raise ExplorerError(
             f"the private {appraiser.name} value of candidate {first} could not be verified "
             f"({int((~ok).sum())} of {len(ok)} candidates: their two independently shared "
-            f"copies disagreed or broke a bound every value obeys); start the three processes "
+            f"copies disagreed or broke a bound every value obeys); start every party's process "
             f"again for fresh randomness, or use fewer precision bits.")
     return dataclasses.replace(report, values=report.values[0])
 
@@ -227,49 +249,81 @@ def _private(appraiser: Appraiser, runner: PrivateRunner) -> None:
     runner.check(appraiser)
 
 
-def _spec(public: Public, runner: PrivateRunner) -> SessionSpec:
-    mpc = runner.options
+def _spec(public: Public, runner: PrivateRunner, blocks: tuple[int, ...] = ()) -> SessionSpec:
+    mpc = dataclasses.replace(runner.options, sellers=len(blocks))
+    mpc.check_defences(runner.defences)  # what several data owners cannot do
     return SessionSpec(public, reveal=mpc.reveal, precision_bits=mpc.precision_bits,
-                       verify=mpc.verify, defences=runner.defences)
+                       verify=mpc.verify, defences=runner.defences,
+                       blocks=blocks if len(blocks) > 1 else ())
 
 
-def run_model_owner(appraiser: Appraiser, runner: PrivateRunner, sizes: tuple[int, ...],
-                    key: bytes) -> PartyReport:
-    """Rank 0: enter the (fitted) appraiser's model-owner inputs for candidates of the agreed
-    ``sizes``, with the runner's options and defences, in a session whose processes prove they
-    hold ``key``."""
-    _private(appraiser, runner)
+def _sellers_sizes(sizes) -> list[tuple[int, ...]]:
+    """Every data owner's candidate sizes, in rank order: ``sizes`` is one data owner's list
+    of whole numbers, or a list of such lists (one per data owner); checked."""
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise ExplorerError(f"give the candidates' sizes as a list of whole numbers, e.g. "
-                            f"(30, 30, 30), got {sizes!r}.")
-    for n in sizes:
-        check_params({"sizes": n})
-    public = appraiser.public(sizes)
+                            f"(30, 30, 30), or one such list per data owner, got {sizes!r}.")
+    groups = [tuple(sizes)] if not isinstance(sizes[0], Sequence) else [tuple(g) for g in sizes]
+    check_params({"sellers": len(groups)})
+    for group in groups:
+        if not group:
+            raise ExplorerError("every data owner holds at least one candidate; give each "
+                                "data owner's sizes, e.g. (30, 30).")
+        for n in group:
+            check_params({"sizes": n})
+    return groups
+
+
+def run_model_owner(appraiser: Appraiser, runner: PrivateRunner, sizes, key: bytes
+                    ) -> PartyReport:
+    """Rank 0: enter the (fitted) appraiser's model-owner inputs, once, for candidates of the
+    agreed ``sizes`` (a list of whole numbers; with several data owners, one such list per data
+    owner, in rank order), with the runner's options and defences, in a session whose
+    processes prove they hold ``key``. It learns every candidate's value."""
+    _private(appraiser, runner)
+    groups = _sellers_sizes(sizes)
+    public = appraiser.public([n for group in groups for n in group])
     mpc = runner.options
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=mpc.threshold)
-    _spend("model owner", fingerprint(key), mpc, len(sizes))
-    return _verified(appraiser, runner, _run(0, _spec(public, runner), mo, mpc.provider, key))
+    _spend("model owner", fingerprint(key), mpc, public.n_candidates)
+    spec = _spec(public, runner, tuple(len(g) for g in groups))
+    return _verified(appraiser, runner, _run("model owner", spec, mo, mpc.provider, key))
 
 
 def run_data_owner(enc: dict, appraiser: Appraiser, runner: PrivateRunner,
-                   candidates: list[tuple[np.ndarray, np.ndarray]], key: bytes) -> PartyReport:
-    """Rank 1: standardise raw candidates with the model owner's encoding and enter them into
-    a session of ``appraiser`` (unfitted: the data owner only knows its public definition),
-    with the runner's options and defences."""
+                   candidates: list[tuple[np.ndarray, np.ndarray]], key: bytes,
+                   sellers_sizes: Sequence[Sequence[int]] = ()) -> PartyReport:
+    """A data owner (rank 1; data owner j of several: RANK=j): standardise raw candidates with
+    the model owner's encoding and enter them into a session of ``appraiser`` (unfitted: the
+    data owner only knows its public definition), with the runner's options and defences.
+    ``sellers_sizes``: with several data owners, every data owner's candidate sizes in rank
+    order (public, agreed beforehand), its own among them. It learns its own values only."""
     _private(appraiser, runner)
     mean, scale = np.asarray(enc["mean"]), np.asarray(enc["scale"])
     standardised = [(torch.from_numpy((X - mean) / scale), torch.from_numpy(y))
                     for X, y in candidates]
+    own = tuple(len(y) for _, y in candidates)
+    groups = _sellers_sizes(sellers_sizes) if sellers_sizes else [own]
+    if sellers_sizes:
+        rank = check_environment("data owner", len(groups))
+        if groups[rank - 1] != own:
+            raise ExplorerError(f"data owner {rank}'s candidate files hold {own} samples, but "
+                                f"the agreed sizes give it {groups[rank - 1]}; give --sizes in "
+                                f"rank order, its own at position {rank}.")
+    sizes = tuple(n for group in groups for n in group)
     public = Public(appraiser=appraiser.name, params=tuple(sorted(appraiser.params().items())),
                     n_features=len(enc["feature_names"]), n_outputs=enc["n_outputs"],
-                    sizes=tuple(len(y) for _, y in candidates), n_seed=enc["n_train"],
-                    n_test=enc["n_test"], lam=enc["lam"])
+                    sizes=sizes, n_seed=enc["n_train"], n_test=enc["n_test"], lam=enc["lam"])
     mpc = runner.options
     # the data owner knows the model owner by its encoding, which a fresh key does not change
     _spend("data owner", fingerprint(enc), mpc, len(candidates))
-    return _verified(appraiser, runner, _run(1, _spec(public, runner),
-                                             candidate_batch(standardised, public.n_outputs),
-                                             mpc.provider, key))
+    # padded to the session's public m rows, like every data owner's block
+    batch = candidate_batch(standardised, public.n_outputs)
+    pad = public.size - batch.A.shape[1]
+    batch = CandidateBatch(torch.nn.functional.pad(batch.A, (0, 0, 0, pad)),
+                           torch.nn.functional.pad(batch.Y, (0, 0, 0, pad)), batch.sizes)
+    spec = _spec(public, runner, tuple(len(g) for g in groups))
+    return _verified(appraiser, runner, _run("data owner", spec, batch, mpc.provider, key))
 
 
 def _rehearsal(rank: int, world_size: int, payload: dict) -> None:
@@ -278,10 +332,10 @@ def _rehearsal(rank: int, world_size: int, payload: dict) -> None:
 
 
 def run_dealer(key: bytes) -> None:
-    """Rank 2: deal multiplication triples (TTP) until the model owner ends the session, all
-    of them ahead, from a rehearsal of the public spec the model owner sends; a session that
-    fails makes the dealer fail too."""
-    check_environment(2)
+    """Rank 2 (k + 1 with k data owners): deal multiplication triples (TTP) until the model
+    owner ends the session, all of them ahead, from a rehearsal of the public spec the model
+    owner sends; a session that fails makes the dealer fail too."""
+    check_environment("dealer", None)
     try:
         run_dealer_from_env(config=mpc_config(DEFAULTS["precision_bits"], "TTP"), key=key,
                             stall_timeout=STALL_SECONDS, fn=_rehearsal)

@@ -353,3 +353,80 @@ def remembering_party(rank: int, world_size: int, payload: Any) -> dict[str, Any
     product = (crypten.cryptensor(torch.ones(2), src=0) *
                crypten.cryptensor(torch.full((2,), 2.0), src=1)).sum().get_plain_text()
     return {"pid": os.getpid(), "received": list(_RECEIVED), "product": float(product)}
+
+
+def audited_appraisal_party(rank: int, world_size: int, payload: dict) -> Any:
+    """explorer.mpc.protocol.appraisal_party, also returning every tensor this process
+    obtained in the clear through its communicator (the results of openings to everyone,
+    openings to it alone, what others broadcast or sent it, the wrap-count gathers) and the
+    shapes of the inputs it encrypted itself (src = its rank) and of the sharings it opened to
+    everyone. A payload with "die" equal to
+    this rank ends the process at the session's start, as a data owner that dies would."""
+    from explorer.mpc.protocol import appraisal_party
+
+    if rank == world_size:  # the dealer's rehearsal
+        return appraisal_party(rank, world_size, payload)
+    if payload.get("die") == rank:
+        os._exit(3)
+    crypten = load_crypten()
+    comm = crypten.communicator.get()
+    obtained: list[torch.Tensor] = []
+    encrypted: list[tuple[int, ...]] = []
+    opened: list[tuple[int, ...]] = []
+
+    def keep(x: Any) -> None:
+        for t in (x if isinstance(x, (list, tuple)) else [x]):
+            if isinstance(t, torch.Tensor):
+                obtained.append(t.detach().clone().reshape(-1))
+
+    def everyone(fn, opening: bool = False):
+        def call(x, *args, **kwargs):
+            out = fn(x, *args, **kwargs)
+            if opening:  # what this party opened to everyone, by shape
+                opened.extend(tuple(t.shape) for t in (x if isinstance(x, list) else [x]))
+            keep(out)
+            return out
+        return call
+
+    def at_root(fn):
+        def call(x, root, *args, **kwargs):
+            out = fn(x, root, *args, **kwargs)
+            if root == rank:
+                keep(out)
+            return out
+        return call
+
+    def reduced(fn):
+        def call(parts, **kwargs):
+            out = fn(parts, **kwargs)
+            keep(list(out.values()))
+            return out
+        return call
+
+    broadcast = comm.broadcast
+
+    def broadcasting(x, src, *args, **kwargs):
+        out = broadcast(x, src, *args, **kwargs)
+        if src != rank:  # what another party sent it
+            keep(out)
+        return out
+
+    comm.all_reduce = everyone(comm.all_reduce, opening=True)
+    comm.all_gather = everyone(comm.all_gather)
+    comm.sent_blocks, comm.broadcast = everyone(comm.sent_blocks), broadcasting
+    comm.reduce, comm.gather = at_root(comm.reduce), at_root(comm.gather)
+    comm.reduced_to = reduced(comm.reduced_to)
+    cryptensor = crypten.cryptensor
+
+    def encrypting(tensor, *args, src: int = 0, **kwargs):
+        if src == rank:
+            encrypted.append(tuple(tensor.shape))
+        return cryptensor(tensor, *args, src=src, **kwargs)
+
+    crypten.cryptensor = encrypting
+    try:
+        report = appraisal_party(rank, world_size, payload)
+    finally:
+        crypten.cryptensor = cryptensor
+    return {"report": report, "obtained": torch.cat(obtained) if obtained else
+            torch.zeros(0, dtype=torch.long), "encrypted": encrypted, "opened": opened}

@@ -24,10 +24,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_parties(tmp_path, roles, key_env=None, timeout=150):
+def start_parties(tmp_path, roles, key_env=None, timeout=150, world_size=2):
     """Start each (rank, argv) as its own process; return their (code, stdout, stderr, seconds)
     in the order given."""
-    env = {**os.environ, "RENDEZVOUS": f"tcp://127.0.0.1:{free_port()}", "WORLD_SIZE": "2"}
+    env = {**os.environ, "RENDEZVOUS": f"tcp://127.0.0.1:{free_port()}",
+           "WORLD_SIZE": str(world_size)}
     env.pop("APPRAISAL_SESSION_KEY", None)
     if key_env is not None:
         env["APPRAISAL_SESSION_KEY"] = key_env
@@ -56,7 +57,7 @@ def files(tmp_path_factory):
     assert main(["export-encoding", "--task", "wdbc", "--out", str(d / "enc.json"),
                  "--session-key-out", str(d / "session.key")]) == 0
     assert oct((d / "session.key").stat().st_mode & 0o777) == "0o600"
-    for i, level in enumerate([0.0, 0.6]):
+    for i, level in enumerate([0.0, 0.6, 0.3]):
         assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--corruption",
                      "label-noise", "--level", str(level), "--random-state", str(i),
                      "--out", str(d / f"c{i}.csv")]) == 0
@@ -91,6 +92,43 @@ def test_three_separately_started_processes_agree_with_plaintext(files, capsys):
         (plain,) = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines()
                     if line.startswith("value influence")]
         assert v == pytest.approx(plain, rel=0.02, abs=1e-3)
+
+
+def test_two_data_owners_each_started_on_its_own_learn_their_own_values(files):
+    """WORLD_SIZE=3: the model owner, data owner 1 (two candidates), data owner 2 (one) and the
+    dealer (RANK=3), as the README's two-machines section shows."""
+    sizes = ["--sizes", "25,25", "--sizes", "25"]
+    results = start_parties(files, [
+        (0, ["model-owner", "--task", "wdbc", *sizes, *KEY]),
+        (3, ["dealer", *KEY]),
+        (1, [*DATA_OWNER, *sizes, *KEY]),
+        (2, ["data-owner", "--encoding", "enc.json", "--candidate-file", "c2.csv", *sizes,
+             *KEY]),
+    ], world_size=3)
+    assert [r[0] for r in results] == [0, 0, 0, 0], "".join(r[2] for r in results)
+    values = [[float(line.split()[-1]) for line in out.splitlines() if line.startswith("value")]
+              for _, out, _, _ in results]
+    assert len(values[0]) == 3 and values[1] == []  # the dealer learns nothing
+    assert values[2] == values[0][:2] and values[3] == values[0][2:]
+
+
+def test_a_data_owner_whose_files_differ_from_the_agreed_sizes_is_refused(files, monkeypatch,
+                                                                           capsys):
+    monkeypatch.setenv("RENDEZVOUS", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    code = main(["party", "data-owner", "--encoding", str(files / "enc.json"),
+                 "--candidate-file", str(files / "c2.csv"), "--sizes", "25,25", "--sizes",
+                 "30", "--session-key-file", str(files / "session.key")])
+    err = capsys.readouterr().err
+    assert code == 2 and "data owner 2's candidate files hold (25,) samples, but the agreed " \
+        "sizes give it (30,)" in err, err
+    monkeypatch.setenv("RANK", "3")
+    assert main(["party", "data-owner", "--encoding", str(files / "enc.json"),
+                 "--candidate-file", str(files / "c2.csv"), "--sizes", "25,25", "--sizes",
+                 "25", "--session-key-file", str(files / "session.key")]) == 2
+    assert "a data owner among 2 runs as RANK=1 to 2 with WORLD_SIZE=3" in \
+        capsys.readouterr().err
 
 
 def test_parties_that_disagree_all_stop_with_the_reason(files):

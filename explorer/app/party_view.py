@@ -1,5 +1,6 @@
 """Who sees what: three lanes (model owner | between them | data owner) filled from each private
-appraiser's session account (explorer.mpc.session.SessionAccount), never recomputed here.
+appraiser's session account (explorer.mpc.account.SessionAccount), never recomputed here; with
+several data owners the third lane groups them, each with what it entered, sent and learned.
 
 ``party_lanes`` turns a run's accounts into HTML; ``PartyView`` is the widget that shows it and,
 while a session runs, its elapsed time and processes.
@@ -93,6 +94,8 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
             f"{html.escape(k)} {_shape(s)}" for k, s in acc.data_owner_encrypted.items()))
         for who, target in (("model owner", mo_sent), ("data owner", do_sent)):
             key = who if not one_process else next(iter(acc.party_bytes))
+            if key not in acc.party_bytes:  # several data owners: each in its own section
+                continue
             target.append(f"<b>{html.escape(name)}</b>: {_mb(acc.party_bytes[key])}, "
                           f"{acc.party_rounds[key]} rounds, "
                           f"{acc.party_seconds[key]:.2f} s encrypted")
@@ -112,6 +115,22 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                 "choose real parties to count them"]
         mo_sent, do_sent = note, note
     sizes = sorted(set(public.sizes))
+    several = len(first.sellers) > 1
+    if several:  # the account's per data owner, as recorded: one section each
+        do_lane = _lane("ae-do", f"Data owners ({len(first.sellers)})",
+                        _seller_sections(accounts))
+        revealed = [f"<b>{html.escape(name)}</b>: {acc.model_owner_learned} {acc.unit} to the "
+                    f"model owner; to each data owner only its own candidates' ("
+                    + ", ".join(f"{html.escape(s.name)} {s.learned}" for s in acc.sellers)
+                    + ")" for name, acc in accounts.items()]
+    else:
+        do_lane = _lane("ae-do", "Data owner", [
+            ("holds in the clear", [f"its {public.n_candidates} candidates (features and "
+                                    f"labels)"]),
+            ("encrypts (name and shape)", do_encrypted),
+            ("sends", do_sent),
+            ("learns", [f"the revealed {first.unit}, nothing else: not θ̂, not the seed or "
+                        f"test data"])])
     lanes = [
         _lane("ae-mo", "Model owner", [
             ("holds in the clear", [
@@ -120,7 +139,9 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                 "what each appraiser derives from them (below)"]),
             ("encrypts (name and shape)", mo_encrypted + threshold),
             ("sends", mo_sent),
-            ("learns", [f"the revealed {first.unit}, nothing else"])]),
+            ("learns", [f"the revealed {first.unit}" + (" of every data owner's candidates"
+                                                         if several else "")
+                        + ", nothing else"])]),
         _lane("ae-mid", "Between them", [
             ("public (both know)", [
                 f"task {html.escape(str(ctx.get('task', '')))}: {public.n_features} features, "
@@ -133,15 +154,28 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
                 "appraisers: " + "; ".join(publics)]),
             ("triple provider (actually used)", [f"<b>{provider}</b>: {html.escape(assumes)}"]),
             ("revealed", revealed)]),
-        _lane("ae-do", "Data owner", [
-            ("holds in the clear", [f"its {public.n_candidates} candidates (features and "
-                                    f"labels)"]),
-            ("encrypts (name and shape)", do_encrypted),
-            ("sends", do_sent),
-            ("learns", [f"the revealed {first.unit}, nothing else: not θ̂, not the seed or "
-                        f"test data"])]),
+        do_lane,
     ]
     return CSS + f"<div class='ae-lanes'>{''.join(lanes)}</div>" + FOOTER
+
+
+def _seller_sections(accounts: dict[str, SessionAccount]) -> list[tuple[str, list[str]]]:
+    """One section per data owner: its candidates, and per appraiser what it encrypted, sent
+    and learned, as its account says."""
+    first = next(iter(accounts.values()))
+    sections = []
+    for j, seller in enumerate(first.sellers):
+        items = [f"holds its {len(seller.candidates)} candidates "
+                 f"({', '.join(map(str, seller.candidates))})"]
+        for name, acc in accounts.items():
+            mine = acc.sellers[j]
+            items.append(f"<b>{html.escape(name)}</b>: encrypts " + ", ".join(
+                f"{html.escape(k)} {_shape(v)}" for k, v in mine.encrypted.items())
+                + f"; sends {_mb(mine.bytes)}, {mine.rounds} rounds; learns {mine.learned} "
+                f"{acc.unit}, of its candidates "
+                f"{', '.join(map(str, mine.learned_candidates))} only")
+        sections.append((seller.name, items))
+    return sections
 
 
 class PartyView:

@@ -6,19 +6,20 @@ Yet the requests (their kind, shapes and operation) are a function of the public
 alone: CrypTen's control flow never depends on secret values, and every shape is public. So:
 
 1. **Rehearsal.** The dealer, given the public spec, runs the very session code a model owner
-   runs (explorer.mpc.protocol) on placeholder inputs, as rank 0 of a two-party session (so
-   CrypTen picks the two-party circuits), with a stand-in communicator that sends nothing
-   (``_StandIn``), in a thread of its own. Each provider request of that run is answered at
-   once by the dealer's server methods, in order, and queued. The dealer's PRGs (one shared
-   with each party, seeded by CrypTen's TTP set-up) advance exactly as they would serving the
-   requests one by one, so each party's own shares, drawn from its PRG as in CrypTen, stay
-   consistent with the dealt ones.
+   runs (explorer.mpc.protocol) on placeholder inputs, as rank 0 of a session of as many
+   parties as the real one (so CrypTen picks the same circuits: with several data owners,
+   truncation by the wrap count, whose masks the dealer deals too), with a stand-in
+   communicator that sends nothing (``_StandIn``), in a thread of its own. Each provider
+   request of that run is answered at once by the dealer's server methods, in order, and
+   queued. The dealer's PRGs (one shared with each party, seeded by CrypTen's TTP set-up)
+   advance exactly as they would serving the requests one by one, so each party's own
+   shares, drawn from its PRG as in CrypTen, stay consistent with the dealt ones.
 2. **Pushed ahead.** Rank 0 asks once, when its session starts; the dealer then pushes what
    it has rehearsed, batch after batch, until the rehearsal ends; a thread of rank 0 receives
    it. A product waits only while the rehearsal is behind the session, never on a round
    trip; a session whose spec ran before, which the dealer replays fast, starts its online
    phase only once the whole deal is in (explorer.mpc.protocol).
-   Rank 1 never talks to the dealer; it draws its shares from its PRG, as in CrypTen.
+   The other ranks never talk to the dealer; it draws its shares from its PRG, as in CrypTen.
 3. **Checked pops.** Every request of rank 0 pops the next dealt entry and must equal it
    (kind, shapes, operation, arguments); any difference, a request beyond the deal or a deal
    not used up raises ``DealMismatch`` (rank 0 or the dealer fails the run): a triple for the
@@ -71,9 +72,16 @@ class Dealer(TTPServer):
         self._setup_generators()
         self.masks: dict[int, torch.Tensor] = {}
 
-    def mask(self, index: int, size, owner: int) -> torch.Tensor:
+    def mask(self, index: int, size, owner) -> torch.Tensor:
         # the owner drew the whole mask from the PRG it shares with the dealer: draw it too
-        self.masks[index] = generate_random_ring_element(size, generator=self.generators[owner])
+        # (several owners: each its own block of rows, from its own PRG)
+        if isinstance(owner, int):
+            self.masks[index] = generate_random_ring_element(size,
+                                                             generator=self.generators[owner])
+        else:
+            self.masks[index] = torch.cat([
+                generate_random_ring_element((rows, *size[1:]), generator=self.generators[rank])
+                for rank, rows in owner])
         return _EMPTY
 
     def correlated(self, index: int, size1, transpose: bool, copies: int = 1) -> torch.Tensor:
@@ -83,7 +91,8 @@ class Dealer(TTPServer):
 
     def rehearse(self, session: Callable[[], Any]) -> None:
         """Start running ``session`` (the model owner's code on placeholder inputs) as rank 0
-        of two, in a thread: each of its requests is answered at once and queued for rank 0."""
+        of the session's parties, in a thread: each of its requests is answered at once and
+        queued for rank 0."""
         self._ready: list[tuple[Request, torch.Tensor]] = []
         self.rehearsed: list[Request] = []  # the whole sequence, public: kinds and shapes
         self._rehearsing = threading.Condition()
@@ -99,9 +108,11 @@ class Dealer(TTPServer):
                 self._rehearsing.notify()
             return share.clone()  # the rehearsal computes in place on what it receives
 
+        parties = self.comm.get_world_size()
+
         def run() -> None:
             try:
-                with _rehearsal(answer):
+                with _rehearsal(answer, parties):
                     session()
             except BaseException as exc:  # handed to the serving thread, which fails loudly
                 self._failure = exc
@@ -163,18 +174,21 @@ _EMPTY = torch.empty(0, dtype=torch.long)
 
 
 class _StandIn:
-    """Rank 0 of a two-party session that exchanges nothing: a reveal returns this party's own
-    share (as if the other's were zero), which is all a rehearsal needs, since no control flow
-    depends on revealed values. Anything else it is asked raises."""
+    """Rank 0 of a session of ``parties`` parties that exchanges nothing: a reveal returns this
+    party's own share (as if the others' were zero), which is all a rehearsal needs, since no
+    control flow depends on revealed values. Anything else it is asked raises."""
+
+    def __init__(self, parties: int = 2):
+        self.parties = parties
 
     def get_rank(self) -> int:
         return 0
 
     def get_world_size(self) -> int:
-        return 2
+        return self.parties
 
     def get_ttp_rank(self) -> int:
-        return 2
+        return self.parties
 
     def all_reduce(self, x, op=None, batched=False):
         return [t.clone() for t in x] if batched else x.clone()
@@ -185,13 +199,20 @@ class _StandIn:
         return [t.clone() for t in x] if batched else x.clone()
 
     def all_gather(self, x):
-        return [x.clone(), torch.zeros_like(x)]
+        return [x.clone()] + [torch.zeros_like(x) for _ in range(self.parties - 1)]
 
     def gather(self, x, dst):
-        return [x.clone(), torch.zeros_like(x)] if dst == 0 else [None]
+        return [x.clone()] + [torch.zeros_like(x) for _ in range(self.parties - 1)] \
+            if dst == 0 else [None]
 
     def broadcast(self, x, src, group=None, batched=False):
         return x
+
+    def sent_blocks(self, mine, shape, owners):
+        return torch.zeros(shape, dtype=torch.long)
+
+    def reduced_to(self, parts, skip=()):
+        return {dst: share.clone() for dst, share in parts if dst == 0}
 
     def broadcast_obj(self, obj, src, group=None):
         return obj
@@ -216,7 +237,7 @@ class _RehearsalClient:
 
 
 @contextlib.contextmanager
-def _rehearsal(answer: Callable[..., torch.Tensor]) -> Iterator[None]:
+def _rehearsal(answer: Callable[..., torch.Tensor], parties: int = 2) -> Iterator[None]:
     from crypten.communicator import DistributedCommunicator
 
     install()
@@ -229,7 +250,7 @@ def _rehearsal(answer: Callable[..., torch.Tensor]) -> Iterator[None]:
         # throwaway PRGs: the dealer holds no party's, and a rehearsal must not advance any
         for k in saved_gens:
             gens.setdefault(k, {})[cpu] = torch.Generator().manual_seed(random.getrandbits(63))
-        DistributedCommunicator.instance = _StandIn()
+        DistributedCommunicator.instance = _StandIn(parties)
         TTPClient._TTPClient__instance = _RehearsalClient(answer)
         _crypten.mpc.get_default_provider().masks = 0
         yield

@@ -98,16 +98,29 @@ class DealtAheadProvider(TrustedThirdParty):
                                              generator=generator, device=device)
         return tuple(ArithmeticSharedTensor.from_shares(t, precision=0) for t in (a, b, c))
 
-    def owned_mask(self, size, owner: int, device=None) -> tuple[int, torch.Tensor | None]:
+    def owned_mask(self, size, owner: int | tuple[tuple[int, int], ...], device=None
+                   ) -> tuple[int, torch.Tensor | None]:
         """A fresh random mask (int64, ``size``) known whole to party ``owner`` (it draws it
         from the PRG it shares with the dealer), and the mask's index: the owner gets the mask,
-        the other party None (its share is zero). The dealer learns the draw from the request
-        (nothing travels but the request)."""
+        the other parties None (their share is zero). With several owners ((rank, rows), in
+        order: consecutive row blocks along the first axis) each draws its own block, and its
+        share is the mask with every other block zero. The dealer learns the draws from the
+        request (nothing travels but the request)."""
         client = TTPClient.get()
         a = None
-        if _rank() == owner:
-            a = generate_random_ring_element(size, generator=client.get_generator(device=device),
-                                             device=device)
+        if isinstance(owner, int):
+            if _rank() == owner:
+                a = generate_random_ring_element(size, generator=client.get_generator(
+                    device=device), device=device)
+        else:
+            offset = 0
+            for rank, rows in owner:
+                if _rank() == rank:
+                    a = torch.zeros(size, dtype=torch.long, device=device)
+                    a[offset:offset + rows] = generate_random_ring_element(
+                        (rows, *size[1:]), generator=client.get_generator(device=device),
+                        device=device)
+                offset += rows
         index = self.masks
         self.masks += 1
         if _rank() == 0:

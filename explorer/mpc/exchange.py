@@ -12,8 +12,18 @@ stall for a scheduler tick (about 4 ms) on one exchange in eight when the partie
 between exchanges, as they do; a plain socket does not. Parties on separate machines exchange
 with gloo's isend and irecv, over the connections gloo already has.
 
-Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on both parties,
-and for any other group size or reduction CrypTen's own all-reduce runs. What is sent is
+More than two parties (several data owners) open a sharing with CrypTen's own all-reduce,
+gloo's ring: each party sends about twice its share whatever the number of parties (where an
+exchange with every other party would send its share to each), in 2 (P - 1) sequential steps,
+each counted as a round (explorer.mpc.wire). Two more operations serve several data owners,
+both one round of point-to-point messages: ``blocks_sent`` (each data owner sends its
+own rows of a public tensor, such as its masked features, to every other party) and
+``reduced_to`` (sharings opened to chosen parties only, or summed there over some of the
+parties: each party sends its share to each destination, which alone adds them up; nobody
+relays a partial sum).
+
+Only the transport changes: the sum is the same ring sum modulo 2^64 (or XOR) on every party,
+and for any other reduction or group size CrypTen's own all-reduce runs. What is sent is
 counted on this process's wire counter (explorer.mpc.wire): the payload bytes, one round.
 """
 
@@ -226,6 +236,18 @@ def install(communicator_class: type) -> None:
     broadcast.__doc__ = original_broadcast.__doc__
     communicator_class.broadcast = _logging(broadcast)
 
+    def sent_blocks(self: Any, mine: torch.Tensor | None, shape: tuple[int, ...],
+                    owners: tuple[tuple[int, int], ...]) -> torch.Tensor:
+        return blocks_sent(mine, shape, owners, self.main_group)
+
+    def reduced(self: Any, parts: list[tuple[int, torch.Tensor]], skip: tuple[int, ...] = ()
+                ) -> dict[int, torch.Tensor]:
+        return reduced_to(parts, self.main_group, skip)
+
+    sent_blocks.__doc__, reduced.__doc__ = blocks_sent.__doc__, reduced_to.__doc__
+    communicator_class.sent_blocks = sent_blocks
+    communicator_class.reduced_to = reduced
+
 
 def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[torch.Tensor]:
     """``combine(mine, theirs)`` for each tensor, ``theirs`` being the peer's tensor in the same
@@ -249,3 +271,60 @@ def exchanged(tensors: list[torch.Tensor], group: Any, combine: Any) -> list[tor
         for work in receives + sends:
             work.wait()
     return [combine(a, b) for a, b in zip(mine, theirs, strict=True)]
+
+
+def blocks_sent(mine: torch.Tensor | None, shape: tuple[int, ...],
+                owners: tuple[tuple[int, int], ...], group: Any) -> torch.Tensor:
+    """The public tensor of ``shape`` whose consecutive row blocks (along the first axis) are
+    held by ``owners`` ((rank, rows), in order): each owner sends its block (``mine``, on it;
+    None elsewhere) to every other party of ``group``, all messages posted at once, one round.
+    Every party returns the whole tensor."""
+    me = dist.get_rank()  # global ranks throughout, as ``owners`` names them
+    parties = [dist.get_global_rank(group, r) for r in range(dist.get_world_size(group))]
+    blocks, sends, receives, offset = [], [], [], 0
+    for owner, rows in owners:
+        if owner == me:
+            if mine is None or tuple(mine.shape) != (rows, *shape[1:]):
+                raise ValueError(f"block of rank {me} must have shape {(rows, *shape[1:])}")
+            block = mine.contiguous()
+            sends += [dist.isend(block, p, group=group) for p in parties if p != me]
+        else:
+            block = torch.empty((rows, *shape[1:]), dtype=torch.long)
+            receives.append(dist.irecv(block, owner, group=group))
+        blocks.append(block)
+        offset += rows
+    if offset != shape[0]:
+        raise ValueError(f"the owners' blocks add up to {offset} rows, not {shape[0]}")
+    for work in receives + sends:
+        work.wait()
+    return torch.cat(blocks)
+
+
+def reduced_to(parts: list[tuple[int, torch.Tensor]], group: Any, skip: tuple[int, ...] = ()
+               ) -> dict[int, torch.Tensor]:
+    """Sharings opened to chosen parties only: for each (destination rank, this party's share),
+    every other party sends its share to the destination, which adds them all up. All messages
+    are posted at once (one round); the result, by destination, holds the sums this party
+    received (the ring's sum modulo 2^64), and nothing for the others. Destinations are
+    distinct global ranks, none in ``skip``: the parties whose shares are left out of the sums
+    (they send nothing)."""
+    if len({dst for dst, _ in parts}) != len(parts) or {dst for dst, _ in parts} & set(skip):
+        raise ValueError("each destination is named once, and none is skipped")
+    me = dist.get_rank()
+    senders = [p for p in (dist.get_global_rank(group, r)
+                           for r in range(dist.get_world_size(group))) if p not in skip]
+    sends, receives, opened = [], [], {}
+    for tag, (dst, share) in enumerate(parts):
+        share = share.contiguous()
+        if dst != me:
+            if me in senders:
+                sends.append(dist.isend(share, dst, group=group, tag=tag))
+            continue
+        others = [p for p in senders if p != me]
+        theirs = [torch.empty_like(share) for _ in others]
+        receives += [dist.irecv(t, p, group=group, tag=tag)
+                     for t, p in zip(theirs, others, strict=True)]
+        opened[dst] = (share, theirs)
+    for work in receives + sends:
+        work.wait()
+    return {dst: sum(theirs, share.clone()) for dst, (share, theirs) in opened.items()}

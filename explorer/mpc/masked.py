@@ -35,19 +35,31 @@ from crypten.encoder import FixedPointEncoder  # noqa: E402
 
 
 def opens_once() -> bool:
-    """Whether this session's provider deals reused masks (TTP, two parties)."""
+    """Whether this session's provider deals reused masks (TTP, two or more parties)."""
     return isinstance(_crypten.mpc.get_default_provider(), DealtAheadProvider) and \
-        _crypten.communicator.get().get_world_size() == 2
+        _crypten.communicator.get().get_world_size() >= 2
 
 
-def opened_input(x: torch.Tensor | None, shape: tuple[int, ...], owner: int, copies: int = 1):
-    """Party ``owner``'s input ``x`` (float, ``shape``; None on the other party) as an operand
-    opened once (module docstring), repeated ``copies`` times along the first axis. Requires
-    :func:`opens_once`."""
+def opened_input(x: torch.Tensor | None, shape: tuple[int, ...],
+                 owner: int | tuple[tuple[int, int], ...], copies: int = 1):
+    """Party ``owner``'s input ``x`` (float, ``shape``; None on the other parties) as an operand
+    opened once (module docstring), repeated ``copies`` times along the first axis. With
+    several owners ((rank, rows), in order), each holds one block of consecutive rows along
+    the first axis, ``x`` being its own block: each draws its block's mask and sends its
+    block of E to every other party, in one round. Requires :func:`opens_once`."""
     provider: DealtAheadProvider = _crypten.mpc.get_default_provider()
     comm = _crypten.communicator.get()
     encoder = FixedPointEncoder()
     index, a = provider.owned_mask(shape, owner)
+    if not isinstance(owner, int):
+        mine = None
+        offset = 0
+        for rank, rows in owner:
+            if comm.get_rank() == rank:
+                mine = encoder.encode(x.to(torch.float64)) - a[offset:offset + rows]
+            offset += rows
+        return OpenedOnce(comm.sent_blocks(mine, shape, owner), a, index, copies, encoder,
+                          provider)
     if comm.get_rank() == owner:
         epsilon = encoder.encode(x.to(torch.float64)) - a
     else:

@@ -19,7 +19,9 @@ class MPCOptions:
     """Processes (``mode``: real parties or one simulated process), fixed point, triple
     provider, what is revealed (value or bit, with the model owner's threshold in bit mode),
     the whole session's deadline (s), whether every value is computed twice from independent
-    sharings (``verify``) and the query ledger's limits (``budget``, real parties only)."""
+    sharings (``verify``), the number of data owners (``sellers``: the candidates split into
+    that many consecutive blocks, each entered by its own process, real parties only) and the
+    query ledger's limits (``budget``, real parties only)."""
 
     mode: str = DEFAULTS["mode"]
     precision_bits: int = DEFAULTS["precision_bits"]
@@ -28,6 +30,7 @@ class MPCOptions:
     threshold: float = DEFAULTS["threshold"]
     timeout: float = DEFAULTS["timeout"]
     verify: bool = DEFAULTS["verify"]
+    sellers: int = DEFAULTS["sellers"]
     budget: Budget = field(default_factory=Budget)
 
     def __post_init__(self) -> None:
@@ -37,12 +40,26 @@ class MPCOptions:
         if self.mode == "simulated" and self.provider == "TTP":
             raise ExplorerError("simulated mode runs one process and has no dealer; use "
                                 "provider TFP or mode parties.")
+        if self.mode == "simulated" and self.sellers > 1:
+            raise ExplorerError(f"simulated mode runs one process for every party, so it has "
+                                f"no {self.sellers} data owners to keep apart; use mode "
+                                f"parties or one data owner.")
 
     @classmethod
     def for_mode(cls, mode: str, **options) -> MPCOptions:
         """Options for ``mode`` with its own provider (explorer.constraints.default_provider)
         unless ``options`` name one."""
         return cls(mode=mode, **{"provider": default_provider(mode), **options})
+
+    def sellers_of(self, n: int) -> list[int]:
+        """The data owner (1 .. sellers) of each of ``n`` candidates: consecutive blocks, as
+        even as they go (the first n mod sellers blocks one candidate larger)."""
+        if n < self.sellers:
+            raise ExplorerError(f"{self.sellers} data owners (--sellers) need at least "
+                                f"{self.sellers} candidates, one each, but there are {n}; use "
+                                f"fewer data owners or more candidates.")
+        base, extra = divmod(n, self.sellers)
+        return [j + 1 for j in range(self.sellers) for _ in range(base + (j < extra))]
 
     @property
     def bits(self) -> bool:
@@ -54,6 +71,10 @@ class MPCOptions:
         if not isinstance(defences, Defences):
             raise ExplorerError("defences must be an explorer.appraisers.reveal.Defences.")
         grid = defences.grid
+        if grid > 0 and self.sellers > 1:
+            raise ExplorerError("the grid (--grid) rounds by two-party CrypTen's local "
+                                "truncation, which several data owners do not have; drop the "
+                                "grid or appraise with one data owner.")
         if grid > 0 and self.bits:
             raise ExplorerError("the grid (--grid) rounds revealed values; bit mode reveals "
                                 "bits, so drop one of them.")

@@ -1,8 +1,10 @@
 """The private appraisal protocol: who inputs what, what is revealed, what is checked.
 
 Parties: rank 0 is the model owner, rank 1 the data owner (rank 0 plays both in simulated mode,
-world size 1). ``appraisal_party`` is the code every party runs; each receives only its own
-payload plus the public ``SessionSpec`` both know. The computation itself is the appraiser's own
+world size 1); with k data owners (``SessionSpec.blocks``), data owner j is rank j, 1 <= j <= k,
+and holds the j-th block of consecutive candidates of the batch (world size k + 1).
+``appraisal_party`` is the code every party runs; each receives only its own payload plus the
+public ``SessionSpec`` all know. The computation itself is the appraiser's own
 ``compute`` (explorer.appraisers), the very method that runs in plaintext, here on CrypTensors.
 
 What is encrypted, by whom:
@@ -18,11 +20,17 @@ the model owner's shapes against the appraiser's declaration; already checked by
 every process holds the session key (explorer.mpc.keys) and, across machines, that all agree
 on the public settings (``public_settings``, explorer.mpc.rendezvous). Revealed to both: the B
 appraisal values, or only the B bits ``value > threshold`` (with ``verify``, each twice: from
-two independently shared copies, compared by explorer.mpc.runner).
+two independently shared copies, compared by explorer.mpc.runner). With k >= 2 data owners the
+model owner's inputs are still entered once and every candidate computed in the one batch, but
+the values (or bits) are opened to the model owner (all B) and to each data owner (its own
+block only), never to another data owner (explorer.mpc.exchange.reduced_to); each comparison
+of the batch takes one adder, each block re-shared between the model owner and its own data
+owner (explorer.mpc.owned).
 
 Opened along the way (masked, as Beaver's protocol does): with a dealer, the candidates'
-features once per session, sent by the data owner under a mask it knows, for both copies
-(explorer.mpc.masked); then only the smaller operands of each product. The dealer runs this same
+features once per session, sent by the data owner (each data owner its own block) under a mask
+it knows, for both copies (explorer.mpc.masked); then only the smaller operands of each
+product. The dealer runs this same
 function on the spec alone to rehearse the session and deal its triples ahead
 (explorer.mpc.dealer); each party draws its own shares ahead when the spec ran before
 (explorer.mpc.drawn).
@@ -36,6 +44,7 @@ stochastically by the local truncation of 2-party CrypTen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -76,10 +85,32 @@ class SessionSpec:
     verify: bool = True  # compute every value twice, from independent sharings
     return_shares: bool = False  # tests only: each party returns its shares of the secrets
     defences: Defences = field(default_factory=Defences)  # public grid, noise, their bounds
+    # candidates of each data owner, in rank order (consecutive blocks of the batch); () for
+    # one data owner holding them all
+    blocks: tuple[int, ...] = ()
 
     @property
     def copies(self) -> int:
         return 2 if self.verify else 1
+
+    @property
+    def sellers(self) -> int:
+        """The number of data owners, k."""
+        return max(len(self.blocks), 1)
+
+    def owners(self, world_size: int) -> tuple[tuple[int, int], ...]:
+        """(rank, candidates) of each data owner in a session of ``world_size`` processes
+        (simulated mode, world size 1: rank 0 plays them all)."""
+        counts = self.blocks or (self.public.n_candidates,)
+        if world_size == 1:
+            return ((MODEL_OWNER, self.public.n_candidates),)
+        return tuple((DATA_OWNER + j, n) for j, n in enumerate(counts))
+
+    def block(self, seller: int) -> slice:
+        """Data owner ``seller``'s (1-based, its rank) candidates within the batch."""
+        counts = self.blocks or (self.public.n_candidates,)
+        start = sum(counts[:seller - 1])
+        return slice(start, start + counts[seller - 1])
 
     def to_plain(self) -> dict:
         """The spec as nested dicts, tuples and Python numbers: what CrypTen's restricted
@@ -101,7 +132,8 @@ class SessionSpec:
         public["sizes"] = tuple(public["sizes"])
         public["hidden"] = tuple(public.get("hidden", ()))
         return cls(**{**plain, "public": Public(**public),
-                      "defences": Defences(**plain["defences"])})
+                      "defences": Defences(**plain["defences"]),
+                      "blocks": tuple(plain.get("blocks", ()))})
 
 
 @dataclass(frozen=True)
@@ -117,7 +149,8 @@ class ModelOwnerInput:
 class PartyReport:
     """What a party returns: the revealed values and its own accounting."""
 
-    values: torch.Tensor  # (copies, B) float64 values, or 0/1 bits
+    # (copies, B) float64 values, or 0/1 bits; a data owner among several: (copies, its B_j)
+    values: torch.Tensor
     seconds: float  # encrypted computation, this party's wall time
     bytes: int  # payload bytes this party sent on the wire (explorer.mpc.wire)
     rounds: int  # sequential communication rounds this party waited through
@@ -147,13 +180,18 @@ def check_model_owner_input(spec: SessionSpec, appraiser: Appraiser, mo: ModelOw
                           "compared with the values")
 
 
-def check_data_owner_input(spec: SessionSpec, batch: CandidateBatch) -> None:
+def check_data_owner_input(spec: SessionSpec, batch: CandidateBatch, seller: int = 1,
+                           world_size: int = 2) -> None:
+    """Data owner ``seller``'s (its rank) batch has the shapes and sizes of its block (the
+    whole batch for one data owner, or in simulated mode) and fits the fixed-point ring."""
     public = spec.public
-    want = (public.n_candidates, public.size, public.d1)
-    if tuple(batch.A.shape) != want or batch.sizes != public.sizes:
+    block = spec.block(seller) if world_size > 1 else slice(0, public.n_candidates)
+    sizes = public.sizes[block]
+    want = (len(sizes), public.size, public.d1)
+    if tuple(batch.A.shape) != want or batch.sizes != sizes:
         raise ExplorerError(f"the candidate batch has shape {tuple(batch.A.shape)} and sizes "
                             f"{batch.sizes}, but the session expects {want} and "
-                            f"{public.sizes}.")
+                            f"{sizes}.")
     check_dataset("candidate features", batch.A, spec.precision_bits)
 
 
@@ -170,15 +208,28 @@ def _reveal(x, precision_bits: int) -> torch.Tensor:
 
 
 def candidate_inputs(crypten, batch: CandidateBatch | None, public: Public, copies: int,
-                     src: int, rank: int) -> tuple:
-    """The data owner's candidates as both parties hold them: features A (copies x B, m, d1)
+                     src: int | tuple[tuple[int, int], ...], rank: int) -> tuple:
+    """The data owner's candidates as every party holds them: features A (copies x B, m, d1)
     and label targets Y (copies x B, m, C). Each copy's shares are drawn afresh: a truncation
     failure, which depends on the shares' randomness, almost never strikes both copies alike.
     The features are opened once for all their products and every copy (explorer.mpc.masked)
-    when the dealer deals masks. ``batch`` is None on every party but ``src``."""
+    when the dealer deals masks. ``batch`` is None on every party but ``src``. With several
+    data owners, ``src`` is their (rank, candidates) in order (``SessionSpec.owners``): each
+    enters its own consecutive block of the batch, ``batch`` being its own."""
     from explorer.mpc import masked
 
     B, m, d1, C = public.n_candidates, public.size, public.d1, public.n_outputs
+    if not isinstance(src, int):  # several data owners, each its own block
+        if masked.opens_once():
+            A = masked.opened_input(batch.A if batch else None, (B, m, d1), src, copies)
+        else:
+            A = crypten.cat([crypten.cat([_encrypt(crypten, batch.A if batch else None,
+                                                   (n, m, d1), owner, rank)
+                                          for owner, n in src]) for _ in range(copies)])
+        Y = crypten.cat([crypten.cat([_encrypt(crypten, batch.Y if batch else None,
+                                               (n, m, C), owner, rank) for owner, n in src])
+                         for _ in range(copies)])
+        return A, Y
     if masked.opens_once():
         A = masked.opened_input(batch.A if batch else None, (B, m, d1), src, copies)
     else:
@@ -187,6 +238,18 @@ def candidate_inputs(crypten, batch: CandidateBatch | None, public: Public, copi
     Y = crypten.cat([_encrypt(crypten, batch.Y if batch else None, (B, m, C), src, rank)
                      for _ in range(copies)])
     return A, Y
+
+
+def _revealed_to_owners(x, spec: SessionSpec, rank: int, world_size: int) -> torch.Tensor:
+    """Several data owners: ``x`` (copies x B) opened to the model owner whole and to each data
+    owner its own block only, in one round (explorer.mpc.exchange.reduced_to); this party's
+    part, decoded in float64 ((copies, B) on the model owner, (copies, B_j) on data owner j)."""
+    comm = load_crypten().communicator.get()
+    share = x._tensor.share.reshape(spec.copies, spec.public.n_candidates)
+    parts = [(MODEL_OWNER, share)] + [(owner, share[:, spec.block(owner)])
+                                      for owner, _ in spec.owners(world_size)]
+    mine = comm.reduced_to(parts)[rank]
+    return mine.to(torch.float64) / x.encoder.scale
 
 
 @dataclass
@@ -256,6 +319,8 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     (in simulated mode also "data": the candidate batch). The dealer (rank == world_size) runs
     it with the spec alone: its rehearsal of the model owner's part (explorer.mpc.dealer)."""
 
+    from explorer.mpc.owned import owned_rows
+
     entered = time.perf_counter()
     if rank == world_size and payload.get("sequence"):
         from explorer.mpc.dealer import replay
@@ -267,22 +332,32 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     appraiser = definition(public)
     shapes = appraiser.model_owner_shapes(public)
     do_src = DATA_OWNER if world_size > 1 else MODEL_OWNER
+    owners = spec.owners(world_size)
+    several = len(owners) > 1  # data owners, each learning its own block only
+    if several and spec.defences.grid > 0:
+        raise ExplorerError("the grid rounds by two-party CrypTen's local truncation, which "
+                            "several data owners do not have; drop the grid.")
+    if world_size > 1 and world_size != len(owners) + 1:
+        raise ExplorerError(f"the session has {len(owners)} data owner"
+                            f"{'s' if len(owners) > 1 else ''}, so it runs with world size "
+                            f"{len(owners) + 1}, not {world_size}.")
     mine = payload.get("input")
     mo: ModelOwnerInput | None = mine if rank == MODEL_OWNER else None
     B = public.n_candidates
 
     # checks happen before any communication
     batch: CandidateBatch | None = None
-    if rank == do_src:
+    if any(rank == owner for owner, _ in owners):
         batch = payload["data"] if world_size == 1 else mine
-        check_data_owner_input(spec, batch)
+        check_data_owner_input(spec, batch, rank, world_size)
         batch = dataclasses.replace(batch, A=clip_rows(batch.A, spec.defences.row_bound))
     if mo is not None:
         check_model_owner_input(spec, appraiser, mo)
     clock = PartyClock.open(crypten, rank, world_size, payload, spec.to_plain())
 
     copies = spec.copies
-    A, Y = candidate_inputs(crypten, batch, public, copies, do_src, rank)
+    A, Y = candidate_inputs(crypten, batch, public, copies, owners if several else do_src,
+                            rank)
     inputs = {name: _encrypt(crypten, mo.inputs[name] if mo else None, shape, MODEL_OWNER, rank)
               for name, shape in sorted(shapes.items())}
     defences = spec.defences
@@ -291,16 +366,34 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
         # the dealer's rehearsal (rank == world_size) opens placeholders: only the parties decide
         if rank < world_size and bit.item() != 1:
             raise refuse_weights(defences.weight_bound)  # one bit, before any value exists
-    value = appraiser.compute(inputs, A, Y,
-                              dataclasses.replace(public, sizes=public.sizes * copies))
+    # several data owners: each block's comparisons between the model owner and its owner
+    with owned_rows(owners, copies) if several else contextlib.nullcontext():
+        value = appraiser.compute(inputs, A, Y,
+                                  dataclasses.replace(public, sizes=public.sizes * copies))
     if defences.noise > 0:
         # each party's own draw, entered as its own input; both copies carry the same noise
+        # (several data owners: each draws the noise of its own block)
         sources = (MODEL_OWNER, DATA_OWNER) if world_size > 1 else (MODEL_OWNER, MODEL_OWNER)
         noises = [_encrypt(crypten, party_noise(B, defences.noise) if rank == src else None,
-                           (B,), src, rank) for src in sources]
+                           (B,), src, rank) for src in sources[:1 if several else 2]]
+        if several:
+            noises.append(crypten.cat([_encrypt(
+                crypten, party_noise(n, defences.noise) if rank == owner else None, (n,),
+                owner, rank) for owner, n in owners]))
         value = blur(value, [crypten.cat([n] * copies) for n in noises])
 
-    if defences.grid > 0:  # value mode only (MPCOptions)
+    if several:  # each data owner learns its own block only (no grid: MPCOptions)
+        if spec.reveal == "bit":
+            threshold = _encrypt(crypten, torch.tensor([mo.threshold]) if mo else None, (1,),
+                                 MODEL_OWNER, rank)
+            with owned_rows(owners, copies):
+                value = value > threshold
+        if rank == world_size:  # the dealer's rehearsal ends here: an opening needs no deal
+            return None
+        revealed = _revealed_to_owners(value, spec, rank, world_size)
+        if spec.reveal == "bit":
+            revealed = revealed.round()
+    elif defences.grid > 0:  # value mode only (MPCOptions)
         y = grid_units(value, defences.grid)
         if world_size > 1:
             # the shares' local truncation by 2^b is stochastic rounding to an integer
@@ -318,7 +411,7 @@ def appraisal_party(rank: int, world_size: int, payload: dict) -> PartyReport | 
     if rank == world_size:  # the dealer's rehearsal ends here
         return None
     shares = {k: v.share.clone() for k, v in inputs.items()} if spec.return_shares else {}
-    return PartyReport(values=revealed.reshape(copies, B), shares=shares,
+    return PartyReport(values=revealed.reshape(copies, -1), shares=shares,
                        offline_seconds=clock.start - entered, **clock.close())
 
 

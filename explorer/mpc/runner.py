@@ -22,7 +22,7 @@ from explorer.ledger import Ledger, fingerprint
 from explorer.mpc.account import session_account
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import SessionSpec
-from explorer.mpc.session import SessionResult, run_session, session_inputs
+from explorer.mpc.session import SessionResult, run_session, seller_batches, session_inputs
 from explorer.progress import APPRAISE, ENCRYPTED, Progress, ProgressEvent, report_progress
 
 # A session is repeated for the candidates whose two copies disagree, at most this often.
@@ -74,6 +74,9 @@ class PrivateRunner:
         from explorer.mpc.acquisition import acquire
 
         self.check(appraiser)
+        if self.options.sellers > 1:
+            raise ExplorerError(f"greedy acquisition runs with one data owner, not "
+                                f"{self.options.sellers}; appraise with sellers 1.")
         return acquire(appraiser, candidates, rounds, self.options, self.defences,
                        local_ledger(appraiser, self.options), RETRIES, cancel)
 
@@ -89,11 +92,16 @@ class PrivateRunner:
         two copies disagree beyond the appraiser's tolerance, or whose value breaks a public
         invariant, is appraised again in a fresh session (fresh randomness), up to RETRIES
         times; then the run fails naming it. No unverified value is returned.
+
+        With ``options.sellers`` k > 1 the candidates are split into k consecutive blocks
+        (``MPCOptions.sellers_of``), each entered by its own data owner process; a repeated
+        session takes the data owners whose candidates it repeats.
         """
         self.check(appraiser)
         options = self.options
         candidates = appraiser.check_candidates(candidates)
         n = len(candidates)
+        seller = options.sellers_of(n) if n else []
         values = np.full(n, np.nan)
         ledger, counterparty = local_ledger(appraiser, options)
         counts = None
@@ -101,12 +109,17 @@ class PrivateRunner:
         totals = {"private": 0.0, "bytes": 0, "rounds": 0, "wall": 0.0, "prep": 0.0,
                   "startup": 0.0, "offline": 0.0, "sessions": 0}
         sessions: list[SessionResult] = []
+        # per session, each data owner process's (seller, its candidates), in rank order
+        owners: list[tuple[tuple[int, tuple[int, ...]], ...]] = []
         first_spec: SessionSpec | None = None
         result: SessionResult | None = None
         for _ in range(RETRIES + 1 if n else 0):
             start = time.perf_counter()
+            held = tuple((j, tuple(i for i in todo if seller[i] == j))
+                         for j in sorted({seller[i] for i in todo}))
             spec, mo, batch = session_inputs(appraiser, [candidates[i] for i in todo], options,
-                                             self.defences)
+                                             self.defences,
+                                             blocks=[len(ids) for _, ids in held])
             totals["prep"] += time.perf_counter() - start
             first_spec = first_spec or spec
             if ledger is not None:  # both roles are played here: each counts what it reveals
@@ -120,8 +133,10 @@ class PrivateRunner:
                 report_progress(progress, ProgressEvent(ENCRYPTED, appraiser.name, done, n,
                                                         elapsed, up, sent))
 
-            result = run_session(spec, mo, batch, options.mode, options.provider,
+            data = seller_batches(spec, batch) if spec.sellers > 1 else batch
+            result = run_session(spec, mo, data, options.mode, options.provider,
                                  options.timeout, cancel=cancel, on_wait=heartbeat)
+            owners.append(held)
             for key, field_ in (("private", "private_seconds"), ("bytes", "bytes"),
                                 ("rounds", "rounds"), ("wall", "wall_seconds"),
                                 ("startup", "startup_seconds"), ("offline", "offline_seconds")):
@@ -156,8 +171,8 @@ class PrivateRunner:
                  "plaintext_seconds": (appraiser.setup_seconds_ + totals["prep"]) * share,
                  "private_seconds": totals["private"] * share,
                  "bytes": totals["bytes"] * share, "rounds": totals["rounds"] * share}
-        account = session_account(appraiser, options, first_spec, sessions) if sessions \
-            else None
+        account = session_account(appraiser, options, first_spec, sessions, owners) \
+            if sessions else None
         return Appraisal(appraiser.name, self.backend, values,
                          {k: np.full(n, float(v)) for k, v in costs.items()},
                          setup_seconds=appraiser.setup_seconds_, account=account,

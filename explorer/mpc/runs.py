@@ -13,10 +13,13 @@ PartyFn = Callable[[int, int, Any], Any]
 
 
 def role(rank: int | None, world_size: int = 2) -> str:
-    """The party's name in messages: model owner (rank 0), data owner (1), dealer (TTP)."""
+    """The party's name in messages: model owner (rank 0), data owner (1), dealer (TTP); with
+    several data owners (world size above 2), data owner j is rank j."""
     if rank is None or rank >= world_size:
         return "dealer"
-    return {0: "model owner", 1: "data owner"}.get(rank, f"party {rank}")
+    if rank == 0:
+        return "model owner"
+    return "data owner" if world_size <= 2 else f"data owner {rank}"
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,18 @@ from explorer.mpc.runs import LaunchCancelled, LaunchError, LaunchTimeout
 from explorer.mpc.simulated import run_simulated
 
 # what a party's payload needs imported: a warm process imports it before any payload exists
-PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked")
+PARTY_MODULES = ("explorer.mpc.protocol", "explorer.mpc.dealer", "explorer.mpc.masked",
+                 "explorer.mpc.owned")
 
 
-def warm_sessions(provider: str):
-    """A context in which sessions between real parties take warm processes: torch, CrypTen
-    and the protocol already imported (explorer.mpc.launcher.warm_parties); a no-op while
-    this process keeps its own party processes (``keep_sessions``), which serve instead."""
+def warm_sessions(provider: str, sellers: int = 1):
+    """A context in which sessions between real parties (the model owner, ``sellers`` data
+    owners and, for TTP, the dealer) take warm processes: torch, CrypTen and the protocol
+    already imported (explorer.mpc.launcher.warm_parties); a no-op while this process keeps
+    its own party processes (``keep_sessions``), which serve instead."""
     if kept_parties() is not None:
         return contextlib.nullcontext()
-    return warm_parties(3 if provider == "TTP" else 2, preload=PARTY_MODULES)
+    return warm_parties(1 + sellers + (provider == "TTP"), preload=PARTY_MODULES)
 
 
 def keep_sessions() -> None:
@@ -66,7 +68,7 @@ SQRT_ITERATIONS = 12
 @dataclass(frozen=True)
 class SessionResult:
     """Revealed values (copies, B) and the session's cost: encrypted seconds (slowest party);
-    bytes sent on the wire by the model owner, the data owner and the dealer, each byte counted
+    bytes sent on the wire by the model owner, the data owners and the dealer, each byte counted
     once; rounds of the critical path (the most sequential rounds of any party, see
     explorer.mpc.wire); and whole wall time including process start-up (seconds), of which
     ``startup_seconds`` passed until every process was up with its payload (0 in simulated
@@ -131,20 +133,39 @@ def mpc_config(precision_bits: int, provider: str) -> MPCConfig:
                      sqrt_nr_iters=SQRT_ITERATIONS)
 
 
-def run_session(spec: SessionSpec, model_owner: ModelOwnerInput, data_owner: CandidateBatch,
+def seller_batches(spec: SessionSpec, batch: CandidateBatch) -> list[CandidateBatch]:
+    """The session's batch as its data owners hold it: one CandidateBatch per data owner (its
+    block of ``spec.blocks``, padded to the session's public m rows like the whole)."""
+    out = []
+    for seller in range(1, spec.sellers + 1):
+        block = spec.block(seller)
+        out.append(CandidateBatch(batch.A[block], batch.Y[block], batch.sizes[block]))
+    return out
+
+
+def run_session(spec: SessionSpec, model_owner: ModelOwnerInput,
+                data_owner: CandidateBatch | Sequence[CandidateBatch],
                 mode: str = DEFAULTS["mode"], provider: str = DEFAULTS["provider"],
                 timeout: float = DEFAULTS["timeout"],
                 cancel: threading.Event | None = None,
                 on_wait: Callable[[float, int, int], None] | None = None) -> SessionResult:
-    """Appraise the data owner's candidates against the model owner's inputs under MPC.
+    """Appraise the data owners' candidates against the model owner's inputs under MPC:
+    ``data_owner`` is the one data owner's batch, or with ``spec.blocks`` one batch per data
+    owner (``seller_batches``), each entered by its own process (rank j for data owner j).
 
     ``cancel`` stops a running session (raising Cancelled); ``on_wait`` receives the elapsed
     seconds, how many processes are up and the bytes they have sent on the wire so far, several
     times a second while the parties compute.
     """
     MPCOptions(mode=mode, provider=provider, reveal=spec.reveal,
-               precision_bits=spec.precision_bits,
-               timeout=timeout).check_defences(spec.defences)  # validates
+               precision_bits=spec.precision_bits, timeout=timeout,
+               sellers=spec.sellers).check_defences(spec.defences)  # validates
+    batches = [data_owner] if isinstance(data_owner, CandidateBatch) else list(data_owner)
+    if len(batches) != spec.sellers or not all(isinstance(b, CandidateBatch) for b in batches):
+        raise ExplorerError(f"the session has {spec.sellers} data owner"
+                            f"{'s' if spec.sellers > 1 else ''}: give one CandidateBatch "
+                            f"for each (explorer.mpc.session.seller_batches).")
+    data_owner = batches[0] if spec.sellers == 1 else batches
     return launch_session(appraisal_party, spec, model_owner, data_owner, mode=mode,
                           provider=provider, timeout=timeout, cancel=cancel, on_wait=on_wait,
                           what="appraisal", smaller="appraise fewer candidates")
@@ -158,7 +179,8 @@ def launch_session(party: Callable, spec: SessionSpec, model_owner, data_owner, 
     explorer.mpc.acquisition.acquisition_party) in one private session: simulated in this
     process, or between real party processes with the dealer, which replays its rehearsal of
     an earlier session of the same public settings (and ``extra``, given to every party), as
-    each party draws its shares ahead from its record. ``what`` and ``smaller`` name the job
+    each party draws its shares ahead from its record. ``data_owner`` is the data owner's
+    input, or a list of each data owner's (ranks 1..k). ``what`` and ``smaller`` name the job
     and what to do about a timeout in the sentence of a failure."""
     config = mpc_config(spec.precision_bits, provider)
     extra = extra or {}
@@ -195,13 +217,15 @@ def launch_session(party: Callable, spec: SessionSpec, model_owner, data_owner, 
             ticker.start()
             key = f"{party.__name__} {sorted(extra.items())!r} {_rehearsal_key(spec)}"
             drawn = _DRAWN.get(f"{provider} {key}", {})  # the provider decides who draws
+            sellers = data_owner if isinstance(data_owner, list) else [data_owner]
+            payloads = {MODEL_OWNER: {"spec": spec, "input": model_owner,
+                                      "draws": drawn.get(MODEL_OWNER),
+                                      "offline": key in _REHEARSED, **extra}}
+            for rank, mine in enumerate(sellers, start=DATA_OWNER):  # each only its own
+                payloads[rank] = {"spec": spec, "input": mine, "draws": drawn.get(rank),
+                                  **extra}
             try:
-                launched = run_parties(party,
-                                       {MODEL_OWNER: {"spec": spec, "input": model_owner,
-                                                      "draws": drawn.get(MODEL_OWNER),
-                                                      "offline": key in _REHEARSED, **extra},
-                                        DATA_OWNER: {"spec": spec, "input": data_owner,
-                                                     "draws": drawn.get(DATA_OWNER), **extra}},
+                launched = run_parties(party, payloads,
                                        config=config, timeout=timeout, cancel=cancel,
                                        on_wait=waited,
                                        dealer_payload={"spec": spec,
@@ -214,8 +238,8 @@ def launch_session(party: Callable, spec: SessionSpec, model_owner, data_owner, 
             up = launched.up_s
             if dealer and dealer.get("sequence"):
                 _keep(_REHEARSED, key, dealer["sequence"])
-            _keep(_DRAWN, f"{provider} {key}", {rank: list(reports[rank].draws)
-                                               for rank in (MODEL_OWNER, DATA_OWNER)})
+            _keep(_DRAWN, f"{provider} {key}", {rank: list(report.draws)
+                                               for rank, report in enumerate(reports)})
     except LaunchCancelled as exc:
         raise Cancelled(f"the private {what} was cancelled; its processes were stopped.") \
             from exc
@@ -228,17 +252,25 @@ def launch_session(party: Callable, spec: SessionSpec, model_owner, data_owner, 
 
 
 def session_inputs(appraiser: Appraiser, candidates: Sequence[tuple], options: MPCOptions,
-                   defences: Defences | None = None, return_shares: bool = False
+                   defences: Defences | None = None, return_shares: bool = False,
+                   blocks: Sequence[int] = ()
                    ) -> tuple[SessionSpec, ModelOwnerInput, CandidateBatch]:
     """What a fitted appraiser's private session consists of, for candidates [(X, y), ...],
     with these options and public defences: the public spec, the model owner's payload and the
-    data owner's candidate batch."""
+    candidate batch (``seller_batches`` splits it among the data owners). ``blocks``: how many
+    consecutive candidates each of several data owners holds (empty, or one block: one data
+    owner)."""
     checked = appraiser.check_candidates(candidates)
+    blocks = tuple(int(n) for n in blocks)
+    if len(blocks) > 1 and (sum(blocks) != len(checked) or min(blocks) < 1):
+        raise ExplorerError(f"the data owners' blocks {blocks} must be positive and add up to "
+                            f"the {len(checked)} candidates.")
     public = appraiser.public([len(y) for _, y in checked])
     mo = ModelOwnerInput(appraiser.model_owner_inputs(public), threshold=options.threshold)
     spec = SessionSpec(public, reveal=options.reveal, precision_bits=options.precision_bits,
                        verify=options.verify, return_shares=return_shares,
-                       defences=defences if defences is not None else Defences())
+                       defences=defences if defences is not None else Defences(),
+                       blocks=blocks if len(blocks) > 1 else ())
     return spec, mo, candidate_batch(checked, public.n_outputs)
 
 

@@ -13,13 +13,15 @@ happens (everything CrypTen and the dealer send goes through them):
   copies, a gather or reduce sends one copy to the root. Gloo's per-message headers and TCP/IP
   headers are not counted (tens of bytes a message).
 * ``rounds``: how often this process waits for a peer's data after it has sent something
-  since its previous wait: an exchange where both parties send and then receive is one round,
-  a dealer request and its reply (one object and one tensor, back to back) is one round trip,
-  and several asynchronous exchanges posted together and then waited for are one round. Each
-  thread counts its own rounds (a thread that receives the dealer's pushes in the background
-  is not on the critical path of the thread that computes) and a process's rounds are its
-  busiest thread's. The model owner takes part in every exchange and every dealer request, so
-  the most rounds of any party is the critical path.
+  since its previous wait (a ring all-reduce over P > 2 processes, as several data owners
+  open a sharing, counts its 2 (P - 1) sequential steps): an exchange where both parties
+  send and then receive is one round, a dealer request and its reply (one object and one
+  tensor, back to back) is one round trip, and several asynchronous exchanges posted together
+  and then waited for are one round. Each thread counts its own rounds (a thread that receives
+  the dealer's pushes in the background is not on the critical path of the thread that
+  computes) and a process's rounds are its busiest thread's. The model owner takes part in
+  every exchange and every dealer request, so the most rounds of any party is the critical
+  path.
 
 Counting starts when :func:`wire_counter` is first called in a process (it wraps the functions
 of ``torch.distributed`` for the rest of the process) and restarts with ``reset``.
@@ -63,12 +65,14 @@ class WireCounter:
             if sends:
                 self.waiting.discard(threading.get_ident())
 
-    def waited(self) -> None:
-        """A receive of this thread completed: a new round if it sent since its last wait."""
+    def waited(self, steps: int = 1) -> None:
+        """A receive of this thread completed: a new round if it sent since its last wait
+        (``steps`` rounds: an operation whose messages pass through that many sequential
+        steps, each sending then receiving, such as a ring all-reduce)."""
         me = threading.get_ident()
         with self.lock:
             if me not in self.waiting:
-                self.rounds[me] = self.rounds.get(me, 0) + 1
+                self.rounds[me] = self.rounds.get(me, 0) + steps
                 self.waiting.add(me)
 
     def snapshot(self) -> dict[str, int]:
@@ -171,7 +175,10 @@ def _counted(name: str, original: Callable, dist: Any, counter: WireCounter) -> 
             return result
         if result is not None and (name == "irecv" or bound.arguments.get("async_op")):
             return _Receiving(result, counter)
-        counter.waited()  # a synchronous call returns once the peer's data is here
+        # a synchronous call returns once the peers' data is here; gloo's ring all-reduce over
+        # P > 2 processes passes 2 (P - 1) sequential steps (P = 2 exchange instead: one)
+        size = dist.get_world_size(bound.arguments.get("group"))
+        counter.waited(2 * (size - 1) if name == "all_reduce" and size > 2 else 1)
         return result
 
     wrapper.__wire_counted__ = True  # type: ignore[attr-defined]
