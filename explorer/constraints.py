@@ -31,7 +31,7 @@ APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
 # The seed model's family: the paper's L2 logistic regression; a small ReLU network; the same
 # network with its hidden layers frozen, the head appraised as a logistic model on them.
 MODELS = ("logistic", "mlp", "last-layer")
-ACTIVATIONS = ("relu", "square")
+ACTIVATIONS = ("relu", "silu", "square")
 # budgeted buying's oracle: every affordable subset (small markets), greedy by utility per price,
 # or the first when the market is small enough (explorer.acquisition)
 ORACLES = ("auto", "knapsack", "greedy")

@@ -37,7 +37,11 @@ from explorer.model import DTYPE, as_features, as_labels, label_targets, n_outpu
 
 def activate(z, activation: str):
     """The hidden activation, with operations torch tensors and CrypTensors share."""
-    return z.relu() if activation == "relu" else z * z
+    if activation == "relu":
+        return z.relu()
+    if activation == "silu":
+        return z * z.sigmoid()
+    return z * z
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,18 @@ def grad_sum(arch: Architecture, theta: torch.Tensor, X: torch.Tensor,
              y: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy gradient over the samples (no penalty), (P,)."""
     return torch.func.grad(lambda t: per_sample_loss(arch, t, X, y).sum())(theta)
+
+
+def mean_gradient_norm(arch: Architecture, theta: torch.Tensor, X: torch.Tensor,
+                       y: torch.Tensor, limit: int = 256) -> float:
+    """Mean over samples (the first ``limit``) of each sample's cross-entropy gradient norm."""
+    X, y = X[:limit], y[:limit]
+
+    def one(x, label):
+        return torch.func.grad(
+            lambda t: per_sample_loss(arch, t, x[None], label[None]).sum())(theta).norm()
+
+    return float(torch.func.vmap(one)(X, y).mean())
 
 
 def hessian_vector_product(arch: Architecture, theta: torch.Tensor, X: torch.Tensor,

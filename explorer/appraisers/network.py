@@ -22,6 +22,7 @@ from explorer import network
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import row_mask
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
+from explorer.appraisers.gradient_norm import possible_norms
 from explorer.appraisers.tensors import cat, less, matmul
 from explorer.errors import ExplorerError
 from explorer.model import probabilities
@@ -33,6 +34,10 @@ def activation_and_slope(Z, activation: str):
     if activation == "relu":
         slope = less(0.0, Z)
         return Z * slope, slope
+    if activation == "silu":  # z sigmoid(z), slope sigmoid(z) (1 + z (1 - sigmoid(z)))
+        s = Z.sigmoid()
+        H = Z * s
+        return H, s + H - H * s
     return Z * Z, Z * 2.0
 
 
@@ -215,14 +220,17 @@ class NetworkInfluence(NetworkAppraiser):
 
 class NetworkGradientNorm(NetworkAppraiser):
     """value = ||sum over D_a of the loss gradient at theta_hat||_2, every layer's entries
-    together, computed as s ||G / s|| with the model owner's public-size scale s (as the
-    logistic model's gradient norm, explorer.appraisers.gradient_norm)."""
+    together, computed as s ||G / s|| (as the logistic model's gradient norm,
+    explorer.appraisers.gradient_norm) with s the median candidate size times the mean
+    per-sample gradient norm over the model owner's test set. Not the norm of the test set's
+    mean gradient, which nearly vanishes at a network's minimum: ||G / s||² must stay inside
+    the range where CrypTen's inverse square root converges (below about 200)."""
 
     name = "gradient-norm"
     model_owner_data = "each layer of theta_hat and a public-size scale s with its inverse"
 
     def possible(self, values: np.ndarray) -> np.ndarray:
-        return np.isfinite(values) & (values >= -1e-3 * np.median(np.abs(values)))
+        return possible_norms(values, getattr(self, "scale_", None))
 
     def diagnose(self, values) -> list[str]:
         return [""] * len(values)
@@ -232,9 +240,9 @@ class NetworkGradientNorm(NetworkAppraiser):
 
     def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
         s = self.seed_
-        per_sample = network.grad_sum(s.architecture, s.theta, s.X_test, s.y_test).norm() \
-            / len(s.y_test)
-        scale = max(float(per_sample) * float(np.median(public.sizes)), 1e-3)
+        per_sample = network.mean_gradient_norm(s.architecture, s.theta, s.X_test, s.y_test)
+        scale = max(per_sample * float(np.median(public.sizes)), 1e-3)
+        self.scale_ = scale
         return {**self.layer_inputs(), "scale": torch.tensor([scale], dtype=torch.float64),
                 "inv_scale": torch.tensor([1.0 / scale], dtype=torch.float64)}
 
