@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     # the seed model: its family, and a network's hidden widths and activation
     "model": "logistic",
     "hidden": (64,),
-    "activation": "relu",
+    "activation": "silu",
     # influence on a network: delta = damping x lam in (H + delta I) v = g_te
     "damping": 0.1,
     "backend": "plaintext",

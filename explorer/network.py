@@ -1,4 +1,12 @@
-"""The ``mlp`` family: a small L2-regularised ReLU network, the model owner's side in float64.
+"""The ``mlp`` family: a small L2-regularised network, the model owner's side in float64.
+
+The hidden activation is SiLU, z sigmoid(z), by default: measured on MNIST (784-64-10, 600 seed
+digits, lam 0.03) the SiLU network's fit reaches gradient norm 1.5e-9 (tolerance 2.1e-8) in 830
+iterations, while the ReLU network's stops at 7e-3 after 3,000: its loss has kinks where a
+pre-activation crosses zero, and its minima sit on them, so no gradient tolerance can be stated
+for it and its ground truth's retraining stalls the same way. ReLU (one comparison under MPC)
+and the square (one product) remain choices; the square's values overflow 16-bit fixed point
+on WDBC.
 
 Architecture d -> h_1 (-> h_2) -> C: each layer l is one matrix W_l of shape (in_l + 1, out_l)
 whose last row is the bias, as the logistic model's theta (explorer.model) is; C = 1 is a
@@ -30,7 +38,7 @@ import scipy.optimize
 import scipy.sparse.linalg
 import torch
 
-from explorer.constraints import ACTIVATIONS
+from explorer.constraints import ACTIVATIONS, DEFAULTS
 from explorer.errors import ConvergenceWarning, ExplorerError
 from explorer.model import DTYPE, as_features, as_labels, label_targets, n_outputs
 
@@ -47,12 +55,12 @@ def activate(z, activation: str):
 @dataclass(frozen=True)
 class Architecture:
     """The public shape of a network: ``n_features`` d, ``hidden`` widths (one or two layers),
-    ``n_outputs`` C (1 = sigmoid, K >= 3 softmax)."""
+    ``n_outputs`` C (1 = sigmoid, K >= 3 softmax), the hidden ``activation``."""
 
     n_features: int
     hidden: tuple[int, ...]
     n_outputs: int
-    activation: str = "relu"
+    activation: str = DEFAULTS["activation"]
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.hidden) <= 2 or any(int(h) < 1 for h in self.hidden):
@@ -323,7 +331,7 @@ def fit(X, y, arch: Architecture, lam: float, n_seed: int | None = None,
 
 
 def architecture(n_features: int, n_classes: int, hidden: tuple[int, ...],
-                 activation: str = "relu") -> Architecture:
+                 activation: str = DEFAULTS["activation"]) -> Architecture:
     """The architecture of a task with ``n_classes`` classes."""
     return Architecture(n_features=int(n_features), hidden=tuple(int(h) for h in hidden),
                         n_outputs=n_outputs(n_classes), activation=activation)

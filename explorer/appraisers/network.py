@@ -8,9 +8,10 @@ all zero. Padding rows are zero only at the first layer's input: the next layers
 biases, so every sum over rows takes the public row mask.
 
 The hidden activation is computed with its slope (its derivative at the pre-activation), which
-the tangent of forward mode and the backward pass both need: for ReLU the slope is the
-comparison [z > 0] that ReLU itself needs under MPC, so the activation costs one comparison and
-two products; for the square activation the slope is 2z.
+the tangent of forward mode and the backward pass both need: for SiLU z s(z) (s the sigmoid)
+the slope s + z s (1 - s) reuses the one encrypted sigmoid; for ReLU the slope is the
+comparison [z > 0] that ReLU itself needs under MPC, so it costs one comparison and two
+products; for the square activation the slope is 2z.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class NetworkAppraiser(Appraiser):
     def architecture(public: Public) -> network.Architecture:
         return network.Architecture(n_features=public.n_features, hidden=public.hidden,
                                     n_outputs=public.n_outputs,
-                                    activation=public.activation or "relu")
+                                    activation=public.activation)
 
     def layer_shapes(self, public: Public, prefix: str = "layer") -> dict[str, tuple]:
         shapes = self.architecture(public).shapes
@@ -213,7 +214,7 @@ class NetworkInfluence(NetworkAppraiser):
     def compute(self, inputs: dict, A, Y, public: Public):
         layers = self.layers(inputs, public)
         tangents = self.layers(inputs, public, "tangent")
-        Z, Zt = forward_tangent(layers, tangents, A, public.activation or "relu")
+        Z, Zt = forward_tangent(layers, tangents, A, public.activation)
         R = (probabilities(Z, public.n_outputs) - Y) * row_mask(public.sizes)
         return (R * Zt).sum(dim=-1).sum(dim=-1) * inputs["unscale"]
 
@@ -248,7 +249,7 @@ class NetworkGradientNorm(NetworkAppraiser):
 
     def compute(self, inputs: dict, A, Y, public: Public):
         grads = gradient_sums(self.layers(inputs, public), A, Y, row_mask(public.sizes),
-                              public.activation or "relu")
+                              public.activation)
         B = public.n_candidates
         total = None
         for G in grads:
