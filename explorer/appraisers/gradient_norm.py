@@ -15,6 +15,14 @@ from explorer.appraisers.logistic import gradient_sums
 SQRT_RANGE = 150.0
 
 
+def squared_norms(scaled):
+    """Per row of ``scaled`` (B, P), its squared norm (B,), as B products of a row with itself:
+    under MPC each is summed in the ring at twice the precision and truncated once, where a sum
+    of P truncated squares would lose the small entries (torch or CrypTen)."""
+    B, P = scaled.shape
+    return scaled.reshape(B, 1, P).matmul(scaled.reshape(B, P, 1)).reshape(B)
+
+
 def possible_norms(values: np.ndarray, scale: float | None) -> np.ndarray:
     """Per value: a norm (never negative beyond the encrypted square root's error) within the
     range the encrypted square root computes with the scale ``scale`` (None: not known here)."""
@@ -61,4 +69,4 @@ class GradientNorm(Appraiser):
         G = gradient_sums(A, Y, inputs["theta"])
         scaled = G.reshape(public.n_candidates, public.d1 * public.n_outputs) \
             * inputs["inv_scale"]
-        return (scaled * scaled).sum(dim=1).sqrt() * inputs["scale"]
+        return squared_norms(scaled).sqrt() * inputs["scale"]

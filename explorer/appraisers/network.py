@@ -23,7 +23,7 @@ from explorer import network
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import row_mask
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
-from explorer.appraisers.gradient_norm import possible_norms
+from explorer.appraisers.gradient_norm import possible_norms, squared_norms
 from explorer.appraisers.tensors import cat, less, matmul
 from explorer.errors import ExplorerError
 from explorer.model import probabilities
@@ -253,7 +253,6 @@ class NetworkGradientNorm(NetworkAppraiser):
         B = public.n_candidates
         total = None
         for G in grads:
-            scaled = G.reshape(B, -1) * inputs["inv_scale"]
-            part = (scaled * scaled).sum(dim=1)
+            part = squared_norms(G.reshape(B, -1) * inputs["inv_scale"])
             total = part if total is None else total + part
         return total.sqrt() * inputs["scale"]
