@@ -13,15 +13,18 @@ from explorer.appraisers.influence import Influence, influence_vector
 from explorer.appraisers.newton import Newton
 from explorer.appraisers.plaintext import PlaintextRunner, appraise
 from explorer.appraisers.result import Appraisal
-from explorer.constraints import APPRAISER_NAMES
+from explorer.appraisers.surrogate import Surrogate
+from explorer.constraints import ALL_APPRAISER_NAMES
 
 APPRAISERS: dict[str, type[Appraiser]] = {
     Influence.name: Influence,
     GradientNorm.name: GradientNorm,
     FineTune.name: FineTune,
     Newton.name: Newton,
+    Surrogate.name: Surrogate,
 }
-assert tuple(APPRAISERS) == APPRAISER_NAMES
+assert tuple(APPRAISERS) == ALL_APPRAISER_NAMES
 
 __all__ = ["APPRAISERS", "Appraisal", "Appraiser", "FineTune", "GradientNorm", "Influence",
-           "Newton", "PlaintextRunner", "Public", "appraise", "influence_vector"]
+           "Newton", "PlaintextRunner", "Public", "Surrogate", "appraise",
+           "influence_vector"]
