@@ -599,3 +599,18 @@ def test_an_encrypted_session_says_what_its_processes_have_sent_so_far():
                                  "4.2 MB sent (0/20 verified)")
     simulated = ProgressEvent(ENCRYPTED, "influence", 0, 20, elapsed=1.25, parties_up=1)
     assert "sent" not in describe(simulated)
+
+
+def test_the_blogs_surrogate_lesson_runs_in_plaintext_and_is_refused_under_mpc():
+    app = ready_app()
+    app.preset.value = "the blog's surrogate"
+    assert "surrogate" in app.controls["appraisers"].value
+    assert wait_for_task(app, 60)
+    app.run()
+    assert app.wait(120) and app.error.value == ""
+    assert app.figures.scatter_choice.value == "surrogate"
+    assert set(app.results.appraiser) == {"surrogate", "influence"}
+    app.controls["backend"].value = "simulated"
+    app.run()
+    assert app.wait(120)
+    assert "no private form" in app.error.value
