@@ -1069,9 +1069,10 @@ def marketplace_table(table: pd.DataFrame) -> go.Figure:
         "disagreement. Blue = better for the market (little leaks; practical; fair), red = "
         "worse, blank = not measured. Leakage: relative "
         "error of the other party's best reconstruction (≤ 0.1 High, ≤ 0.5 Medium, else Low); "
-        "practicality: seconds and bytes of appraising the whole market; fairness: Spearman's ρ "
-        "of the prices against " + UTILITY_TEXT + ", and no duplicate of the model owner's data "
-        "paid.")
+        "practicality: seconds and bytes of appraising the whole market (≤ 10 s and 1 MB High, "
+        "≤ 600 s and 1 GB Medium); fairness: Spearman's ρ "
+        "of the prices against " + UTILITY_TEXT + " (≥ 0.7 High, ≥ 0.4 Medium), one level "
+        "lower if a duplicate of the model owner's data is paid.")
     return _layout(fig, "The blog's marketplace table, measured", text_caption,
                    margin={"l": 170}, axis_px=20, plot_px=60 + 80 * len(rows))
 

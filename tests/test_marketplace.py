@@ -147,9 +147,9 @@ def test_levels_and_disagreements_follow_the_rules(rows):
 def test_level_rules_at_their_boundaries():
     assert [leak_level(e) for e in (0.0, 0.1, 0.1000001, 0.5, 0.51, 7.0, math.nan)] == [
         "High", "High", "Medium", "Medium", "Low", "Low", "not measured"]
-    assert practicality_level(1.0, 1e6) == "High"
-    assert practicality_level(1.01, 10.0) == practicality_level(0.1, 1.1e6) == "Medium"
-    assert practicality_level(61.0, 10.0) == practicality_level(1.0, 2e9) == "Low"
+    assert practicality_level(10.0, 1e6) == "High"
+    assert practicality_level(10.01, 10.0) == practicality_level(0.1, 1.1e6) == "Medium"
+    assert practicality_level(601.0, 10.0) == practicality_level(1.0, 2e9) == "Low"
     assert practicality_level(0.1, math.nan) == "not measured"
     assert fairness_level(0.7, 0) == "High" and fairness_level(0.7, 1) == "Medium"
     assert fairness_level(0.4, 0) == "Medium" and fairness_level(0.39, 0) == "Low"
