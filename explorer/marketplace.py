@@ -22,7 +22,9 @@ Columns (``measure_marketplace``'s ``table``):
 - data leakage: ``data_error``, the relative L2 error of the model owner's best
   reconstruction of a 5-row candidate's G(D_a) (its summed gradient at theta_hat, which for one
   row is the row itself) after ``data_revealed`` values or bits (explorer.leakage): 0 = all;
-  NaN = not measured (``data_note`` says why).
+  NaN = not measured (``data_note`` says why). Bit mode's attacks run at explorer.leakage's
+  threshold 0 (the data owner's reads signs; the model owner sets its own), not at the
+  market's price threshold.
 - model leakage: ``model_error``, the relative L2 error of the data owner's best
   reconstruction of theta_hat (explorer.leakage: its crafted candidates; for a surrogate, the
   model rebuilt from it, with ``model_cosine`` and ``model_test_agreement``).
