@@ -18,6 +18,7 @@ import pandas as pd
 
 from explorer.config import AppraiserConfig
 from explorer.constraints import (
+    ALL_APPRAISER_NAMES,
     APPRAISER_NAMES,
     BACKENDS,
     CONSTRAINTS,
@@ -28,6 +29,7 @@ from explorer.constraints import (
     PRECONDITIONERS,
     PROVIDERS,
     REVEALS,
+    SURROGATE_KINDS,
     parse_appraiser_names,
 )
 from explorer.errors import ExplorerError
@@ -228,6 +230,16 @@ def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> 
                    "(auto: dense for two classes or up to 1,000 parameters)")
 
 
+def _add_surrogate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--surrogate", choices=SURROGATE_KINDS,
+                   help=f"surrogate: the model owner's distilled surrogate, a depth-limited "
+                   f"tree or a logistic model on the seed features' top principal directions "
+                   f"(default {DEFAULTS['surrogate']})")
+    p.add_argument("--surrogate-size", type=_option("surrogate_size", whole=True),
+                   help=f"surrogate: its public size, the tree's depth or the logistic model's "
+                   f"projected features (default {DEFAULTS['surrogate_size']})")
+
+
 # appraise's options that mean something only beside another choice, with their defaults: given
 # where they would do nothing, they are refused rather than silently ignored.
 APPRAISE_DEFAULTS = {
@@ -235,6 +247,7 @@ APPRAISE_DEFAULTS = {
     "flip": None, "target_class": 0, "budget_sessions": None, "budget_values": None,
     "budget_bits": None,
     **{k: DEFAULTS[k] for k in ("lr", "steps", "batch_size", "newton_steps", "preconditioner",
+                                "surrogate", "surrogate_size",
                                 "mode", "provider", "reveal", "precision_bits", "threshold",
                                 "timeout", "sellers", "grid", "noise", "weight_bound",
                                 "row_bound")},
@@ -248,6 +261,8 @@ APPRAISE_APPLIES_ONLY = (
      lambda a: "finetune" in a.appraisers),
     (("newton_steps", "preconditioner"), "to the newton appraiser",
      lambda a: "newton" in a.appraisers),
+    (("surrogate", "surrogate_size"), "to the surrogate appraiser",
+     lambda a: "surrogate" in a.appraisers),
     (("mode", "provider", "reveal", "precision_bits", "timeout", "sellers", "budget_sessions",
       "budget_values", "budget_bits"), "with --backend crypten",
      lambda a: a.backend == "crypten"),
@@ -301,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--target-class", type=_option("target_class", whole=True),
                    help="imbalance: the class whose share the level sets (default 0)")
     a.add_argument("--appraisers", default=",".join(DEFAULTS["names"]),
-                   help=f"comma-separated: {', '.join(APPRAISER_NAMES)}")
+                   help=f"comma-separated: {', '.join(ALL_APPRAISER_NAMES)} (surrogate: "
+                   f"plaintext only, the data owner runs it alone)")
     _add_hyper_parameters(a, defaults=False)
+    _add_surrogate_options(a)
     a.add_argument("--batch-size", type=_option("batch_size", whole=True),
                    help="fine-tuning batch size (full batch if omitted)")
     private = _add_private_options(a, defaults=False)
@@ -396,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the settings a command's options may give (the rest of its options are not appraisal settings)
 CONFIG_OPTIONS = ("backend", "lr", "steps", "batch_size", "newton_steps", "preconditioner",
+                  "surrogate", "surrogate_size",
                   "mode", "precision_bits", "provider", "reveal", "threshold", "timeout",
                   "sellers", "grid", "noise", "weight_bound", "row_bound")
 

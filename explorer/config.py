@@ -20,7 +20,7 @@ from typing import Any
 from explorer.appraisers import FAMILIES, Appraisal, Appraiser, PlaintextRunner, definition
 from explorer.appraisers.reveal import Defences
 from explorer.constraints import (
-    APPRAISER_NAMES,
+    ALL_APPRAISER_NAMES,
     CONSTRAINTS,
     DEFAULTS,
     _OneOf,
@@ -45,7 +45,7 @@ def _check_extra(extra: Any) -> None:
         raise ExplorerError(f"extra must map appraiser names to their options, e.g. "
                             f"{{'influence': {{'solver': 'cg'}}}}, got {extra!r}.")
     for name, options in extra.items():
-        _OneOf(APPRAISER_NAMES).check("appraiser", name)
+        _OneOf(ALL_APPRAISER_NAMES).check("appraiser", name)
         taken = {p for family in FAMILIES.values() if name in family
                  for p in inspect.signature(family[name]).parameters}
         if not isinstance(options, Mapping) or set(options) - taken:
@@ -58,7 +58,9 @@ class AppraiserConfig:
     """Everything needed to build appraisers and run them: names, backend, hyper-parameters
     (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``random_state``;
     newton's ``newton_steps`` and ``preconditioner``; a network's influence ``damping``
-    (explorer.appraisers.network); ``extra`` constructor arguments by
+    (explorer.appraisers.network); the blog's ``surrogate`` kind, its ``surrogate_size`` and
+    ``surrogate_score``, its distillation draws seeded by ``random_state``; ``extra`` constructor
+    arguments by
     appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
     crypten) and the public reveal ``defences`` (both backends).
 
@@ -75,6 +77,9 @@ class AppraiserConfig:
     newton_steps: int = DEFAULTS["newton_steps"]
     preconditioner: str = DEFAULTS["preconditioner"]
     damping: float = DEFAULTS["damping"]
+    surrogate: str = DEFAULTS["surrogate"]
+    surrogate_size: int = DEFAULTS["surrogate_size"]
+    surrogate_score: str = DEFAULTS["surrogate_score"]
     mpc: MPCOptions = field(default_factory=MPCOptions)
     defences: Defences = field(default_factory=Defences)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -92,10 +97,11 @@ class AppraiserConfig:
             raise ExplorerError("a weight bound (and the noise calibrated with it) is defined "
                                 "for the influence appraiser only; appraise with influence "
                                 "alone.")
+        built = [self.build(name) for name in self.names]  # each checks its own settings
         if self.private:
             self.mpc.check_defences(self.defences)
-            for name in self.names:
-                self.build(name).check_private()
+            for appraiser in built:
+                appraiser.check_private()
 
     # -- one flat set of names, as the command line and the dashboard hold them ------------
 
@@ -148,7 +154,10 @@ class AppraiserConfig:
         """The constructor arguments of appraiser ``name`` for seed models of ``family``."""
         own = {"finetune": {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
                             "random_state": self.random_state},
-               "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner}}
+               "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner},
+               "surrogate": {"kind": self.surrogate, "size": self.surrogate_size,
+                             "score": self.surrogate_score,
+                             "random_state": self.random_state}}
         if family == "mlp":
             own["influence"] = {"damping": self.damping}
         cls = FAMILIES[family].get(name)

@@ -27,6 +27,7 @@ PROVIDERS = {
 REVEALS = ("value", "bit")
 PRECONDITIONERS = ("auto", "dense", "kfac")
 SOLVERS = ("auto", "dense", "cg")
+# The appraisers that run in plaintext and under MPC (the paper's three and newton).
 APPRAISER_NAMES = ("influence", "gradient-norm", "finetune", "newton")
 # The seed model's family: the paper's L2 logistic regression; a small ReLU network; the same
 # network with its hidden layers frozen, the head appraised as a logistic model on them.
@@ -35,6 +36,12 @@ ACTIVATIONS = ("relu", "silu", "square")
 # budgeted buying's oracle: every affordable subset (small markets), greedy by utility per price,
 # or the first when the market is small enough (explorer.acquisition)
 ORACLES = ("auto", "knapsack", "greedy")
+# The blog's model-data efficacy: the data owner runs it alone, in the clear, on a surrogate
+# the model owner hands over (explorer.appraisers.surrogate); it has no private form.
+PLAINTEXT_APPRAISER_NAMES = ("surrogate",)
+ALL_APPRAISER_NAMES = (*APPRAISER_NAMES, *PLAINTEXT_APPRAISER_NAMES)
+SURROGATE_KINDS = ("tree", "logistic")
+SURROGATE_SCORES = ("test-loss", "agreement")
 
 
 def default_provider(mode: str) -> str:
@@ -64,6 +71,11 @@ DEFAULTS: dict[str, Any] = {
     "preconditioner": "auto",
     # influence's Hessian solve
     "solver": "auto",
+    # the blog's surrogate: its kind, its public size (tree depth, or logistic projected
+    # features) and what the data owner scores (README: how they were chosen)
+    "surrogate": "tree",
+    "surrogate_size": 4,
+    "surrogate_score": "test-loss",
     # private appraisal; fixed-point fractional bits: see the README on why not the paper's 24
     "mode": "parties",
     "precision_bits": 16,
@@ -237,6 +249,9 @@ CONSTRAINTS: dict[str, Any] = {
     "newton_steps": _Whole(1, 64),
     "preconditioner": _OneOf(PRECONDITIONERS),
     "solver": _OneOf(SOLVERS),
+    "surrogate": _OneOf(SURROGATE_KINDS),
+    "surrogate_size": _Whole(1, 10_000),
+    "surrogate_score": _OneOf(SURROGATE_SCORES),
     # private appraisal
     "mode": _OneOf(MODES),
     "provider": _OneOf(tuple(PROVIDERS)),
@@ -292,6 +307,9 @@ LABELS = {
     "newton_steps": "the newton steps (--newton-steps)",
     "preconditioner": "preconditioner (--preconditioner)",
     "solver": "Hessian solver",
+    "surrogate": "surrogate kind (--surrogate)",
+    "surrogate_size": "the surrogate size (--surrogate-size)",
+    "surrogate_score": "surrogate score",
     "mode": "MPC mode (--mode)",
     "provider": "provider (--provider)",
     "reveal": "reveal mode (--reveal)",
@@ -327,11 +345,11 @@ def parse_appraiser_names(spec: str | Sequence[str]) -> tuple[str, ...]:
         spec = spec.split(",")
     if not isinstance(spec, Sequence) or not all(isinstance(n, str) for n in spec):
         raise ExplorerError(f"name the appraisers as a comma-separated string or a list of "
-                            f"names ({', '.join(APPRAISER_NAMES)}), got {spec!r}.")
+                            f"names ({', '.join(ALL_APPRAISER_NAMES)}), got {spec!r}.")
     names = [n.strip() for n in spec]
     names = [n for n in names if n]
     if not names:
-        raise ExplorerError(f"name at least one appraiser: {', '.join(APPRAISER_NAMES)}.")
+        raise ExplorerError(f"name at least one appraiser: {', '.join(ALL_APPRAISER_NAMES)}.")
     for n in names:
-        _OneOf(APPRAISER_NAMES).check("appraiser", n)
+        _OneOf(ALL_APPRAISER_NAMES).check("appraiser", n)
     return tuple(dict.fromkeys(names))

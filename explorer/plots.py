@@ -40,6 +40,11 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
   appraiser (argument or column).
 - ``flat_price_bars``: candidate, appraiser, price, accepted, optional utility; a threshold per
   appraiser (argument or column).
+- ``marketplace_table``: approach, blog_row, and for each criterion of CRITERIA (data leakage,
+  model leakage, practicality, fairness) its level (High, Medium, Low or "not measured"), the
+  blog's rating ("blog <criterion>") and the measured numbers in words ("<criterion>
+  measured"), one row per approach (explorer.marketplace).
+- ``marketplace_prices``: approach, kind, utility, price (one row per approach and candidate).
 
 Every figure uses the same template, height and colours (``APPRAISER_COLOURS``,
 ``BACKEND_COLOURS``, ``KIND_COLOURS``) and reads the same in a Jupyter notebook (after
@@ -73,6 +78,7 @@ APPRAISER_COLOURS: dict[str, str] = {
     "gradient-norm": "#E69F00",
     "finetune": "#009E73",
     "newton": "#CC79A7",
+    "surrogate": "#882255",
     "random": "#7F7F7F",
 }
 BACKEND_COLOURS: dict[str, str] = {
@@ -1113,3 +1119,83 @@ def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:
         raise ExplorerError(f"write_html needs a plotly Figure, not {type(fig).__name__}.")
     html = fig.to_html(include_plotlyjs=True, full_html=True)
     return write_atomic(path, lambda f: f.write(html))
+
+
+MARKET_CRITERIA = ("data leakage", "model leakage", "practicality", "fairness")
+# How good each level is for the market, per criterion: a leak is bad, practicality and
+# fairness are good (1 = good, 0 = bad).
+_GOOD = {"High": 1.0, "Medium": 0.5, "Low": 0.0}
+
+
+def marketplace_table(table: pd.DataFrame) -> go.Figure:
+    """Draw the blog's table measured: one row per approach, one column per criterion, each cell
+    the measured numbers and their level beside the blog's rating ("≠" where they disagree),
+    coloured by how good the measured level is for the market (blue good, red bad)."""
+    columns = ["approach", "blog_row", *MARKET_CRITERIA,
+               *(f"blog {c}" for c in MARKET_CRITERIA), *(f"{c} measured" for c in MARKET_CRITERIA)]
+    _require(table, columns, "marketplace_table")
+    rows = list(table["approach"])
+    z, text, hover = [], [], []
+    for record in table.to_dict("records"):
+        zr, tr, hr = [], [], []
+        for criterion in MARKET_CRITERIA:
+            level, blog = record[criterion], record[f"blog {criterion}"]
+            good = _GOOD.get(level, np.nan)
+            zr.append(1.0 - good if criterion.endswith("leakage") else good)
+            mark = "=" if level == blog else "≠"
+            numbers = "<br>".join(textwrap.wrap(str(record[f"{criterion} measured"]), 34))
+            tr.append(f"<b>{level}</b> {mark} blog {blog}<br>{numbers}")
+            hr.append(f"{record['approach']} (blog: {record['blog_row']})<br>{criterion}: "
+                      f"{record[f'{criterion} measured']}")
+        z.append(zr)
+        text.append(tr)
+        hover.append(hr)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(MARKET_CRITERIA), y=rows, zmin=0, zmax=1, colorscale=RHO_COLOURSCALE,
+        text=text, texttemplate="%{text}", textfont={"size": 10}, customdata=hover,
+        showscale=False, hovertemplate="%{customdata}<extra></extra>", xgap=2, ygap=2))
+    fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
+    fig.update_xaxes(side="top", type="category", showgrid=False)
+    text_caption = (
+        "Each approach on one market (explorer.marketplace): its measured level beside the blog "
+        "post's rating of the matching row (hover names it), and the numbers; ≠ marks a "
+        "disagreement. Blue = better for the market (little leaks; practical; fair), red = "
+        "worse, blank = not measured. Leakage: relative "
+        "error of the other party's best reconstruction (≤ 0.1 High, ≤ 0.5 Medium, else Low); "
+        "practicality: seconds and bytes of appraising the whole market (≤ 10 s and 1 MB High, "
+        "≤ 600 s and 1 GB Medium); fairness: Spearman's ρ "
+        "of the prices against " + UTILITY_TEXT + " (≥ 0.7 High, ≥ 0.4 Medium), one level "
+        "lower if a duplicate of the model owner's data is paid.")
+    return _layout(fig, "The blog's marketplace table, measured", text_caption,
+                   margin={"l": 170}, axis_px=20, plot_px=60 + 80 * len(rows))
+
+
+def marketplace_prices(prices: pd.DataFrame) -> go.Figure:
+    """Draw each approach's price against the candidates' utility (ground truth), one panel
+    per approach, coloured by kind (duplicates of the model owner's data should sit at 0)."""
+    _require(prices, ["approach", "kind", "utility", "price"], "marketplace_prices")
+    approaches = list(dict.fromkeys(prices["approach"]))
+    cols = 3
+    n_rows = (len(approaches) + cols - 1) // cols
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=approaches, shared_xaxes=True,
+                        horizontal_spacing=0.07, vertical_spacing=0.14)
+    colours = _colours(prices["kind"], KIND_COLOURS)
+    for i, approach in enumerate(approaches):
+        part = prices[prices["approach"] == approach]
+        for kind, group in part.groupby("kind", sort=False):
+            fig.add_scatter(x=group["utility"], y=group["price"], mode="markers", name=kind,
+                            legendgroup=kind, showlegend=i == 0,
+                            marker={"color": colours[kind], "size": 7, "opacity": 0.8},
+                            row=i // cols + 1, col=i % cols + 1,
+                            hovertemplate=f"{kind}<br>utility %{{x:.4f}}<br>price "
+                                          f"%{{y:.2f}}<extra>{approach}</extra>")
+    fig.update_xaxes(title_text="utility", row=n_rows)
+    fig.update_yaxes(title_text="price", col=1)
+    text = ("Each approach's price for each candidate against " + UTILITY_TEXT + ". A fair "
+            "price rises with utility (points along a rising line are better) and pays nothing "
+            "for duplicates of the model owner's own "
+            "training data, which it could re-use for free; prices are floored at 0 below a "
+            "threshold calibrated on the model owner's own data (mean + 3 sd), and bit mode "
+            "pays one flat price for an accepted candidate.")
+    return _layout(fig, "Prices against utility, per approach", text, legend_rows=1,
+                   plot_px=HEIGHT + 120 * (n_rows - 1))

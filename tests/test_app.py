@@ -631,3 +631,18 @@ def test_the_acquisition_tab_buys_within_a_budget_from_the_last_run():
     app.buy_button.click()
     assert app.wait(30)
     assert "run with influence among the appraisers" in text(app.error.value)
+
+
+def test_the_blogs_surrogate_lesson_runs_in_plaintext_and_is_refused_under_mpc():
+    app = ready_app()
+    app.preset.value = "the blog's surrogate"
+    assert "surrogate" in app.controls["appraisers"].value
+    assert wait_for_task(app, 60)
+    app.run()
+    assert app.wait(120) and app.error.value == ""
+    assert app.figures.scatter_choice.value == "surrogate"
+    assert set(app.results.appraiser) == {"surrogate", "influence"}
+    app.controls["backend"].value = "simulated"
+    app.run()
+    assert app.wait(120)
+    assert "no private form" in app.error.value

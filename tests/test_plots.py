@@ -465,6 +465,14 @@ def figures(results, curves, breakdown, grid, norms, prices, bits):
         "price": [0.0, 20.0, 0.0, 30.0, 0.0, 25.0, 0.0, 20.0],
         "spent": [0.0, 20.0, 0.0, 30.0, 0.0, 25.0, 0.0, 20.0],
         "test_loss": [0.2, 0.15, 0.2, 0.25, 0.2, 0.22, 0.2, 0.15], "budget": 50.0})
+    market = pd.DataFrame({"approach": ["give up the data", "surrogate: tree"],
+                           "blog_row": ["Giving up data", "Model-Data Efficacy"],
+                           **{c: ["High", "not measured"] for c in plots.MARKET_CRITERIA},
+                           **{f"blog {c}": ["High", "Low"] for c in plots.MARKET_CRITERIA},
+                           **{f"{c} measured": ["error 0", "-"] for c in plots.MARKET_CRITERIA}})
+    market_prices = pd.DataFrame({"approach": ["a", "a", "b"], "kind": ["none", "duplicates",
+                                                                        "none"],
+                                  "utility": [0.1, 0.2, 0.1], "price": [3.0, 0.0, 1.0]})
     return {
         "rank_scatter": plots.rank_scatter(results),
         "correlation_table": plots.correlation_table(results),
@@ -484,6 +492,8 @@ def figures(results, curves, breakdown, grid, norms, prices, bits):
         "flat_price_bars": plots.flat_price_bars(bits),
         "paper_comparison_bars": plots.paper_comparison_bars(paper),
         "placeholder": plots.placeholder("Press Run to appraise the market."),
+        "marketplace_table": plots.marketplace_table(market),
+        "marketplace_prices": plots.marketplace_prices(market_prices),
     }
 
 
@@ -515,7 +525,8 @@ def test_every_figure_carries_its_caption_under_the_plot(figures, tmp_path):
 
 def test_captions_say_which_way_is_better(figures):
     for name in ("rank_scatter", "correlation_table", "acquisition_curves", "budget_curves",
-                 "finetune_grid_heatmaps", "budget_heatmap", "paper_comparison_bars"):
+                 "finetune_grid_heatmaps", "budget_heatmap", "paper_comparison_bars",
+                 "marketplace_table", "marketplace_prices"):
         assert "better" in plots.caption(figures[name]), name
     for name in ("runtime_bars", "leakage_curves"):
         assert "lower" in plots.caption(figures[name]).lower(), name
@@ -524,7 +535,8 @@ def test_captions_say_which_way_is_better(figures):
 def test_utility_is_ground_truth_wherever_it_appears(figures):
     for name in ("rank_scatter", "correlation_table", "finetune_grid_heatmaps",
                  "gradient_norm_panels", "budget_heatmap", "price_bars", "bit_decisions",
-                 "flat_price_bars", "paper_comparison_bars"):
+                 "flat_price_bars", "paper_comparison_bars", "marketplace_table",
+                 "marketplace_prices"):
         assert plots.GROUND_TRUTH in plots.caption(figures[name]), name
     assert plots.GROUND_TRUTH in figures["rank_scatter"].layout.xaxis.title.text
 

@@ -12,7 +12,7 @@ from typing import Any
 import ipywidgets as w
 
 from explorer.config import AppraiserConfig, reveals_bits
-from explorer.constraints import APPRAISER_NAMES, DEFAULTS, PROVIDERS, default_provider
+from explorer.constraints import ALL_APPRAISER_NAMES, DEFAULTS, PROVIDERS, default_provider
 from explorer.errors import ExplorerError
 from explorer.leakage.attack import ATTACKERS
 from explorer.leakage.defences import DEFENCES
@@ -40,7 +40,8 @@ TOOLTIPS = {
     "size": "Samples in each candidate dataset.",
     "levels": "Corruption levels, spread evenly over this range across the candidates.",
     "random_state": "Random state of the market (which samples, which corruptions).",
-    "appraisers": "Which appraisers value the candidates (ctrl/cmd-click for several).",
+    "appraisers": "Which appraisers value the candidates (ctrl/cmd-click for several); "
+                  "surrogate runs in plaintext only, at the data owner.",
     "lr": "Learning rate of the fine-tuning appraiser.",
     "steps": "Gradient steps of the fine-tuning appraiser.",
     "newton_steps": "Safeguarded Newton steps of the newton appraiser.",
@@ -83,9 +84,9 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "levels": w.FloatRangeSlider(value=(0.0, 0.5), min=0.0, max=1.0, step=0.01,
                                      description="level range"),
         "random_state": w.IntText(value=0, description="random state"),
-        "appraisers": w.SelectMultiple(options=APPRAISER_NAMES,
+        "appraisers": w.SelectMultiple(options=ALL_APPRAISER_NAMES,
                                        value=("influence", "gradient-norm"),
-                                       description="appraisers", rows=4),
+                                       description="appraisers", rows=5),
         "lr": w.BoundedFloatText(value=DEFAULTS["lr"], min=1e-6, max=100.0,
                                  description="fine-tune lr"),
         "steps": w.BoundedIntText(value=DEFAULTS["steps"], min=1, max=1000,
@@ -228,6 +229,13 @@ PRESETS: dict[str, Preset] = {
          "appraisers": ("influence", "gradient-norm")}, "rank",
         "The level is one class's share: candidates far from the training mix of classes "
         "help less, on both sides.", scatter="influence"),
+    "the blog's surrogate": Preset(
+        {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
+         "appraisers": ("surrogate", "influence")}, "rank",
+        "The model owner hands the data owner a small tree distilled from its model, and the "
+        "data owner prices its data against it alone: the tree's ranks stay close to "
+        "influence's, but the tree gives away much of the model (reproduce marketplace "
+        "measures how much).", scatter="surrogate"),
     "what a value leaks": Preset(
         {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
          "appraisers": ("influence",)}, "leakage",

@@ -16,7 +16,8 @@ from explorer.appraisers.network import NetworkGradientNorm, NetworkInfluence
 from explorer.appraisers.newton import Newton
 from explorer.appraisers.plaintext import PlaintextRunner, appraise
 from explorer.appraisers.result import Appraisal
-from explorer.constraints import APPRAISER_NAMES, MODELS
+from explorer.appraisers.surrogate import Surrogate
+from explorer.constraints import ALL_APPRAISER_NAMES, APPRAISER_NAMES, MODELS
 from explorer.errors import ExplorerError
 
 APPRAISERS: dict[str, type[Appraiser]] = {
@@ -24,14 +25,15 @@ APPRAISERS: dict[str, type[Appraiser]] = {
     GradientNorm.name: GradientNorm,
     FineTune.name: FineTune,
     Newton.name: Newton,
+    Surrogate.name: Surrogate,
 }
-assert tuple(APPRAISERS) == APPRAISER_NAMES
+assert tuple(APPRAISERS) == ALL_APPRAISER_NAMES
 
 # Each family's definitions by name; the last-layer family wraps the logistic ones.
 FAMILIES: dict[str, dict[str, type[Appraiser]]] = {
     "logistic": APPRAISERS,
     "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm},
-    "last-layer": APPRAISERS,
+    "last-layer": {name: APPRAISERS[name] for name in APPRAISER_NAMES},
 }
 assert tuple(FAMILIES) == MODELS
 
@@ -55,5 +57,6 @@ def definition(family: str, name: str, **params) -> Appraiser:
 
 __all__ = ["APPRAISERS", "FAMILIES", "Appraisal", "Appraiser", "FineTune", "GradientNorm",
            "Influence", "LastLayer", "NetworkGradientNorm", "NetworkInfluence", "Newton",
-           "PlaintextRunner", "Public", "appraise", "appraiser_class", "definition",
+           "PlaintextRunner", "Public", "Surrogate", "appraise", "appraiser_class",
+           "definition",
            "influence_vector"]
