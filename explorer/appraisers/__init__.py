@@ -13,6 +13,7 @@ from explorer.appraisers.gradient_norm import GradientNorm
 from explorer.appraisers.influence import Influence, influence_vector
 from explorer.appraisers.last_layer import LastLayer
 from explorer.appraisers.network import NetworkGradientNorm, NetworkInfluence
+from explorer.appraisers.network_finetune import NetworkFineTune
 from explorer.appraisers.newton import Newton
 from explorer.appraisers.plaintext import PlaintextRunner, appraise
 from explorer.appraisers.result import Appraisal
@@ -30,7 +31,8 @@ assert tuple(APPRAISERS) == APPRAISER_NAMES
 # Each family's definitions by name; the last-layer family wraps the logistic ones.
 FAMILIES: dict[str, dict[str, type[Appraiser]]] = {
     "logistic": APPRAISERS,
-    "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm},
+    "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm,
+            NetworkFineTune.name: NetworkFineTune},
     "last-layer": APPRAISERS,
 }
 assert tuple(FAMILIES) == MODELS
@@ -54,6 +56,6 @@ def definition(family: str, name: str, **params) -> Appraiser:
     return LastLayer(appraiser) if family == "last-layer" else appraiser
 
 __all__ = ["APPRAISERS", "FAMILIES", "Appraisal", "Appraiser", "FineTune", "GradientNorm",
-           "Influence", "LastLayer", "NetworkGradientNorm", "NetworkInfluence", "Newton",
-           "PlaintextRunner", "Public", "appraise", "appraiser_class", "definition",
-           "influence_vector"]
+           "Influence", "LastLayer", "NetworkFineTune", "NetworkGradientNorm", "NetworkInfluence",
+           "Newton", "PlaintextRunner", "Public", "appraise", "appraiser_class",
+           "definition", "influence_vector"]
