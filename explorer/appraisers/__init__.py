@@ -14,6 +14,7 @@ from explorer.appraisers.influence import Influence, influence_vector
 from explorer.appraisers.last_layer import LastLayer
 from explorer.appraisers.network import NetworkGradientNorm, NetworkInfluence
 from explorer.appraisers.network_finetune import NetworkFineTune
+from explorer.appraisers.network_newton import NetworkNewton
 from explorer.appraisers.newton import Newton
 from explorer.appraisers.plaintext import PlaintextRunner, appraise
 from explorer.appraisers.result import Appraisal
@@ -32,7 +33,7 @@ assert tuple(APPRAISERS) == APPRAISER_NAMES
 FAMILIES: dict[str, dict[str, type[Appraiser]]] = {
     "logistic": APPRAISERS,
     "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm,
-            NetworkFineTune.name: NetworkFineTune},
+            NetworkFineTune.name: NetworkFineTune, NetworkNewton.name: NetworkNewton},
     "last-layer": APPRAISERS,
 }
 assert tuple(FAMILIES) == MODELS
@@ -57,5 +58,5 @@ def definition(family: str, name: str, **params) -> Appraiser:
 
 __all__ = ["APPRAISERS", "FAMILIES", "Appraisal", "Appraiser", "FineTune", "GradientNorm",
            "Influence", "LastLayer", "NetworkFineTune", "NetworkGradientNorm", "NetworkInfluence",
-           "Newton", "PlaintextRunner", "Public", "appraise", "appraiser_class",
+           "NetworkNewton", "Newton", "PlaintextRunner", "Public", "appraise", "appraiser_class",
            "definition", "influence_vector"]
