@@ -57,10 +57,10 @@ def _check_extra(extra: Any) -> None:
 class AppraiserConfig:
     """Everything needed to build appraisers and run them: names, backend, hyper-parameters
     (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``random_state``;
-    newton's ``newton_steps`` and ``preconditioner``; a network's influence ``damping``
-    (explorer.appraisers.network); ``extra`` constructor arguments by
-    appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
-    crypten) and the public reveal ``defences`` (both backends).
+    newton's ``newton_steps`` and ``preconditioner``; a network's ``damping`` of influence's
+    solve and newton's preconditioner (explorer.appraisers.network, .network_newton); ``extra``
+    constructor arguments by appraiser, e.g. influence's solver), the private options ``mpc``
+    (used with backend crypten) and the public reveal ``defences`` (both backends).
 
     ``build(name)`` makes one appraiser's definition;
     ``runner()`` the runner of the backend; ``appraise(name, seed, candidates)`` all three.
@@ -149,8 +149,9 @@ class AppraiserConfig:
         own = {"finetune": {"lr": self.lr, "steps": self.steps, "batch_size": self.batch_size,
                             "random_state": self.random_state},
                "newton": {"steps": self.newton_steps, "preconditioner": self.preconditioner}}
-        if family == "mlp":
+        if family == "mlp":  # delta = damping x lam: influence's solve, newton's preconditioner
             own["influence"] = {"damping": self.damping}
+            own["newton"]["damping"] = self.damping
         cls = FAMILIES[family].get(name)
         taken = set(inspect.signature(cls).parameters) if cls is not None else set()
         extra = {k: v for k, v in self.extra.get(name, {}).items() if k in taken}

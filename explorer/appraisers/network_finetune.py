@@ -4,7 +4,7 @@ theta_hat on D_tr ∪ D_a, with the logistic model's step rule (explorer.apprais
 Each candidate gets its own parameter set, one (B, in_l + 1, out_l) matrix per layer, so the
 seed set's forward and backward pass runs once per candidate and step, laid out as one product
 per layer (explorer.appraisers.network.input_product). Before the first step every candidate
-is at theta_hat, and the seed set's pass runs once for all of them.
+is at theta_hat, where the model owner's input gives the seed set's gradient.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class NetworkFineTune(NetworkUnionAppraiser, FineTune):
     by Lanczos iteration on exact Hessian-vector products (explorer.network.top_curvature).
     """
 
-    model_owner_data = ("each layer of theta_hat, its seed set (n_seed, d+1) with targets and "
-                        "its test set (n_test, d+1) with targets")
+    model_owner_data = ("each layer of theta_hat and of its seed set's summed gradient there, "
+                        "its seed set (n_seed, d+1) with targets and its test set (n_test, d+1) "
+                        "with targets")
 
     def _setup(self, seed: NetworkSeed) -> None:
         curvature = network.top_curvature(seed.architecture, seed.theta, seed.X_train,
@@ -66,10 +67,13 @@ class NetworkFineTune(NetworkUnionAppraiser, FineTune):
         decay = (public.lam * public.n_seed / totals)[:, None, None]
         masks = penalty_masks(layers)
         mask = row_mask(public.sizes)
-        moved = layers  # shared by every candidate until the first step
-        for _ in range(self.steps):
-            G = union_gradient_sums(moved, inputs["A_train"], inputs["Y_train"], A, Y, mask,
-                                    activation)
+        moved = layers
+        for k in range(self.steps):
+            if k == 0:  # every candidate at theta_hat: the seed set's gradient is the input's
+                G = self.start_gradient_sums(inputs, A, Y, public)
+            else:
+                G = union_gradient_sums(moved, inputs["A_train"], inputs["Y_train"], A, Y, mask,
+                                        activation)
             moved = [W - (g * inv_n + W * (decay * M)) * self.lr
                      for W, g, M in zip(moved, G, masks, strict=True)]
         return test_loss_reductions(inputs["A_test"], inputs["Y_test"], layers, moved,

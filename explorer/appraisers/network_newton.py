@@ -39,7 +39,8 @@ set, its private inputs:
   the Hessian because it is positive semi-definite wherever theta moves. Cross-layer blocks
   are dropped: two small matrices per layer instead of a P x P one.
 - "dense": the exact Hessian of J at theta_hat (P x P) in its eigenbasis, eigenvalues clamped
-  at 0 (a local minimum's Hessian is positive semi-definite up to the fit's tolerance).
+  at 0 (a local minimum's Hessian is positive semi-definite up to the fit's tolerance); for
+  networks of at most DENSE_NETWORK_MAX parameters.
 - "auto": dense up to 1,000 parameters, else kfac.
 
 The damping delta keeps P invertible where the seed set gives no curvature: dead units'
@@ -86,6 +87,9 @@ from explorer.seed import NetworkSeed
 # evaluated in groups that keep it below this (MNIST, 20 candidates verified twice, 600 seed
 # samples, 64 hidden units: two trials at a time).
 TRIAL_VALUES = 2**22
+# The dense preconditioner's P x P eigenbasis is refused past this many parameters (134 MB in
+# the clear, as many again per share under MPC).
+DENSE_NETWORK_MAX = 4096
 # After a rejected step the next step's scale shrinks by SHRINK; after an accepted one it grows
 # by GROW, up to alpha.
 SHRINK, GROW = 0.25, 2.0
@@ -163,7 +167,8 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
     """value = L_te(theta_hat) - L_te(theta_K) after K safeguarded, preconditioned steps on
     D_tr ∪ D_a (module docstring), nats."""
 
-    model_owner_data = ("each layer of theta_hat, its seed and test sets with targets, and "
+    model_owner_data = ("each layer of theta_hat and of its seed set's summed gradient there, "
+                        "its seed and test sets with targets, and "
                         "its preconditioner: per layer two Kronecker eigenbases (kfac) or one "
                         "P x P eigenbasis (dense), with the damped inverse eigenvalues")
 
@@ -186,7 +191,13 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
 
     def _setup(self, seed: NetworkSeed) -> None:
         delta = self.delta_ = self.damping * seed.lam
-        if self.kind(seed.architecture.n_params) == "dense":
+        P = seed.architecture.n_params
+        if self.kind(P) == "dense":
+            if P > DENSE_NETWORK_MAX:
+                raise ExplorerError(f"the dense preconditioner holds a P x P matrix, and this "
+                                    f"network has P = {P:,} parameters (at most "
+                                    f"{DENSE_NETWORK_MAX:,}); use the kfac (or auto) "
+                                    f"preconditioner.")
             Q, s, null = dense_eigenbasis(seed)
             self.preconditioner_ = {"Q": Q, "inv_s": damped_inverses(damped(s, null, delta),
                                                                     self.trials)}
@@ -250,7 +261,11 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
                        for g, W, M in zip(G, params, masks, strict=True)]
 
         theta = layers  # shared by every candidate until the first step
-        objective, grad = union_objective(theta, gradient=True)
+        ce, G = self.start_gradient_sums(inputs, A, Y, public, loss=True)
+        objective = ce * (1.0 / n_seed) + squared_weights(per_candidate(theta), masks) \
+            * (public.lam / 2)
+        grad = [g * (1.0 / n_seed) + W * (M * public.lam) for g, W, M in zip(G, theta, masks,
+                                                                            strict=True)]
         # the step's scale per candidate: alpha, shrunk after a rejected step (a secret once
         # a comparison set it, so kept in the objective's encoding from the start)
         reach = like(objective, alpha.reshape(B))
