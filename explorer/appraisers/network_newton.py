@@ -151,11 +151,11 @@ def dense_eigenbasis(seed: NetworkSeed) -> tuple[torch.Tensor, torch.Tensor, tor
     return Q, s, null
 
 
-def damped(s: torch.Tensor, null: torch.Tensor, delta: float) -> torch.Tensor:
+def damped(s: torch.Tensor, null: torch.Tensor, delta: float, top: float) -> torch.Tensor:
     """s + delta, and 0 on the null direction (whose inverse stays 0); one sentence when a
-    direction outside it has no curvature to invert."""
+    direction outside it has no curvature to invert (below 1e-10 of the largest, ``top``)."""
     out = torch.where(null, torch.zeros_like(s), s + delta)
-    flat = (out <= 0) & ~null
+    flat = (out <= 1e-10 * top) & ~null
     if bool(flat.any()):
         raise ExplorerError(f"the seed model's curvature is 0 along {int(flat.sum())} "
                             f"direction(s) besides the softmax's bias shift (dead units, or a "
@@ -199,17 +199,18 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
                                     f"{DENSE_NETWORK_MAX:,}); use the kfac (or auto) "
                                     f"preconditioner.")
             Q, s, null = dense_eigenbasis(seed)
-            self.preconditioner_ = {"Q": Q, "inv_s": damped_inverses(damped(s, null, delta),
-                                                                    self.trials)}
+            top = float(s.max())
+            self.preconditioner_ = {"Q": Q, "inv_s": damped_inverses(
+                damped(s, null, delta, top), self.trials)}
             return
         factors = kfac_eigenbases(seed)
-        top = max(float(s.max()) for _, _, s, _ in factors) + delta
+        top = max(float(s.max()) for _, _, s, _ in factors)
         self.preconditioner_ = {}
         for i, (U_A, U_G, s, null) in enumerate(factors):
             self.preconditioner_[f"U_A{i}"] = U_A
             self.preconditioner_[f"U_G{i}"] = U_G
-            self.preconditioner_[f"inv_s{i}"] = damped_inverses(damped(s, null, delta),
-                                                                self.trials, top)
+            self.preconditioner_[f"inv_s{i}"] = damped_inverses(
+                damped(s, null, delta, top), self.trials, top + delta)
 
     def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
         T = len(self.trials)
