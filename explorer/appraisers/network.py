@@ -2,10 +2,12 @@
 and the family's influence and gradient-norm appraisers.
 
 Each layer is a matrix W_l (in + 1, out) with the bias as its last row (explorer.network), one
-per candidate (B, in + 1, out) where parameters move. Candidates come as the batch layout of
-explorer.appraisers.batch: A (B, m, d + 1) with the bias column, Y (B, m, C), and padding rows
-all zero. Padding rows are zero only at the first layer's input: the next layers add their
-biases, so every sum over rows takes the public row mask.
+per candidate (B, in + 1, out) where parameters move (fine-tuning, newton), and one per
+candidate and trial (B, T, in + 1, out) for newton's trial steps. Candidates come as the batch
+layout of explorer.appraisers.batch: A (B, m, d + 1) with the bias column, Y (B, m, C), and
+padding rows all zero. Padding rows are zero only at the first layer's input: the next layers
+add their biases, so every sum over rows takes the public row mask. The model owner's seed and
+test sets come as one shared (n, d + 1), passed through every candidate's parameters at once.
 
 The hidden activation is computed with its slope (its derivative at the pre-activation), which
 the tangent of forward mode and the backward pass both need: for SiLU z s(z) (s the sigmoid)
