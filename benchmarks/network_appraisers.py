@@ -4,8 +4,8 @@ finetune and newton (K = 4 and 16) on label-noise markets, and one private run's
     python benchmarks/network_appraisers.py [--candidates 20] [--size 20] [--hidden 8]
         [--random-state 100] [--private]
 
-Markets: WDBC (network lam 0.03) and digits (lam 0.3, where a 64-8-10 network's fit
-converges), label noise up to 1/2. Each line: market, appraiser, rho against the utility, mean
+Markets: WDBC and digits label noise up to 1/2, the network at the tasks' network lam (0.03) and
+the default activation. Each line: market, appraiser, rho against the utility, mean
 |value - utility| / max |utility| (not for gradient norm), plaintext seconds; the first line
 says whether the seed model's fit converged (a utility from an unconverged seed is suspect).
 With ``--private``: one WDBC session per appraiser between real parties (4 candidates), its
@@ -27,7 +27,7 @@ from explorer.metrics import spearman
 from explorer.seed import fit_seed_model
 from explorer.tasks import load_task
 
-MARKETS = [("wdbc label noise", "wdbc", None), ("digits label noise", "digits", 0.3)]
+MARKETS = [("wdbc label noise", "wdbc"), ("digits label noise", "digits")]
 APPRAISERS = [("influence", {}), ("gradient-norm", {}), ("finetune", {}),
               ("newton K=4", {"newton_steps": 4}), ("newton K=16", {"newton_steps": 16})]
 
@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     run = args.random_state
-    for label, task_name, lam in MARKETS:
+    for label, task_name in MARKETS:
         task = load_task(task_name, random_state=run)
-        seed = fit_seed_model(task, model="mlp", hidden=(args.hidden,), lam=lam)
+        seed = fit_seed_model(task, model="mlp", hidden=(args.hidden,))
         market = make_market(task, "label-noise", args.candidates, args.size, 0.5,
                              random_state=run)
         truth = market_utilities(seed, market)["utility"].to_numpy()
