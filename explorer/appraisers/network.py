@@ -183,10 +183,10 @@ def union_loss_and_gradient_sums(layers: list, A_train, Y_train, A, Y, mask: tor
     """Summed cross-entropy over D_tr ∪ D_a (B,) and, with ``gradient``, its gradient per layer
     (B, in_l + 1, out_l), each candidate at its own parameters.
 
-    ``layers`` are per candidate (B, in_l + 1, out_l) or shared (in_l + 1, out_l): then (at
-    theta_hat, before the first step) the seed set's pass runs once for all candidates. The
-    seed set A_train (n, d + 1), Y_train (n, C) is the model owner's; A (B, m, d + 1),
-    Y (B, m, C), mask (B, m, 1) the candidates."""
+    ``layers`` are per candidate (B, in_l + 1, out_l) or shared (in_l + 1, out_l): then the
+    seed set's pass runs once for all candidates. The seed set A_train (n, d + 1), Y_train
+    (n, C) is the model owner's; A (B, m, d + 1), Y (B, m, C), mask (B, m, 1) the
+    candidates."""
     seed_loss, seed_grads = loss_and_gradient_sums(per_candidate(layers), A_train, Y_train,
                                                    None, activation, gradient)
     own_loss, own_grads = loss_and_gradient_sums(layers, A, Y, mask, activation, gradient)

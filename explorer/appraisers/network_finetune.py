@@ -56,7 +56,7 @@ class NetworkFineTune(NetworkUnionAppraiser, FineTune):
         return NetworkUnionAppraiser.model_owner_inputs(self, public)
 
     def compute(self, inputs: dict, A, Y, public: Public):
-        activation = public.activation or "relu"
+        activation = public.activation
         layers = self.layers(inputs, public)
         if self.batch_size is not None:
             if is_encrypted(A):
@@ -83,7 +83,7 @@ class NetworkFineTune(NetworkUnionAppraiser, FineTune):
                    public: Public) -> torch.Tensor:
         """Mini-batch steps with the same step as full batch; candidates of one size draw the
         same batches and step together (as FineTune._minibatch)."""
-        activation = public.activation or "relu"
+        activation = public.activation
         values = torch.empty(public.n_candidates, dtype=A.dtype)
         masks = penalty_masks(layers)
         A_tr, Y_tr = inputs["A_train"], inputs["Y_train"]

@@ -241,7 +241,7 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
     # -- the computation, on torch tensors or CrypTensors -------------------------------
 
     def compute(self, inputs: dict, A, Y, public: Public):
-        activation = public.activation or "relu"
+        activation = public.activation
         B, T = public.n_candidates, len(self.trials)
         n_seed = float(public.n_seed)
         alpha = (n_seed / (n_seed + public.sizes_tensor()))[:, None, None, None]
@@ -326,7 +326,7 @@ class NetworkNewton(NetworkUnionAppraiser, Newton):
                           public: Public):
         """J_union at each trial point, tried (B, T, in + 1, out) per layer -> (B, T), the
         trials in groups of at most TRIAL_VALUES values per hidden tensor."""
-        activation = public.activation or "relu"
+        activation = public.activation
         B, T = public.n_candidates, len(self.trials)
         width = max(*public.hidden, public.n_outputs)
         rows = max(public.n_seed, public.size)

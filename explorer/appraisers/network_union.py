@@ -57,7 +57,7 @@ class NetworkUnionAppraiser(NetworkAppraiser):
         (B, in_l + 1, out_l), from the model owner's seed-set gradient and one pass over the
         candidates; with ``loss``, (the union's summed cross-entropy (B,), that gradient),
         the seed set's loss by one forward pass at theta_hat for all candidates."""
-        activation = public.activation or "relu"
+        activation = public.activation
         layers = self.layers(inputs, public)
         own_loss, own = loss_and_gradient_sums(layers, A, Y, row_mask(public.sizes),
                                                activation, gradient=True)
