@@ -57,12 +57,12 @@ def _check_extra(extra: Any) -> None:
 class AppraiserConfig:
     """Everything needed to build appraisers and run them: names, backend, hyper-parameters
     (fine-tuning's ``lr``, ``steps``, ``batch_size`` (None = full batch) and ``random_state``;
-    newton's ``newton_steps`` and ``preconditioner``; a network's influence ``damping``
-    (explorer.appraisers.network); the blog's ``surrogate`` kind, its ``surrogate_size`` and
-    ``surrogate_score``, its distillation draws seeded by ``random_state``; ``extra`` constructor
-    arguments by
-    appraiser, e.g. influence's solver), the private options ``mpc`` (used with backend
-    crypten) and the public reveal ``defences`` (both backends).
+    newton's ``newton_steps`` and ``preconditioner``; a network's ``damping`` of influence's
+    solve and newton's preconditioner (explorer.appraisers.network, .network_newton); the
+    blog's ``surrogate`` kind, its ``surrogate_size`` and ``surrogate_score``, its distillation
+    draws seeded by ``random_state``; ``extra`` constructor arguments by appraiser, e.g.
+    influence's solver), the private options ``mpc`` (used with backend crypten) and the public
+    reveal ``defences`` (both backends).
 
     ``build(name)`` makes one appraiser's definition;
     ``runner()`` the runner of the backend; ``appraise(name, seed, candidates)`` all three.
@@ -158,8 +158,9 @@ class AppraiserConfig:
                "surrogate": {"kind": self.surrogate, "size": self.surrogate_size,
                              "score": self.surrogate_score,
                              "random_state": self.random_state}}
-        if family == "mlp":
+        if family == "mlp":  # delta = damping x lam: influence's solve, newton's preconditioner
             own["influence"] = {"damping": self.damping}
+            own["newton"]["damping"] = self.damping
         cls = FAMILIES[family].get(name)
         taken = set(inspect.signature(cls).parameters) if cls is not None else set()
         extra = {k: v for k, v in self.extra.get(name, {}).items() if k in taken}

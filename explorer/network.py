@@ -219,6 +219,24 @@ def hessian(arch: Architecture, theta: torch.Tensor, X: torch.Tensor, y: torch.T
     return torch.func.hessian(lambda t: objective(arch, t, X, y, lam, n_seed))(theta)
 
 
+def top_curvature(arch: Architecture, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
+                  lam: float, n_seed: int, rtol: float = 1e-3) -> float:
+    """The largest eigenvalue of the Hessian of J at theta, by Lanczos iteration (scipy's
+    eigsh, seeded start) on exact Hessian-vector products, to relative accuracy ``rtol``: the
+    curvature that bounds a stable gradient-descent step, 2 / top_curvature."""
+    P = theta.numel()
+
+    def matvec(vec: np.ndarray) -> np.ndarray:
+        V = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64).reshape(-1))
+        return hessian_vector_product(arch, theta, X, y, lam, n_seed, V).numpy()
+
+    op = scipy.sparse.linalg.LinearOperator((P, P), matvec=matvec, dtype=np.float64)
+    start = np.random.default_rng(0).standard_normal(P)
+    top = scipy.sparse.linalg.eigsh(op, k=1, which="LA", tol=rtol, v0=start,
+                                    return_eigenvectors=False)
+    return float(top[0])
+
+
 @dataclass(frozen=True)
 class DampedSolve:
     """v = (H + delta I)^-1 rhs, and how well CG solved it."""

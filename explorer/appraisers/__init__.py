@@ -13,6 +13,8 @@ from explorer.appraisers.gradient_norm import GradientNorm
 from explorer.appraisers.influence import Influence, influence_vector
 from explorer.appraisers.last_layer import LastLayer
 from explorer.appraisers.network import NetworkGradientNorm, NetworkInfluence
+from explorer.appraisers.network_finetune import NetworkFineTune
+from explorer.appraisers.network_newton import NetworkNewton
 from explorer.appraisers.newton import Newton
 from explorer.appraisers.plaintext import PlaintextRunner, appraise
 from explorer.appraisers.result import Appraisal
@@ -32,7 +34,8 @@ assert tuple(APPRAISERS) == ALL_APPRAISER_NAMES
 # Each family's definitions by name; the last-layer family wraps the logistic ones.
 FAMILIES: dict[str, dict[str, type[Appraiser]]] = {
     "logistic": APPRAISERS,
-    "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm},
+    "mlp": {NetworkInfluence.name: NetworkInfluence, NetworkGradientNorm.name: NetworkGradientNorm,
+            NetworkFineTune.name: NetworkFineTune, NetworkNewton.name: NetworkNewton},
     "last-layer": {name: APPRAISERS[name] for name in APPRAISER_NAMES},
 }
 assert tuple(FAMILIES) == MODELS
@@ -56,7 +59,6 @@ def definition(family: str, name: str, **params) -> Appraiser:
     return LastLayer(appraiser) if family == "last-layer" else appraiser
 
 __all__ = ["APPRAISERS", "FAMILIES", "Appraisal", "Appraiser", "FineTune", "GradientNorm",
-           "Influence", "LastLayer", "NetworkGradientNorm", "NetworkInfluence", "Newton",
-           "PlaintextRunner", "Public", "Surrogate", "appraise", "appraiser_class",
-           "definition",
-           "influence_vector"]
+           "Influence", "LastLayer", "NetworkFineTune", "NetworkGradientNorm", "NetworkInfluence",
+           "NetworkNewton", "Newton", "PlaintextRunner", "Public", "Surrogate", "appraise",
+           "appraiser_class", "definition", "influence_vector"]

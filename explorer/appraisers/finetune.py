@@ -4,6 +4,7 @@ D_tr ∪ D_a (full batch, or plaintext mini-batches)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,6 +29,32 @@ def curvature_bound(seed: SeedModel) -> float:
     A = with_bias(seed.X_train)
     top = float(torch.linalg.eigvalsh(A.T @ A / seed.n_seed)[-1])
     return (0.25 if seed.theta.shape[1] == 1 else 0.5) * top
+
+
+def check_penalty_step(lr: float, public: Public) -> None:
+    """Refuse a learning rate at which the L2 penalty alone diverges: it multiplies the weights
+    by 1 - lr * lam' at every step (lam' = lam * n_seed / (n_seed + |D_a|), the union's), so
+    past lr * lam' = 2 they grow without bound, whatever the data."""
+    lam_union = public.lam * public.n_seed / (public.n_seed + min(public.sizes))
+    if lr * lam_union >= 2.0:
+        raise ExplorerError(
+            f"fine-tuning with learning rate {lr:g} diverges at L2 strength "
+            f"{public.lam:g} (lr * lam * n_seed / (n_seed + |D_a|) = "
+            f"{lr * lam_union:.3g} >= 2 makes the penalty alone overshoot at every "
+            f"step); use a learning rate below {2 / lam_union:.3g}.")
+
+
+def minibatches(n: int, batch_size: int, steps: int, random_state: int) -> Iterator[torch.Tensor]:
+    """The row indices of each of ``steps`` mini-batches of D_tr ∪ D_a (n rows, the seed set's
+    first): each epoch walks a fresh permutation from a generator seeded with
+    ``random_state``, in batches that cover all of it, the last one possibly smaller."""
+    rng = np.random.default_rng(random_state)
+    batches: list[np.ndarray] = []
+    for _ in range(steps):
+        if not batches:
+            order = rng.permutation(n)
+            batches = [order[i:i + batch_size] for i in range(0, n, batch_size)][::-1]
+        yield torch.from_numpy(batches.pop())
 
 
 class FineTune(UnionAppraiser):
@@ -61,30 +88,27 @@ class FineTune(UnionAppraiser):
                 "random_state": self.random_state}
 
     def _setup(self, seed: SeedModel) -> None:
-        bound = 2.0 / (seed.lam + curvature_bound(seed))
-        self.stability_bound_ = bound
+        self.stability_bound_ = 2.0 / (seed.lam + curvature_bound(seed))
+        self._warn_if_unstable(seed.n_seed)
+
+    def _warn_if_unstable(self, n_seed: int) -> None:
+        """Warn when the learning rate exceeds ``stability_bound_`` or mini-batches do not
+        cover the seed set once."""
+        bound = self.stability_bound_
         if self.lr > bound:
             warnings.warn(f"the fine-tuning learning rate {self.lr:g} exceeds the stability "
                           f"bound {bound:.3g} of gradient descent on the seed set (2 / its "
                           f"curvature); its steps may oscillate and its values rank poorly.",
-                          AppraisalWarning, stacklevel=3)
+                          AppraisalWarning, stacklevel=4)
         if self.batch_size is not None:
-            union = seed.n_seed + 1
+            union = n_seed + 1
             if self.steps * self.batch_size < union:
                 warnings.warn(f"{self.steps} steps of {self.batch_size} samples do not cover "
-                              f"the seed set once ({seed.n_seed} samples); raise the steps or "
-                              f"the batch size.", AppraisalWarning, stacklevel=3)
+                              f"the seed set once ({n_seed} samples); raise the steps or "
+                              f"the batch size.", AppraisalWarning, stacklevel=4)
 
     def model_owner_inputs(self, public: Public) -> dict[str, torch.Tensor]:
-        # the penalty alone multiplies the weights by 1 - lr * lam' at every step: past 2 they
-        # grow without bound, whatever the data
-        lam_union = public.lam * public.n_seed / (public.n_seed + min(public.sizes))
-        if self.lr * lam_union >= 2.0:
-            raise ExplorerError(
-                f"fine-tuning with learning rate {self.lr:g} diverges at L2 strength "
-                f"{public.lam:g} (lr * lam * n_seed / (n_seed + |D_a|) = "
-                f"{self.lr * lam_union:.3g} >= 2 makes the penalty alone overshoot at every "
-                f"step); use a learning rate below {2 / lam_union:.3g}.")
+        check_penalty_step(self.lr, public)
         return super().model_owner_inputs(public)
 
     def compute(self, inputs: dict, A, Y, public: Public):
@@ -115,15 +139,8 @@ class FineTune(UnionAppraiser):
             A_g, Y_g = A[group, :m], Y[group, :m]
             n = n_tr + m
             decay = public.lam * public.n_seed / n * mask
-            rng = np.random.default_rng(self.random_state)
-            batches: list[np.ndarray] = []
             thetas = repeat(inputs["theta"], len(group))
-            for _ in range(self.steps):
-                if not batches:
-                    order = rng.permutation(n)
-                    batches = [order[i:i + self.batch_size]
-                               for i in range(0, n, self.batch_size)][::-1]
-                idx = torch.from_numpy(batches.pop())
+            for idx in minibatches(n, self.batch_size, self.steps, self.random_state):
                 # union row i < n_tr is the seed set's, the rest the candidate's
                 seed_rows, own = idx[idx < n_tr], idx[idx >= n_tr] - n_tr
                 G = union_gradient_sums(A_tr[seed_rows], Y_tr[seed_rows], A_g[:, own],

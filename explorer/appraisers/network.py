@@ -2,10 +2,12 @@
 and the family's influence and gradient-norm appraisers.
 
 Each layer is a matrix W_l (in + 1, out) with the bias as its last row (explorer.network), one
-per candidate (B, in + 1, out) where parameters move. Candidates come as the batch layout of
-explorer.appraisers.batch: A (B, m, d + 1) with the bias column, Y (B, m, C), and padding rows
-all zero. Padding rows are zero only at the first layer's input: the next layers add their
-biases, so every sum over rows takes the public row mask.
+per candidate (B, in + 1, out) where parameters move (fine-tuning, newton), and one per
+candidate and trial (B, T, in + 1, out) for newton's trial steps. Candidates come as the batch
+layout of explorer.appraisers.batch: A (B, m, d + 1) with the bias column, Y (B, m, C), and
+padding rows all zero. Padding rows are zero only at the first layer's input: the next layers
+add their biases, so every sum over rows takes the public row mask. The model owner's seed and
+test sets come as one shared (n, d + 1), passed through every candidate's parameters at once.
 
 The hidden activation is computed with its slope (its derivative at the pre-activation), which
 the tangent of forward mode and the backward pass both need: for SiLU z s(z) (s the sigmoid)
@@ -24,9 +26,10 @@ from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import row_mask
 from explorer.appraisers.fixed_point import check_fixed_point, check_parameters
 from explorer.appraisers.gradient_norm import possible_norms, squared_norms
+from explorer.appraisers.logistic import bounded_probabilities, cross_entropy_sums
 from explorer.appraisers.tensors import cat, less, matmul
 from explorer.errors import ExplorerError
-from explorer.model import probabilities
+from explorer.model import penalty_mask, probabilities
 from explorer.seed import NetworkSeed
 
 
@@ -42,11 +45,49 @@ def activation_and_slope(Z, activation: str):
     return Z * Z, Z * 2.0
 
 
+def input_product(A, W):
+    """The first layer's pre-activations: the data A times W (d + 1, k).
+
+    A is either the candidates (B, m, d + 1) (an OpenedOperand too), with W shared (d + 1, k),
+    per candidate (B, d + 1, k) or per candidate and trial (B, T, d + 1, k) -> (B, m, k) or
+    (B, T, m, k); or one of the model owner's sets (n, d + 1), shared by every parameter set
+    W (*batch, d + 1, k) -> (*batch, n, k). Either way one product: per-candidate and
+    per-trial matrices are laid side by side, so the candidates' features are multiplied (and,
+    under MPC, opened) once."""
+    if len(A.shape) == 2:
+        if len(W.shape) == 2:
+            return A.matmul(W)
+        batch, (d1, k) = tuple(W.shape[:-2]), tuple(W.shape[-2:])
+        N, n = int(np.prod(batch)), int(A.shape[0])
+        side = W.reshape(N, d1, k).permute(1, 0, 2).reshape(d1, N * k)
+        return A.matmul(side).reshape(n, N, k).permute(1, 0, 2).reshape(*batch, n, k)
+    if len(W.shape) == 4:
+        B, T, d1, k = W.shape
+        Z = matmul(A, W.permute(0, 2, 1, 3).reshape(B, d1, T * k))
+        return Z.reshape(B, Z.shape[1], T, k).permute(0, 2, 1, 3)
+    return matmul(A, W)
+
+
+def input_gradient(A, delta):
+    """A^T delta, the first layer's summed gradient: candidates A (B, m, d + 1) with delta
+    (B, m, k) -> (B, d + 1, k); or a model owner's set (n, d + 1) with delta (*batch, n, k)
+    -> (*batch, d + 1, k), one product."""
+    if len(A.shape) == 2:
+        n, d1 = int(A.shape[0]), int(A.shape[1])
+        if len(delta.shape) == 2:
+            return A.t().matmul(delta)
+        batch, k = tuple(delta.shape[:-2]), int(delta.shape[-1])
+        N = int(np.prod(batch))
+        side = delta.reshape(N, n, k).permute(1, 0, 2).reshape(n, N * k)
+        return A.t().matmul(side).reshape(d1, N, k).permute(1, 0, 2).reshape(*batch, d1, k)
+    return matmul(A, delta, transpose=True)
+
+
 def first_layer(A, matrices: list):
-    """A (B, m, d + 1) times each of ``matrices`` (d + 1, k_j): one product with their
+    """A times each of ``matrices`` (see ``input_product``): one product with their
     concatenation, so an OpenedOperand A is opened once for all of them."""
     widths = [int(M.shape[-1]) for M in matrices]
-    Z = matmul(A, cat(matrices, dim=-1) if len(matrices) > 1 else matrices[0])
+    Z = input_product(A, cat(matrices, dim=-1) if len(matrices) > 1 else matrices[0])
     out, start = [], 0
     for w in widths:
         out.append(Z[..., start:start + w])
@@ -87,22 +128,112 @@ def forward(layers: list, A, activation: str):
     return inputs, slopes, Z
 
 
-def gradient_sums(layers: list, A, Y, mask: torch.Tensor, activation: str) -> list:
-    """Summed cross-entropy gradient per candidate, one (B, in_l + 1, out_l) per layer, by one
-    forward and one backward pass. ``mask`` (B, m, 1) is the public row mask."""
-    inputs, slopes, Z = forward(layers, A, activation)
-    delta = (probabilities(Z, Z.shape[-1]) - Y) * mask  # dCE/dZ, zero on padding rows
+def residuals(Z, Y, mask, bounded: bool = False):
+    """dCE/dZ = probabilities - targets, zero on padding rows (``mask`` (B, m, 1) public, or
+    None for the model owner's sets, which have none). ``bounded``: logits clamped first
+    (explorer.appraisers.logistic.bounded_probabilities), for parameters that may have moved
+    far from theta_hat."""
+    C = Z.shape[-1]
+    R = (bounded_probabilities(Z, C) if bounded else probabilities(Z, C)) - Y
+    return R if mask is None else R * mask
+
+
+def backward(layers: list, inputs: list, slopes: list, delta) -> list:
+    """The summed gradient of each layer (..., in_l + 1, out_l) from ``forward``'s inputs and
+    slopes and the residual delta = dCE/dZ at the logits."""
     grads = [None] * len(layers)
-    for i in range(len(layers) - 1, -1, -1):
-        if i == 0:
-            grads[0] = matmul(A, delta, transpose=True)  # A carries the bias column
-            break
+    for i in range(len(layers) - 1, 0, -1):
         H = inputs[i]
         grads[i] = cat([H.transpose(-2, -1).matmul(delta), delta.sum(dim=-2, keepdim=True)],
                        dim=-2)
-        W = layers[i]
-        delta = delta.matmul(W[..., :-1, :].transpose(-2, -1)) * slopes[i - 1]
+        delta = delta.matmul(layers[i][..., :-1, :].transpose(-2, -1)) * slopes[i - 1]
+    grads[0] = input_gradient(inputs[0], delta)  # A carries the bias column
     return grads
+
+
+def gradient_sums(layers: list, A, Y, mask: torch.Tensor | None, activation: str,
+                  bounded: bool = False) -> list:
+    """Summed cross-entropy gradient per candidate, one (B, in_l + 1, out_l) per layer, by one
+    forward and one backward pass. ``mask`` (B, m, 1) is the public row mask (None for a
+    model owner's set, A (n, d + 1), whose layers are (B, in_l + 1, out_l): one parameter set
+    per candidate)."""
+    inputs, slopes, Z = forward(layers, A, activation)
+    return backward(layers, inputs, slopes, residuals(Z, Y, mask, bounded))
+
+
+def loss_and_gradient_sums(layers: list, A, Y, mask: torch.Tensor | None, activation: str,
+                           gradient: bool = True):
+    """Summed cross-entropy (B,) and, with ``gradient``, its gradient per layer (as
+    ``gradient_sums``, bounded) from one forward pass; else (sums, None)."""
+    inputs, slopes, Z = forward(layers, A, activation)
+    losses = cross_entropy_sums(Z, Y, mask)
+    if not gradient:
+        return losses, None
+    return losses, backward(layers, inputs, slopes, residuals(Z, Y, mask, bounded=True))
+
+
+def per_candidate(layers: list) -> list:
+    """Layers shared by every candidate (in + 1, out) as one parameter set (1, in + 1, out);
+    per-candidate layers as they are."""
+    return [W.unsqueeze(0) if len(W.shape) == 2 else W for W in layers]
+
+
+def union_loss_and_gradient_sums(layers: list, A_train, Y_train, A, Y, mask: torch.Tensor,
+                                 activation: str, gradient: bool = True):
+    """Summed cross-entropy over D_tr ∪ D_a (B,) and, with ``gradient``, its gradient per layer
+    (B, in_l + 1, out_l), each candidate at its own parameters.
+
+    ``layers`` are per candidate (B, in_l + 1, out_l) or shared (in_l + 1, out_l): then the
+    seed set's pass runs once for all candidates. The seed set A_train (n, d + 1), Y_train
+    (n, C) is the model owner's; A (B, m, d + 1), Y (B, m, C), mask (B, m, 1) the
+    candidates."""
+    seed_loss, seed_grads = loss_and_gradient_sums(per_candidate(layers), A_train, Y_train,
+                                                   None, activation, gradient)
+    own_loss, own_grads = loss_and_gradient_sums(layers, A, Y, mask, activation, gradient)
+    if not gradient:
+        return seed_loss + own_loss, None
+    return seed_loss + own_loss, [a + b for a, b in zip(seed_grads, own_grads, strict=True)]
+
+
+def union_gradient_sums(layers: list, A_train, Y_train, A, Y, mask: torch.Tensor,
+                        activation: str) -> list:
+    """The summed cross-entropy gradient over D_tr ∪ D_a per layer (B, in_l + 1, out_l), as
+    ``union_loss_and_gradient_sums`` without the loss."""
+    seed = gradient_sums(per_candidate(layers), A_train, Y_train, None, activation,
+                         bounded=True)
+    own = gradient_sums(layers, A, Y, mask, activation, bounded=True)
+    return [a + b for a, b in zip(seed, own, strict=True)]
+
+
+def loss_sums(layers: list, A, Y, mask: torch.Tensor | None, activation: str):
+    """Summed cross-entropy (*batch,) of the samples A at each parameter set (layers
+    (*batch, in_l + 1, out_l)): the forward pass alone."""
+    return cross_entropy_sums(forward(layers, A, activation)[2], Y, mask)
+
+
+def squared_weights(layers: list, masks: list[torch.Tensor]):
+    """sum_l ||W_l[:-1]||^2 per parameter set (*batch,): ``masks`` are 1 on the weight rows,
+    0 on the bias row."""
+    total = None
+    for W, M in zip(layers, masks, strict=True):
+        part = (W * W * M).sum(dim=-1).sum(dim=-1)
+        total = part if total is None else total + part
+    return total
+
+
+def test_loss_reductions(A_test, Y_test, layers: list, moved: list, activation: str):
+    """Mean test cross-entropy at the layers of theta_hat minus at each candidate's moved
+    layers (B, in_l + 1, out_l): (B,), nats, > 0 = better. Both go through the same
+    computation, one batch of B + 1 parameter sets, so under MPC the logarithm's error
+    largely cancels in the difference."""
+    every = [cat([W.unsqueeze(0), V], dim=0) for W, V in zip(layers, moved, strict=True)]
+    losses = loss_sums(every, A_test, Y_test, None, activation) * (1.0 / A_test.shape[0])
+    return losses[0] - losses[1:]
+
+
+def penalty_masks(layers: list) -> list[torch.Tensor]:
+    """Per layer (in_l + 1, out_l): 1 on the weight rows, 0 on the unpenalised bias row."""
+    return [penalty_mask(int(W.shape[-2]), int(W.shape[-1])) for W in layers]
 
 
 def layer_names(prefix: str, count: int) -> list[str]:

@@ -99,12 +99,31 @@ def kfac_eigenbasis(seed: SeedModel) -> tuple[torch.Tensor, torch.Tensor, torch.
     return U_A, U_S, s
 
 
-def damped_inverses(s: torch.Tensor, trials: tuple[tuple[float, float], ...]) -> torch.Tensor:
-    """t / (s + mu * max(s)) for each trial (t, mu): (T, *s.shape); 0 where s is 0 (the null
-    direction)."""
-    top = float(s.max())
+def damped_inverses(s: torch.Tensor, trials: tuple[tuple[float, float], ...],
+                    top: float | None = None) -> torch.Tensor:
+    """t / (s + mu * top) for each trial (t, mu): (T, *s.shape); 0 where s is 0 (the null
+    direction). ``top`` is the largest eigenvalue, max(s) unless given (a block of a larger
+    spectrum)."""
+    top = float(s.max()) if top is None else float(top)
     out = torch.stack([t / (s + mu * top).clamp_min(1e-12 * top) for t, mu in trials])
     return torch.where(s == 0, torch.zeros_like(out), out)
+
+
+def dense_rotate(Q, G, inverse: bool):
+    """Q^T g (into the eigenbasis) or, with ``inverse``, Q g (back) for each row g of G (N, P),
+    torch or CrypTen."""
+    return G.matmul(Q.t() if inverse else Q)
+
+
+def kronecker_rotate(U_A, U_S, G, inverse: bool):
+    """U_A^T G U_S (into the Kronecker eigenbasis U_A ⊗ U_S) or, with ``inverse``,
+    U_A G U_S^T (back), for each G (N, a, c) with U_A (a, a), U_S (c, c): two products of all
+    N at once, torch or CrypTen."""
+    N, a, c = G.shape
+    left, right = (U_A, U_S.t()) if inverse else (U_A.t(), U_S)
+    G = left.matmul(G.permute(1, 0, 2).reshape(a, N * c))  # (a, N c)
+    G = G.reshape(a * N, c).matmul(right)
+    return G.reshape(a, N, c).permute(1, 0, 2)
 
 
 class Newton(UnionAppraiser):
@@ -215,16 +234,10 @@ class Newton(UnionAppraiser):
     @staticmethod
     def _rotate(inputs: dict, G, inverse: bool):
         """Q^T G (into the eigenbasis) or, with ``inverse``, Q G (back): G (N, d1, C)."""
-        N, d1, C = G.shape
         if "Q" in inputs:
-            Q = inputs["Q"]
-            flat = G.reshape(N, d1 * C)
-            return flat.matmul(Q.t() if inverse else Q).reshape(N, d1, C)
-        U_A, U_S = inputs["U_A"], inputs["U_S"]
-        left, right = (U_A, U_S.t()) if inverse else (U_A.t(), U_S)
-        G = left.matmul(G.permute(1, 0, 2).reshape(d1, N * C))  # (d1, N C)
-        G = G.reshape(d1 * N, C).matmul(right)
-        return G.reshape(d1, N, C).permute(1, 0, 2)
+            N, d1, C = G.shape
+            return dense_rotate(inputs["Q"], G.reshape(N, d1 * C), inverse).reshape(N, d1, C)
+        return kronecker_rotate(inputs["U_A"], inputs["U_S"], G, inverse)
 
     def _union_objective(self, inputs: dict, A, Y, thetas, mask, public: Public):
         """J_union at each trial point: thetas (B, T, d1, C) -> (B, T)."""

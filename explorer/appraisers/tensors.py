@@ -54,6 +54,15 @@ def less(a, b):
     return result.to(torch.float64) if isinstance(result, torch.Tensor) else result
 
 
+def like(x, values: torch.Tensor):
+    """The public ``values`` (broadcastable to x) as a tensor of x's kind: a CrypTensor in x's
+    fixed-point encoding when x is one. A quantity that a secret comparison will update must
+    start so: CrypTen encodes a comparison's bit as an integer, and a public fraction multiplied
+    into that bit is rounded to an integer with it; a product of the bit with a fixed-point
+    CrypTensor is exact."""
+    return x * 0.0 + values
+
+
 def with_ones_column(x):
     """x (..., n, k) -> (..., n, k + 1) with a last column of ones (a bias column), torch or
     CrypTen (whose ``pad`` puts the public constant in one party's share)."""
