@@ -692,3 +692,12 @@ def test_the_seed_model_control_makes_an_mlp_run_and_a_lesson_compares_the_famil
         mine = rhos[rhos.description == trace["name"]].set_index("appraiser").spearman
         assert np.allclose(points(trace["y"]), mine[list(trace["x"])], equal_nan=True)
     assert "retraining" in caption(bars)
+
+    # a last-layer model runs, is priced, and says why it is not bought from
+    c["model"].value = "last-layer"
+    assert wait_for_task(app, 120)
+    app.run()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    assert set(app.results.model) == {"last-layer"}
+    assert not app.outputs["acquisition"].outputs and len(app.outputs["prices"].outputs) == 1
+    assert "last-layer seed model" in app.figures.notes_of["acquisition"].value

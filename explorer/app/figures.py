@@ -181,13 +181,13 @@ class Figures:
             self.set_figure("decisions", plots.bit_decisions(results, thresholds))
             self.set_figure("flat_prices", plots.flat_price_bars(outcome.priced, thresholds))
             self.notes_of["acquisition"].value = _note(NO_BIT_ACQUISITION)
-        if not outcome.snapshot.acquires:
-            self.notes_of["acquisition"].value = _note(NO_LAST_LAYER_ACQUISITION)
         elif outcome.priced is not None:  # its threshold column draws the threshold line
             self.notes_of["prices"].value = _note(NOTES["prices"])
             self.set_figure("prices", plots.price_bars(outcome.priced))
         else:
             self.notes_of["prices"].value = _note(NO_PRICES)
+        if not outcome.snapshot.acquires:
+            self.notes_of["acquisition"].value = _note(NO_LAST_LAYER_ACQUISITION)
         if outcome.acquisition is not None:
             self.set_figure("acquisition", plots.acquisition_curves(outcome.acquisition))
         shown = results.drop(columns=["truth_seconds", "setup_seconds"]).round(5)
