@@ -322,3 +322,19 @@ def test_seed_choice_checks_itself(wdbc):
     seed = SeedChoice("last-layer", (4,), lam=0.1).fit(wdbc)
     assert isinstance(seed, LastLayerSeed) and seed.lam == 0.1
     assert model_description(seed) == "last-layer 30-4-2 silu"
+
+
+def test_private_greedy_acquisition_refits_an_mlp_as_plaintext_does(wdbc):
+    """One private session (simulated) serves every round: the model owner refits the network
+    in the clear between rounds and buys what plaintext buys."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        seed = SeedChoice("mlp", (4,)).fit(wdbc)
+        market = make_market(wdbc, "label-noise", 4, 20, 0.5, 0.0, random_state=2)
+        private = AppraiserConfig.from_options(names=("influence",), backend="crypten",
+                                               mode="simulated", provider="TFP")
+        mine = market_acquisition(seed, market, 2, random_orders=1, config=private)
+        plain = market_acquisition(seed, market, 2, random_orders=1)
+    greedy = [f[f.strategy == "influence"] for f in (mine, plain)]
+    assert greedy[0].candidate.tolist() == greedy[1].candidate.tolist()
+    assert np.allclose(greedy[0].test_loss, greedy[1].test_loss)
