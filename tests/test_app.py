@@ -657,13 +657,13 @@ def test_the_seed_model_control_makes_an_mlp_run_and_a_lesson_compares_the_famil
 
     app = ready_app()
     c = app.controls
-    assert c["hidden"].disabled and not c["lam_cv"].disabled  # the logistic model's controls
+    assert not c["lam_cv"].disabled  # the logistic model's λ may be cross-validated
     c["candidates"].value, c["size"].value = 3, 10
     c["appraisers"].value = ("influence", "gradient-norm")
     c["hidden"].value = 4
     c["model"].value = "mlp"
     assert c["lam"].value == TASKS["wdbc"].network_lam
-    assert c["lam_cv"].disabled and not c["hidden"].disabled
+    assert c["lam_cv"].disabled and not c["lam_cv"].value
     c["hidden"].value = 5  # chosen while the first network is still fitting: never shown
     app.run()
     assert app.wait(300) and app.error.value == "", app.error.value

@@ -42,7 +42,8 @@ TOOLTIPS = {
             "candidates are drawn from.",
     "model": "The seed model: logistic (the paper's L2 logistic regression), mlp (an L2 network) "
              "or last-layer (that network's hidden layers frozen, its head a logistic model).",
-    "hidden": "mlp and last-layer: the width of the network's hidden layer.",
+    "hidden": "mlp and last-layer: the width of the network's hidden layer (also the networks' "
+              "in the Seed models tab's comparison).",
     "lam": "L2 strength of the seed model (the task's default for the chosen family).",
     "lam_cv": "Choose λ by 5-fold cross-validation on the seed training set instead (logistic "
               "model only).",
@@ -88,7 +89,7 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
         "model": w.Dropdown(options=list(MODELS), value=DEFAULTS["model"],
                             description="seed model"),
         "hidden": w.BoundedIntText(value=DEFAULTS["hidden"][0], min=1, max=4096,
-                                   description="hidden width", disabled=True),
+                                   description="hidden width"),
         "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
                                   description="L2 strength λ"),
         "lam_cv": w.Checkbox(value=False, description="λ by cross-validation", indent=False),
@@ -202,10 +203,10 @@ def seed_choice(controls: dict[str, w.Widget]) -> SeedChoice:
 
 
 def sync_model(controls: dict[str, w.Widget]) -> None:
-    """Grey out what the seed model does not use: the hidden width for the logistic model,
-    cross-validated λ (and λ itself while it is cross-validated) for a network."""
+    """Grey out what the seed model does not use: cross-validated λ for a network, λ itself
+    while it is cross-validated. (The hidden width stays: the comparison of seed models uses
+    it whatever the chosen family.)"""
     network = controls["model"].value != "logistic"
-    controls["hidden"].disabled = not network
     if network:
         controls["lam_cv"].value = False
     controls["lam_cv"].disabled = network

@@ -161,7 +161,7 @@ class ExplorerApp:
                                        self.attack_controls["defences"],
                                        self.attack_button]),
                                f.tab("leakage")]),
-            "models": w.VBox([self.compare_button, f.tab("models")]),
+            "models": w.VBox([w.HBox([self.compare_button]), f.tab("models")]),
         }
         self.tabs = w.Tab(children=[contents.get(key) or f.tab(key) for key, _ in TABS])
         for i, (_, title) in enumerate(TABS):
