@@ -383,18 +383,19 @@ ARTEFACTS: dict[str, Callable[[Options], Reproduction]] = {
 # Per artefact: the appraisers it cannot do without (its seed model's family must define them),
 # whether --candidates and --runs change it, and whether it needs a seed model that buying can
 # refit (explorer.utility.absorb) or the logistic model (the leakage attacks reconstruct its
-# theta_hat).
+# theta_hat; the marketplace measures them, and the surrogate, on it).
 NEEDS: dict[str, tuple[str, ...]] = {
     "table1": ("influence", "finetune"), "table2": ("influence",), "fig3": ("finetune",),
     "fig4": ("influence", "gradient-norm", "finetune"), "fig5": ("gradient-norm",),
     "fig6": ("influence",), "fig8": ("influence",), "pricing": ("influence",),
-    "leakage": ("influence",)}
+    "leakage": ("influence",), "marketplace": ("influence", "surrogate")}
 SIZES: dict[str, tuple[str, ...]] = {
     "table1": ("candidates",), "table2": ("candidates", "runs"), "fig3": ("candidates",),
     "fig4": (), "fig5": ("candidates",), "fig6": ("candidates", "runs"),
-    "fig8": ("candidates", "runs"), "pricing": (), "leakage": ()}
+    "fig8": ("candidates", "runs"), "pricing": (), "leakage": (), "marketplace": ()}
 ACQUIRES = ("fig8",)
-LOGISTIC_ONLY = ("leakage",)
+LOGISTIC_ONLY = ("leakage", "marketplace")
+assert set(NEEDS) == set(SIZES) == set(ARTEFACTS)
 
 
 def check_artefact(name: str, opts: Options) -> None:
