@@ -19,9 +19,9 @@ from explorer.errors import Cancelled, ExplorerError
 from explorer.experiments import INFLUENCE
 from explorer.market import Candidate, make_market
 from explorer.progress import ACQUISITION, Progress
-from explorer.seed import SeedModel, fit_seed_model
+from explorer.seed import LOGISTIC, AnySeed, SeedChoice
 from explorer.tasks import load_task
-from explorer.utility import absorb, ground_truth
+from explorer.utility import absorb, check_absorbs, ground_truth
 
 ACQUISITION_COLUMNS = ["run", "strategy", "round", "candidate", "test_loss", "loss_reduction",
                        "relative_reduction"]
@@ -36,7 +36,7 @@ BUYING = "buying within budget"  # the budgeted buyer's progress phase
 KNAPSACK_MAX_SUBSETS = 1024
 
 
-def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strategy: str,
+def _acquire(start: AnySeed, market: Sequence[Candidate], rounds: int, strategy: str,
              rng: np.random.Generator, config: AppraiserConfig,
              cancel: threading.Event | None,
              on_round: Callable[[], None] | None = None, appraiser: str = "influence",
@@ -60,13 +60,14 @@ def _acquire(start: SeedModel, market: Sequence[Candidate], rounds: int, strateg
     the one-session protocol buys the highest value, not value per price. ``value`` is the
     bought candidate's value when it was bought (NaN for random).
     """
+    check_absorbs(start.family)
     current, remaining = start, list(range(len(market)))
     rows = [{"round": 0, "candidate": -1, "value": float("nan"), "price": 0.0, "spent": 0.0,
              "test_loss": start.test_loss}]
     paid: list[float] = []
     session = None
     if strategy == "influence" and config.private and prices is None:
-        session = config.runner().acquire(config.build("influence").fit(start),
+        session = config.runner().acquire(config.build("influence", start.family).fit(start),
                                           [(c.X, c.y) for c in market], rounds, cancel)
     for r in range(1, rounds + 1):
         if cancel is not None and cancel.is_set():
@@ -130,7 +131,8 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
                        max_level: float, rounds: int, runs: int = 5, min_level: float = 0.0,
                        task_options: dict | None = None, config: AppraiserConfig = INFLUENCE,
                        first_run: int = 0, progress: Progress | None = None,
-                       strategies: Sequence[str] = ("influence", "random")) -> pd.DataFrame:
+                       strategies: Sequence[str] = ("influence", "random"),
+                       seed_choice: SeedChoice = LOGISTIC) -> pd.DataFrame:
     """Greedy acquisition by influence versus random acquisition (the paper's Figure 8).
 
     Each round the model owner appraises the remaining candidates with its current model,
@@ -138,13 +140,17 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
     buying by utility) and refits on everything acquired so far. Columns as
     ACQUISITION_COLUMNS: ``loss_reduction`` is the seed model's test loss minus the current one
     (nats, positive = better), ``relative_reduction`` the same as a fraction of the seed
-    model's test loss (round 0 is 0 for every strategy).
+    model's test loss (round 0 is 0 for every strategy). ``seed_choice`` says which seed model each
+    run fits (explorer.seed.SeedChoice; acquisition refits the whole model, so not last-layer).
     """
     _check_acquisition(rounds, n_candidates, strategies)
+    if not isinstance(seed_choice, SeedChoice):
+        raise ExplorerError("seed_choice must be an explorer.seed.SeedChoice.")
+    check_absorbs(seed_choice.model)
     rows = []
     for run in range(first_run, first_run + runs):
         task = load_task(task_name, random_state=run, **(task_options or {}))
-        start = fit_seed_model(task)
+        start = seed_choice.fit(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, random_state=run)
         rng = np.random.default_rng([run, 5])
         for strategy in strategies:
@@ -155,7 +161,7 @@ def acquisition_curves(task_name: str, kind: str, n_candidates: int, size: int,
     return _reductions(pd.DataFrame(rows))
 
 
-def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds: int,
+def market_acquisition(seed: AnySeed, candidates: Sequence[Candidate], rounds: int,
                        random_orders: int = 5, config: AppraiserConfig = INFLUENCE,
                        random_state: int = 0, cancel: threading.Event | None = None,
                        oracle: bool = False, progress: Progress | None = None) -> pd.DataFrame:
@@ -172,6 +178,7 @@ def market_acquisition(seed: SeedModel, candidates: Sequence[Candidate], rounds:
     """
     strategies = ("influence", "random", *(("oracle",) if oracle else ()))
     _check_acquisition(rounds, len(candidates), strategies)
+    check_absorbs(seed.family)
     sequences = [(strategy, order) for strategy in strategies
                  for order in (range(random_orders) if strategy == "random" else (0,))]
     total, done = rounds * len(sequences), 0
@@ -208,7 +215,7 @@ def _affordable_subsets(prices: np.ndarray, budget: float, limit: int) -> int:
     return count
 
 
-def _knapsack(start: SeedModel, market: Sequence[Candidate], prices: np.ndarray, budget: float,
+def _knapsack(start: AnySeed, market: Sequence[Candidate], prices: np.ndarray, budget: float,
               cancel: threading.Event | None) -> list[dict]:
     """The exact oracle: the model retrained on every affordable subset of the candidates (the
     empty one too), and the subset of lowest test loss (ties: the first found). Its rows buy
@@ -218,7 +225,7 @@ def _knapsack(start: SeedModel, market: Sequence[Candidate], prices: np.ndarray,
     order = [int(i) for i in np.argsort(prices, kind="stable")]
     loss: dict[frozenset, float] = {frozenset(): start.test_loss}
 
-    def visit(k: int, model: SeedModel, bought: frozenset, paid: list[float]) -> None:
+    def visit(k: int, model: AnySeed, bought: frozenset, paid: list[float]) -> None:
         for j in order[k:]:
             if math.fsum([*paid, prices[j]]) > budget:
                 return  # in price order: dearer ones do not fit either
@@ -244,7 +251,7 @@ def _knapsack(start: SeedModel, market: Sequence[Candidate], prices: np.ndarray,
     return rows
 
 
-def budgeted_acquisition(seed: SeedModel, candidates: Sequence[Candidate], prices,
+def budgeted_acquisition(seed: AnySeed, candidates: Sequence[Candidate], prices,
                          budget: float, appraiser: str = "influence",
                          config: AppraiserConfig = INFLUENCE, random_orders: int = 5,
                          oracle: str = "auto", random_state: int = 0,
@@ -279,6 +286,7 @@ def budgeted_acquisition(seed: SeedModel, candidates: Sequence[Candidate], price
     if not candidates or not all(isinstance(c, Candidate) for c in candidates):
         raise ExplorerError("budgeted buying needs a market: a non-empty list of Candidates "
                             "(explorer.market.make_market).")
+    check_absorbs(seed.family)
     prices = check_prices(prices, len(candidates))
     check_params({"budget": budget, "random_orders": random_orders, "oracle": oracle,
                   "random_state": random_state})

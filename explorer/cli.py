@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from explorer.appraisers import FAMILIES, appraiser_class
 from explorer.config import AppraiserConfig
 from explorer.constraints import (
+    ACTIVATIONS,
     ALL_APPRAISER_NAMES,
     APPRAISER_NAMES,
     BACKENDS,
     CONSTRAINTS,
     DEFAULTS,
     LABELS,
+    MODELS,
     MODES,
     ORACLES,
     PRECONDITIONERS,
@@ -39,6 +42,7 @@ from explorer.ledger import Budget
 from explorer.loaders.user import read_candidate_file, write_candidate_file
 from explorer.market import CORRUPTIONS, make_market
 from explorer.metrics import rank_correlations
+from explorer.model import n_outputs
 from explorer.output import check_output_directory, check_output_file, write_atomic
 from explorer.parties import (
     check_environment,
@@ -51,10 +55,11 @@ from explorer.parties import (
     write_encoding,
     write_session_key,
 )
-from explorer.reproduce import ARTEFACTS, Options, reproduce
-from explorer.seed import fit_seed_model
+from explorer.reproduce import ARTEFACTS, Options, check_artefact, reproduce
+from explorer.seed import AnySeed, SeedChoice, model_description
 from explorer.tasks import TASKS, load_task
 from explorer.timeline import SETUP, Timeline, wall_seconds
+from explorer.utility import check_absorbs
 
 PROG = "appraisal-explorer"
 
@@ -127,6 +132,23 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _hidden(text: str) -> tuple[int, ...]:
+    """One or two hidden widths, e.g. 64 or 64,32."""
+    parts = text.split(",")
+    if not 1 <= len(parts) <= 2:
+        raise argparse.ArgumentTypeError(f"expected one or two hidden widths such as 64 or "
+                                         f"64,32, got {text!r}")
+    try:
+        widths = tuple(int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected one or two whole numbers such as 64 or "
+                                         f"64,32, got {text!r}") from None
+    if not all(CONSTRAINTS["hidden"].ok(h) for h in widths):
+        raise argparse.ArgumentTypeError(f"each hidden width must be "
+                                         f"{CONSTRAINTS['hidden'].describe()}, got {text!r}")
+    return widths
+
+
 def _path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
@@ -144,6 +166,20 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    "otherwise; see README)")
     p.add_argument("--drop-features", type=_option("drop_features", whole=True), default=0,
                    help="drop this many random feature columns from the whole task")
+
+
+def _add_seed_options(p: argparse.ArgumentParser) -> None:
+    """The seed model's family and a network's architecture (README: neural seed models);
+    given where they do nothing they are refused (``_seed_choice``)."""
+    g = p.add_argument_group("seed model")
+    g.add_argument("--model", choices=MODELS, help="the seed model: logistic (the paper's L2 "
+                   "logistic regression, default), mlp (an L2 network), or last-layer (that "
+                   "network's hidden layers frozen, its head a logistic model)")
+    g.add_argument("--hidden", type=_hidden, help=f"mlp and last-layer: one or two hidden "
+                   f"widths, e.g. 64 or 64,32 (default "
+                   f"{','.join(map(str, DEFAULTS['hidden']))})")
+    g.add_argument("--activation", choices=ACTIVATIONS, help=f"mlp and last-layer: the hidden "
+                   f"activation (default {DEFAULTS['activation']})")
 
 
 def _add_private_options(p: argparse.ArgumentParser, defaults: bool = True):
@@ -228,6 +264,13 @@ def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> 
                    choices=PRECONDITIONERS,
                    help="newton: the seed Hessian's inverse, dense or Kronecker-factored "
                    "(auto: dense for two classes or up to 1,000 parameters)")
+    _add_damping(p)
+
+
+def _add_damping(p) -> None:
+    p.add_argument("--damping", type=_option("damping", whole=False),
+                   help=f"mlp: influence solves (H + damping x lam I) v = g_te (default "
+                   f"{DEFAULTS['damping']:g}; README: neural seed models)")
 
 
 def _add_surrogate_options(p: argparse.ArgumentParser) -> None:
@@ -280,6 +323,9 @@ def _appraise_options(args) -> None:
     for k, v in APPRAISE_DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.appraisers is None:  # the defaults the seed model's family defines
+        family = FAMILIES.get(args.model or DEFAULTS["model"], {})
+        args.appraisers = tuple(n for n in DEFAULTS["names"] if n in family)
     args.appraisers = parse_appraiser_names(args.appraisers)
     for options, where, applies in APPRAISE_APPLIES_ONLY:
         idle = [_option_name(o) for o in options if o in given]
@@ -303,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("appraise", help="appraise a synthetic market or your own candidate file")
     _add_task_options(a)
+    _add_seed_options(a)
     a.add_argument("--corruption", help=f"one of {', '.join(CORRUPTIONS)} (default none)")
     a.add_argument("--candidates", type=_option("n_candidates", whole=True),
                    help="number of candidates (default 10)")
@@ -315,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--flip", type=_flip, help="label noise: class pair such as 1,7, or any")
     a.add_argument("--target-class", type=_option("target_class", whole=True),
                    help="imbalance: the class whose share the level sets (default 0)")
-    a.add_argument("--appraisers", default=",".join(DEFAULTS["names"]),
-                   help=f"comma-separated: {', '.join(ALL_APPRAISER_NAMES)} (surrogate: "
-                   f"plaintext only, the data owner runs it alone)")
+    a.add_argument("--appraisers", help=f"comma-separated: {', '.join(ALL_APPRAISER_NAMES)} "
+                   f"(default {','.join(DEFAULTS['names'])}: those the seed model's family "
+                   f"defines; surrogate: plaintext only, the data owner runs it alone)")
     _add_hyper_parameters(a, defaults=False)
     _add_surrogate_options(a)
     a.add_argument("--batch-size", type=_option("batch_size", whole=True),
@@ -358,11 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="a reduced version (under a minute)")
     r.add_argument("--data-dir", type=_path, help="CIFAR-10 python batches for the plane-vs-car "
                    "artefacts (otherwise MNIST 3 vs 5 stands in)")
+    r.add_argument("--candidates", type=_option("n_candidates", whole=True),
+                   help="candidates per market instead of the artefact's (table1, table2, "
+                   "fig3, fig5, fig6, fig8; a network's ground truth retrains it per "
+                   "candidate, far more slowly than the logistic model's)")
+    r.add_argument("--runs", type=_positive(whole=True), help="repeated runs or markets "
+                   "instead of the artefact's (table2, fig6, fig8)")
+    _add_seed_options(r)
+    _add_damping(r)
     _add_private_options(r)
 
     e = sub.add_parser("export-encoding", help="model owner: write the public encoding (feature "
                        "order and scaling, classes) a data owner needs for `party data-owner`")
     _add_task_options(e)
+    _add_seed_options(e)
     e.add_argument("--out", type=_path, required=True, help="JSON file to write")
     e.add_argument("--session-key-out", type=_path, help="also write a fresh session key to "
                    "this file (readable by you only); share it with the data owner and the "
@@ -374,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles = p.add_subparsers(dest="role", required=True, parser_class=_Parser)
     mo = roles.add_parser("model-owner", help="RANK=0: the model owner")
     _add_task_options(mo)
+    _add_seed_options(mo)
     mo.add_argument("--sizes", type=_sizes, required=True, action="append",
                     help="the agreed candidate sizes, e.g. 30,30; with several data owners, "
                     "repeat it once per data owner, in rank order")
@@ -413,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the settings a command's options may give (the rest of its options are not appraisal settings)
 CONFIG_OPTIONS = ("backend", "lr", "steps", "batch_size", "newton_steps", "preconditioner",
-                  "surrogate", "surrogate_size",
+                  "damping", "surrogate", "surrogate_size",
                   "mode", "precision_bits", "provider", "reveal", "threshold", "timeout",
                   "sellers", "grid", "noise", "weight_bound", "row_bound")
 
@@ -435,8 +492,37 @@ def _task(args):
                      drop_features=args.drop_features)
 
 
-def _seed(args, task):
-    return fit_seed_model(task, lam="cv" if args.lam == "cv" else None)
+def _seed_choice(args, model: str | None = None) -> SeedChoice:
+    """The seed model the options choose (``model``: a family known otherwise, the data
+    owner's from its encoding), checked before anything slow; options that would do nothing
+    beside it are refused."""
+    model = model or getattr(args, "model", None) or DEFAULTS["model"]
+    if model == "logistic":
+        idle = [o for o in ("hidden", "activation") if getattr(args, o, None) is not None]
+        if idle:
+            raise ExplorerError(f"{', '.join(_option_name(o) for o in idle)} "
+                                f"{'applies' if len(idle) == 1 else 'apply'} only with --model "
+                                f"mlp or last-layer; drop {'it' if len(idle) == 1 else 'them'}.")
+    if getattr(args, "damping", None) is not None and model != "mlp":
+        raise ExplorerError(f"--damping sets the mlp seed model's influence solve; it does "
+                            f"nothing for the {model} seed model, so drop it.")
+    lam = "cv" if getattr(args, "lam", None) == "cv" else None  # a number is in the task
+    hidden = args.hidden if getattr(args, "hidden", None) is not None else DEFAULTS["hidden"]
+    activation = getattr(args, "activation", None) or DEFAULTS["activation"]
+    return SeedChoice(model, hidden, activation, lam)
+
+
+def _seed(args, task) -> AnySeed:
+    return _seed_choice(args).fit(task)
+
+
+def _seed_line(task, seed: AnySeed) -> str:
+    """The seed model in one line: task, family and widths, samples, lam, accuracy."""
+    chosen = " (chosen by cross-validation)" if getattr(seed, "lam_choice", None) is not None \
+        else ""
+    return (f"seed model: {task.name}, {model_description(seed)}, {seed.n_seed} training "
+            f"samples, lam {seed.lam:.3g}{chosen}, test accuracy {seed.test_accuracy:.3f}, "
+            f"gradient norm {seed.grad_norm:.1e}")
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
@@ -445,7 +531,10 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 def cmd_appraise(args) -> int:
     _appraise_options(args)
+    choice = _seed_choice(args)
     config = _config(args)  # validated before the slow part
+    for name in config.names:  # each appraiser defined for the seed model's family
+        appraiser_class(choice.model, name)
     if config.private and args.candidate_file is None:
         config.mpc.sellers_of(args.candidates)  # every data owner holds a candidate
     for out in (args.out, args.timeline_out):
@@ -462,12 +551,9 @@ def cmd_appraise(args) -> int:
                                          args.max_level, args.min_level,
                                          random_state=args.random_state, flip=args.flip,
                                          target_class=args.target_class)
-            seed = _seed(args, task)
-        chosen = " (chosen by cross-validation)" if seed.lam_choice is not None else ""
-        print(f"seed model: {task.name}, {seed.n_seed} training samples, {task.n_features} "
-              f"features, {task.n_classes} classes, lam {seed.lam:.3g}{chosen}, test "
-              f"accuracy {seed.test_accuracy:.3f}, gradient norm {seed.grad_norm:.1e}")
-        defences = _defence_line(config, int(seed.theta.shape[1]))
+            seed = choice.fit(task)
+        print(_seed_line(task, seed))
+        defences = _defence_line(config, n_outputs(seed.n_classes))
         if defences:
             print(defences)
         appraisals = []
@@ -543,14 +629,15 @@ def cmd_export_encoding(args) -> int:
     check_output_file(args.out)
     if args.session_key_out:
         check_output_file(args.session_key_out)
+    choice = _seed_choice(args)
     task = _task(args)
-    seed = _seed(args, task)
+    seed = choice.fit(task)
     write_encoding(args.out, encoding(task, seed))
     if args.session_key_out:
         write_session_key(args.session_key_out)
         print(f"wrote a fresh session key to {args.session_key_out}")
     print(f"wrote the encoding of task {task.name} ({task.n_features} features, "
-          f"{task.n_classes} classes) to {args.out}")
+          f"{task.n_classes} classes, seed model {model_description(seed)}) to {args.out}")
     return 0
 
 
@@ -569,24 +656,28 @@ def cmd_party(args) -> int:
         run_dealer(session_key(args.session_key_file))
         return 0
     config = _config(args, names=(args.appraiser,))
-    appraiser, runner = config.build(args.appraiser), config.runner()
+    if args.role == "model-owner":
+        choice = _seed_choice(args)
+    else:  # the family is the model owner's, from its encoding
+        enc = read_encoding(args.encoding)
+        choice = _seed_choice(args, enc["family"])
+    appraiser, runner = config.build(args.appraiser, choice.model), config.runner()
     check_environment(args.role.replace("-", " "), max(len(args.sizes or ()), 1))
     if args.role == "model-owner":
         task = _task(args)
-        appraiser.fit(_seed(args, task))
+        appraiser.fit(choice.fit(task))
         report = run_model_owner(appraiser, runner, args.sizes,
                                  session_key(args.session_key_file))
     else:
-        enc = read_encoding(args.encoding)
         candidates = [read_candidate_file(f, tuple(enc["feature_names"]),
                                           tuple(enc["class_names"]), mean=enc["mean"],
                                           scale=enc["scale"])
                       for f in args.candidate_file]
         report = run_data_owner(enc, appraiser, runner, candidates,
                                 session_key(args.session_key_file), args.sizes or ())
-    n_outputs = appraiser.seed_.theta.shape[1] if args.role == "model-owner" \
+    outputs = n_outputs(appraiser.seed_.n_classes) if args.role == "model-owner" \
         else enc["n_outputs"]
-    defences = _defence_line(config, int(n_outputs))
+    defences = _defence_line(config, int(outputs))
     if defences:
         print(defences)
     _print_party_report(appraiser.name, report, args.reveal)
@@ -595,10 +686,12 @@ def cmd_party(args) -> int:
 
 def cmd_reproduce(args) -> int:
     config = _config(args, names=APPRAISER_NAMES)  # validates the options up front
+    options = Options(config=config, quick=args.quick, data_dir=args.data_dir,
+                      random_state=args.random_state, progress=_progress(),
+                      seed=_seed_choice(args), candidates=args.candidates, runs=args.runs)
+    check_artefact(args.artefact, options)  # before anything slow
     check_output_directory(args.out)  # created when the results are written
-    rep = reproduce(args.artefact, Options(config=config, quick=args.quick,
-                                           data_dir=args.data_dir, random_state=args.random_state,
-                                           progress=_progress()))
+    rep = reproduce(args.artefact, options)
     written = rep.write(args.out)
     for line in rep.headlines:
         print(line)
@@ -653,6 +746,7 @@ def _add_attack_parser(sub) -> None:
                        "model (data-owner attacker) or the candidate's gradient (model-owner "
                        "attacker) from revealed values or bits")
     _add_task_options(k)
+    _add_seed_options(k)
     k.add_argument("--attacker", required=True, choices=ATTACKERS,
                    help="data-owner: crafted candidates recover theta_hat and v; model-owner: "
                    "crafted weights recover G(D_a) of the data owner's candidate")
@@ -692,7 +786,7 @@ def _add_attack_parser(sub) -> None:
 
 
 def cmd_attack(args) -> int:
-    from explorer.leakage.attack import Attack, run_attack
+    from explorer.leakage.attack import Attack, check_logistic, run_attack
     from explorer.leakage.defences import DEFAULT_GRID, DEFAULT_NOISE, DEFAULT_ROW_BOUND
 
     reveal = args.reveal or ("bit" if args.defence == "bit-only" else "value")
@@ -707,6 +801,7 @@ def cmd_attack(args) -> int:
     if idle:
         raise ExplorerError(f"{_option_name(idle[0])} applies only with --defence "
                             f"{' or '.join(uses[idle[0]])}; drop it.")
+    check_logistic(_seed_choice(args).model)
     check_output_file(args.out)
     task = _task(args)
     seed = _seed(args, task)
@@ -748,6 +843,7 @@ def _add_acquire_parser(sub) -> None:
     q = sub.add_parser("acquire", help="the budgeted buyer: buy candidates by appraised value "
                        "per asking price within a budget, beside random buying and the oracle")
     _add_task_options(q)
+    _add_seed_options(q)
     q.add_argument("--corruption", default="none",
                    help=f"one of {', '.join(CORRUPTIONS)} (default none)")
     q.add_argument("--candidates", type=_option("n_candidates", whole=True), default=10,
@@ -794,7 +890,10 @@ def cmd_acquire(args) -> int:
     if args.prices is not None and model:
         raise ExplorerError(f"{_option_name(model[0])} sets the asks model, which --prices "
                             f"replaces; drop one of them.")
+    choice = _seed_choice(args)
+    check_absorbs(choice.model)
     config = _config(args, names=(args.appraiser,))
+    appraiser_class(choice.model, args.appraiser)
     if config.reveals_bits:
         raise ExplorerError("the budgeted buyer ranks candidates by value per price, which a "
                             "bit cannot say; use --reveal value.")
@@ -809,13 +908,12 @@ def cmd_acquire(args) -> int:
             prices = asking_prices(market, args.price_per_sample or PRICE_PER_SAMPLE,
                                    PRICE_NOISE if args.price_noise is None else args.price_noise,
                                    random_state=args.random_state)
-        seed = _seed(args, task)
+        seed = choice.fit(task)
         frame = budgeted_acquisition(seed, market, prices, args.budget, args.appraiser, config,
                                      args.random_orders, args.oracle, args.random_state,
                                      progress=_progress())
     _write_csv(frame, args.out)
-    print(f"seed model: {task.name}, {seed.n_seed} training samples, test loss "
-          f"{seed.test_loss:.4f} nats")
+    print(f"{_seed_line(task, seed)}, test loss {seed.test_loss:.4f} nats")
     print(f"asks: {len(market)} candidates, {prices.min():.4g} to {prices.max():.4g}, "
           f"{prices.sum():.4g} in all; budget {args.budget:g}")
     for strategy, row in budget_summary(frame).iterrows():
@@ -833,7 +931,8 @@ def cmd_acquire(args) -> int:
 
 def cmd_tasks(args) -> int:
     for name, spec in TASKS.items():
-        print(f"{name}: {spec.description}; default lam {spec.lam:g}")
+        print(f"{name}: {spec.description}; default lam {spec.lam:g} (networks "
+              f"{spec.network_lam:g})")
     return 0
 
 

@@ -2,8 +2,9 @@
 everything it depends on), the run itself (``run_appraisal``: ground truth, appraisal, prices,
 acquisition), buying within a budget on a run's market (``buy_within_budget``), a user's
 candidate file appraised (``candidate_from_file``, ``appraise_upload``) and the leakage curves
-(``attack_curves``). The dashboard (explorer.app) only wires widgets to
-these; the command line calls the same functions.
+(``attack_curves``), and one market under every seed-model family (``compare_models``). The
+dashboard (explorer.app) only wires widgets to these; the command line calls the same
+functions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from explorer.acquisition import budgeted_acquisition, market_acquisition
 from explorer.appraisers.result import Appraisal
 from explorer.asks import asking_prices
 from explorer.config import AppraiserConfig
+from explorer.constraints import DEFAULTS, MODELS
 from explorer.errors import Cancelled, ExplorerError
-from explorer.experiments import appraise_market, market_utilities
+from explorer.experiments import appraise_market, compare_seed_models, market_utilities
 from explorer.leakage.attack import Attack, run_attack
 from explorer.loaders.user import read_candidate_file
 from explorer.market import Candidate
@@ -31,10 +33,11 @@ from explorer.market_prices import bit_configs, bit_prices, own_data_thresholds
 from explorer.mpc.account import SessionAccount
 from explorer.pricing import PRICE_THRESHOLD_SD, PricingRule
 from explorer.progress import ACQUISITION, EventProgress, ProgressEvent
-from explorer.seed import SeedModel
+from explorer.seed import AnySeed, SeedChoice, model_description
 from explorer.tasks import Task
 from explorer.timeline import ACQUISITION as ACQUIRING
 from explorer.timeline import GROUND_TRUTH, LIVE, PRICES, PROCESSES, Timeline
+from explorer.utility import check_absorbs
 
 ACQUISITION_ROUNDS = 5
 RANDOM_ORDERS = 5  # random acquisition's band: this many random orders
@@ -50,7 +53,7 @@ class RunSnapshot:
 
     task_name: str
     task: Task
-    seed: SeedModel
+    seed: AnySeed
     market: tuple[Candidate, ...]
     config: AppraiserConfig
     rate: float
@@ -60,7 +63,7 @@ class RunSnapshot:
     threshold_sd: float | None = None
 
     @classmethod
-    def take(cls, task_name: str, task: Task, seed: SeedModel, market: Sequence[Candidate],
+    def take(cls, task_name: str, task: Task, seed: AnySeed, market: Sequence[Candidate],
              config: AppraiserConfig, rate: float, flat: float = 0.0,
              threshold_sd: float = PRICE_THRESHOLD_SD) -> RunSnapshot:
         """The snapshot of a run about to start. In bit mode it fixes each appraiser's own
@@ -91,10 +94,20 @@ class RunSnapshot:
     @property
     def rounds(self) -> int:
         """Acquisition rounds this run makes: greedy acquisition buys the highest influence
-        value, so it needs influence, and values (a bit cannot say which is highest)."""
-        if "influence" not in self.config.names or self.bits:
+        value, so it needs influence, and values (a bit cannot say which is highest), and a
+        seed model buying can refit (not last-layer: ``acquires``)."""
+        if "influence" not in self.config.names or self.bits or not self.acquires:
             return 0
         return min(self.acquisition_rounds, len(self.market))
+
+    @property
+    def acquires(self) -> bool:
+        """Whether buying can refit this run's seed model (explorer.utility.absorb)."""
+        try:
+            check_absorbs(self.seed.family)
+        except ExplorerError:
+            return False
+        return True
 
     def configs(self) -> list[AppraiserConfig]:
         """The run's configurations: the one it was given, or in bit mode one per appraiser,
@@ -104,8 +117,8 @@ class RunSnapshot:
         return [self.config]
 
     def describe(self) -> str:
-        return (f"{self.task_name}, {len(self.market)} candidates "
-                f"({self.market[0].kind if self.market else '-'}), {self.backend}")
+        return (f"{self.task_name}, {model_description(self.seed)}, {len(self.market)} "
+                f"candidates ({self.market[0].kind if self.market else '-'}), {self.backend}")
 
 
 @dataclass
@@ -133,8 +146,10 @@ def priced(results: pd.DataFrame, snapshot: RunSnapshot) -> pd.DataFrame | None:
     inf = results[results.appraiser == "influence"]
     if not len(inf):
         return None
-    rule = PricingRule.calibrated(snapshot.seed, int(inf["size"].max()), snapshot.rate,
-                                  z=PRICE_THRESHOLD_SD)
+    seed = snapshot.seed
+    rule = PricingRule.calibrated(seed, int(inf["size"].max()), snapshot.rate,
+                                  z=PRICE_THRESHOLD_SD,
+                                  influence=snapshot.config.build("influence", seed.family))
     return inf.assign(price=rule.prices(inf.value), accepted=inf.value > rule.threshold,
                       threshold=rule.threshold)
 
@@ -249,6 +264,7 @@ def buy_within_budget(snapshot: RunSnapshot, budget: float, on_event: OnEvent | 
     sellers ask by explorer.asks' model (its defaults, random state 0), greedy buys by
     influence per price, beside RANDOM_ORDERS random orders and the oracle ("auto"); a
     ``budgeted_acquisition`` frame."""
+    check_absorbs(snapshot.seed.family)
     if not snapshot.rounds:
         raise ExplorerError("the budgeted buyer buys by influence value per price: run with "
                             "influence among the appraisers and values revealed first.")
@@ -272,7 +288,7 @@ class UploadOutcome:
     thresholds: Mapping[str, float] | None = None
 
 
-def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, seed: SeedModel,
+def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, seed: AnySeed,
                     config: AppraiserConfig, backend: str, on_event: OnEvent | None = None,
                     cancel: threading.Event | None = None,
                     threshold_sd: float = PRICE_THRESHOLD_SD) -> UploadOutcome:
@@ -293,7 +309,7 @@ def appraise_upload(filename: str, content: bytes, task_name: str, task: Task, s
     return UploadOutcome(filename, cand.size, task_name, backend, frame, snapshot.thresholds)
 
 
-def attack_curves(seed: SeedModel, attacker: str, defences: tuple[str, ...],
+def attack_curves(seed: AnySeed, attacker: str, defences: tuple[str, ...],
                   candidate: Candidate | None, cancel: threading.Event | None = None,
                   on_event: OnEvent | None = None) -> pd.DataFrame:
     """``explorer.leakage.run_attack`` under each defence (plaintext, values revealed), as one
@@ -319,3 +335,19 @@ def candidate_from_file(path: str, task: Task, label: str | None = None) -> Cand
                                    mean=task.mean, scale=task.scale)
     return Candidate(0, task.standardise(X_raw), y, "user", float("nan"),
                      {"file": str(label if label is not None else path)})
+
+
+def compare_models(task: Task, market: Sequence[Candidate], config: AppraiserConfig,
+                   hidden: tuple[int, ...] = DEFAULTS["hidden"],
+                   activation: str = DEFAULTS["activation"],
+                   models: Sequence[str] = MODELS, on_event: OnEvent | None = None,
+                   cancel: threading.Event | None = None) -> pd.DataFrame:
+    """The dashboard's lesson "Does influence hold for a neural network?": the same market
+    under each seed-model family of ``models`` (a network of ``hidden`` widths and
+    ``activation``, each family at the task's default lam), appraised in plaintext by the
+    configuration's appraisers that family defines (``experiments.compare_seed_models``); the
+    command line's ``appraise --model`` gives each model's rows and rho lines."""
+    progress = EventProgress(on_event, config.names) if on_event else None
+    choices = [SeedChoice(model, hidden, activation) for model in models]
+    return compare_seed_models(task, market, choices, config.with_(backend="plaintext"),
+                               progress, cancel)

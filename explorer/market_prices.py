@@ -14,16 +14,17 @@ from explorer.errors import AppraisalWarning, ExplorerError
 from explorer.experiments import INFLUENCE, appraise_market
 from explorer.market import Candidate, make_market
 from explorer.pricing import PRICE_THRESHOLD_SD, PricingRule
-from explorer.seed import SeedModel
+from explorer.seed import AnySeed
 
 PRICE_KINDS = (("none", 0.0), ("label-noise", 1.0), ("duplicates", 1.0), ("feature-noise", 1.0))
 
 
-def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 30,
+def priced_market(seed: AnySeed, task, rule, n_per_kind: int = 5, size: int = 30,
                   kinds: Sequence[tuple[str, float]] = PRICE_KINDS,
-                  random_state: int = 0) -> pd.DataFrame:
+                  random_state: int = 0, config: AppraiserConfig = INFLUENCE) -> pd.DataFrame:
     """A market mixing clean, harmful (labels flipped), duplicate and noisy candidates, priced
-    by ``rule`` (a pricing.PricingRule) from their influence values.
+    by ``rule`` (a pricing.PricingRule) from their influence values (under ``config``'s
+    settings, e.g. a network's damping; its names are ignored).
 
     Columns: candidate, kind, level, value, utility, accuracy_change, price, accepted.
     """
@@ -32,7 +33,7 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
         for c in make_market(task, kind, n_per_kind, size, level, level,
                              random_state=random_state + i):
             market.append(Candidate(len(market), c.X, c.y, c.kind, c.level, c.details))
-    results = appraise_market(seed, market, INFLUENCE)
+    results = appraise_market(seed, market, config.with_(names=("influence",)))
     prices = rule.prices(results.value)
     return results.assign(price=prices, accepted=results.value > rule.threshold,
                           threshold=rule.threshold)[
@@ -40,7 +41,7 @@ def priced_market(seed: SeedModel, task, rule, n_per_kind: int = 5, size: int = 
          "accepted", "threshold"]]
 
 
-def own_data_thresholds(seed: SeedModel, config: AppraiserConfig, size: int,
+def own_data_thresholds(seed: AnySeed, config: AppraiserConfig, size: int,
                         z: float = PRICE_THRESHOLD_SD,
                         samples: int = 20, random_state: int = 0) -> dict[str, float]:
     """A bit-mode threshold per appraiser, each on that appraiser's own scale.

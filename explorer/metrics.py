@@ -32,3 +32,14 @@ def rank_correlations(results: pd.DataFrame, against: str = "utility") -> pd.Ser
     """Spearman rho of each appraiser's values against a ground-truth column, by appraiser."""
     return results.groupby("appraiser", sort=False).apply(
         lambda g: spearman(g["value"], g[against]), include_groups=False).rename("spearman")
+
+
+def model_correlations(results: pd.DataFrame, against: str = "utility") -> pd.DataFrame:
+    """Spearman rho of each appraiser's values against a ground-truth column, per seed model
+    (the ``model`` column; ``description`` too when present), in the frame's order. Columns:
+    model, (description,) appraiser, spearman, candidates."""
+    keys = ["model", *(["description"] if "description" in results else []), "appraiser"]
+    rows = [{**dict(zip(keys, key, strict=True)), "spearman": spearman(g["value"], g[against]),
+             "candidates": len(g)}
+            for key, g in results.groupby(keys, sort=False)]
+    return pd.DataFrame(rows, columns=[*keys, "spearman", "candidates"])

@@ -3,9 +3,11 @@ CrypTen's environment variables (RENDEZVOUS=tcp://host:port, WORLD_SIZE=2, RANK=
 data owners, WORLD_SIZE=k+1, data owner j runs as RANK=j and the dealer as RANK=k+1.
 
 The data owner never sees the model owner's data, only its public *encoding*: feature names and
-order, the standardisation (mean and scale per feature), the classes, and the sizes fine-tuning
-needs. The model owner writes it with ``write_encoding``; the data owner reads it to bring its own
-raw features to the model's scale before encrypting them.
+order, the standardisation (mean and scale per feature), the classes, the sizes fine-tuning needs,
+and the seed model's family and architecture (the data owner rebuilds the appraiser's definition
+from them; parties on separate machines compare them before computing). The model owner writes it
+with ``write_encoding``; the data owner reads it to bring its own raw features to the model's scale
+before encrypting them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ import torch
 
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import CandidateBatch, candidate_batch
-from explorer.constraints import CONSTRAINTS, DEFAULTS, check_params, is_real, is_whole
+from explorer.constraints import (
+    ACTIVATIONS,
+    CONSTRAINTS,
+    DEFAULTS,
+    MODELS,
+    check_params,
+    is_real,
+    is_whole,
+)
 from explorer.errors import ExplorerError
 from explorer.ledger import Ledger, fingerprint
+from explorer.model import n_outputs
 from explorer.mpc.keys import SessionKeyError, new_session_key
 from explorer.mpc.options import MPCOptions
 from explorer.mpc.protocol import (
@@ -39,20 +50,25 @@ from explorer.mpc.runner import PrivateRunner
 from explorer.mpc.runs import LaunchError, role
 from explorer.mpc.session import mpc_config
 from explorer.output import write_atomic
-from explorer.seed import SeedModel
+from explorer.seed import AnySeed, SeedModel
 from explorer.tasks import Task
 
-ENCODING_FORMAT = "appraisal-explorer encoding 1"
+# 2: the seed model's family, hidden widths and activation
+ENCODING_FORMAT = "appraisal-explorer encoding 2"
 ENV = ("RENDEZVOUS", "WORLD_SIZE", "RANK")
 
 
-def encoding(task: Task, seed: SeedModel) -> dict:
-    """The metadata both parties may know (DESIGN: samples, features, classes, encoding)."""
+def encoding(task: Task, seed: AnySeed) -> dict:
+    """The metadata both parties may know (DESIGN: samples, features, classes, encoding), and
+    the seed model's family, hidden widths and activation (empty for the logistic model)."""
+    network = not isinstance(seed, SeedModel)
     return {"format": ENCODING_FORMAT, "task": task.name,
             "feature_names": list(task.feature_names), "class_names": list(task.class_names),
             "mean": task.mean.tolist(), "scale": task.scale.tolist(),
-            "n_outputs": int(seed.theta.shape[1]), "n_train": seed.n_seed,
-            "n_test": len(seed.y_test), "lam": seed.lam}
+            "n_outputs": n_outputs(seed.n_classes), "n_train": seed.n_seed,
+            "n_test": len(seed.y_test), "lam": seed.lam, "family": seed.family,
+            "hidden": list(seed.architecture.hidden) if network else [],
+            "activation": seed.architecture.activation if network else ""}
 
 
 def write_encoding(path: str | os.PathLike, enc: dict) -> None:
@@ -83,6 +99,12 @@ ENCODING_FIELDS = (
     ("n_train", "a positive integer", lambda v, d, k: is_whole(v) and v >= 1),
     ("n_test", "a positive integer", lambda v, d, k: is_whole(v) and v >= 1),
     ("lam", CONSTRAINTS["lam"].describe(), lambda v, d, k: CONSTRAINTS["lam"].ok(v)),
+    ("family", f"one of {', '.join(MODELS)}", lambda v, d, k: v in MODELS),
+    ("hidden", "a list of one or two hidden widths (empty for the logistic model)",
+     lambda v, d, k: isinstance(v, list) and len(v) <= 2
+     and all(CONSTRAINTS["hidden"].ok(h) for h in v)),
+    ("activation", f"one of {', '.join(ACTIVATIONS)} (empty for the logistic model)",
+     lambda v, d, k: v in ACTIVATIONS or v == ""),
 )
 
 
@@ -114,6 +136,10 @@ def read_encoding(path: str | os.PathLike) -> dict:
     for name, what, ok in ENCODING_FIELDS:
         if not ok(enc[name], d, k):
             raise ExplorerError(f"{path} is inconsistent: {name} must be {what}; {again}.")
+    if (enc["family"] == "logistic") != (enc["hidden"] == [] and enc["activation"] == ""):
+        raise ExplorerError(f"{path} is inconsistent: a {enc['family']} seed model "
+                            f"{'has no' if enc['family'] == 'logistic' else 'needs its'} hidden "
+                            f"widths and activation; {again}.")
     return enc
 
 
@@ -311,9 +337,16 @@ def run_data_owner(enc: dict, appraiser: Appraiser, runner: PrivateRunner,
                                 f"the agreed sizes give it {groups[rank - 1]}; give --sizes in "
                                 f"rank order, its own at position {rank}.")
     sizes = tuple(n for group in groups for n in group)
+    if appraiser.family != enc["family"]:
+        raise ExplorerError(f"the encoding's seed model is {enc['family']}, but the "
+                            f"{appraiser.name} appraiser given is the {appraiser.family} "
+                            f"family's; build it with AppraiserConfig.build(name, "
+                            f"{enc['family']!r}).")
     public = Public(appraiser=appraiser.name, params=tuple(sorted(appraiser.params().items())),
                     n_features=len(enc["feature_names"]), n_outputs=enc["n_outputs"],
-                    sizes=sizes, n_seed=enc["n_train"], n_test=enc["n_test"], lam=enc["lam"])
+                    sizes=sizes, n_seed=enc["n_train"], n_test=enc["n_test"], lam=enc["lam"],
+                    family=enc["family"], hidden=tuple(enc["hidden"]),
+                    activation=enc["activation"])
     mpc = runner.options
     # the data owner knows the model owner by its encoding, which a fresh key does not change
     _spend("data owner", fingerprint(enc), mpc, len(candidates))

@@ -16,6 +16,9 @@ The frames each figure reads (a missing column raises ExplorerError naming it):
   (repeats pooled). Ranks (ties averaged) and Spearman's rho are over the kept rows: those of
   the appraiser, with level in the closed interval ``level_range`` when given.
 - ``correlation_table``: appraiser, value and the ground-truth column (default utility).
+- ``model_correlation_bars``: model, appraiser, value, utility, optional description (the
+  family and widths) and candidate: one group of bars per appraiser, one bar per seed model
+  (explorer.experiments.compare_seed_models).
 - ``acquisition_curves``: run, strategy, round, relative_reduction (fraction of the seed
   model's test loss; positive = better). Band: sample sd over runs (zero width with one run).
 - ``budget_curves``: strategy, method, run, round, candidate, price, spent, test_loss and
@@ -66,7 +69,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from explorer.errors import ExplorerError
-from explorer.metrics import spearman
+from explorer.metrics import model_correlations, spearman
 from explorer.output import write_atomic
 
 TEMPLATE = "plotly_white"
@@ -86,6 +89,12 @@ BACKEND_COLOURS: dict[str, str] = {
     "crypten": "#D55E00",
 }
 # Paul Tol's muted colours: one per corruption kind of the market.
+# One per seed-model family (explorer.constraints.MODELS).
+MODEL_COLOURS: dict[str, str] = {
+    "logistic": "#0072B2",
+    "mlp": "#D55E00",
+    "last-layer": "#009E73",
+}
 KIND_COLOURS: dict[str, str] = {
     "none": "#117733",
     "label-noise": "#CC6677",
@@ -391,6 +400,45 @@ def correlation_table(results: pd.DataFrame, against: str = "utility",
     rows_px = TABLE_ROW_PX * (1 + len(appraisers)) + TABLE_WRAP_PX * len(appraisers)
     return _layout(fig, title, text, axis_px=20, plot_px=60 + 20 + rows_px,
                    margin={"t": 60, "l": 70, "r": 20})
+
+
+def model_correlation_bars(results: pd.DataFrame, against: str = "utility",
+                           title: str = "Does influence hold for a neural network?"
+                           ) -> go.Figure:
+    """Draw Spearman's rho of each appraiser's values against a ground-truth column, one bar
+    per seed model side by side; +1 is best. An appraiser a family does not define has no
+    bar for it (the caption names it)."""
+    _require(results, ["model", "appraiser", "value", against], "model_correlation_bars")
+    rhos = model_correlations(results, against)
+    label = "description" if "description" in rhos else "model"
+    appraisers = _ordered(rhos["appraiser"], APPRAISER_COLOURS)
+    colours = _colours(rhos["model"], MODEL_COLOURS)
+    fig = go.Figure()
+    for model, g in rhos.groupby(label, sort=False):
+        g = g.set_index("appraiser").reindex(appraisers)
+        fig.add_bar(x=appraisers, y=g["spearman"], name=str(model),
+                    marker_color=colours[g["model"].dropna().iloc[0]],
+                    text=["n/a" if np.isnan(r) else f"{r:+.2f}" for r in g["spearman"]],
+                    textposition="outside")
+    fig.update_yaxes(title_text=f"Spearman ρ with {against}", range=[-1.15, 1.15],
+                     zeroline=True)
+    fig.update_xaxes(title_text="appraiser")
+    truth = UTILITY_TEXT if against == "utility" else _truth_label(against)
+    models = list(dict.fromkeys(rhos[label]))
+    count = f"{results['candidate'].nunique()} " if "candidate" in results else ""
+    text = (f"The same {count}candidates appraised under each seed model "
+            f"({', '.join(map(str, models))}); each bar is Spearman's ρ between an "
+            f"appraiser's values and {truth} under that model: "
+            f"+1 = ranks them exactly as retraining that model does (better), 0 = chance. "
+            f"A network's utility is the test-loss change at the minimum reached by retraining "
+            f"from its seed model (warm-started, same optimiser and tolerance).")
+    missing = [f"{a} ({m})" for m in models for a in appraisers
+               if not ((rhos[label] == m) & (rhos["appraiser"] == a)).any()]
+    if missing:
+        text += f" Not defined for that family, so no bar: {', '.join(missing)}."
+    if "gradient-norm" in appraisers:
+        text += " " + GRADIENT_NORM_TEXT
+    return _layout(fig, title, text, barmode="group", legend_rows=1)
 
 
 def acquisition_curves(curves: pd.DataFrame,

@@ -17,23 +17,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explorer import model
-from explorer.appraisers.influence import influence_vector
+from explorer.appraisers import Appraiser, PlaintextRunner, definition
 from explorer.errors import ExplorerError
-from explorer.seed import SeedModel
+from explorer.seed import AnySeed
 
 # The calibrated threshold: the own-data baseline's mean plus this many standard deviations.
 PRICE_THRESHOLD_SD = 3.0
 
 
-def own_data_baseline(seed: SeedModel, size: int) -> tuple[float, float]:
+def per_sample_influence(seed: AnySeed, influence: Appraiser | None = None) -> np.ndarray:
+    """The influence value (nats) of each seed training sample on its own, (n_seed,), by the
+    seed model's family's influence appraiser (``influence``, unfitted: its definition with
+    the run's hyper-parameters; default: the family's with its defaults). Every family's
+    influence value is a sum over the candidate's rows (v · G(D_a) / n_seed), so a subset's
+    value is the sum of these."""
+    appraiser = definition(seed.family, "influence") if influence is None else influence
+    if not isinstance(appraiser, Appraiser) or appraiser.name != "influence":
+        raise ExplorerError("the own-data baseline needs an influence appraiser's definition "
+                            "(AppraiserConfig.build('influence', family)).")
+    appraiser.fit(seed)
+    rows = [(seed.X_train[i:i + 1], seed.y_train[i:i + 1]) for i in range(seed.n_seed)]
+    return np.asarray(PlaintextRunner().run(appraiser, rows).values, dtype=np.float64)
+
+
+def own_data_baseline(seed: AnySeed, size: int,
+                      influence: Appraiser | None = None) -> tuple[float, float]:
     """Mean and standard deviation (nats) of the influence of `size` samples drawn at random
-    from D_tr (without replacement when size <= |D_tr|): exact finite-population moments."""
+    from D_tr (without replacement when size <= |D_tr|): exact finite-population moments of
+    ``per_sample_influence`` (``influence``: the influence appraiser's definition, as there)."""
     if size < 1:
         raise ExplorerError(f"the candidate size must be positive, got {size}.")
-    v = influence_vector(seed).reshape(-1)
-    a = (model.per_sample_grads(seed.theta, seed.X_train, seed.y_train) @ v).numpy()
-    a = a / seed.n_seed
+    a = per_sample_influence(seed, influence)
     n = len(a)
     var = size * a.var() * ((n - size) / (n - 1) if size <= n else 1.0)
     return float(size * a.mean()), float(np.sqrt(max(var, 0.0)))
@@ -65,8 +79,10 @@ class PricingRule:
         return np.maximum(self.rate * (values - self.threshold), self.floor)
 
     @classmethod
-    def calibrated(cls, seed: SeedModel, size: int, rate: float, z: float = PRICE_THRESHOLD_SD,
-                   floor: float = 0.0, flat: float | None = None) -> PricingRule:
-        """Threshold = own-data baseline mean + z sd for candidates of ``size`` samples."""
-        mean, sd = own_data_baseline(seed, size)
+    def calibrated(cls, seed: AnySeed, size: int, rate: float, z: float = PRICE_THRESHOLD_SD,
+                   floor: float = 0.0, flat: float | None = None,
+                   influence: Appraiser | None = None) -> PricingRule:
+        """Threshold = own-data baseline mean + z sd for candidates of ``size`` samples, by
+        the seed model's family's ``influence`` appraiser (``own_data_baseline``)."""
+        mean, sd = own_data_baseline(seed, size, influence)
         return cls(rate=rate, threshold=mean + z * sd, floor=floor, flat=flat)

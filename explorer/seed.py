@@ -380,3 +380,72 @@ def _fit_network_seed(task: Task, lam, tol: float, max_iter: int, family: str,
                        y_test=logistic.as_labels(task.y_test), grad_norm=res.grad_norm,
                        converged=res.converged, tol=res.tol, random_state=random_state)
     return freeze_hidden(seed) if family == "last-layer" else seed
+
+
+@dataclass(frozen=True)
+class SeedChoice:
+    """Which seed model the model owner fits, checked when made: the family ``model``
+    (explorer.constraints.MODELS), a network's ``hidden`` widths (one or two) and
+    ``activation`` (ignored by the logistic model), and ``lam``: None for the task's default
+    of the family (``Task.lam``, or ``Task.network_lam`` for a network), a positive number, or
+    "cv" to cross-validate a logistic model's (``choose_lam``)."""
+
+    model: str = DEFAULTS["model"]
+    hidden: tuple[int, ...] = DEFAULTS["hidden"]
+    activation: str = DEFAULTS["activation"]
+    lam: float | str | None = None
+
+    def __post_init__(self) -> None:
+        check_params({"model": self.model, "activation": self.activation})
+        hidden = (self.hidden,) if isinstance(self.hidden, (int, np.integer)) else self.hidden
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) \
+                or not 1 <= len(hidden) <= 2:
+            raise ExplorerError(f"an mlp has one or two hidden layers, got {self.hidden!r}; "
+                                f"give one or two widths, e.g. (64,) or (64, 32).")
+        for width in hidden:
+            check_params({"hidden": width})
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        if isinstance(self.lam, str):
+            if self.lam != "cv":
+                raise ExplorerError(f"lam must be a number or 'cv', got {self.lam!r}.")
+            if self.network:
+                raise ExplorerError(f"lam cv (cross-validation) is defined for the logistic "
+                                    f"seed model; give the {self.model} seed model a number, "
+                                    f"or leave lam out for the task's network default.")
+        elif self.lam is not None:
+            check_params({"lam": self.lam})
+
+    @property
+    def network(self) -> bool:
+        """Whether the seed model is a network (mlp or last-layer)."""
+        return self.model != "logistic"
+
+    def describe(self) -> str:
+        """In words, before fitting: "logistic", or e.g. "mlp, hidden 64, relu"."""
+        if not self.network:
+            return self.model
+        return f"{self.model}, hidden {','.join(map(str, self.hidden))}, {self.activation}"
+
+    def fit(self, task: Task, tol: float = 1e-8, max_iter: int = 2000,
+            random_state: int = 0) -> SeedModel | NetworkSeed | LastLayerSeed:
+        """The seed model of ``task`` (``fit_seed_model``)."""
+        return fit_seed_model(task, lam=self.lam, tol=tol, max_iter=max_iter, model=self.model,
+                              hidden=self.hidden, activation=self.activation,
+                              random_state=random_state)
+
+
+# the paper's seed model: the task's L2 logistic regression at its default lam
+LOGISTIC = SeedChoice()
+
+
+def model_description(seed: SeedModel | NetworkSeed | LastLayerSeed) -> str:
+    """The seed model's family and widths in words: "logistic 30-2", "mlp 784-64-10 relu",
+    "last-layer 784-64-10 relu" (input, hidden and output widths; two classes read as 2)."""
+    if isinstance(seed, SeedModel):
+        return f"logistic {seed.n_features}-{seed.n_classes}"
+    arch = seed.architecture
+    return f"{seed.family} {arch.describe()} {arch.activation}"
+
+
+# a seed model of any family
+AnySeed = SeedModel | NetworkSeed | LastLayerSeed

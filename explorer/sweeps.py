@@ -16,7 +16,7 @@ from explorer.experiments import INFLUENCE, appraise_market
 from explorer.market import Candidate, make_market
 from explorer.metrics import rank_correlations, spearman
 from explorer.progress import Progress
-from explorer.seed import SeedModel, fit_seed_model
+from explorer.seed import LOGISTIC, AnySeed, SeedChoice
 from explorer.tasks import load_task
 
 
@@ -25,32 +25,37 @@ def repeated_rank_correlations(task_name: str, kind: str, n_candidates: int, siz
                                config: AppraiserConfig = INFLUENCE,
                                task_options: dict | None = None,
                                market_options: dict | None = None, first_run: int = 0,
-                               progress: Progress | None = None) -> pd.DataFrame:
+                               progress: Progress | None = None,
+                               seed_choice: SeedChoice = LOGISTIC) -> pd.DataFrame:
     """Spearman rho against utility (and against level) per run and appraiser.
 
     Run r (first_run, first_run + 1, ...) rebuilds the task (split and, if asked, dropped
-    columns), the seed model and the market from seed r. Columns: run, appraiser, backend,
-    spearman, spearman_level, seed_accuracy.
+    columns), the seed model (``seed_choice``: which one, explorer.seed.SeedChoice) and the market
+    from seed r. Columns: run, model, appraiser, backend, spearman, spearman_level,
+    seed_accuracy.
     """
+    if not isinstance(seed_choice, SeedChoice):
+        raise ExplorerError("seed_choice must be an explorer.seed.SeedChoice.")
     rows = []
     backend = config.backend
     for run in range(first_run, first_run + runs):
         task = load_task(task_name, random_state=run, **(task_options or {}))
-        seed = fit_seed_model(task)
+        model = seed_choice.fit(task)
         market = make_market(task, kind, n_candidates, size, max_level, min_level, random_state=run,
                              **(market_options or {}))
-        results = appraise_market(seed, market, config)
+        results = appraise_market(model, market, config)
         by_level = rank_correlations(results, "level")
         for name, rho in rank_correlations(results).items():
-            rows.append({"run": run, "appraiser": name, "backend": backend, "spearman": rho,
+            rows.append({"run": run, "model": model.family, "appraiser": name,
+                         "backend": backend, "spearman": rho,
                          "spearman_level": by_level[name],
-                         "seed_accuracy": seed.test_accuracy})
+                         "seed_accuracy": model.test_accuracy})
         if progress:
             progress(f"{task_name} {kind}", run - first_run + 1, runs)
     return pd.DataFrame(rows)
 
 
-def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: int,
+def repeated_markets(seed: AnySeed, task, kind: str, n_candidates: int, size: int,
                      max_level: float, min_level: float = 0.0, repeats: int = 5,
                      config: AppraiserConfig = INFLUENCE, market_options: dict | None = None,
                      first_run: int = 0, progress: Progress | None = None) -> pd.DataFrame:
@@ -70,7 +75,7 @@ def repeated_markets(seed: SeedModel, task, kind: str, n_candidates: int, size: 
     return pd.concat(frames, ignore_index=True)
 
 
-def finetune_grid(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
+def finetune_grid(seed: AnySeed, candidates: Sequence[Candidate], utilities: pd.DataFrame,
                   batch_sizes: Sequence[int | None], epochs: Sequence[int],
                   lr: float = DEFAULTS["lr"]) -> pd.DataFrame:
     """The paper's Figure 3: fine-tuning's rank correlation and runtime over batch size x
@@ -106,23 +111,25 @@ def finetune_steps(budget: float, n_seed: int, size: int) -> int:
     return max(1, int(round(budget * size / (n_seed + size))))
 
 
-def finetune_budgets(seed: SeedModel, candidates: Sequence[Candidate], utilities: pd.DataFrame,
+def finetune_budgets(seed: AnySeed, candidates: Sequence[Candidate], utilities: pd.DataFrame,
                      lrs: Sequence[float] = (0.001, 0.1, 10.0),
-                     budgets: Sequence[int] = (1, 4, 16)) -> pd.DataFrame:
+                     budgets: Sequence[int] = (1, 4, 16),
+                     config: AppraiserConfig = INFLUENCE) -> pd.DataFrame:
     """The paper's Table 1: fine-tuning limited to 1x/4x/16x influence's work per candidate
     (``finetune_steps``: a cost model of public sizes, not a clock), at several learning rates.
 
     Columns: lr, budget, steps, spearman, spearman_level, influence_spearman,
     influence_spearman_level, diverges (a learning rate at which the steps cannot converge is
     not run: its rhos are NaN and ``diverges`` is True). The ``_level`` rhos rank against
-    minus the noise level (less noise = more valuable).
+    minus the noise level (less noise = more valuable). ``config`` gives the other settings
+    (backend, the influence damping of a network; its names are ignored).
     """
     sizes = sorted({c.size for c in candidates})
     if len(sizes) != 1:
         raise ExplorerError(f"finetune_budgets needs candidates of one size (its budget is per "
                             f"candidate), got sizes {sizes}.")
-    inf = appraise_market(seed, candidates, INFLUENCE, utilities)
-    finetune = AppraiserConfig(names=("finetune",))
+    inf = appraise_market(seed, candidates, config.with_(names=("influence",)), utilities)
+    finetune = config.with_(names=("finetune",))
     rows = []
     for budget in budgets:
         steps = finetune_steps(budget, seed.n_seed, sizes[0])

@@ -73,6 +73,14 @@ def ground_truth(seed: SeedModel | NetworkSeed | LastLayerSeed, X_a, y_a,
                    test_loss=loss, grad_norm=res.grad_norm)
 
 
+def check_absorbs(family: str) -> None:
+    """Refuse, in one sentence, a seed-model family that acquiring cannot refit
+    (``absorb``)."""
+    if family == "last-layer":
+        raise ExplorerError("acquisition retrains the whole model; it is defined for the "
+                            "logistic and mlp seed models, not last-layer.")
+
+
 def absorb(seed: SeedModel | NetworkSeed, X_a, y_a,
            tol: float = 1e-8) -> SeedModel | NetworkSeed:
     """The model owner's seed model after acquiring D_a: theta_star on D_tr ∪ D_a.
@@ -82,9 +90,7 @@ def absorb(seed: SeedModel | NetworkSeed, X_a, y_a,
     scaled: the same optimum, Hessian and influence as the objective of explorer.model.
     """
     X_a, y_a = seed.check_candidate(X_a, y_a)
-    if isinstance(seed, LastLayerSeed):
-        raise ExplorerError("acquisition retrains the whole model; it is defined for the "
-                            "logistic and mlp seed models, not last-layer.")
+    check_absorbs(seed.family)
     X = torch.cat([seed.X_train, X_a])
     y = torch.cat([seed.y_train, y_a])
     if isinstance(seed, NetworkSeed):

@@ -103,7 +103,7 @@ def test_run_fills_every_figure_and_the_table():
     app.figures.figures_button.click()
     app.figures.figures_button.click()  # pressed twice: the same links, not twice as many
     assert app.figures.downloads.value.count("download=") == 2 + 6  # CSVs, figures
-    assert "wdbc, 12 candidates" in app.figures.run_label.value
+    assert "wdbc, logistic 30-2, 12 candidates" in app.figures.run_label.value
     print(f"first figure {first_figure:.2f} s after Run")
 
 
@@ -417,7 +417,8 @@ def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
     app = ready_app()
     widgets = [*app.controls.values(), *app.attack_controls.values(), app.preset,
                app.run_button, app.runner.cancel_button, app.upload, app.again_button,
-               app.attack_button, app.figures.scatter_choice, app.figures.figures_button]
+               app.attack_button, app.compare_button, app.figures.scatter_choice,
+               app.figures.figures_button]
     assert all(widget.tooltip for widget in widgets)
     titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
     for name, preset in PRESETS.items():
@@ -427,7 +428,7 @@ def test_every_control_has_a_tooltip_and_presets_set_a_lesson():
             assert (tuple(got) if isinstance(value, tuple) else got) == \
                 (tuple(value) if isinstance(value, tuple) else value), (name, control)
         shown = titles[app.tabs.selected_index]
-        assert shown == ("Leakage" if preset.tab == "leakage" else "Rank vs rank")
+        assert shown == dict(TABS)[preset.tab]
         assert html.escape(preset.lesson) in app.lesson.value
 
     app.preset.value = "why the gradient norm fails"
@@ -646,3 +647,57 @@ def test_the_blogs_surrogate_lesson_runs_in_plaintext_and_is_refused_under_mpc()
     app.run()
     assert app.wait(120)
     assert "no private form" in app.error.value
+
+
+def test_the_seed_model_control_makes_an_mlp_run_and_a_lesson_compares_the_families():
+    from explorer.experiments import appraise_market
+    from explorer.metrics import model_correlations
+    from explorer.seed import NetworkSeed
+    from explorer.tasks import TASKS
+
+    app = ready_app()
+    c = app.controls
+    assert not c["lam_cv"].disabled  # the logistic model's λ may be cross-validated
+    c["candidates"].value, c["size"].value = 3, 10
+    c["appraisers"].value = ("influence", "gradient-norm")
+    c["hidden"].value = 4
+    c["model"].value = "mlp"
+    assert c["lam"].value == TASKS["wdbc"].network_lam
+    assert c["lam_cv"].disabled and not c["lam_cv"].value
+    c["hidden"].value = 5  # chosen while the first network is still fitting: never shown
+    app.run()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    assert "mlp 30-5-2" in app.seed_info.value
+    snapshot = app.figures.outcome.snapshot
+    assert isinstance(snapshot.seed, NetworkSeed) and snapshot.seed.architecture.hidden == (5,)
+    assert set(app.results.model) == {"mlp"} and "mlp 30-5-2" in app.figures.run_label.value
+    assert len(app.outputs["acquisition"].outputs) == 1  # buying refits the network
+    direct = appraise_market(snapshot.seed, snapshot.market, snapshot.config)
+    assert np.allclose(app.results.value, direct.value)
+    assert np.allclose(app.results.utility, direct.utility)
+
+    app.preset.value = "does influence hold for a neural network?"
+    titles = [app.tabs.get_title(i) for i in range(len(app.tabs.children))]
+    assert titles[app.tabs.selected_index] == "Seed models"
+    assert "Compare seed models" in app.lesson.value and c["model"].value == "logistic"
+    c["candidates"].value, c["hidden"].value = 4, 4
+    assert wait_for_task(app, 120)
+    app.compare()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    bars = figure(app, "models")
+    rhos = model_correlations(app.models_results)
+    assert [t["name"] for t in bars["data"]] == ["logistic 30-2", "mlp 30-4-2 silu",
+                                                  "last-layer 30-4-2 silu"]
+    for trace in bars["data"]:
+        mine = rhos[rhos.description == trace["name"]].set_index("appraiser").spearman
+        assert np.allclose(points(trace["y"]), mine[list(trace["x"])], equal_nan=True)
+    assert "retraining" in caption(bars)
+
+    # a last-layer model runs, is priced, and says why it is not bought from
+    c["model"].value = "last-layer"
+    assert wait_for_task(app, 120)
+    app.run()
+    assert app.wait(300) and app.error.value == "", app.error.value
+    assert set(app.results.model) == {"last-layer"}
+    assert not app.outputs["acquisition"].outputs and len(app.outputs["prices"].outputs) == 1
+    assert "last-layer seed model" in app.figures.notes_of["acquisition"].value

@@ -458,7 +458,7 @@ API_CASES = [
     (lambda t, s, a, c, f: configured(None), "name the appraisers"),
     (lambda t, s, a, c, f: configured("influence", bogus=1), "unknown AppraiserConfig"),
     (lambda t, s, a, c, f: configured("influence", "crypten", timeout=0), "timeout"),
-    (lambda t, s, a, c, f: configured("influence")[0].fit("x"), "takes the model owner's"),
+    (lambda t, s, a, c, f: configured("influence")[0].fit("x"), "takes a logistic seed model"),
     (lambda t, s, a, c, f: value_of(configured("influence")[0], c.X, c.y), "not fitted"),
     (lambda t, s, a, c, f: value_of(a, c.X[0], c.y[:1]), "shape"),
     (lambda t, s, a, c, f: value_of(a, c.X[:, :5], c.y), "shape"),

@@ -366,7 +366,7 @@ def test_a_task_switch_mid_run_and_a_failed_upload(voila, tmp_path):
         expect(result).to_contain_text("mine.csv", timeout=RUN_TIMEOUT_MS)
     keep(shots)
     assert running, "the run ended before the task was switched"
-    assert "wdbc, 20 candidates" in run_label
+    assert "wdbc, logistic 30-2, 20 candidates" in run_label
 
 
 def kernels(server) -> list[int]:
@@ -394,6 +394,40 @@ def wait_until(predicate, timeout: float) -> float | None:
             return time.perf_counter() - start
         time.sleep(0.2)
     return None
+
+
+def test_the_seed_models_lesson_draws_each_models_rho(voila, tmp_path):
+    """The lesson "does influence hold for a neural network?" opens the Seed models tab; with
+    a hidden width of 4 typed in, Compare seed models draws one bar per model and appraiser."""
+    from playwright.sync_api import expect
+
+    lesson = "does influence hold for a neural network?"
+    shots = [tmp_path / "seed-models.png"]
+    with chromium(tmp_path) as browser:
+        page, _ = open_dashboard(browser, voila)
+        page.locator(".widget-dropdown select").filter(
+            has=page.locator("option", has_text=lesson)).select_option(label=lesson)
+        expect(page.get_by_text("Press Compare seed models")).to_be_visible()
+        width = page.get_by_label("hidden width")
+        width.fill("4")
+        width.press("Enter")
+        expect(page.get_by_text("logistic 30-2")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        started = time.perf_counter()
+        page.locator(".widget-button", has_text="Compare seed models").click()
+        expect(status_line(page)).to_have_text(re.compile("^compared 3 seed models"),
+                                               timeout=RUN_TIMEOUT_MS)
+        seconds = time.perf_counter() - started
+        bars = page.locator(".js-plotly-plot").filter(
+            has=page.locator(".gtitle", has_text="Does influence hold for a neural network?"))
+        expect(bars).to_be_visible()
+        expect(bars.locator(".legendtext", has_text="last-layer 30-4-2").first).to_be_visible()
+        legend = bars.locator(".legendtext").all_text_contents()
+        bar_count = bars.locator(".barlayer .point").count()
+        page.screenshot(path=str(shots[0]))
+    keep(shots)
+    print(f"\nseed-model lesson, 12 candidates, hidden width 4: compared in {seconds:.1f} s")
+    assert legend == ["logistic 30-2", "mlp 30-4-2 silu", "last-layer 30-4-2 silu"]
+    assert bar_count == 6  # influence and gradient norm under each model
 
 
 def test_a_page_left_or_closed_gives_its_kernel_back(culling_voila, tmp_path):

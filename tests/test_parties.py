@@ -230,3 +230,39 @@ def test_parties_that_disagree_on_a_defence_stop_before_computing(files):
         assert code == 2 and seconds < 60, (code, seconds, err)
         assert "disagree before computing" in err and "noise" in err, err
         assert err.count("\n") == 1, err
+
+
+def test_an_mlp_seed_model_between_separately_started_processes(tmp_path, capsys):
+    """The encoding carries the family: the data owner rebuilds the mlp's definition from it
+    alone, and the values agree with plaintext."""
+    model = ["--model", "mlp", "--hidden", "4"]
+    assert main(["export-encoding", "--task", "wdbc", *model, "--out", str(tmp_path / "enc.json"),
+                 "--session-key-out", str(tmp_path / "session.key")]) == 0
+    assert read_encoding(tmp_path / "enc.json")["family"] == "mlp"
+    assert main(["sample-candidate", "--task", "wdbc", "--size", "25", "--corruption",
+                 "label-noise", "--level", "0.5", "--out", str(tmp_path / "c0.csv")]) == 0
+    capsys.readouterr()
+    results = start_parties(tmp_path, [
+        (0, ["model-owner", "--task", "wdbc", *model, "--sizes", "25", *KEY]),
+        (2, ["dealer", *KEY]),
+        (1, ["data-owner", "--encoding", "enc.json", "--candidate-file", "c0.csv", *KEY]),
+    ])
+    (c0, out0, err0, _), (c2, _, err2, _), (c1, out1, err1, _) = results
+    assert (c0, c1, c2) == (0, 0, 0), err0 + err1 + err2
+    (value,) = [float(line.split()[-1]) for line in out1.splitlines() if line.startswith("value")]
+    assert [float(line.split()[-1]) for line in out0.splitlines()
+            if line.startswith("value")] == [value]
+    main(["appraise", "--task", "wdbc", *model, "--candidate-file", str(tmp_path / "c0.csv"),
+          "--appraisers", "influence"])
+    (plain,) = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines()
+                if line.startswith("value influence")]
+    assert value == pytest.approx(plain, rel=0.02, abs=1e-3)
+    # a model owner whose network differs from the encoding's is stopped before computing
+    results = start_parties(tmp_path, [
+        (0, ["model-owner", "--task", "wdbc", "--model", "mlp", "--hidden", "5", "--sizes", "25",
+             "--provider", "TFP", *KEY]),
+        (1, ["data-owner", "--encoding", "enc.json", "--candidate-file", "c0.csv", "--provider",
+             "TFP", *KEY]),
+    ])
+    for code, _, err, _ in results:
+        assert code == 2 and "disagree before computing (hidden: model owner" in err, err

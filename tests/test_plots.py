@@ -34,6 +34,33 @@ def results():
     return pd.DataFrame(rows)
 
 
+def by_model(results):
+    """The same candidates under two seed models: run 0 as the logistic model's, run 1 as an
+    mlp's with influence only (a family without finetune)."""
+    logistic = results[results.run == 0].assign(model="logistic", description="logistic 30-2")
+    mlp = results[(results.run == 1) & (results.appraiser == "influence")].assign(
+        model="mlp", description="mlp 30-8-2 silu")
+    return pd.concat([logistic, mlp], ignore_index=True).drop(columns="run")
+
+
+def test_model_correlation_bars_are_each_models_rho(results):
+    frame = by_model(results)
+    fig = plots.model_correlation_bars(frame)
+    assert [t.name for t in fig.data] == ["logistic 30-2", "mlp 30-8-2 silu"]
+    for trace, model in zip(fig.data, ("logistic", "mlp"), strict=True):
+        assert list(trace.x) == ["influence", "finetune"]
+        for appraiser, height in zip(trace.x, trace.y, strict=True):
+            rows = frame[(frame.model == model) & (frame.appraiser == appraiser)]
+            if rows.empty:
+                assert height is None or np.isnan(height)
+            else:
+                assert height == pytest.approx(stats.spearmanr(rows.value, rows.utility)
+                                               .statistic)
+    assert "no bar: finetune (mlp 30-8-2 silu)" in plots.caption(fig)
+    with pytest.raises(ExplorerError, match="model"):
+        plots.model_correlation_bars(frame.drop(columns="model"))
+
+
 def expected_rho(a, b):
     return f"ρ = {stats.spearmanr(a, b).statistic:.3f}"
 
@@ -476,6 +503,7 @@ def figures(results, curves, breakdown, grid, norms, prices, bits):
     return {
         "rank_scatter": plots.rank_scatter(results),
         "correlation_table": plots.correlation_table(results),
+        "model_correlation_bars": plots.model_correlation_bars(by_model(results)),
         "acquisition_curves": plots.acquisition_curves(curves),
         "budget_curves": plots.budget_curves(buying),
         "leakage_curves": plots.leakage_curves(leak),
@@ -526,14 +554,15 @@ def test_every_figure_carries_its_caption_under_the_plot(figures, tmp_path):
 def test_captions_say_which_way_is_better(figures):
     for name in ("rank_scatter", "correlation_table", "acquisition_curves", "budget_curves",
                  "finetune_grid_heatmaps", "budget_heatmap", "paper_comparison_bars",
-                 "marketplace_table", "marketplace_prices"):
+                 "marketplace_table", "marketplace_prices", "model_correlation_bars"):
         assert "better" in plots.caption(figures[name]), name
     for name in ("runtime_bars", "leakage_curves"):
         assert "lower" in plots.caption(figures[name]).lower(), name
 
 
 def test_utility_is_ground_truth_wherever_it_appears(figures):
-    for name in ("rank_scatter", "correlation_table", "finetune_grid_heatmaps",
+    for name in ("rank_scatter", "correlation_table", "model_correlation_bars",
+                 "finetune_grid_heatmaps",
                  "gradient_norm_panels", "budget_heatmap", "price_bars", "bit_decisions",
                  "flat_price_bars", "paper_comparison_bars", "marketplace_table",
                  "marketplace_prices"):

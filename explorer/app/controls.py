@@ -12,12 +12,19 @@ from typing import Any
 import ipywidgets as w
 
 from explorer.config import AppraiserConfig, reveals_bits
-from explorer.constraints import ALL_APPRAISER_NAMES, DEFAULTS, PROVIDERS, default_provider
+from explorer.constraints import (
+    ALL_APPRAISER_NAMES,
+    DEFAULTS,
+    MODELS,
+    PROVIDERS,
+    default_provider,
+)
 from explorer.errors import ExplorerError
 from explorer.leakage.attack import ATTACKERS
 from explorer.leakage.defences import DEFENCES
 from explorer.market import CORRUPTIONS
 from explorer.pricing import PRICE_THRESHOLD_SD
+from explorer.seed import SeedChoice
 from explorer.tasks import TASKS
 
 BACKENDS = (("plaintext", "plaintext"), ("simulated", "simulated"),
@@ -33,8 +40,13 @@ CONTROL_WIDTH = "310px"  # inside a 350 px sidebar, with the accordion's padding
 TOOLTIPS = {
     "task": "The model owner's task: its seed training set, its test set and the pool the "
             "candidates are drawn from.",
-    "lam": "L2 strength of the seed model's logistic regression (the task's default).",
-    "lam_cv": "Choose λ by 5-fold cross-validation on the seed training set instead.",
+    "model": "The seed model: logistic (the paper's L2 logistic regression), mlp (an L2 network) "
+             "or last-layer (that network's hidden layers frozen, its head a logistic model).",
+    "hidden": "mlp and last-layer: the width of the network's hidden layer (also the networks' "
+              "in the Seed models tab's comparison).",
+    "lam": "L2 strength of the seed model (the task's default for the chosen family).",
+    "lam_cv": "Choose λ by 5-fold cross-validation on the seed training set instead (logistic "
+              "model only).",
     "corruption": "How the candidates are spoiled: their level sets how much (0 = clean).",
     "candidates": "How many candidate datasets the data owners offer.",
     "size": "Samples in each candidate dataset.",
@@ -74,6 +86,10 @@ def build_controls(task_labels: tuple[tuple[str, str], ...]) -> dict[str, w.Widg
     """Every control, by name, with its tooltip and default."""
     c: dict[str, w.Widget] = {
         "task": w.Dropdown(options=task_labels, value="wdbc", description="task"),
+        "model": w.Dropdown(options=list(MODELS), value=DEFAULTS["model"],
+                            description="seed model"),
+        "hidden": w.BoundedIntText(value=DEFAULTS["hidden"][0], min=1, max=4096,
+                                   description="hidden width"),
         "lam": w.BoundedFloatText(value=TASKS["wdbc"].lam, min=1e-6, max=1e3, step=0.01,
                                   description="L2 strength λ"),
         "lam_cv": w.Checkbox(value=False, description="λ by cross-validation", indent=False),
@@ -177,6 +193,26 @@ def sync_backend(controls: dict[str, w.Widget]) -> None:
     controls["rate"].disabled = bits
 
 
+def seed_choice(controls: dict[str, w.Widget]) -> SeedChoice:
+    """The seed model the controls describe (validated by SeedChoice): the family, a network's
+    hidden width, and λ (cross-validated for the logistic model when asked)."""
+    model = controls["model"].value
+    cv = controls["lam_cv"].value and model == "logistic"
+    return SeedChoice(model, (controls["hidden"].value,),
+                      lam="cv" if cv else controls["lam"].value)
+
+
+def sync_model(controls: dict[str, w.Widget]) -> None:
+    """Grey out what the seed model does not use: cross-validated λ for a network, λ itself
+    while it is cross-validated. (The hidden width stays: the comparison of seed models uses
+    it whatever the chosen family.)"""
+    network = controls["model"].value != "logistic"
+    if network:
+        controls["lam_cv"].value = False
+    controls["lam_cv"].disabled = network
+    controls["lam"].disabled = controls["lam_cv"].value
+
+
 def appraiser_config(controls: dict[str, w.Widget]) -> AppraiserConfig:
     """The appraisal the controls describe (validated by AppraiserConfig)."""
     backend = controls["backend"].value
@@ -205,8 +241,8 @@ class Preset:
     attack: dict[str, Any] = field(default_factory=dict)
 
 
-_BASE = {"task": "wdbc", "lam": TASKS["wdbc"].lam, "lam_cv": False, "candidates": 20,
-         "size": 30, "random_state": 0, "backend": "plaintext"}
+_BASE = {"task": "wdbc", "model": "logistic", "lam": TASKS["wdbc"].lam, "lam_cv": False,
+         "candidates": 20, "size": 30, "random_state": 0, "backend": "plaintext"}
 
 PRESETS: dict[str, Preset] = {
     "label noise": Preset(
@@ -236,6 +272,12 @@ PRESETS: dict[str, Preset] = {
         "data owner prices its data against it alone: the tree's ranks stay close to "
         "influence's, but the tree gives away much of the model (reproduce marketplace "
         "measures how much).", scatter="surrogate"),
+    "does influence hold for a neural network?": Preset(
+        {**_BASE, "hidden": 16, "candidates": 12, "corruption": "label-noise",
+         "levels": (0.0, 0.5), "appraisers": ("influence", "gradient-norm")}, "models",
+        "The same market under the logistic model, a small network (mlp) and that network with "
+        "its hidden layers frozen (last-layer), each against retraining that very model: does "
+        "influence still rank as retraining does when the loss is not convex?"),
     "what a value leaks": Preset(
         {**_BASE, "corruption": "label-noise", "levels": (0.0, 0.5),
          "appraisers": ("influence",)}, "leakage",

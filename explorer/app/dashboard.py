@@ -39,13 +39,16 @@ from explorer.jobs import (
     appraise_upload,
     attack_curves,
     buy_within_budget,
+    compare_models,
     run_appraisal,
 )
 from explorer.progress import ProgressEvent
 
 TABS = (("rank", "Rank vs rank"), ("parties", "Who sees what"), ("acquisition", "Acquisition"),
         ("runtime", "Runtime"), ("prices", "Prices"), ("table", "Results"),
-        ("upload", "Your data"), ("leakage", "Leakage"))
+        ("upload", "Your data"), ("leakage", "Leakage"), ("models", "Seed models"))
+# the button a lesson's tab is run with (Run for the others)
+TAB_BUTTONS = {"leakage": "Run the attack", "models": "Compare seed models"}
 SIDEBAR_WIDTH = "350px"
 # Voila sets 28 px lines on every HTML widget: too loose for a projector's 720 px
 CSS = ("<style>.ae-root .widget-html-content{line-height:1.35}"
@@ -87,6 +90,11 @@ class ExplorerApp:
                                       layout=w.Layout(width="auto"),
                                       tooltip="Attack the chosen task's seed model (or a "
                                               "candidate) under each defence.")
+        self.compare_button = w.Button(description="Compare seed models", icon="play",
+                                       layout=w.Layout(width="auto"),
+                                       tooltip="Appraise the chosen market under the logistic, "
+                                               "mlp and last-layer seed models, each against "
+                                               "its own retraining.")
         self.budget = w.BoundedFloatText(value=100.0, min=0.01, max=1e12, description="budget",
                                          style={"description_width": "50px"},
                                          layout=w.Layout(width="180px"),
@@ -97,6 +105,7 @@ class ExplorerApp:
                                    tooltip="Buy from the last run's market by influence per "
                                            "asking price, beside random buying and the oracle.")
         self._preset_scatter: str | None = None
+        self.models_results = None  # the last comparison of seed models (a DataFrame)
         self._provider_for_parties = self.controls["provider"].value
         self._wire()
         self.widget = self._layout()
@@ -111,6 +120,7 @@ class ExplorerApp:
         self.upload.observe(self._uploaded, "value")
         self.again_button.on_click(lambda _: self._appraise_last_upload())
         self.attack_button.on_click(lambda _: self.attack())
+        self.compare_button.on_click(lambda _: self.compare())
         self.buy_button.on_click(lambda _: self.buy())
         self.preset.observe(self._preset_chosen, "value")
         c["backend"].observe(self._backend_changed, "value")
@@ -120,7 +130,8 @@ class ExplorerApp:
     def _layout(self) -> w.Widget:
         c = self.controls
         section = w.Accordion(children=[
-            w.VBox([c["task"], c["lam"], c["lam_cv"], self.loader.seed_info]),
+            w.VBox([c["task"], c["model"], c["hidden"], c["lam"], c["lam_cv"],
+                    self.loader.seed_info]),
             w.VBox([c["corruption"], c["candidates"], c["size"], c["levels"], c["random_state"],
                     self.loader.preview]),
             w.VBox([c["appraisers"], c["lr"], c["steps"], c["newton_steps"], c["rate"],
@@ -150,6 +161,7 @@ class ExplorerApp:
                                        self.attack_controls["defences"],
                                        self.attack_button]),
                                f.tab("leakage")]),
+            "models": w.VBox([w.HBox([self.compare_button]), f.tab("models")]),
         }
         self.tabs = w.Tab(children=[contents.get(key) or f.tab(key) for key, _ in TABS])
         for i, (_, title) in enumerate(TABS):
@@ -243,10 +255,8 @@ class ExplorerApp:
         self._preset_scatter = preset.scatter
         self.lesson.value = (f"<div style='font-size:12px;max-width:330px;margin:0 0 6px 0'>"
                              f"{html.escape(preset.lesson)} Press <b>"
-                             f"{'Run the attack' if preset.tab == 'leakage' else 'Run'}</b>."
-                             f"</div>")
-        self.tabs.selected_index = [key for key, _ in TABS].index(
-            "leakage" if preset.tab == "leakage" else "rank")
+                             f"{TAB_BUTTONS.get(preset.tab, 'Run')}</b>.</div>")
+        self.tabs.selected_index = [key for key, _ in TABS].index(preset.tab)
 
     def _on_event(self, event: ProgressEvent) -> None:
         self.runner.on_event(event)
@@ -263,34 +273,35 @@ class ExplorerApp:
         rate, flat, threshold_sd = c["rate"].value, c["flat"].value, c["threshold_sd"].value
         self.runner.say("waiting for the seed model…")
         name, task, seed, market = self.loader.wait_ready(self.runner.cancel_event)
-        if config.reveals_bits:
-            self.runner.say("setting each appraiser's threshold from the model owner's data…")
-        snapshot = RunSnapshot.take(name, task, seed, market, config, rate, flat, threshold_sd)
-        self.runner.set_plan(ProgressPlan(config.names, len(market), snapshot.rounds))
-        self.figures.start(snapshot.describe(), config.names)
-        if self._preset_scatter in config.names:
-            self.figures.scatter_choice.value = self._preset_scatter
-        self.party_view.clear()
-        context = {"task": name, "n_seed": seed.n_seed, "n_test": len(seed.y_test),
-                   "backend": config.backend}
-        if not config.private:
-            self.party_view.show({}, context)
-        started = time.perf_counter()
+        with self.loader.computing():  # no seed model is fitted meanwhile
+            if config.reveals_bits:
+                self.runner.say("setting each appraiser's threshold from the model owner's data…")
+            snapshot = RunSnapshot.take(name, task, seed, market, config, rate, flat, threshold_sd)
+            self.runner.set_plan(ProgressPlan(config.names, len(market), snapshot.rounds))
+            self.figures.start(snapshot.describe(), config.names)
+            if self._preset_scatter in config.names:
+                self.figures.scatter_choice.value = self._preset_scatter
+            self.party_view.clear()
+            context = {"task": name, "n_seed": seed.n_seed, "n_test": len(seed.y_test),
+                       "backend": config.backend}
+            if not config.private:
+                self.party_view.show({}, context)
+            started = time.perf_counter()
 
-        def partial(outcome) -> None:
-            self.figures.show(outcome)
-            if outcome.accounts:
-                self.party_view.show(outcome.accounts, context)
+            def partial(outcome) -> None:
+                self.figures.show(outcome)
+                if outcome.accounts:
+                    self.party_view.show(outcome.accounts, context)
 
-        # the page's memory budget is checked before this kernel's party processes start: once
-        # started, they are counted at what they hold while still importing
-        with memory.guard(config, self.runner.cancel_event):
-            # real parties: this kernel's own party processes from now on, importing during
-            # the ground truth (the kernel holds both sides' data already; a page that never
-            # runs them never pays for them)
-            config.keep_processes()
-            outcome = run_appraisal(snapshot, self._on_event, self.runner.cancel_event, partial)
-        self.figures.show(outcome, final=True)
+            # the page's memory budget is checked before this kernel's party processes start: once
+            # started, they are counted at what they hold while still importing
+            with memory.guard(config, self.runner.cancel_event):
+                # real parties: this kernel's own party processes from now on, importing during
+                # the ground truth (the kernel holds both sides' data already; a page that never
+                # runs them never pays for them)
+                config.keep_processes()
+                outcome = run_appraisal(snapshot, self._on_event, self.runner.cancel_event, partial)
+            self.figures.show(outcome, final=True)
         self.runner.say(f"done in {time.perf_counter() - started:.1f} s")
 
     def _uploaded(self, change) -> None:
@@ -317,7 +328,7 @@ class ExplorerApp:
             self.controls["backend"].value]
         name, task, seed, _ = self.loader.wait_ready(self.runner.cancel_event)
         self.runner.say(f"appraising {html.escape(filename)}…")
-        with memory.guard(config, self.runner.cancel_event):
+        with memory.guard(config, self.runner.cancel_event), self.loader.computing():
             config.keep_processes()  # as in _job
             outcome = appraise_upload(filename, content, name, task, seed, config, backend,
                                       self._on_event, self.runner.cancel_event, threshold_sd)
@@ -329,6 +340,25 @@ class ExplorerApp:
         tab's button)."""
         self.runner.start(self._attack_job)
 
+    def compare(self) -> None:
+        """Appraise the chosen market under every seed-model family (the Seed models tab's
+        button: the lesson "Does influence hold for a neural network?")."""
+        self.runner.start(self._compare_job)
+
+    def _compare_job(self) -> None:
+        config = appraiser_config(self.controls)
+        hidden = (self.controls["hidden"].value,)
+        self.figures.outputs["models"].outputs = ()
+        _, task, _, market = self.loader.wait_ready(self.runner.cancel_event)
+        started = time.perf_counter()
+        with self.loader.computing():
+            frame = compare_models(task, market, config, hidden, on_event=self._on_event,
+                                   cancel=self.runner.cancel_event)
+        self.models_results = frame
+        self.figures.set_figure("models", plots.model_correlation_bars(frame))
+        self.runner.say(f"compared {frame.model.nunique()} seed models in "
+                        f"{time.perf_counter() - started:.1f} s")
+
     def buy(self) -> None:
         """Buy within the budget from the last run's market (the acquisition tab's button)."""
         self.runner.start(self._buy_job)
@@ -339,7 +369,7 @@ class ExplorerApp:
             raise ExplorerError("press Run first: the buyer buys from that run's market.")
         self.figures.outputs["budget"].outputs = ()
         config = outcome.snapshot.config
-        with memory.guard(config, self.runner.cancel_event):
+        with memory.guard(config, self.runner.cancel_event), self.loader.computing():
             config.keep_processes()  # as in _job
             frame = buy_within_budget(outcome.snapshot, self.budget.value, self._on_event,
                                       self.runner.cancel_event)
@@ -353,7 +383,8 @@ class ExplorerApp:
             raise ExplorerError("choose at least one defence (none compares with no defence).")
         self.figures.outputs["leakage"].outputs = ()
         _, _, seed, market = self.loader.wait_ready(self.runner.cancel_event)
-        frame = attack_curves(seed, attacker, defences, market[0] if market else None,
-                              self.runner.cancel_event, self._on_event)
+        with self.loader.computing():
+            frame = attack_curves(seed, attacker, defences, market[0] if market else None,
+                                  self.runner.cancel_event, self._on_event)
         self.figures.set_figure("leakage", plots.leakage_curves(frame))
         self.runner.say(f"attack measured under {len(defences)} defences")

@@ -23,7 +23,9 @@ from explorer.pricing import PRICE_THRESHOLD_SD
 
 # "prices" holds value mode's price bars; "decisions" and "flat_prices" are bit mode's views
 FIGURES = ("rank", "correlations", "acquisition", "budget", "timeline", "runtime", "prices",
-           "decisions", "flat_prices", "table", "leakage")
+           "decisions", "flat_prices", "table", "leakage", "models")
+# figures of their own jobs (an attack, a comparison of seed models), not of a run
+OWN_JOBS = ("leakage", "models")
 # What a tab says beside its figure that the figure's own caption does not.
 NOTES = {
     "prices": f"The threshold is calibrated on the model owner's own data: the predicted "
@@ -32,9 +34,15 @@ NOTES = {
               f"for.",
     "table": "One row per candidate and appraiser. " + html.escape(plots.UTILITY_TEXT) + ".",
     "leakage": "MPC hides each party's inputs, not what is revealed.",
+    "models": "The task and market chosen on the left, appraised in plaintext under each seed "
+              "model, each family at the task's default λ and the hidden width chosen; each "
+              "model's utility is its own retraining.",
 }
 NO_PRICES = ("Prices are paid per nat of influence's predicted test-loss reduction: choose "
              "influence among the appraisers to see them.")
+NO_LAST_LAYER_ACQUISITION = ("Acquisition refits the whole model after each purchase, which a "
+                             "last-layer seed model (its hidden layers frozen) does not do, so "
+                             "it is not run; choose the logistic or mlp seed model to see it.")
 NO_BIT_ACQUISITION = ("Bit mode reveals only accepted or rejected: greedy acquisition buys the "
                       "candidate with the highest value, and a bit cannot say which is highest, "
                       "so it is not run. Reveal values to see it.")
@@ -95,7 +103,7 @@ class Figures:
     def __init__(self):
         self.outputs = {name: w.Output() for name in FIGURES}
         self.notes_of = {name: w.HTML(_note(NOTES.get(name, ""))) for name in
-                         ("acquisition", "prices", "table", "leakage")}
+                         ("acquisition", "prices", "table", "leakage", "models")}
         self.scatter_choice = w.Dropdown(options=["influence"], value="influence",
                                          description="scatter of",
                                          tooltip="Which appraiser's values the scatter shows.",
@@ -139,7 +147,7 @@ class Figures:
         self.outcome = None
         self._figures = {}
         for name, out in self.outputs.items():
-            if name != "leakage":
+            if name not in OWN_JOBS:
                 out.outputs = ()
         self.downloads.value = self._csv_link = ""
         self.figures_button.disabled = True
@@ -178,6 +186,8 @@ class Figures:
             self.set_figure("prices", plots.price_bars(outcome.priced))
         else:
             self.notes_of["prices"].value = _note(NO_PRICES)
+        if not outcome.snapshot.acquires:
+            self.notes_of["acquisition"].value = _note(NO_LAST_LAYER_ACQUISITION)
         if outcome.acquisition is not None:
             self.set_figure("acquisition", plots.acquisition_curves(outcome.acquisition))
         shown = results.drop(columns=["truth_seconds", "setup_seconds"]).round(5)
@@ -209,7 +219,7 @@ class Figures:
         links = []
         with tempfile.TemporaryDirectory() as tmp:
             for name, fig in self._figures.items():
-                if name == "leakage":
+                if name in OWN_JOBS:
                     continue
                 path = plots.write_html(fig, os.path.join(tmp, f"{name}.html"))
                 links.append(download_link(f"{name}.html", f"{name}.html",

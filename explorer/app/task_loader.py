@@ -2,7 +2,7 @@
 from it. Loading a task and fitting its seed model is always a background job, shown as busy;
 a task's data is found as the command line finds it (a shared folder, the cache), what is
 missing is downloaded into the cache, and a task whose data cannot be had is marked
-unavailable. A stale load (another task or λ chosen since) is never shown.
+unavailable. A stale load (another task, seed model or λ chosen since) is never shown.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import ipywidgets as w
 import numpy as np
 import pandas as pd
 
+from explorer.app.controls import seed_choice, sync_model
 from explorer.errors import Cancelled, DataUnavailable, ExplorerError
 from explorer.market import Candidate, make_market
-from explorer.seed import SeedModel, fit_seed_model
+from explorer.seed import AnySeed, model_description
 from explorer.tasks import TASKS, Task, data_on_disk, load_task
 
 # shared with explorer.app.figures' results table
@@ -39,7 +40,7 @@ class TaskLoader:
         self.controls, self.data_dir = controls, data_dir
         self._show_error, self._on_change = show_error, on_change
         self.task: Task | None = None
-        self.seed: SeedModel | None = None
+        self.seed: AnySeed | None = None
         self.market: list[Candidate] = []
         self.seed_info = w.HTML()
         self.preview = w.HTML()
@@ -47,8 +48,13 @@ class TaskLoader:
         self._downloading = False
         self._ready = threading.Event()  # set when the chosen task's load has ended
         self._lock = threading.RLock()  # the task is also set from loading threads
+        # one computation at a time in this process: a network's fit takes exact
+        # Hessian-vector products by torch's forward-mode autograd, whose levels are global,
+        # so two threads fitting at once break each other's. Fits hold it, and so do the
+        # dashboard's jobs (``computing``).
+        self._compute = threading.Lock()
         self._quiet = False  # while set, control changes made by the app itself are ignored
-        self._generation = 0  # counts the task and λ choices: a stale load is not shown
+        self._generation = 0  # counts the task, model and λ choices: a stale load is not shown
         self._unavailable: set[str] = set()  # tasks whose data could not be had
         self._download_locks = {spec.dataset.name: threading.Lock() for spec in TASKS.values()
                                 if spec.dataset is not None}
@@ -57,7 +63,9 @@ class TaskLoader:
         controls["task"].value = "wdbc"
         controls["task"].observe(self._task_changed, "value")
         controls["lam"].observe(self._lam_changed, "value")
-        controls["lam_cv"].observe(lambda _: self.refresh(), "value")
+        controls["lam_cv"].observe(self._lam_changed, "value")
+        controls["model"].observe(self._model_changed, "value")
+        controls["hidden"].observe(self._lam_changed, "value")
         for name in MARKET_CONTROLS:
             controls[name].observe(lambda _: self.refresh_market(), "value")
 
@@ -66,12 +74,37 @@ class TaskLoader:
         with self._lock:
             if self._quiet:
                 return
-            self._quiet = True  # the task's own λ, without a refresh for it
-            try:
-                self.controls["lam"].value = TASKS[change["new"]].lam
-            finally:
-                self._quiet = False
+            self._default_lam()
             self.refresh()
+
+    def _model_changed(self, _) -> None:
+        with self._lock:
+            if self._quiet:
+                return
+            self._default_lam()
+            self.refresh()
+
+    def _default_lam(self) -> None:
+        """The chosen task's own λ for the chosen family (a network's is smaller), and the
+        controls the family uses, without a refresh for them."""
+        c = self.controls
+        spec = TASKS[c["task"].value]
+        self._quiet = True
+        try:
+            c["lam"].value = spec.lam if c["model"].value == "logistic" else spec.network_lam
+        finally:
+            self._quiet = False
+        self._sync()
+
+    def _sync(self) -> None:
+        """Grey out what the chosen family does not use (controls.sync_model), without a
+        refresh for it."""
+        with self._lock:
+            quiet, self._quiet = self._quiet, True
+            try:
+                sync_model(self.controls)
+            finally:
+                self._quiet = quiet
 
     def _lam_changed(self, _) -> None:
         with self._lock:
@@ -115,9 +148,14 @@ class TaskLoader:
         c = self.controls
         with self._lock:
             self._generation += 1
-            job = (self._generation, c["task"].value, c["lam"].value, c["lam_cv"].value)
+            self._sync()
+            try:
+                choice = seed_choice(c)
+            except ExplorerError as exc:
+                self._task_failed(str(exc))
+                return
+            job = (self._generation, c["task"].value, choice)
             name = job[1]
-            c["lam"].disabled = c["lam_cv"].value
             if name in self._unavailable:
                 self._show_unavailable(name)
                 return
@@ -140,11 +178,11 @@ class TaskLoader:
                 f"{name} is still loading; wait for the seed model to appear, or choose "
                 f"another task.")
 
-    def _fit(self, job: tuple) -> tuple[Task, SeedModel]:
-        _, name, lam, lam_cv = job
-        task = load_task(name, random_state=0, lam=lam, allow_download=False,
+    def _fit(self, job: tuple) -> tuple[Task, AnySeed]:
+        _, name, choice = job
+        task = load_task(name, random_state=0, allow_download=False,
                          data_dir=self.data_dir if TASKS[name].needs_files else None)
-        return task, fit_seed_model(task, lam="cv" if lam_cv else None)
+        return task, choice.fit(task)
 
     def _load_job(self, job: tuple) -> None:
         """In a background thread: download the task's data into the cache if it is not on
@@ -160,7 +198,10 @@ class TaskLoader:
                         dataset.fetch()
                 self._relabel_tasks()
                 self._if_current(job, self._fitting, (name,))
-            task, seed = self._fit(job)
+            with self._compute:
+                if job[0] != self._generation:  # another choice was made while it waited
+                    return
+                task, seed = self._fit(job)
         except Exception as exc:
             if isinstance(exc, DataUnavailable) or (dataset is not None
                                                     and self._needs_download(name)):
@@ -180,7 +221,8 @@ class TaskLoader:
         self._if_current(job, self._show_task, (task, seed))
 
     def _if_current(self, job: tuple, show: Callable, args: tuple) -> None:
-        """``show(*args)`` unless another task or λ was chosen since ``job`` started."""
+        """``show(*args)`` unless another task, seed model or λ was chosen since ``job``
+        started."""
         with self._lock:
             if job[0] == self._generation:
                 show(*args)
@@ -214,14 +256,15 @@ class TaskLoader:
                       ok=False)
         self._ready.set()
 
-    def _show_task(self, task: Task, seed: SeedModel) -> None:
+    def _show_task(self, task: Task, seed: AnySeed) -> None:
         self.task, self.seed, self.problem = task, seed, ""
-        chosen = (f"λ chosen by 5-fold cross-validation: <b>{seed.lam:.3g}</b><br>"
-                  if seed.lam_choice is not None else "")
-        self.seed_info.value = (f"{chosen}{seed.n_seed} training samples, {task.n_features} "
-                                f"features, {seed.n_classes} classes<br>test accuracy "
-                                f"<b>{seed.test_accuracy:.3f}</b>, gradient norm "
-                                f"{seed.grad_norm:.1e}")
+        chosen = (" (5-fold cross-validation)" if getattr(seed, "lam_choice", None) is not None
+                  else "")
+        self.seed_info.value = (f"<b>{html.escape(model_description(seed))}</b>, λ "
+                                f"<b>{seed.lam:.3g}</b>{chosen}<br>{seed.n_seed} training "
+                                f"samples, {task.n_features} features, {seed.n_classes} "
+                                f"classes<br>test accuracy <b>{seed.test_accuracy:.3f}</b>, "
+                                f"gradient norm {seed.grad_norm:.1e}")
         self.controls["size"].max = max(5, len(task.y_pool))
         self._show_error("")
         self.refresh_market()
@@ -249,7 +292,12 @@ class TaskLoader:
             self._on_change(True)
 
     # ---------------------------------------------------------------- for Run
-    def wait_ready(self, cancel: threading.Event) -> tuple[str, Task, SeedModel,
+    def computing(self) -> threading.Lock:
+        """The lock a job holds while it computes, so that no seed model is fitted meanwhile
+        (a choice made during a job is fitted when it ends)."""
+        return self._compute
+
+    def wait_ready(self, cancel: threading.Event) -> tuple[str, Task, AnySeed,
                                                            list[Candidate]]:
         """The chosen task, its seed model and its market, once its seed model is fitted
         (waiting for that; a download is not waited for). Raises with the reason otherwise."""

@@ -93,13 +93,24 @@ def _backend_label(backend: str, mode: str) -> str:
     return backend if backend == "plaintext" else f"crypten-{mode}"
 
 
+def check_logistic(family: str) -> None:
+    """Refuse, in one sentence, a seed model the attacks are not defined for: they craft
+    candidates against a logistic model's theta_hat and influence weights, whose values are
+    linear in them."""
+    if family != "logistic":
+        raise ExplorerError(f"the leakage attacks reconstruct a logistic model's theta_hat and "
+                            f"influence weights; they are defined for the logistic seed model, "
+                            f"not {family}.")
+
+
 def run_attack(seed: SeedModel, attack: Attack, candidate: tuple | None = None
                ) -> AttackResult:
     """Run one attack under one defence and score it against the truth.
 
-    ``seed`` is the model owner's fitted seed model; ``candidate`` (X, y) is the data owner's
-    candidate, which the model-owner attack needs.
+    ``seed`` is the model owner's fitted seed model (logistic: ``check_logistic``);
+    ``candidate`` (X, y) is the data owner's candidate, which the model-owner attack needs.
     """
+    check_logistic(getattr(seed, "family", type(seed).__name__))
     rng = np.random.default_rng(attack.random_state)
     honest = AppraiserConfig(names=("influence",)).build("influence").fit(seed)
     bound = attack.weight_bound
