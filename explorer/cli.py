@@ -553,6 +553,10 @@ def cmd_appraise(args) -> int:
                                          target_class=args.target_class)
             seed = choice.fit(task)
         print(_seed_line(task, seed))
+        if seed.family == "mlp" and {"influence", "newton"} & set(config.names):
+            # delta enters every value of both: (H + delta I) v = g_te, newton's preconditioner
+            print(f"damping delta {config.damping * seed.lam:.3g} (= {config.damping:g} x lam) "
+                  f"in the network's (H + delta I)")
         defences = _defence_line(config, n_outputs(seed.n_classes))
         if defences:
             print(defences)

@@ -292,7 +292,7 @@ LABELS = {
     "model": "seed model (--model)",
     "hidden": "each hidden width (--hidden)",
     "activation": "activation (--activation)",
-    "damping": "the influence damping (--damping)",
+    "damping": "the network damping (--damping)",
     "n_candidates": "the number of candidates (--candidates)",
     "size": "the candidate size (--size)",
     "sizes": "each candidate size (--sizes)",

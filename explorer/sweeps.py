@@ -122,7 +122,7 @@ def finetune_budgets(seed: AnySeed, candidates: Sequence[Candidate], utilities: 
     influence_spearman_level, diverges (a learning rate at which the steps cannot converge is
     not run: its rhos are NaN and ``diverges`` is True). The ``_level`` rhos rank against
     minus the noise level (less noise = more valuable). ``config`` gives the other settings
-    (backend, the influence damping of a network; its names are ignored).
+    (backend, the damping of a network; its names are ignored).
     """
     sizes = sorted({c.size for c in candidates})
     if len(sizes) != 1:

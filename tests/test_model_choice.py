@@ -67,6 +67,7 @@ def test_appraise_an_mlp_on_wdbc_end_to_end(tmp_path, capsys):
                          "--max-level", "0.5", "--random-state", "1", "--out", str(out_csv))
     assert code == 0, err
     assert "seed model: wdbc, mlp 30-8-2 silu, 57 training samples, lam 0.03," in out
+    assert "damping delta 0.003 (= 0.1 x lam) in the network's (H + delta I)" in out
     frame = pd.read_csv(out_csv)
     # the defaults that the mlp family defines, whatever FAMILIES holds
     defined = [n for n in DEFAULTS["names"] if n in FAMILIES["mlp"]]
@@ -117,7 +118,7 @@ BAD_OPTIONS = [
                                                 "mlp or last-layer; drop them."),
     (["--model", "last-layer", "--damping", "0.5"], "--damping sets the mlp seed model's "
                                                     "influence solve"),
-    (["--model", "mlp", "--damping", "-1"], "the influence damping must be a number within"),
+    (["--model", "mlp", "--damping", "-1"], "the network damping must be a number within"),
 ]
 
 
