@@ -269,8 +269,9 @@ def _add_hyper_parameters(p: argparse.ArgumentParser, defaults: bool = True) -> 
 
 def _add_damping(p) -> None:
     p.add_argument("--damping", type=_option("damping", whole=False),
-                   help=f"mlp: influence solves (H + damping x lam I) v = g_te (default "
-                   f"{DEFAULTS['damping']:g}; README: neural seed models)")
+                   help=f"mlp: influence solves (H + damping x lam I) v = g_te, and newton's "
+                   f"preconditioner takes the same damping (default {DEFAULTS['damping']:g}; "
+                   f"README: neural seed models)")
 
 
 def _add_surrogate_options(p: argparse.ArgumentParser) -> None:
@@ -504,7 +505,7 @@ def _seed_choice(args, model: str | None = None) -> SeedChoice:
                                 f"{'applies' if len(idle) == 1 else 'apply'} only with --model "
                                 f"mlp or last-layer; drop {'it' if len(idle) == 1 else 'them'}.")
     if getattr(args, "damping", None) is not None and model != "mlp":
-        raise ExplorerError(f"--damping sets the mlp seed model's influence solve; it does "
+        raise ExplorerError(f"--damping damps the mlp seed model's Hessian; it does "
                             f"nothing for the {model} seed model, so drop it.")
     lam = "cv" if getattr(args, "lam", None) == "cv" else None  # a number is in the task
     hidden = args.hidden if getattr(args, "hidden", None) is not None else DEFAULTS["hidden"]

@@ -116,8 +116,8 @@ BAD_OPTIONS = [
     (["--hidden", "8"], "--hidden applies only with --model mlp or last-layer; drop it."),
     (["--activation", "relu", "--hidden", "8"], "--hidden, --activation apply only with --model "
                                                 "mlp or last-layer; drop them."),
-    (["--model", "last-layer", "--damping", "0.5"], "--damping sets the mlp seed model's "
-                                                    "influence solve"),
+    (["--model", "last-layer", "--damping", "0.5"], "--damping damps the mlp seed model's "
+                                                    "Hessian"),
     (["--model", "mlp", "--damping", "-1"], "the network damping must be a number within"),
 ]
 
