@@ -30,6 +30,7 @@ conjugate gradient; delta is reported beside every value it enters.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -205,12 +206,18 @@ def mean_gradient_norm(arch: Architecture, theta: torch.Tensor, X: torch.Tensor,
     return float(torch.func.vmap(one)(X, y).mean())
 
 
+# torch's forward-mode autograd keeps process-wide state (its dual levels): two threads in jvp
+# at once fail ("no level exists"), e.g. a dashboard's fit beside its job.
+_FORWARD_MODE = threading.Lock()
+
+
 def hessian_vector_product(arch: Architecture, theta: torch.Tensor, X: torch.Tensor,
                            y: torch.Tensor, lam: float, n_seed: int, V: torch.Tensor,
                            weight: torch.Tensor | None = None) -> torch.Tensor:
     """The exact Hessian of J times V (P,), forward mode over reverse mode."""
     grad = torch.func.grad(lambda t: objective(arch, t, X, y, lam, n_seed, weight))
-    return torch.func.jvp(grad, (theta,), (V,))[1]
+    with _FORWARD_MODE:
+        return torch.func.jvp(grad, (theta,), (V,))[1]
 
 
 def hessian(arch: Architecture, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
