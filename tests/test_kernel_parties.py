@@ -137,6 +137,7 @@ OWNER = textwrap.dedent("""
     print(*party_set.pids, flush=True)
     if sys.argv[1] == "killed":
         time.sleep(1000)
+    sys.stdin.readline()  # exit only once the test has seen the set alive
 """)
 
 
@@ -144,12 +145,15 @@ OWNER = textwrap.dedent("""
 def test_the_set_ends_with_the_process_that_keeps_it(how: str) -> None:
     """At exit (atexit) or killed (the parent-death signal), a kernel takes its set along."""
     owner = subprocess.Popen([sys.executable, "-c", OWNER, how], stdout=subprocess.PIPE,
-                             text=True, start_new_session=True)
+                             stdin=subprocess.PIPE, text=True, start_new_session=True)
     try:
         pids = [int(p) for p in owner.stdout.readline().split()]
         assert len(pids) == 2 and all(_state(pid) not in (None, "Z") for pid in pids)
         if how == "killed":
             owner.kill()
+        else:
+            owner.stdin.write("\n")
+            owner.stdin.flush()
         assert owner.wait(60) in (0, -signal.SIGKILL)
         deadline = time.monotonic() + 5
         while any(_state(pid) not in (None, "Z") for pid in pids) and \
