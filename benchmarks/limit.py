@@ -19,9 +19,29 @@ Every element is 8 bytes (CrypTen's 64-bit ring); verified sessions compute ``co
 copies side by side, which doubles the bytes of every step but the features' (sent once for
 both copies), and not the rounds.
 
-Imported as ``limit`` by benchmarks/private_costs.py (its own directory) and tests/test_wire.py
-(pyproject.toml puts this directory on pytest's path). The party processes import its party
-functions by name, so it puts this directory on the PYTHONPATH they inherit.
+The ideal protocol for forward-mode influence through one hidden layer (``network_influence_limit``;
+the mlp family, explorer.appraisers.network: layers W1 (d1, h) and W2 (h + 1, C) with the bias as
+the last row, the model owner's directions V1, V2 of the same shapes), B candidates of m rows:
+
+1. one Beaver product of the features X (B, m, d1) with [W1 V1] (d1, 2h), as step 1 above:
+   the data owner sends X - A once, both open [W1 V1] - B', the dealer sends a share of the
+   pre-activations Z and their tangents Z' (B, m, 2h);
+2. the activation H = a(Z) and its slope a'(Z) per hidden element (the project's own: for SiLU
+   one sigmoid and two products, whose rounds and bytes per element are measured here between
+   real parties);
+3. the tangent H' = a'(Z) Z': one elementwise product (B, m, h), both open two tensors, the
+   dealer sends a share of one;
+4. the second layer's products H W2, H' W2 and H V2 in one round: both open H - A1 and
+   H' - A2 (B, m, h each) and the weight rows W2 - B1 and V2 - B2 (h, C each; the bias rows are
+   added to the shares locally), the dealer sends a share of the logits and of their tangent
+   H' W2 + H V2 (B, m, 2C);
+5.-7. the residuals by the project's softmax (or sigmoid), their product with the tangent and
+   the reveal, as steps 2-4 above.
+
+Imported as ``limit`` by benchmarks/private_costs.py and benchmarks/network_seed.py (its
+own directory) and tests/test_wire.py (pyproject.toml puts this directory on pytest's path).
+The party processes import its party functions by name, so it puts this directory on the
+PYTHONPATH they inherit.
 """
 
 from __future__ import annotations
@@ -63,6 +83,16 @@ class Nonlinearity:
 
     rounds: int  # exchanges on the critical path (dealer requests excluded: dealt ahead)
     bytes_per_row: float  # sent on the wire by both parties and the dealer
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What a network's hidden activation and its slope cost per hidden element between real
+    parties."""
+
+    name: str  # explorer.constraints.ACTIVATIONS
+    rounds: int  # exchanges on the critical path (dealer requests excluded: dealt ahead)
+    bytes_per_element: float  # sent on the wire by both parties and the dealer
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,22 @@ def nonlinearity_party(rank: int, world_size: int, shape: tuple[int, int]) -> di
     return wire.snapshot()
 
 
+def activation_party(rank: int, world_size: int,
+                     payload: tuple[tuple[int, int], str]) -> dict[str, int]:
+    """Party function: a hidden activation and its slope (explorer.appraisers.network:
+    ``activation_and_slope``) of encrypted pre-activations of ``shape`` (rows, h) from the
+    data owner; returns this party's wire count of just that."""
+    from explorer.appraisers.network import activation_and_slope
+
+    shape, activation = payload
+    crypten = load_crypten()
+    Z = crypten.cryptensor(torch.zeros(shape, dtype=torch.float64), src=1)
+    wire = wire_counter()
+    wire.reset()
+    activation_and_slope(Z, activation)
+    return wire.snapshot()
+
+
 @contextlib.contextmanager
 def _importable_by_parties() -> Iterator[None]:
     """This module's directory on the PYTHONPATH of the party processes started in the block
@@ -169,6 +215,21 @@ def measure_nonlinearity(rows: int, n_outputs: int, precision_bits: int = 16,
     return Nonlinearity(rounds=data["rounds"], bytes_per_row=sent / rows)
 
 
+def measure_activation(rows: int, width: int, activation: str = "silu",
+                       precision_bits: int = 16, timeout: float = 600.0) -> Activation:
+    """Rounds and bytes per element of a network's hidden ``activation`` and its slope,
+    measured on ``rows`` x ``width`` pre-activations between real parties and the dealer."""
+    config = MPCConfig(precision_bits=precision_bits, provider="TTP")
+    payload = ((rows, width), activation)
+    with _importable_by_parties():
+        run = run_parties(activation_party, {0: payload, 1: payload}, config=config,
+                          timeout=timeout)
+    owner, data = run.results
+    sent = owner["bytes"] + data["bytes"] + (run.dealer or {}).get("bytes", 0)
+    return Activation(name=activation, rounds=data["rounds"],
+                      bytes_per_element=sent / (rows * width))
+
+
 def influence_limit(n_candidates: int, size: int, d1: int, n_outputs: int, copies: int,
                     link: Link, nonlinear: Nonlinearity) -> Limit:
     """The ideal protocol of the module docstring for B = ``n_candidates`` of m = ``size``
@@ -181,6 +242,30 @@ def influence_limit(n_candidates: int, size: int, d1: int, n_outputs: int, copie
     reveal = 2 * B
     per_copy = (matmul + product + reveal) * RING_BYTES + nonlinear.bytes_per_row * rows
     rounds = 1 + nonlinear.rounds + 1 + 1
+    total = int(round(features * RING_BYTES + copies * per_copy))
+    return Limit(rounds=rounds, bytes=total,
+                 seconds=rounds * link.rtt_seconds + total / link.bandwidth)
+
+
+def network_influence_limit(n_candidates: int, size: int, d1: int, hidden: int,
+                            n_outputs: int, copies: int, link: Link, activation: Activation,
+                            nonlinear: Nonlinearity) -> Limit:
+    """The ideal protocol of the module docstring for forward-mode influence through one
+    hidden layer of ``hidden`` units, B = ``n_candidates`` of m = ``size`` rows, d1 features
+    with the bias and C = ``n_outputs`` logits: its rounds, bytes and seconds (rounds x RTT +
+    bytes / bandwidth). ``activation`` is the hidden activation's measured cost per element,
+    ``nonlinear`` the sigmoid's or softmax's per row of C."""
+    B, m, h, C = n_candidates, size, hidden, n_outputs
+    rows = B * m
+    features = rows * d1  # the data owner sends them once, for every copy
+    first = 2 * d1 * 2 * h + rows * 2 * h  # [W1 V1] - B' both ways, the dealer's share
+    tangent = 2 * 2 * rows * h + rows * h  # a'(Z) * Z'
+    second = 2 * 2 * rows * h + 2 * 2 * h * C + rows * 2 * C  # H, H', W2, V2; the dealer's
+    residual = 2 * 2 * rows * C + rows * C
+    reveal = 2 * B
+    per_copy = ((first + tangent + second + residual + reveal) * RING_BYTES
+                + activation.bytes_per_element * rows * h + nonlinear.bytes_per_row * rows)
+    rounds = 1 + activation.rounds + 1 + 1 + nonlinear.rounds + 1 + 1
     total = int(round(features * RING_BYTES + copies * per_copy))
     return Limit(rounds=rounds, bytes=total,
                  seconds=rounds * link.rtt_seconds + total / link.bandwidth)

@@ -10,11 +10,14 @@ import torch
 from appraising import session_of
 from limit import (
     RING_BYTES,
+    Activation,
     Link,
     Nonlinearity,
     influence_limit,
+    measure_activation,
     measure_link,
     measure_nonlinearity,
+    network_influence_limit,
 )
 
 from explorer.market import make_market
@@ -112,6 +115,36 @@ def test_the_limit_adds_the_ideal_protocols_parts():
     assert one.seconds == pytest.approx(26e-4 + one.bytes / 1e9)
     two = influence_limit(100, 30, 31, 1, 2, link, sigmoid)
     assert (two.rounds, two.bytes) == (26, features * 8 + 2 * per_copy)
+
+
+def test_the_silu_and_its_slope_take_the_sigmoids_rounds_and_two_products():
+    """SiLU z s(z) and its slope s + H - H s (explorer.appraisers.network): CrypTen's sigmoid's
+    23 exchanges, then z * s and H * s, one exchange each (truncation is local with a dealer)."""
+    silu = measure_activation(50, 4, "silu", timeout=300)
+    assert (silu.name, silu.rounds) == ("silu", 25)
+    assert silu.bytes_per_element > 25 * 2 * RING_BYTES
+
+
+def test_the_network_limit_adds_the_ideal_protocols_parts():
+    """20 candidates of 50 rows through 785 features with the bias, 64 hidden units and 10
+    logits: every part of the module docstring's protocol by hand, one copy and two."""
+    link = Link(rtt_seconds=1e-4, bandwidth=1e9)
+    silu = Activation("silu", rounds=25, bytes_per_element=700.0)
+    softmax = Nonlinearity(rounds=40, bytes_per_row=5000.0)
+    one = network_influence_limit(20, 50, 785, 64, 10, 1, link, silu, softmax)
+    rows = 1000
+    features = rows * 785  # X - A, sent by the data owner alone, once for every copy
+    first = 2 * 785 * 128 + rows * 128  # [W1 V1] - B' both ways, the dealer's share
+    tangent = 2 * 2 * rows * 64 + rows * 64  # slope * Z'
+    second = 2 * 2 * rows * 64 + 2 * 2 * 64 * 10 + rows * 20  # H, H', W2, V2; the dealer's
+    residual = 2 * 2 * rows * 10 + rows * 10
+    per_copy = ((first + tangent + second + residual + 2 * 20) * 8 + rows * 64 * 700
+                + rows * 5000)
+    assert one.rounds == 1 + 25 + 1 + 1 + 40 + 1 + 1
+    assert one.bytes == features * 8 + per_copy
+    assert one.seconds == pytest.approx(70e-4 + one.bytes / 1e9)
+    two = network_influence_limit(20, 50, 785, 64, 10, 2, link, silu, softmax)
+    assert (two.rounds, two.bytes) == (70, features * 8 + 2 * per_copy)
 
 
 def test_a_background_receiver_is_not_on_the_critical_path():
