@@ -8,9 +8,11 @@ Headless Chromium (Debian's, driven by Playwright) first opens one page alone on
 default appraisal in plaintext, then with real parties (TTP dealer), as a student presses Run.
 Measured per page: the first render (navigation to the Run button), each Run (click to "done"),
 whether its kernel came from the pool of warm kernels (one the pool had only begun to warm
-counts), and the peak resident memory of its kernel with its party processes; for the server,
-the peak resident memory of its whole process tree (sampled every 0.5 s, VmRSS summed: shared
-libraries count once per process). Printed beside the targets.
+counts), and the peak memory of its kernel with its party processes; for the server, the peak
+memory of its whole process tree (sampled every 0.5 s). Memory is proportional set sizes summed
+(explorer.memory: pages shared between processes, such as what a kept party set's processes
+share with their forker, count once, as a pod's limit counts them), and beside it VmRSS summed
+(shared pages once per process). Printed beside the targets.
 
     python benchmarks/class_load.py --pages 3
     python benchmarks/class_load.py            # 10 pages: a few minutes on two cores
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test suite's Voila server helpers
 
 from jupyter_env import CHROMIUM, NOTEBOOKS, alive, descendants, isolated_env, voila_server  # noqa: E402
 
-from explorer.memory import BUDGET_ENV, process_rss_mb  # noqa: E402
+from explorer.memory import BUDGET_ENV, process_mb  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -64,6 +66,7 @@ class Memory:
     server_pid: int
     floor_mb: float = 0.0
     peak_mb: float = 0.0
+    peak_rss_mb: float = 0.0
     kernel_peak_mb: dict[int, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     aborted: str = ""
@@ -79,12 +82,24 @@ class Memory:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.server_pid, signal.SIGTERM)
                 return
-            below = descendants(self.server_pid)
-            self.peak_mb = max(self.peak_mb, sum(process_rss_mb(p)
-                                                 for p in (self.server_pid, *below)))
+            tree = (self.server_pid, *descendants(self.server_pid))
+            self.peak_mb = max(self.peak_mb, sum(process_mb(p) for p in tree))
+            self.peak_rss_mb = max(self.peak_rss_mb, sum(rss_mb(p) for p in tree))
             for kernel in kernels(self.server_pid):
-                rss = sum(process_rss_mb(p) for p in (kernel, *descendants(kernel)))
-                self.kernel_peak_mb[kernel] = max(self.kernel_peak_mb.get(kernel, 0.0), rss)
+                used = sum(process_mb(p) for p in (kernel, *descendants(kernel)))
+                self.kernel_peak_mb[kernel] = max(self.kernel_peak_mb.get(kernel, 0.0), used)
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of one process in MB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 def available_mb() -> float | None:
@@ -127,7 +142,7 @@ def wait_for_warm_kernels(server_pid: int, count: int, timeout: float = 600.0) -
     for 2 s); the seconds it took."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
-        ready = [k for k in kernels(server_pid) if process_rss_mb(k) > 250]
+        ready = [k for k in kernels(server_pid) if rss_mb(k) > 250]
         if len(ready) >= count:
             before = {k: cpu_seconds(k) for k in ready}
             time.sleep(2.0)
@@ -259,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 sampler.join()
             per_kernel = sorted(memory.kernel_peak_mb.values(), reverse=True)
         total = time.perf_counter() - started
-    report(args, alone, figures, memory.peak_mb, per_kernel, total)
+    report(args, alone, figures, memory.peak_mb, memory.peak_rss_mb, per_kernel, total)
     if memory.aborted:
         print(memory.aborted)
         return 1
@@ -267,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args, alone: PageFigures, figures: list[PageFigures], peak_mb: float,
-           per_kernel: list[float], total: float) -> None:
+           peak_rss_mb: float, per_kernel: list[float], total: float) -> None:
     n = args.pages
     print(f"\n{n} pages opened at once, {args.warm} warm kernels, default run (WDBC, 20 "
           f"candidates, influence and gradient-norm, acquisition), {os.cpu_count()} cores; "
@@ -292,10 +307,10 @@ def report(args, alone: PageFigures, figures: list[PageFigures], peak_mb: float,
               f"{fmt(max(cold))}")
     print(f"real-parties Run, slowest of {n:<2} pages         {fmt(max(parties, default=None)):>8}"
           f"   <= {TARGETS['parties_run_s']:g} s{scale}")
-    print(f"peak RSS of the server's process tree          {peak_mb / 1024:>6.2f} GB   "
-          f"<= {TARGETS['peak_gb']:g} GB{scale}")
+    print(f"peak memory of the server's process tree       {peak_mb / 1024:>6.2f} GB   "
+          f"<= {TARGETS['peak_gb']:g} GB{scale} (VmRSS summed: {peak_rss_mb / 1024:.2f} GB)")
     if per_kernel:
-        print(f"peak RSS per page (kernel + party processes)   {per_kernel[0]:>6.0f} MB   "
+        print(f"peak memory per page (kernel + party processes) {per_kernel[0]:>5.0f} MB   "
               f"budget {os.environ.get(BUDGET_ENV) or 'binder/voila.py'}"
               f" (all: {', '.join(f'{mb:.0f}' for mb in per_kernel)} MB)")
 

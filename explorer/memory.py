@@ -2,16 +2,19 @@
 one student's private run outgrew the machine.
 
 A page's kernel and the party processes it starts form one process tree. Before a private run
-starts, ``guard`` refuses it when the tree's resident memory now, plus what the run's party
+starts, ``guard`` refuses it when the tree's memory now, plus what the run's party
 processes will add, would pass the budget; while it runs, a watcher samples the tree and cancels
 the run when it passes the budget. Either way the user reads one sentence (a
 ``MemoryBudgetExceeded``) instead of losing the server.
 
 The budget, in MB, is the environment variable EXPLORER_MEMORY_BUDGET_MB (binder/voila.py sets it
-for the kernels of `make demo` and Binder; unset or empty means no budget). Resident memory is
-read from /proc (VmRSS of every process of the tree), Linux only: elsewhere nothing is measured
-and nothing is refused. Summed VmRSS counts the shared libraries (torch) once per process, so it
-overstates what the machine really gives the tree: the budget errs on the safe side.
+for the kernels of `make demo` and Binder; unset or empty means no budget). Memory is each
+process's proportional set size from /proc (Pss in smaps_rollup: its private pages plus its
+share of the pages it shares), summed over the tree: what the machine really gives the tree, and
+what a pod's memory limit counts. Summed resident memory (VmRSS) would count the pages a kept
+party set's processes share with the process they were forked from (torch, CrypTen) once per
+process, three times too much. Where smaps_rollup is missing VmRSS is read (it errs on the safe
+side); Linux only: elsewhere nothing is measured and nothing is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from collections.abc import Mapping
 from explorer.errors import Cancelled, ExplorerError
 
 BUDGET_ENV = "EXPLORER_MEMORY_BUDGET_MB"
-# What one party process (model owner, data owner or TTP dealer) holds once it has imported torch
-# and CrypTen and run a WDBC session: 250-300 MB measured, rounded up.
-PARTY_MB = 300.0
+# What one party process (model owner, data owner or TTP dealer) of a kept set adds to the tree
+# once it has run a WDBC session, its share of the forker (explorer.mpc.forker) included:
+# 85-95 MB of its own plus a third of the forker's 190 MB measured, rounded up.
+PARTY_MB = 160.0
 SAMPLE_SECONDS = 0.5  # how often a running private run's tree is measured
 
 
@@ -50,15 +54,17 @@ def budget_mb(environ: Mapping[str, str] | None = None) -> float | None:
     return value
 
 
-def process_rss_mb(pid: int) -> float:
-    """One process's resident memory in MB (0 if it is gone or /proc cannot say)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
+def process_mb(pid: int) -> float:
+    """One process's proportional set size in MB (VmRSS where the kernel has no smaps_rollup;
+    0 if it is gone or /proc cannot say)."""
+    for path, field in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(field):
+                        return int(line.split()[1]) / 1024  # kB
+        except (OSError, ValueError, IndexError):
+            continue
     return 0.0
 
 
@@ -87,10 +93,11 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mb(pid: int | None = None) -> float:
-    """Resident memory in MB of ``pid`` (this process by default) and every process below it."""
+def tree_mb(pid: int | None = None) -> float:
+    """Memory in MB (proportional set sizes) of ``pid`` (this process by default) and every
+    process below it."""
     pid = os.getpid() if pid is None else pid
-    return sum(process_rss_mb(p) for p in (pid, *children_of(pid)))
+    return sum(process_mb(p) for p in (pid, *children_of(pid)))
 
 
 def party_processes(config) -> int:
@@ -107,7 +114,7 @@ def check_start(budget: float | None, processes: int, pid: int | None = None) ->
     Party processes already running below ``pid`` (kept warm between runs) are counted as
     measured, not again."""
     pid = os.getpid() if pid is None else pid
-    now = tree_rss_mb(pid)
+    now = tree_mb(pid)
     more = max(0, processes - len(children_of(pid)))
     projected = now + more * PARTY_MB
     if budget is not None and projected > budget:
@@ -138,10 +145,10 @@ class MemoryWatch:
 
     def _sample(self) -> None:
         while True:
-            rss = tree_rss_mb(self.pid)
-            self.peak_mb = max(self.peak_mb, rss)
-            if rss > self.budget:
-                self.exceeded_mb = rss
+            used = tree_mb(self.pid)
+            self.peak_mb = max(self.peak_mb, used)
+            if used > self.budget:
+                self.exceeded_mb = used
                 self.cancel.set()  # the run stops its party processes as on Cancel
                 return
             if self._stop.wait(self.interval):

@@ -128,6 +128,52 @@ def test_a_failing_party_and_idle_parties_killed_or_stopped_between_sessions(
                                           *pids])
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_processes_are_forked_share_their_imports_and_draw_their_own_randomness(
+        children_before: set[int]) -> None:
+    """Forked from the set's forker, each process holds little memory of its own (fresh, torch
+    and CrypTen alone are ~160 MB private), and no two processes, nor two sessions after a
+    replaced process, draw the same numbers from an inherited generator."""
+    with kernel_parties(size=2) as party_set:
+        first = run_parties(mp.private_memory_party, {0: None, 1: None}, timeout=90)
+        forker = party_set.forker.pid
+        assert [r["parent"] for r in first.results] == [forker, forker]
+        assert all(r["private_mb"] < 80 for r in first.results), first.results
+        os.kill(first.pids["data owner"], signal.SIGKILL)
+        time.sleep(0.5)
+        second = run_parties(mp.private_memory_party, {0: None, 1: None}, timeout=90)
+        assert second.pids["data owner"] != first.pids["data owner"]
+        draws = [r["draws"] for r in (*first.results, second.results[1])]
+        for generator in range(3):  # torch, NumPy, Python
+            assert len({tuple(d[generator]) for d in draws}) == 3, (generator, draws)
+        # the forker ended (killed, say): its processes go with it; the next session starts
+        # a new forker and new processes
+        os.killpg(forker, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(_state(p) not in (None, "Z") for p in second.pids.values()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_state(p) in (None, "Z") for p in second.pids.values())
+        third = run_parties(mp.remembering_party, {0: 0, 1: 1}, timeout=90)
+        assert party_set.forker.pid != forker
+        assert not set(third.pids.values()) & set(second.pids.values())
+        assert [r["product"] for r in third.results] == pytest.approx([4.0, 4.0], abs=1e-3)
+        pids = [*party_set.pids, party_set.forker.pid]
+    assert_nothing_left(children_before, [forker, *first.pids.values(),
+                                          *second.pids.values(), *pids])
+
+
+def test_a_forker_that_cannot_start_is_named_in_a_sentence(children_before: set[int]) -> None:
+    with kernel_parties(size=2, preload=["explorer.no_such_module"]) as party_set:
+        with pytest.raises(LaunchError) as caught:
+            run_parties(mp.remembering_party, {0: 0, 1: 1}, timeout=90)
+        forker = party_set.forker.pid
+    assert str(caught.value) == (f"the process that starts the party processes (pid {forker}) "
+                                 f"ended with exit code 1 before starting them; its error, if "
+                                 f"any, is printed above.")
+    assert_nothing_left(children_before, [forker])
+
+
 OWNER = textwrap.dedent("""
     import os, sys, time
     import mpc_parties as mp

@@ -1,11 +1,13 @@
-"""The memory budget per dashboard page (explorer.memory): the process tree's resident memory is
-measured from /proc, a private run that would not fit is refused with one sentence before it
-starts, one that outgrows the budget is stopped with one sentence, and a generous budget lets
-runs through."""
+"""The memory budget per dashboard page (explorer.memory): the process tree's memory is measured
+from /proc (shared pages once), a private run that would not fit is refused with one sentence
+before it starts, one that outgrows the budget is stopped with one sentence, and a generous
+budget lets runs through."""
 
 from __future__ import annotations
 
 import html
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ from explorer.config import AppraiserConfig
 from explorer.errors import Cancelled, ExplorerError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="resident memory is read from Linux's /proc")
+                                reason="memory is read from Linux's /proc")
 
 
 @pytest.mark.parametrize("text", ["lots", "-5", "0", "inf", "nan"])
@@ -34,23 +36,56 @@ def test_no_budget_unless_one_is_set():
 
 
 def test_the_tree_counts_the_children_too():
-    alone = memory.tree_rss_mb()
+    alone = memory.tree_mb()
     child = subprocess.Popen([sys.executable, "-c", "import time; x = b'x' * (60 << 20); "
                               "print('ready', flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
         assert child.pid in memory.children_of(memory.os.getpid())
-        assert memory.process_rss_mb(child.pid) >= 60
-        assert memory.tree_rss_mb() >= alone + 60
+        assert memory.process_mb(child.pid) >= 60
+        assert memory.tree_mb() >= alone + 60
     finally:
         child.kill()
         child.wait()
-    assert memory.process_rss_mb(child.pid) == 0.0  # gone: nothing, not an error
+    assert memory.process_mb(child.pid) == 0.0  # gone: nothing, not an error
+
+
+SHARED = """
+import os, sys, time
+x = bytearray(os.urandom(1 << 20)) * 100  # 100 MB written: resident, private to this process
+if os.fork() == 0:  # the fork shares all of it (copy-on-write) until it writes
+    time.sleep(60)
+    os._exit(0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_pages_a_fork_shares_are_counted_once():
+    """A kept party set's processes share their forker's imports: the tree's memory counts
+    those pages once (proportional set size), not once per process as VmRSS would."""
+    parent = subprocess.Popen([sys.executable, "-c", SHARED], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        (child,) = memory.children_of(parent.pid)
+        resident = sum(rss(p) for p in (parent.pid, child))
+        assert resident >= 200  # each holds the 100 MB...
+        assert 100 <= memory.tree_mb(parent.pid) < 140  # ...which the machine holds once
+        assert memory.process_mb(child) < 70  # half of what it shares, and little of its own
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
+def rss(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_a_run_that_would_pass_the_budget_is_refused_before_it_starts():
-    now = memory.tree_rss_mb()
+    now = memory.tree_mb()
     with pytest.raises(memory.MemoryBudgetExceeded) as refused:
         memory.check_start(now / 2, processes=0)
     sentence = str(refused.value)
@@ -75,7 +110,7 @@ def test_party_processes_follow_the_backend():
 
 def test_a_run_that_outgrows_the_budget_is_stopped_with_a_sentence():
     cancel = threading.Event()
-    budget = memory.tree_rss_mb() + 40
+    budget = memory.tree_mb() + 40
     with (pytest.raises(memory.MemoryBudgetExceeded) as stopped,
           memory.MemoryWatch(budget, cancel, interval=0.05) as watch):
         grown = b"x" * (200 << 20)  # a run that grows by 200 MB
@@ -89,7 +124,7 @@ def test_a_run_that_outgrows_the_budget_is_stopped_with_a_sentence():
 
 def test_a_generous_budget_lets_the_run_through():
     cancel = threading.Event()
-    with memory.MemoryWatch(memory.tree_rss_mb() + 2000, cancel, interval=0.05) as watch:
+    with memory.MemoryWatch(memory.tree_mb() + 2000, cancel, interval=0.05) as watch:
         time.sleep(0.3)
     assert not cancel.is_set() and watch.peak_mb > 0
 

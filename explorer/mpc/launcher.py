@@ -27,7 +27,9 @@ What every run guarantees:
   serve one session after another: each still receives only its own payload through its own
   pipe, with a fresh session key and store, and tears its CrypTen session down before the next
   boot. A failed, timed-out or cancelled session kills the processes it used, and the set
-  starts new ones. Only for a process that holds both parties' data anyway (DESIGN.md §8).
+  starts new ones. They are forked from one process that imported torch and CrypTen once
+  (explorer.mpc.forker), so they share that memory. Only for a process that holds both
+  parties' data anyway (DESIGN.md §8).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from explorer.mpc.crypten_compat import (
     load_crypten,
     set_collective_timeout,
 )
+from explorer.mpc.forker import ForkedProcess, Forker
 from explorer.mpc.keys import SessionKeyError, authenticate, new_session_key
 from explorer.mpc.runs import (
     LaunchCancelled,
@@ -217,7 +220,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 @dataclass
 class _Child:
-    popen: subprocess.Popen
+    popen: subprocess.Popen | ForkedProcess
     boot: Connection
     result: Connection
     label: str = "idle"
@@ -249,9 +252,22 @@ class _Child:
                 conn.close()
 
 
-def _start_child(preload: Sequence[str] = ()) -> _Child:
+def _start_child(preload: Sequence[str] = (), forker: Forker | None = None) -> _Child:
+    """A new party process: forked by ``forker`` (sharing its imports), else started afresh."""
     boot_r, boot_w = os.pipe()
     res_r, res_w = os.pipe()
+    if forker is not None:
+        try:
+            popen: subprocess.Popen | ForkedProcess = forker.fork(boot_r, res_w)
+        except BaseException:
+            for fd in (boot_w, res_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(boot_r)
+            os.close(res_w)
+        return _Child(popen, Connection(boot_w, readable=False),
+                      Connection(res_r, writable=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
     env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
@@ -322,9 +338,12 @@ class PartySet:
     Each session still hands each process only its own payload through its own pipe, with a
     fresh session key and store; after it, each process tears its CrypTen session down and
     waits for the next boot. A session that fails, times out or is cancelled kills the
-    processes it used, and the set starts their replacements at once. Processes are started
-    from one long-lived thread of the set: their parent-death signal follows the thread that
-    started them, and a job's thread ends with its job. ``close`` (also at exit) kills them all.
+    processes it used, and the set starts their replacements at once. The processes are
+    forked from the set's forker (explorer.mpc.forker), which imported torch, CrypTen and
+    ``preload`` once: they share that memory instead of holding it each. The forker is started
+    from one long-lived thread of the set: its parent-death signal follows the thread that
+    started it, and a job's thread ends with its job; the processes' follows the forker.
+    ``close`` (also at exit) kills them all.
     Sessions of different counterparties must never share a set (DESIGN.md §8).
     """
 
@@ -336,19 +355,25 @@ class PartySet:
         # by rank: a slot keeps its role (a replacement takes the place of the one it replaces)
         self.children: list[_Child | None] = []
         self.busy = self.closed = False
+        self.forker: Forker | None = None  # explorer.mpc.forker: the processes share its imports
         self._starter = ThreadPoolExecutor(1, thread_name_prefix="party-starter")
         self._starter.submit(self._fill)  # in the background: the caller goes on meanwhile
         atexit.register(self.close)
 
     def _fill(self, n: int | None = None) -> None:
-        """Start processes until the set holds ``n`` (its size by default); on the starter."""
+        """Start processes until the set holds ``n`` (its size by default), forked from the
+        set's forker (started, or restarted if it ended); on the starter."""
         with self.lock:
             if self.closed:
                 return
+            if self.forker is None or not self.forker.alive():
+                if self.forker is not None:
+                    self.forker.close()
+                self.forker = Forker(self.preload)
             self.children += [None] * ((n or self.size) - len(self.children))
             for slot, child in enumerate(self.children):
                 if child is None:
-                    self.children[slot] = _start_child(self.preload)
+                    self.children[slot] = _start_child(forker=self.forker)
 
     def take(self, n: int) -> list[_Child] | None:
         """The first ``n`` processes (by rank), started or replaced where missing, dead or
@@ -362,9 +387,12 @@ class PartySet:
         for child in dead:
             child.close()
         try:
-            self._starter.submit(self._fill, max(n, self.size)).result()
+            filled = self._starter.submit(self._fill, max(n, self.size))
         except RuntimeError:  # closed meanwhile
-            pass
+            filled = None
+        try:
+            if filled is not None:
+                filled.result()
         except BaseException:
             self.release([], ok=True)
             raise
@@ -403,6 +431,10 @@ class PartySet:
         for child in children:
             if child is not None:
                 child.close()
+        with self.lock:
+            forker, self.forker = self.forker, None
+        if forker is not None:
+            forker.close()
         self._starter.shutdown(wait=False)
         atexit.unregister(self.close)
 
