@@ -33,12 +33,21 @@ if WARM_KERNELS > 0:
 # notebook in it, the tutorial and the paper's reproduction too: only the dashboard is warmed.
 c.VoilaKernelManager.preheat_denylist = [r"^(?!(.*/)?explorer\.ipynb$)"]
 
+# Voila runs the dashboard's notebook in the page's kernel and, once a cell has replied, waits
+# nbclient's iopub_timeout (4 s by default) for the cell's outputs still on their way; past it, it
+# warns "Timeout waiting for IOPub output" and renders the page without them. With ten pages
+# opened at once on two cores, two of ten pages lost the dashboard that way and never showed a Run
+# button (benchmarks/class_load.py). The wait only lasts while outputs are still coming.
+c.VoilaExecutor.iopub_timeout = 120
+
 # The memory budget of each page (explorer.memory): its kernel plus the party processes of its
 # private runs. A private run that would pass it is refused with a sentence on the page, and one
 # that outgrows it is stopped, instead of the server (or Binder's 2 GB pod) being killed. Measured
-# (benchmarks/class_load.py): a kernel is 400-700 MB, a real-parties run with the TTP dealer adds
-# three processes of about 300 MB, 1.5 GB in all; 1800 MB fits one page and the server in Binder's
-# 2 GB pod. Kernels inherit the server's environment; a value set before starting the server wins.
+# as a pod counts memory (proportional set sizes; benchmarks/class_load.py, pod_memory.py): a
+# kernel is 300-500 MB, and a real-parties WDBC run with the TTP dealer brings it to about 620 MB
+# with its forked party processes; a 20 x 100 MNIST run peaks near 1,060 MB. 1800 MB fits one page
+# and the server in Binder's 2 GB pod. Kernels inherit the server's environment; a value set
+# before starting the server wins.
 os.environ.setdefault("EXPLORER_MEMORY_BUDGET_MB", "1800")
 
 # One compute thread per kernel (torch's and its BLAS's). A server's kernels share its cores, and
