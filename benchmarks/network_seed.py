@@ -49,6 +49,7 @@ from limit import (
     measure_nonlinearity,
     network_influence_limit,
 )
+from private_costs import mb, secs, times
 
 from explorer.appraisers import FAMILIES
 from explorer.config import AppraiserConfig
@@ -95,20 +96,6 @@ def market_specs(args) -> list[tuple[MarketSpec, int, int, tuple[int, ...]]]:
                                                1.0, 0.1),
                                     args.digits_candidates, args.digits_size, args.states)}
     return [specs[name] for name in args.markets]
-
-
-def secs(s: float) -> str:
-    return f"{s:.3g} s" if s < 10 else f"{s:.0f} s"
-
-
-def mb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
-
-
-def times(ratio: float) -> str:
-    if not np.isfinite(ratio):
-        return "n/a"
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def met(ok: bool) -> str:
