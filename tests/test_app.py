@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+import mpc_parties
 from test_loaders import fake_mnist
 from test_private import children_of_this_process
 
@@ -194,9 +195,13 @@ def test_cancel_stops_a_long_crypten_job_and_its_parties():
     assert app.wait(30), f"still running {time.perf_counter() - cancelled:.0f} s after cancel"
     assert app.status.value == "cancelled" and app.progress.bar_style == "warning"
     # the cancelled session's processes are gone; the kernel keeps only its party set's
+    # forker, and the forker only the set's processes
     kept = kept_parties()
-    assert kept is not None
-    assert wait_for(lambda: set(children_of_this_process()) <= set(kept.pids), 10)
+    assert kept is not None and kept.forker is not None
+    forker = kept.forker.pid
+    assert wait_for(lambda: set(children_of_this_process()) <= {forker}, 10)
+    assert wait_for(lambda: {p for p, state in mpc_parties.children_of(forker).items()
+                             if state != "Z"} <= set(kept.pids), 10)
     kept.close()
     assert wait_for(lambda: children_of_this_process() == [], 10)
 
