@@ -2,7 +2,7 @@
 processes from itself, so that what those imports hold in memory is shared between them.
 
 Importing torch and CrypTen leaves about 160 MB of private memory in a process (torch's
-operator tables and Python objects), and a fresh ``python -m explorer.mpc.launcher`` process
+operator tables and Python objects), and a fresh ``python -m explorer.mpc.party_process`` process
 per party held it three times for every dashboard kernel. Forked from one process that has
 imported everything, the parties share those pages copy-on-write and each holds privately only
 what its sessions write (measured in benchmarks/class_load.py and tests/test_kernel_parties.py).
@@ -14,7 +14,7 @@ pipe ends over a Unix socket (SCM_RIGHTS) and answers with the process's id; it 
 of what it forks, so the launcher asks it for their exit status (``poll``), as it would ask
 ``subprocess.Popen``. A forked process starts its own process group and session, re-seeds every
 random generator it inherited (two forks must never draw the same masks), gets a parent-death
-signal towards the forker, and runs :func:`explorer.mpc.launcher._child_main`. When the
+signal towards the forker, and runs :func:`explorer.mpc.party_process.serve_sessions`. When the
 launching process ends, the forker's socket closes or its parent-death signal arrives; it
 exits, and its processes receive their parent-death signal in turn.
 """
@@ -32,6 +32,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from explorer.mpc.crypten_compat import load_crypten
+from explorer.mpc.party_process import die_with_parent, serve_sessions
 from explorer.mpc.runs import LaunchError
 
 REQUEST_BYTES = 64
@@ -154,9 +156,7 @@ def _forked(sock: socket.socket, fd_in: int, fd_out: int, forker_pid: int) -> No
         os.setsid()  # its own process group: the launcher kills it with its stragglers
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _reseed()
-        from explorer.mpc.launcher import _child_main
-
-        _child_main(fd_in, fd_out, forker_pid)  # exits the process
+        serve_sessions(fd_in, fd_out, forker_pid)  # exits the process
     finally:
         os._exit(1)
 
@@ -166,10 +166,7 @@ def serve(sock_fd: int, parent_pid: int, preload: Sequence[str]) -> None:
     process closes the socket."""
     import importlib
 
-    from explorer.mpc.crypten_compat import load_crypten
-    from explorer.mpc.launcher import _die_with_parent
-
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     load_crypten()
     for module in preload:
         importlib.import_module(module)
