@@ -41,7 +41,7 @@ import torch
 
 from explorer.constraints import ACTIVATIONS, DEFAULTS
 from explorer.errors import ConvergenceWarning, ExplorerError
-from explorer.model import DTYPE, as_features, as_labels, label_targets, n_outputs
+from explorer.model import DTYPE, as_features, as_labels, n_outputs
 
 
 def activate(z, activation: str):
@@ -360,8 +360,3 @@ def architecture(n_features: int, n_classes: int, hidden: tuple[int, ...],
     """The architecture of a task with ``n_classes`` classes."""
     return Architecture(n_features=int(n_features), hidden=tuple(int(h) for h in hidden),
                         n_outputs=n_outputs(n_classes), activation=activation)
-
-
-def targets(y: torch.Tensor, arch: Architecture) -> torch.Tensor:
-    """Labels (n,) -> targets (n, C), as the candidate batch holds them."""
-    return label_targets(y, arch.n_outputs)

@@ -124,6 +124,20 @@ class NetworkSeed:
         return checked_candidate(self.n_features, self.n_classes, X, y)
 
 
+class _Of:
+    """A read-only attribute read from the same-named attribute of one of an object's parts
+    (``part``: the name of the attribute holding it)."""
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else getattr(getattr(obj, self.part), self.name)
+
+
 @dataclass(frozen=True)
 class LastLayerSeed:
     """The ``last-layer`` family's seed model: an mlp seed model's hidden layers frozen as a
@@ -142,57 +156,23 @@ class LastLayerSeed:
         s = self.network
         return network.hidden_features(s.architecture, s.theta, X)
 
-    @property
-    def architecture(self) -> network.Architecture:
-        return self.network.architecture
-
-    @property
-    def lam(self) -> float:
-        return self.head.lam
-
-    @property
-    def n_classes(self) -> int:
-        return self.head.n_classes
-
-    @property
-    def n_seed(self) -> int:
-        return self.head.n_seed
-
-    @property
-    def n_features(self) -> int:
-        return self.network.n_features
-
-    @property
-    def X_train(self) -> torch.Tensor:
-        return self.network.X_train
-
-    @property
-    def y_train(self) -> torch.Tensor:
-        return self.network.y_train
-
-    @property
-    def X_test(self) -> torch.Tensor:
-        return self.network.X_test
-
-    @property
-    def y_test(self) -> torch.Tensor:
-        return self.network.y_test
-
-    @property
-    def grad_norm(self) -> float:
-        return self.head.grad_norm
+    # the network's architecture, features and data sets; the head's fit and its figures
+    architecture = _Of("network")
+    n_features = _Of("network")
+    X_train = _Of("network")
+    y_train = _Of("network")
+    X_test = _Of("network")
+    y_test = _Of("network")
+    lam = _Of("head")
+    n_classes = _Of("head")
+    n_seed = _Of("head")
+    grad_norm = _Of("head")
+    test_loss = _Of("head")
+    test_accuracy = _Of("head")
 
     @property
     def converged(self) -> bool:
         return self.head.converged and self.network.converged
-
-    @property
-    def test_loss(self) -> float:
-        return self.head.test_loss
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.head.test_accuracy
 
     def check_candidate(self, X, y) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a candidate dataset against this model (see ``checked_candidate``)."""

@@ -57,19 +57,14 @@ def ground_truth(seed: SeedModel | NetworkSeed | LastLayerSeed, X_a, y_a,
     A network retrains from theta_hat (``retrain_network``); a last-layer model retrains its
     head on the frozen features of D_tr ∪ D_a, a convex problem."""
     X_a, y_a = seed.check_candidate(X_a, y_a)
-    if isinstance(seed, NetworkSeed):
-        res = retrain_network(seed, X_a, y_a, tol=tol)
-        arch = seed.architecture
-        loss = network.mean_loss(arch, res.theta, seed.X_test, seed.y_test)
-        acc = network.accuracy(arch, res.theta, seed.X_test, seed.y_test)
-        return Utility(utility=seed.test_loss - loss, accuracy_change=acc - seed.test_accuracy,
-                       test_loss=loss, grad_norm=res.grad_norm)
     if isinstance(seed, LastLayerSeed):
         seed, X_a = seed.head, seed.features(X_a)
-    res = retrain(seed, X_a, y_a, tol=tol)
-    loss = model.mean_loss(res.theta, seed.X_test, seed.y_test)
-    acc = model.accuracy(res.theta, seed.X_test, seed.y_test)
-    return Utility(utility=seed.test_loss - loss, accuracy_change=acc - seed.test_accuracy,
+    res = (retrain_network if isinstance(seed, NetworkSeed) else retrain)(seed, X_a, y_a,
+                                                                          tol=tol)
+    moved = replace(seed, theta=res.theta)  # the same model at theta_star: its test figures
+    loss = moved.test_loss
+    return Utility(utility=seed.test_loss - loss,
+                   accuracy_change=moved.test_accuracy - seed.test_accuracy,
                    test_loss=loss, grad_norm=res.grad_norm)
 
 

@@ -18,9 +18,15 @@ import torch
 from explorer.appraisers.base import Appraiser, Public
 from explorer.appraisers.batch import row_mask
 from explorer.appraisers.fixed_point import check_parameters
-from explorer.appraisers.network import activation_and_slope, affine, first_layer, layer_names
+from explorer.appraisers.network import (
+    affine,
+    first_layer,
+    layer_names,
+    network_public,
+    public_architecture,
+)
 from explorer.appraisers.tensors import with_ones_column
-from explorer.network import Architecture
+from explorer.network import activate
 from explorer.seed import LastLayerSeed
 
 
@@ -46,13 +52,7 @@ class LastLayer(Appraiser):
         self.inner.fit(seed.head)
 
     def public(self, sizes) -> Public:
-        s = self._fitted()
-        arch = s.architecture
-        return Public(appraiser=self.name, params=tuple(sorted(self.params().items())),
-                      n_features=s.n_features, n_outputs=arch.n_outputs,
-                      sizes=tuple(int(n) for n in sizes), n_seed=s.n_seed,
-                      n_test=len(s.y_test), lam=s.lam, family=self.family,
-                      hidden=arch.hidden, activation=arch.activation)
+        return network_public(self, sizes)
 
     @staticmethod
     def head_public(public: Public) -> Public:
@@ -60,10 +60,7 @@ class LastLayer(Appraiser):
         return replace(public, n_features=public.hidden[-1], family="logistic", hidden=(),
                        activation="")
 
-    @staticmethod
-    def architecture(public: Public) -> Architecture:
-        return Architecture(n_features=public.n_features, hidden=public.hidden,
-                            n_outputs=public.n_outputs, activation=public.activation)
+    architecture = staticmethod(public_architecture)
 
     def model_owner_shapes(self, public: Public) -> dict[str, tuple[int, ...]]:
         hidden = self.architecture(public).shapes[:-1]
@@ -87,9 +84,9 @@ class LastLayer(Appraiser):
         """phi(x) with a bias column (B, m, h_last + 1), zero on padding rows, torch or
         CrypTen."""
         layers = [inputs[n] for n in layer_names("hidden", len(public.hidden))]
-        H, _ = activation_and_slope(first_layer(A, [layers[0]])[0], public.activation)
+        H = activate(first_layer(A, [layers[0]])[0], public.activation)
         for W in layers[1:]:
-            H, _ = activation_and_slope(affine(H, W), public.activation)
+            H = activate(affine(H, W), public.activation)
         return with_ones_column(H) * row_mask(public.sizes)
 
     def compute(self, inputs: dict, A, Y, public: Public):

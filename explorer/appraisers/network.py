@@ -240,6 +240,24 @@ def layer_names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(count)]
 
 
+def network_public(appraiser: Appraiser, sizes) -> Public:
+    """The public metadata of an appraiser whose seed model is a network (the mlp and
+    last-layer families): the Public of the logistic model plus the architecture."""
+    s = appraiser._fitted()
+    arch = s.architecture
+    return Public(appraiser=appraiser.name, params=tuple(sorted(appraiser.params().items())),
+                  n_features=s.n_features, n_outputs=arch.n_outputs,
+                  sizes=tuple(int(n) for n in sizes), n_seed=s.n_seed, n_test=len(s.y_test),
+                  lam=s.lam, family=appraiser.family, hidden=arch.hidden,
+                  activation=arch.activation)
+
+
+def public_architecture(public: Public) -> network.Architecture:
+    """The network architecture the public metadata describes."""
+    return network.Architecture(n_features=public.n_features, hidden=public.hidden,
+                                n_outputs=public.n_outputs, activation=public.activation)
+
+
 class NetworkAppraiser(Appraiser):
     """Base of the ``mlp`` family's appraisers: the seed model is an explorer.seed.NetworkSeed
     and the public metadata carries its architecture."""
@@ -248,19 +266,9 @@ class NetworkAppraiser(Appraiser):
     seed_type = NetworkSeed
 
     def public(self, sizes) -> Public:
-        s = self._fitted()
-        arch = s.architecture
-        return Public(appraiser=self.name, params=tuple(sorted(self.params().items())),
-                      n_features=s.n_features, n_outputs=arch.n_outputs,
-                      sizes=tuple(int(n) for n in sizes), n_seed=s.n_seed,
-                      n_test=len(s.y_test), lam=s.lam, family="mlp", hidden=arch.hidden,
-                      activation=arch.activation)
+        return network_public(self, sizes)
 
-    @staticmethod
-    def architecture(public: Public) -> network.Architecture:
-        return network.Architecture(n_features=public.n_features, hidden=public.hidden,
-                                    n_outputs=public.n_outputs,
-                                    activation=public.activation)
+    architecture = staticmethod(public_architecture)
 
     def layer_shapes(self, public: Public, prefix: str = "layer") -> dict[str, tuple]:
         shapes = self.architecture(public).shapes
@@ -346,7 +354,7 @@ class NetworkInfluence(NetworkAppraiser):
         layers = self.layers(inputs, public)
         tangents = self.layers(inputs, public, "tangent")
         Z, Zt = forward_tangent(layers, tangents, A, public.activation)
-        R = (probabilities(Z, public.n_outputs) - Y) * row_mask(public.sizes)
+        R = residuals(Z, Y, row_mask(public.sizes))
         return (R * Zt).sum(dim=-1).sum(dim=-1) * inputs["unscale"]
 
 
