@@ -45,13 +45,21 @@ class ForkedProcess:
 
     def __init__(self, forker: Forker, pid: int):
         self.forker, self.pid = forker, pid
-        self.returncode: int | None = None
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once known to have ended and been reaped (by the forker, or, once
+        the forker has ended and taken it along, by init), else None."""
+        if self._code is None and not self.forker.alive():
+            self._code = -signal.SIGKILL
+        return self._code
 
     def poll(self) -> int | None:
         """Its exit status (negative: killed by that signal) once it has ended, else None."""
         if self.returncode is None:
-            self.returncode = self.forker.status(self.pid)
-        return self.returncode
+            self._code = self.forker.status(self.pid)
+        return self._code
 
     def wait(self, timeout: float | None = None) -> int:
         """Its exit status, waiting up to ``timeout`` seconds (subprocess.TimeoutExpired)."""
@@ -128,8 +136,9 @@ class Forker:
 
     def close(self) -> None:
         """Kill the forker (its processes get their parent-death signal) and reap it."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        if self.popen.poll() is None:  # once reaped, its group id may be someone else's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):

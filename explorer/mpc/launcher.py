@@ -94,7 +94,10 @@ class _Child:
     def kill(self) -> None:
         """SIGKILL its process group (stragglers included) and, while it is not yet reaped,
         the process itself: a reaped pid may already belong to someone else, a live group id
-        cannot be reused."""
+        cannot be reused. A forked process known to have ended has been reaped already (by
+        its forker, or by init after the forker's end), so nothing is sent to its pid."""
+        if isinstance(self.popen, ForkedProcess) and self.popen.returncode is not None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         if self.popen.returncode is None:
