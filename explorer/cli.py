@@ -513,10 +513,6 @@ def _seed_choice(args, model: str | None = None) -> SeedChoice:
     return SeedChoice(model, hidden, activation, lam)
 
 
-def _seed(args, task) -> AnySeed:
-    return _seed_choice(args).fit(task)
-
-
 def _seed_line(task, seed: AnySeed) -> str:
     """The seed model in one line: task, family and widths, samples, lam, accuracy."""
     chosen = " (chosen by cross-validation)" if getattr(seed, "lam_choice", None) is not None \
@@ -806,10 +802,11 @@ def cmd_attack(args) -> int:
     if idle:
         raise ExplorerError(f"{_option_name(idle[0])} applies only with --defence "
                             f"{' or '.join(uses[idle[0]])}; drop it.")
-    check_logistic(_seed_choice(args).model)
+    choice = _seed_choice(args)
+    check_logistic(choice.model)
     check_output_file(args.out)
     task = _task(args)
-    seed = _seed(args, task)
+    seed = choice.fit(task)
     candidate = None
     if args.attacker == "model-owner":
         (c,) = make_market(task, "none", 1, args.size, random_state=args.random_state)

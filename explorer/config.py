@@ -185,8 +185,7 @@ class AppraiserConfig:
                  cancel: threading.Event | None = None) -> Appraisal:
         """Build appraiser ``name``, fit it to the model owner's ``seed`` model and appraise
         [(X, y), ...] with this configuration's runner."""
-        family = getattr(seed, "family", "logistic")
-        return self.runner().run(self.build(name, family).fit(seed), candidates, progress,
+        return self.runner().run(self.build(name, seed.family).fit(seed), candidates, progress,
                                  cancel)
 
     def warm_processes(self):

@@ -61,23 +61,17 @@ class TaskLoader:
         self.task_labels = tuple((self._task_label(name), name) for name in TASKS)
         controls["task"].options = self.task_labels
         controls["task"].value = "wdbc"
-        controls["task"].observe(self._task_changed, "value")
+        controls["task"].observe(self._seed_family_changed, "value")
         controls["lam"].observe(self._lam_changed, "value")
         controls["lam_cv"].observe(self._lam_changed, "value")
-        controls["model"].observe(self._model_changed, "value")
+        controls["model"].observe(self._seed_family_changed, "value")
         controls["hidden"].observe(self._lam_changed, "value")
         for name in MARKET_CONTROLS:
             controls[name].observe(lambda _: self.refresh_market(), "value")
 
     # ---------------------------------------------------------------- choosing
-    def _task_changed(self, change) -> None:
-        with self._lock:
-            if self._quiet:
-                return
-            self._default_lam()
-            self.refresh()
-
-    def _model_changed(self, _) -> None:
+    def _seed_family_changed(self, _) -> None:
+        """The task or the seed-model family changed: its default λ, then a refresh."""
         with self._lock:
             if self._quiet:
                 return
