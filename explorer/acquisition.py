@@ -226,14 +226,14 @@ def _knapsack(start: AnySeed, market: Sequence[Candidate], prices: np.ndarray, b
     loss: dict[frozenset, float] = {frozenset(): start.test_loss}
 
     def visit(k: int, model: AnySeed, bought: frozenset, paid: list[float]) -> None:
-        for j in order[k:]:
+        for position, j in enumerate(order[k:], start=k):
             if math.fsum([*paid, prices[j]]) > budget:
                 return  # in price order: dearer ones do not fit either
             if cancel is not None and cancel.is_set():
                 raise Cancelled("the acquisition was cancelled.")
             child = absorb(model, market[j].X, market[j].y)  # warm-started at the parent's
             loss[bought | {j}] = child.test_loss
-            visit(order.index(j) + 1, child, bought | {j}, [*paid, prices[j]])
+            visit(position + 1, child, bought | {j}, [*paid, prices[j]])
 
     visit(0, start, frozenset(), [])
     best = min(loss, key=loss.__getitem__)

@@ -48,7 +48,6 @@ Levels (the blog's words, from the measured numbers, by the public rules ``leak_
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -57,7 +56,6 @@ import pandas as pd
 
 from explorer.appraisers.result import Appraisal
 from explorer.config import AppraiserConfig
-from explorer.errors import AppraisalWarning
 from explorer.experiments import market_utilities
 from explorer.leakage.attack import Attack, run_attack
 from explorer.leakage.data_owner import DEFAULT_DEPTH
@@ -288,8 +286,8 @@ def measure_marketplace(config: AppraiserConfig | None = None, quick: bool = Fal
         model_error, model_q = _attack(seed, "data-owner", reveal, "crypten", queries, target,
                                        random_state)
         bit = reveal == "bit"
-        prices = np.where(np.nan_to_num(appraisal.values) > 0.5, FLAT, 0.0) if bit \
-            else rule.prices(appraisal.values)
+        prices = PricingRule(rate=0.0, threshold=0.5, flat=FLAT).prices(
+            np.nan_to_num(appraisal.values)) if bit else rule.prices(appraisal.values)
         record(approach, appraisal.values, prices, rule.threshold,
                {"data_error": data_error, "data_revealed": data_q,
                 "model_error": model_error, "model_revealed": model_q,
@@ -300,12 +298,10 @@ def measure_marketplace(config: AppraiserConfig | None = None, quick: bool = Fal
     probe = np.vstack([c.X for c in market])  # the data owner's own rows
     for approach, kind in (("surrogate: tree", "tree"), ("surrogate: logistic", "logistic")):
         surrogate = config.with_(names=("surrogate",), backend="plaintext", surrogate=kind)
-        appraisal = surrogate.appraise("surrogate", seed, pairs)
-        appraiser = surrogate.build("surrogate").fit(seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AppraisalWarning)
-            threshold = own_data_thresholds(seed, surrogate, SIZE, samples=OWN_DATA_SUBSETS,
-                                            random_state=random_state)["surrogate"]
+        appraiser = surrogate.build("surrogate").fit(seed)  # priced and measured alike
+        appraisal = surrogate.runner().run(appraiser, pairs)
+        threshold = own_data_thresholds(seed, surrogate, SIZE, samples=OWN_DATA_SUBSETS,
+                                        random_state=random_state)["surrogate"]
         reveal = surrogate_reveal(seed, appraiser, probe)
         measured = {"model_error": reveal["relative_error"], "model_revealed": 0,
                     "model_cosine": reveal["cosine"],

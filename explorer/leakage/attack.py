@@ -110,7 +110,7 @@ def run_attack(seed: SeedModel, attack: Attack, candidate: tuple | None = None
     ``seed`` is the model owner's fitted seed model (logistic: ``check_logistic``);
     ``candidate`` (X, y) is the data owner's candidate, which the model-owner attack needs.
     """
-    check_logistic(getattr(seed, "family", type(seed).__name__))
+    check_logistic(seed.family)
     rng = np.random.default_rng(attack.random_state)
     honest = AppraiserConfig(names=("influence",)).build("influence").fit(seed)
     bound = attack.weight_bound
