@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from explorer import network
+from explorer.app.party_view import party_lanes
 from explorer.appraisers import FAMILIES, LastLayer, NetworkInfluence, definition
 from explorer.appraisers.batch import candidate_batch
 from explorer.appraisers.gradient_norm import SQRT_RANGE
@@ -169,6 +170,10 @@ def test_private_matches_plaintext_between_real_parties(family, names, mlp_seed,
             name, seed, market)
         assert np.abs(private.values - plain).max() <= 0.01 * np.abs(plain).max(), name
         assert private.last_session.bytes > 0
+        # the dashboard's party view names what the model owner holds: the network's layers
+        layers = ", ".join(f"{a} × {b}" for a, b in seed.architecture.shapes)
+        assert f"a {family} network ({seed.architecture.activation}): layers {layers}" in \
+            party_lanes({name: private.account}, {"task": "wdbc"}), name
 
 
 def test_gradient_norm_beyond_the_square_roots_range_is_refused(mlp_seed):

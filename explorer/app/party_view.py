@@ -9,6 +9,7 @@ while a session runs, its elapsed time and processes.
 from __future__ import annotations
 
 import html
+import itertools
 
 import ipywidgets as w
 
@@ -45,6 +46,17 @@ def _items(lines: list[str]) -> str:
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e4 else f"{int(n)} bytes"
+
+
+def _seed_model_held(public) -> str:
+    """What the model owner's seed model is, as it holds it: θ̂'s shape, or a network's
+    layers, each (inputs + 1) × outputs."""
+    dims = (public.n_features, *public.hidden, public.n_outputs)
+    shapes = ", ".join(f"{a + 1} × {b}" for a, b in itertools.pairwise(dims))
+    if not public.hidden:
+        return f"its seed model θ̂ ({shapes})"
+    return (f"its seed model θ̂, a {html.escape(public.family)} network "
+            f"({html.escape(public.activation)}): layers {shapes}")
 
 
 def _lane(css: str, title: str, sections: list[tuple[str, list[str]]]) -> str:
@@ -134,7 +146,7 @@ def party_lanes(accounts: dict[str, SessionAccount], context: dict | None = None
     lanes = [
         _lane("ae-mo", "Model owner", [
             ("holds in the clear", [
-                f"its seed model θ̂ ({public.d1} × {public.n_outputs})",
+                _seed_model_held(public),
                 f"its {public.n_seed} training and {public.n_test} test samples",
                 "what each appraiser derives from them (below)"]),
             ("encrypts (name and shape)", mo_encrypted + threshold),
